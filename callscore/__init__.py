@@ -1,0 +1,1 @@
+"""Shared runtime: settings, Kafka plumbing, the local broker and the `callscore` CLI."""

@@ -1,0 +1,106 @@
+"""`callscore`: one console script, one subcommand per job.
+
+Each component registers its own subcommands (`register(subparsers)`); heavy imports happen
+inside the handlers so that `--help` stays fast. Errors that are the user's to fix print as one
+line and exit 1; secrets never reach the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from callscore.errors import CallscoreError
+from callscore.settings import Settings
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise CallscoreError(
+            f"invalid configuration: CALLSCORE_{field.upper()}: {first['msg']}"
+        ) from None
+
+
+def _cmd_topics(_args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from callscore.kafka import ensure_topics, topic_specs
+
+    settings = load_settings()
+    status = ensure_topics(settings)
+    table = Table(title=f"Topics on {settings.bootstrap_servers}")
+    for column in ("topic", "partitions", "config", "status"):
+        table.add_column(column)
+    for spec in topic_specs(settings):
+        config = ", ".join(f"{k}={v}" for k, v in spec.config.items())
+        table.add_row(spec.name, str(spec.partitions), config, status[spec.name])
+    Console().print(table)
+    return 0
+
+
+def _cmd_schemas_export(args: argparse.Namespace) -> int:
+    from schemas.export import export_schemas
+
+    for path in export_schemas(Path(args.directory)):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callscore",
+        description="Score bank telemarketing prospects from Kafka and publish prioritized call "
+        "tasks. Configuration comes from CALLSCORE_* environment variables or a .env file.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    topics = sub.add_parser("topics", help="create every topic the system uses (idempotent)")
+    topics.set_defaults(handler=_cmd_topics)
+
+    schemas = sub.add_parser("schemas", help="message contracts")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
+    export = schemas_sub.add_parser("export", help="write the JSON Schema files to DIRECTORY")
+    export.add_argument("directory", help="output folder (created if missing)")
+    export.set_defaults(handler=_cmd_schemas_export)
+
+    for module in _component_clis():
+        module.register(sub)
+    return parser
+
+
+def _component_clis() -> list:  # type: ignore[type-arg]
+    import importlib
+
+    modules = []
+    for name in ("trainer.cli", "streamer.cli"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except CallscoreError as exc:
+        print(f"callscore: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

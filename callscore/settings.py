@@ -1,0 +1,113 @@
+"""All configuration in one class. Environment variables use the prefix CALLSCORE_ (or a .env file).
+
+Defaults suit a real Kafka cluster; tests and the local demo override the consumer-group timings
+(see docs/broker.md: the local Tansu broker holds a JoinGroup for half the session timeout).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from callscore.errors import CallscoreError
+from schemas.tasks import PRIORITIES, Priority
+
+
+class MissingSecretError(CallscoreError):
+    """A command needs a secret (e.g. the model signing key) that is not configured."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CALLSCORE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- Kafka connection, applied to every client (confluent-kafka and Faust/aiokafka) ---
+    bootstrap_servers: str = "localhost:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = None
+
+    # --- Topics: the only place their names and partition counts are defined ---
+    topic_prospects: str = "prospects"
+    topic_tasks_prefix: str = Field(
+        default="call-tasks", description="Tier topics are '<prefix>.high|medium|low'."
+    )
+    topic_dead_letters: str = "prospects.dead-letters"
+    topic_models: str = "models"
+    topic_outcomes: str = "call-outcomes"
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    # --- Consumer-group timing (fast values for the local broker: 3 s / 0.5 s) ---
+    session_timeout_seconds: float = Field(default=30.0, gt=0)
+    heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
+    fetch_max_wait_ms: int = Field(
+        default=100, ge=1, le=10_000, description="Overrides Faust's hard-coded 1500 ms."
+    )
+
+    # --- Scoring ---
+    batch_max_size: int = Field(default=500, ge=1)
+    batch_max_wait_seconds: float = Field(default=0.05, gt=0)
+    max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    dedupe_window: int = Field(
+        default=100_000, ge=0, description="Recent event_ids remembered to drop duplicates."
+    )
+    model_name: str = "term-deposit"
+    pinned_model_version: int | None = Field(
+        default=None, ge=1, description="Serve this version instead of the newest (rollback)."
+    )
+
+    # --- Model artifacts ---
+    model_signing_key: SecretStr | None = None
+    artifact_dir: Path = Path("artifacts")
+    inline_artifact_max_bytes: int = Field(default=900_000, ge=0)
+    tier_high_fraction: float = Field(default=0.10, gt=0, lt=1)
+    tier_medium_fraction: float = Field(default=0.20, gt=0, lt=1)
+
+    # --- Training ---
+    data: Path | None = Field(default=None, description="Path to bank-full.csv(.gz).")
+    data_cache_dir: Path = Path.home() / ".cache" / "callqueue-scorer"
+    champion_tolerance: float = Field(default=0.005, ge=0)
+    retrain_interval_seconds: float = Field(default=14 * 86_400, gt=0)
+    retrain_min_new_outcomes: int = Field(default=5_000, ge=1)
+
+    # --- HTTP API ---
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=6066, ge=1, le=65535)
+    api_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.heartbeat_interval_seconds >= self.session_timeout_seconds:
+            raise ValueError("heartbeat_interval_seconds must be below session_timeout_seconds")
+        if self.tier_high_fraction + self.tier_medium_fraction >= 1:
+            raise ValueError("tier_high_fraction + tier_medium_fraction must be below 1")
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                "security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password"
+            )
+        return self
+
+    def task_topic(self, priority: Priority) -> str:
+        return f"{self.topic_tasks_prefix}.{priority}"
+
+    @cached_property
+    def task_topics(self) -> dict[Priority, str]:
+        return {p: self.task_topic(p) for p in PRIORITIES}
+
+    def signing_key(self) -> bytes:
+        if self.model_signing_key is None or not self.model_signing_key.get_secret_value():
+            raise MissingSecretError(
+                "no model signing key: set CALLSCORE_MODEL_SIGNING_KEY (any long random string; "
+                "the trainer and every scorer must share it)"
+            )
+        return self.model_signing_key.get_secret_value().encode()

@@ -1,0 +1,116 @@
+"""The model artifact: a fitted scikit-learn Pipeline plus the metadata needed to serve it.
+
+Serialized with joblib (pickle underneath), so bytes are only unpickled after their signature and
+digest have been verified (see registry.manifests.verify_and_load).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from callscore.errors import CallscoreError
+from schemas import FEATURES, PRIORITIES, TierCutPoints, TrainingWindow
+from schemas.tasks import Priority
+
+ARTIFACT_FORMAT = 1
+
+
+class ArtifactMetadata(BaseModel):
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    model_name: str
+    version: int = Field(ge=1)
+    created_at: AwareDatetime
+    candidate: str = Field(description="Name of the selected candidate pipeline.")
+    features: list[str]
+    feature_contract_hash: str
+    data_rows: int
+    data_sha256: str
+    training_window: TrainingWindow
+    metrics: dict[str, float]
+    tier_cut_points: TierCutPoints
+    sklearn_version: str
+    python_version: str
+    validation_scores: list[float] = Field(
+        description="Sorted quantiles of validation scores: percentiles and drift baselines."
+    )
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    pipeline: Any  # a fitted sklearn Pipeline with predict_proba
+    metadata: ArtifactMetadata
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """P(subscribe) for each row; the frame must hold the contract's FEATURES columns."""
+        return np.asarray(self.pipeline.predict_proba(frame[list(FEATURES)])[:, 1], dtype=float)
+
+    def percentiles(self, scores: np.ndarray) -> np.ndarray:
+        reference = np.asarray(self.metadata.validation_scores)
+        ranks = np.searchsorted(reference, scores, side="right")
+        return np.round(100.0 * ranks / len(reference), 2)
+
+    def priorities(self, scores: np.ndarray) -> list[Priority]:
+        cuts = self.metadata.tier_cut_points
+        return [assign_priority(float(s), cuts) for s in scores]
+
+
+def assign_priority(score: float, cuts: TierCutPoints) -> Priority:
+    if score >= cuts.high:
+        return PRIORITIES[0]
+    if score >= cuts.medium:
+        return PRIORITIES[1]
+    return PRIORITIES[2]
+
+
+def tier_cut_points(
+    validation_scores: Sequence[float], high_fraction: float, medium_fraction: float
+) -> TierCutPoints:
+    """Cut points so that the top `high_fraction` of validation scores is 'high', etc."""
+    scores = np.asarray(validation_scores, dtype=float)
+    high = float(np.quantile(scores, 1.0 - high_fraction))
+    medium = float(np.quantile(scores, 1.0 - high_fraction - medium_fraction))
+    return TierCutPoints(high=high, medium=min(medium, high))
+
+
+def score_quantiles(scores: Sequence[float], points: int = 1001) -> list[float]:
+    """A compact, sorted summary of a score distribution (kept in the artifact)."""
+    values = np.quantile(np.asarray(scores, dtype=float), np.linspace(0, 1, points))
+    return [float(v) for v in values]
+
+
+def dump_artifact(artifact: ModelArtifact) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(
+        {
+            "format": ARTIFACT_FORMAT,
+            "metadata": artifact.metadata.model_dump(mode="json"),
+            "pipeline": artifact.pipeline,
+        },
+        buffer,
+        compress=3,
+    )
+    return buffer.getvalue()
+
+
+class ArtifactError(CallscoreError):
+    """The bytes are not a readable model artifact."""
+
+
+def load_artifact(data: bytes) -> ModelArtifact:
+    """Unpickle an artifact. Call only on bytes whose signature and sha256 were verified."""
+    try:
+        payload = joblib.load(io.BytesIO(data))
+    except Exception as exc:  # joblib/pickle raise many kinds on corrupt input
+        raise ArtifactError(f"artifact is corrupted or truncated: {type(exc).__name__}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"not a callqueue-scorer artifact of format {ARTIFACT_FORMAT}")
+    return ModelArtifact(payload["pipeline"], ArtifactMetadata.model_validate(payload["metadata"]))

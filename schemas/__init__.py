@@ -1,0 +1,39 @@
+"""The message contracts: defined once here and imported everywhere, tests included."""
+
+from schemas.dead_letter import DeadLetter, ErrorKind, FieldError
+from schemas.decode import InvalidEvent, decode_prospect
+from schemas.features import (
+    CATEGORICAL_FEATURES,
+    CATEGORIES,
+    FEATURES,
+    NUMERIC_FEATURES,
+    feature_contract_hash,
+)
+from schemas.manifest import ModelManifest, TierCutPoints, TrainingWindow
+from schemas.outcome import CallOutcome
+from schemas.prospect import MONTHS, POST_CALL_FIELDS, ProspectEvent
+from schemas.tasks import PRIORITIES, CallTask, Priority, task_id_for
+
+__all__ = [
+    "CATEGORICAL_FEATURES",
+    "CATEGORIES",
+    "FEATURES",
+    "MONTHS",
+    "NUMERIC_FEATURES",
+    "POST_CALL_FIELDS",
+    "PRIORITIES",
+    "CallOutcome",
+    "CallTask",
+    "DeadLetter",
+    "ErrorKind",
+    "FieldError",
+    "InvalidEvent",
+    "ModelManifest",
+    "Priority",
+    "ProspectEvent",
+    "TierCutPoints",
+    "TrainingWindow",
+    "decode_prospect",
+    "feature_contract_hash",
+    "task_id_for",
+]

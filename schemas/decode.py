@@ -1,0 +1,78 @@
+"""Bytes -> ProspectEvent, or an InvalidEvent that says which field broke which rule.
+
+Used by the stream (dead letters) and the HTTP API (422 responses) alike.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.dead_letter import ErrorKind, FieldError
+from schemas.prospect import ProspectEvent
+
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+
+
+class InvalidEvent(ValueError):
+    def __init__(
+        self, kind: ErrorKind, message: str, field_errors: list[FieldError] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.message = message
+        self.field_errors = field_errors or []
+
+
+def _field_error(error: Any) -> FieldError:
+    loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "post_call_field":
+        loc = error["ctx"]["field"]
+    message = error["msg"]
+    value = error.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        message = f"{message} (NaN and Infinity are not valid JSON numbers)"
+    return FieldError(field=loc, rule=error["type"], message=message)
+
+
+def field_errors_from(exc: ValidationError) -> list[FieldError]:
+    return [_field_error(e) for e in exc.errors(include_url=False)]
+
+
+def _summary(errors: list[FieldError]) -> str:
+    return "; ".join(f"{e.field or '(event)'}: {e.message} [{e.rule}]" for e in errors)
+
+
+def decode_prospect(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> ProspectEvent:
+    """Validate one Kafka value. Raises InvalidEvent with a kind, a message and field errors."""
+    if not raw:
+        raise InvalidEvent("empty", "empty payload: expected a JSON object")
+    if len(raw) > max_bytes:
+        raise InvalidEvent(
+            "too_large", f"payload is {len(raw)} bytes; the maximum is {max_bytes} bytes"
+        )
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(
+            "not_utf8", f"payload is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+    try:
+        return ProspectEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = field_errors_from(exc)
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise InvalidEvent("not_json", f"payload is not JSON: {first['msg']}") from None
+        if first["type"] == "model_type":
+            raise InvalidEvent(
+                "not_object", f"payload is JSON but not an object: {first['msg']}"
+            ) from None
+        kind: ErrorKind = (
+            "post_call_field"
+            if any(e.rule == "post_call_field" for e in errors)
+            else "invalid_fields"
+        )
+        raise InvalidEvent(kind, f"invalid prospect event: {_summary(errors)}", errors) from None

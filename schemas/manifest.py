@@ -1,0 +1,80 @@
+"""ModelManifest: one record on the versioned model topic, keyed by model name.
+
+The newest valid record per model name (in topic order) is the model every scorer serves, so a
+rollback is just a republished older manifest (`callscore models promote`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+HEX_SHA256 = r"^[0-9a-f]{64}$"
+
+
+class TierCutPoints(BaseModel):
+    """score >= high -> 'high'; score >= medium -> 'medium'; else 'low'."""
+
+    model_config = ConfigDict(frozen=True)
+
+    high: float = Field(ge=0.0, le=1.0)
+    medium: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TierCutPoints:
+        if self.medium > self.high:
+            raise ValueError("tier cut points must satisfy medium <= high")
+        return self
+
+
+class TrainingWindow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    start: str = Field(pattern=r"^\d{4}-\d{2}$", description="First contact period, YYYY-MM.")
+    end: str = Field(pattern=r"^\d{4}-\d{2}$", description="Last contact period, YYYY-MM.")
+    rows: int = Field(ge=1)
+
+
+class ModelManifest(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, protected_namespaces=(), ser_json_bytes="base64", val_json_bytes="base64"
+    )
+
+    model_name: str = Field(min_length=1, max_length=100)
+    version: int = Field(ge=1, description="Increases monotonically per model name.")
+    created_at: AwareDatetime = Field(description="When the model was trained.")
+    published_at: AwareDatetime = Field(description="When this record was written.")
+    action: Literal["publish", "promote"] = "publish"
+    artifact_sha256: str = Field(pattern=HEX_SHA256)
+    signature: str = Field(
+        pattern=HEX_SHA256, description="HMAC-SHA256 of the signing payload, hex."
+    )
+    sklearn_version: str = Field(min_length=1)
+    python_version: str = Field(min_length=1)
+    feature_contract_hash: str = Field(pattern=HEX_SHA256)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    tier_cut_points: TierCutPoints
+    training_window: TrainingWindow
+    artifact_inline: bytes | None = Field(
+        default=None, description="The joblib artifact (compressed), base64 in JSON."
+    )
+    artifact_uri: str | None = Field(default=None, description="file:// URI of the artifact.")
+
+    @model_validator(mode="after")
+    def _one_artifact_location(self) -> ModelManifest:
+        if (self.artifact_inline is None) == (self.artifact_uri is None):
+            raise ValueError("a manifest carries exactly one of artifact_inline or artifact_uri")
+        return self
+
+    def signing_payload(self) -> bytes:
+        """What the signature covers: the artifact digest bound to its identity and contract."""
+        return "\n".join(
+            [
+                self.model_name,
+                str(self.version),
+                self.artifact_sha256,
+                self.feature_contract_hash,
+                self.sklearn_version,
+            ]
+        ).encode()

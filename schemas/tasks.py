@@ -1,0 +1,32 @@
+"""CallTask: what dialer systems consume, one per scored prospect event."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Priority = Literal["high", "medium", "low"]
+PRIORITIES: tuple[Priority, ...] = ("high", "medium", "low")
+
+# Fixed namespace: task ids must be stable across processes, versions and replays.
+_TASK_NAMESPACE = uuid.UUID("6f1c1a52-52a5-4c2e-9d7e-0f0c8b8f3a11")
+
+
+def task_id_for(event_id: str) -> str:
+    """Derive the task id from the event id alone, so replays and rescoring keep the same id."""
+    return str(uuid.uuid5(_TASK_NAMESPACE, event_id))
+
+
+class CallTask(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str = Field(description="uuid5 of event_id: dialers deduplicate on it.")
+    event_id: str
+    prospect_id: str
+    score: float = Field(ge=0.0, le=1.0, description="Calibrated P(subscribes a term deposit).")
+    priority: Priority
+    percentile: float = Field(ge=0.0, le=100.0, description="Rank among validation scores.")
+    model_version: int = Field(ge=1)
+    scored_at: AwareDatetime

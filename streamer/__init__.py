@@ -1,0 +1,1 @@
+"""Online scoring: the Faust stream processor, hot model reload, HTTP API and metrics."""

@@ -1,0 +1,114 @@
+"""Test data builders: valid events and small signed models trained on synthetic data."""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import sklearn
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from registry.artifact import (
+    ArtifactMetadata,
+    ModelArtifact,
+    score_quantiles,
+    tier_cut_points,
+)
+from schemas import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TrainingWindow
+from schemas import feature_contract_hash as contract_hash
+from trainer.synthetic import synthetic_bank_frame
+
+
+def valid_event(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": "evt-1",
+        "prospect_id": "cust-1",
+        "occurred_at": "2026-11-26T09:00:00+00:00",
+        "age": 41,
+        "job": "technician",
+        "marital": "married",
+        "education": "secondary",
+        "default": "no",
+        "balance": 1200,
+        "housing": "yes",
+        "loan": "no",
+        "contact": "cellular",
+        "day": 15,
+        "month": "may",
+        "campaign": 2,
+        "pdays": -1,
+        "previous": 0,
+        "poutcome": "unknown",
+    }
+    event.update(overrides)
+    return event
+
+
+def events_from_frame(frame: Any, prefix: str) -> list[dict[str, Any]]:
+    """One valid event per row of a bank-schema frame (post-call columns left out)."""
+    rows = frame[list(FEATURES)].to_dict(orient="records")
+    return [
+        {
+            "event_id": f"{prefix}-{i}",
+            "prospect_id": f"cust-{i}",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            **{k: (int(v) if k in NUMERIC_FEATURES else v) for k, v in row.items()},
+        }
+        for i, row in enumerate(rows)
+    ]
+
+
+@cache
+def _fitted_pipeline(seed: int) -> Pipeline:
+    frame = synthetic_bank_frame(rows=1500, seed=seed)
+    pipeline = Pipeline(
+        [
+            (
+                "features",
+                ColumnTransformer(
+                    [
+                        ("numeric", StandardScaler(), list(NUMERIC_FEATURES)),
+                        (
+                            "categorical",
+                            OneHotEncoder(handle_unknown="ignore"),
+                            list(CATEGORICAL_FEATURES),
+                        ),
+                    ]
+                ),
+            ),
+            ("model", LogisticRegression(max_iter=500)),
+        ]
+    )
+    pipeline.fit(frame[list(FEATURES)], frame["y"] == "yes")
+    return pipeline
+
+
+def small_artifact(
+    version: int = 1, model_name: str = "term-deposit", seed: int = 1
+) -> ModelArtifact:
+    """A quickly fitted, real scikit-learn pipeline wrapped as a servable artifact."""
+    pipeline = _fitted_pipeline(seed)
+    frame = synthetic_bank_frame(rows=500, seed=seed + 100)
+    scores = pipeline.predict_proba(frame[list(FEATURES)])[:, 1]
+    metadata = ArtifactMetadata(
+        model_name=model_name,
+        version=version,
+        created_at=datetime.now(UTC),
+        candidate="logistic",
+        features=list(FEATURES),
+        feature_contract_hash=contract_hash(),
+        data_rows=len(frame),
+        data_sha256="0" * 64,
+        training_window=TrainingWindow(start="2008-05", end="2010-11", rows=1500),
+        metrics={"backtest_roc_auc": 0.7},
+        tier_cut_points=tier_cut_points(scores, 0.1, 0.2),
+        sklearn_version=sklearn.__version__,
+        python_version=platform.python_version(),
+        validation_scores=score_quantiles(scores),
+    )
+    return ModelArtifact(pipeline, metadata)

@@ -1,0 +1,1 @@
+"""Offline learning: data, feature pipelines, honest evaluation, signed model publication."""
