@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _component_clis() -> list:  # type: ignore[type-arg]
+def _component_clis() -> list[Any]:
     import importlib
 
     modules = []

@@ -9,6 +9,8 @@ from typing import Any
 from callscore.errors import CallscoreError
 from callscore.settings import Settings
 
+ADMIN_TIMEOUT_SECONDS = 15.0
+
 
 class BrokerUnavailableError(CallscoreError):
     """The configured Kafka bootstrap servers did not answer."""
@@ -75,8 +77,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(settings: Settings, timeout: float = 15.0) -> dict[str, str]:
+def ensure_topics(settings: Settings, timeout: float | None = None) -> dict[str, str]:
     """Create missing topics. Returns topic -> 'created' | 'exists'."""
+    timeout = timeout or ADMIN_TIMEOUT_SECONDS
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 

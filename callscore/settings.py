@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     def task_topics(self) -> dict[Priority, str]:
         return {p: self.task_topic(p) for p in PRIORITIES}
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as CALLSCORE_* variables, to configure a child process identically."""
+        env = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"CALLSCORE_{name.upper()}"] = str(value)
+        return env
+
     def signing_key(self) -> bytes:
         if self.model_signing_key is None or not self.model_signing_key.get_secret_value():
             raise MissingSecretError(

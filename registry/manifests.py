@@ -207,7 +207,7 @@ class ModelTopicReader:
                     continue  # nothing published yet
                 raise BrokerUnavailableError(f"reading '{self._topic}': {error}")
             self.at_end = False
-            records.append(parse_record(message.offset(), message.value()))
+            records.append(parse_record(message.offset() or 0, message.value()))
         return records
 
     def read_to_end(self, timeout: float = 15.0) -> list[ManifestRecord]:

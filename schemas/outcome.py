@@ -11,7 +11,7 @@ class CallOutcome(BaseModel):
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
     task_id: str | None = Field(default=None, min_length=1, max_length=128)
     prospect_id: str = Field(min_length=1, max_length=128)
-    called_at: AwareDatetime
+    called_at: AwareDatetime = Field(strict=False)
     subscribed: bool
     duration_seconds: int = Field(ge=0, le=86_400)
     notes: str | None = Field(default=None, max_length=2000)

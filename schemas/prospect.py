@@ -57,7 +57,8 @@ class ProspectEvent(BaseModel):
         min_length=1, max_length=128, description="Producer-chosen idempotency key."
     )
     prospect_id: str = Field(min_length=1, max_length=128, description="Customer identifier.")
-    occurred_at: AwareDatetime = Field(description="ISO-8601 timestamp with a timezone.")
+    # JSON has no datetime type: ISO-8601 strings are parsed (strict mode would refuse them).
+    occurred_at: AwareDatetime = Field(strict=False, description="ISO-8601 with a timezone.")
 
     age: int = Field(ge=18, le=100)
     job: Job
