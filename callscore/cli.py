@@ -56,6 +56,12 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from callscore.demo import run_demo
+
+    return run_demo(events=args.events)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callscore",
@@ -72,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = schemas_sub.add_parser("export", help="write the JSON Schema files to DIRECTORY")
     export.add_argument("directory", help="output folder (created if missing)")
     export.set_defaults(handler=_cmd_schemas_export)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole flow locally: broker, train + publish, stream-score a few events",
+    )
+    demo.add_argument("--events", type=int, default=20, help="valid events to publish")
+    demo.set_defaults(handler=_cmd_demo)
 
     for module in _component_clis():
         module.register(sub)

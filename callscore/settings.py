@@ -60,6 +60,14 @@ class Settings(BaseSettings):
         default=100_000, ge=0, description="Recent event_ids remembered to drop duplicates."
     )
     model_name: str = "term-deposit"
+    streamer_app_id: str = Field(
+        default="callscore-streamer", description="Faust app id = consumer group of the scorers."
+    )
+    streamer_data_dir: Path = Path("streamer-data")
+    producer_linger_ms: int = Field(default=5, ge=0, le=1000)
+    commit_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often the scorer commits acknowledged offsets."
+    )
     pinned_model_version: int | None = Field(
         default=None, ge=1, description="Serve this version instead of the newest (rollback)."
     )

@@ -50,3 +50,21 @@ def settings(unique: str, tmp_path) -> Settings:  # type: ignore[no-untyped-def]
 def kafka_settings(settings: Settings, kafka_broker: LocalBroker) -> Settings:
     """Settings pointing at the session's real broker, with the fast group timings."""
     return settings.model_copy(update={"bootstrap_servers": kafka_broker.bootstrap_servers})
+
+
+@pytest.fixture
+def workers(tmp_path):  # type: ignore[no-untyped-def]
+    """Start `callscore stream` subprocesses; every one is killed at teardown."""
+    from tests.stream_harness import StreamWorker
+
+    started: list[StreamWorker] = []
+
+    def start(settings: Settings, name: str = "w") -> StreamWorker:
+        worker = StreamWorker(settings, tmp_path / f"{name}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+        worker.stop()

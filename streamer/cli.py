@@ -1,0 +1,41 @@
+"""`callscore stream`: one scorer replica (a normal Faust worker; SIGTERM stops it gracefully)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import faust
+
+    from callscore.cli import load_settings
+    from callscore.kafka import ensure_topics
+    from streamer.app import build_app
+
+    settings = load_settings()
+    settings.signing_key()  # fail now, not at the first model: every scorer needs the key
+    ensure_topics(settings)
+    streamer = build_app(settings)
+    worker = faust.Worker(streamer.app, loglevel=args.loglevel)
+    worker.execute_from_commandline()  # returns or raises SystemExit when the worker stops
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    stream = subparsers.add_parser(
+        "stream",
+        help="score prospects from Kafka into prioritized call-task topics (Faust worker)",
+        description="Consume the prospects topic, score batches with the newest verified model "
+        "from the model topic, publish call tasks per priority tier and dead letters, and serve "
+        "the HTTP API (POST /score, GET /model, /healthz, /readyz, /metrics) on "
+        "CALLSCORE_HTTP_PORT.",
+    )
+    stream.add_argument(
+        "-l",
+        "--loglevel",
+        default="info",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="log level (default: info)",
+    )
+    stream.set_defaults(handler=_cmd_stream)

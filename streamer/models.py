@@ -1,0 +1,171 @@
+"""The model watcher: every replica reads the whole model topic itself and hot-swaps models.
+
+Not a Faust agent on purpose: an agent's consumer group would split the model topic between
+replicas, but every replica must see every manifest. Each watcher runs a ModelTopicReader (unique
+group id, manual assignment from the beginning, no commits) in a daemon thread.
+
+Rules:
+- the candidate is the newest record in topic order for Settings.model_name (only records of
+  Settings.pinned_model_version when pinned), so `callscore models promote` (a republished older
+  manifest) takes effect;
+- a candidate is verified (HMAC, contract hash, scikit-learn version, sha256) before it is
+  unpickled (registry.manifests.verify_and_load); a refused one is logged and counted, and the
+  newest *valid* candidate wins, or the current model keeps serving;
+- the swap is one reference assignment; the stream reads `current` once per batch, so each batch
+  is scored by exactly one version and no event is lost or scored twice by a reload.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from callscore.errors import CallscoreError
+from callscore.settings import Settings
+from registry.manifests import ManifestRecord, ManifestRejected, ModelTopicReader, verify_and_load
+from schemas import ModelManifest
+from streamer.metrics import StreamMetrics
+from streamer.scoring import ServedModel
+
+log = logging.getLogger(__name__)
+
+# Candidates kept while catching up: enough to fall back past a few refused records without
+# holding every (possibly inline, ~100 KiB) manifest of an uncompacted topic in memory.
+MAX_PENDING = 16
+
+
+class ModelWatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: StreamMetrics,
+        reader_factory: Callable[[Settings], ModelTopicReader] = ModelTopicReader,
+        poll_seconds: float = 0.25,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._reader_factory = reader_factory
+        self._poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending: deque[tuple[int, ModelManifest]] = deque(maxlen=MAX_PENDING)
+        self.current: ServedModel | None = None
+        self.caught_up = threading.Event()
+        self.records_read = 0
+        self.last_error: str | None = None
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        reader: ModelTopicReader | None = None
+        while not self._stop.is_set():
+            try:
+                if reader is None:
+                    reader = self._reader_factory(self._settings)
+                self.step(reader.poll(self._poll_seconds), reader.at_end)
+                self.last_error = None
+            except CallscoreError as exc:  # broker trouble: keep serving, retry
+                self.last_error = str(exc)
+                log.warning("model watcher: %s; retrying", exc)
+                self._stop.wait(1.0)
+            except Exception as exc:  # never let the thread die silently
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("model watcher failed; retrying")
+                self._stop.wait(1.0)
+        if reader is not None:
+            reader.close()
+
+    # --- the decision logic (called by the thread; directly testable) ---
+    def step(self, records: list[ManifestRecord], at_end: bool) -> None:
+        for record in records:
+            self._consider(record)
+        if at_end and not self.caught_up.is_set():
+            log.info("model watcher: read %d model records to the end", self.records_read)
+            self.caught_up.set()
+        if self.caught_up.is_set() and self._pending:
+            self._apply_newest_valid()
+
+    def _consider(self, record: ManifestRecord) -> None:
+        self.records_read += 1
+        manifest = record.manifest
+        if manifest is None:
+            log.warning("model record at offset %d refused: %s", record.offset, record.error)
+            self._metrics.reloads.labels("rejected", "malformed").inc()
+            return
+        if manifest.model_name != self._settings.model_name:
+            return
+        pinned = self._settings.pinned_model_version
+        if pinned is not None and manifest.version != pinned:
+            return
+        self._pending.append((record.offset, manifest))
+
+    def _apply_newest_valid(self) -> None:
+        candidates = list(self._pending)
+        self._pending.clear()
+        for offset, manifest in reversed(candidates):
+            current = self.current
+            if current is not None and offset <= current.record_offset:
+                return
+            if (
+                current is not None
+                and current.version == manifest.version
+                and current.manifest.artifact_sha256 == manifest.artifact_sha256
+            ):
+                log.info(
+                    "model v%d re-announced at offset %d: already serving", manifest.version, offset
+                )
+                self._metrics.reloads.labels("unchanged", "").inc()
+                return
+            try:
+                artifact = verify_and_load(manifest, self._settings)
+            except ManifestRejected as exc:
+                log.error(
+                    "model %s v%d (offset %d) refused: %s; %s",
+                    manifest.model_name,
+                    manifest.version,
+                    offset,
+                    exc,
+                    f"still serving v{current.version}" if current else "no model loaded",
+                )
+                self._metrics.reloads.labels("rejected", exc.reason).inc()
+                continue
+            except CallscoreError as exc:
+                log.error("model v%d (offset %d) refused: %s", manifest.version, offset, exc)
+                self._metrics.reloads.labels("rejected", "error").inc()
+                continue
+            self._swap(ServedModel(artifact, manifest, offset, datetime.now(UTC)))
+            return
+
+    def _swap(self, served: ServedModel) -> None:
+        previous = self.current
+        self.current = served  # one reference assignment: atomic for readers
+        manifest = served.manifest
+        self._metrics.reloads.labels("loaded", "").inc()
+        self._metrics.model_version.set(manifest.version)
+        self._metrics.model_info.info(
+            {
+                "model_name": manifest.model_name,
+                "version": str(manifest.version),
+                "artifact_sha256": manifest.artifact_sha256,
+                "action": manifest.action,
+            }
+        )
+        log.info(
+            "serving model %s v%d (%s, record offset %d)%s",
+            manifest.model_name,
+            manifest.version,
+            manifest.action,
+            served.record_offset,
+            f", was v{previous.version}" if previous else "",
+        )

@@ -1,0 +1,108 @@
+"""Pure batch scoring: raw Kafka records -> call tasks and dead letters. No I/O here.
+
+Used by the stream (one call per batch) and by `POST /score`, so both score identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from registry.artifact import ModelArtifact
+from schemas import FEATURES, CallTask, DeadLetter, ModelManifest, ProspectEvent, task_id_for
+from schemas.decode import InvalidEvent, decode_prospect
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed record, as the scorer needs it."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None = None  # Kafka record timestamp, seconds since the epoch
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A verified, loaded model and the manifest record that announced it."""
+
+    artifact: ModelArtifact
+    manifest: ModelManifest
+    record_offset: int
+    loaded_at: datetime
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+
+def dead_letter_for(
+    message: Incoming, error: InvalidEvent, max_bytes: int, now: datetime
+) -> DeadLetter:
+    payload = message.value or b""
+    truncated = len(payload) > max_bytes
+    return DeadLetter(
+        payload=payload[:max_bytes] if truncated else payload,
+        payload_size=len(payload),
+        payload_truncated=truncated,
+        key=message.key,
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        error_kind=error.kind,
+        message=error.message,
+        field_errors=error.field_errors,
+        received_at=now,
+    )
+
+
+def decode_batch(
+    messages: Sequence[Incoming], max_bytes: int, now: datetime
+) -> tuple[list[tuple[Incoming, ProspectEvent]], list[DeadLetter]]:
+    """Split a batch into valid events and dead letters; every message lands in exactly one."""
+    valid: list[tuple[Incoming, ProspectEvent]] = []
+    dead: list[DeadLetter] = []
+    for message in messages:
+        try:
+            valid.append((message, decode_prospect(message.value, max_bytes)))
+        except InvalidEvent as exc:
+            dead.append(dead_letter_for(message, exc, max_bytes, now))
+    return valid, dead
+
+
+def feature_frame(events: Sequence[ProspectEvent]) -> pd.DataFrame:
+    """The model input for a batch, built once: one row per event, the contract's columns."""
+    return pd.DataFrame([event.features() for event in events], columns=list(FEATURES))
+
+
+def score_events(
+    events: Sequence[ProspectEvent], model: ServedModel, now: datetime
+) -> list[CallTask]:
+    """One predict_proba call for the whole batch, by exactly one model version."""
+    if not events:
+        return []
+    artifact = model.artifact
+    scores = artifact.predict(feature_frame(events))
+    percentiles = artifact.percentiles(scores)
+    priorities = artifact.priorities(scores)
+    return [
+        CallTask(
+            task_id=task_id_for(event.event_id),
+            event_id=event.event_id,
+            prospect_id=event.prospect_id,
+            score=min(max(float(score), 0.0), 1.0),
+            priority=priority,
+            percentile=float(percentile),
+            model_version=model.version,
+            scored_at=now,
+        )
+        for event, score, percentile, priority in zip(
+            events, scores, percentiles, priorities, strict=True
+        )
+    ]

@@ -1,0 +1,236 @@
+"""Helpers for streamer integration tests: the worker as a subprocess, produce, collect, HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from callscore.kafka import consumer_config, producer_config
+from callscore.local_broker import free_port
+from callscore.settings import Settings
+from registry.artifact import ModelArtifact, dump_artifact
+from registry.manifests import build_manifest, publish_manifest
+from tests.factories import small_artifact
+
+CALLSCORE = str(Path(sys.executable).with_name("callscore"))
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"CALLSCORE_{name.upper()}"] = str(value)
+    return env
+
+
+def worker_settings(
+    settings: Settings, tmp_path: Path, name: str = "w", **updates: Any
+) -> Settings:
+    """A unique app id (consumer group), data dir and free HTTP port for one worker."""
+    return settings.model_copy(
+        update={
+            "streamer_app_id": f"scorer-{settings.topic_prospects}",
+            "streamer_data_dir": tmp_path / f"faust-{name}",
+            "http_port": free_port(),
+            "http_host": "127.0.0.1",
+            **updates,
+        }
+    )
+
+
+@dataclass
+class HttpResult:
+    status: int
+    body: Any
+    text: str
+
+
+class StreamWorker:
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCORE_")}
+        env.update(settings_env(settings))
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [CALLSCORE, "stream", "-l", "info"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    def http(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> HttpResult:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        text = raw.decode()
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        return HttpResult(status, parsed, text)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.log()}")
+            try:
+                if predicate():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}:\n{self.log()}")
+
+    def readiness(self) -> dict[str, Any]:
+        result = self.http("GET", "/readyz")
+        return result.body or {}
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        self.wait_until(lambda: self.readiness().get("ready") is True, timeout, "/readyz ready")
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """Sum of the samples of one metric (optionally filtered by a label substring)."""
+        total = 0.0
+        for line in self.http("GET", "/metrics").text.splitlines():
+            if line.startswith(name) and (line[len(name)] in " {") and labels in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+        return self.process.returncode
+
+
+def produce(settings: Settings, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    from confluent_kafka import Producer
+
+    producer = Producer(producer_config(settings, **{"enable.idempotence": False}))
+    count = 0
+    for key, value in records:
+        producer.produce(settings.topic_prospects, key=key, value=value)
+        producer.poll(0)
+        count += 1
+    assert producer.flush(15) == 0, "events not acknowledged by the broker"
+    return count
+
+
+def event_bytes(event: dict[str, Any]) -> tuple[bytes, bytes]:
+    return event["prospect_id"].encode(), json.dumps(event).encode()
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: dict[str, Any]
+    headers: dict[str, bytes]
+    timestamp_ms: int
+
+
+def collect(
+    settings: Settings,
+    topics: Iterable[str],
+    done: Callable[[list[Record]], bool],
+    timeout: float,
+    settle: float = 0.0,
+) -> list[Record]:
+    """Read the topics from the beginning until done(records) (then `settle` s more) or timeout."""
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(consumer_config(settings, f"collector-{uuid.uuid4()}"))
+    consumer.assign(
+        [
+            TopicPartition(topic, p, OFFSET_BEGINNING)
+            for topic in topics
+            for p in range(settings.partitions)
+        ]
+    )
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=0.2):
+                if message.error():
+                    continue
+                records.append(
+                    Record(
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                        message.key(),
+                        json.loads(message.value()),
+                        {k: v for k, v in (message.headers() or [])},
+                        message.timestamp()[1],
+                    )
+                )
+            if settle_until is None and done(records):
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() >= settle_until:
+                return records
+    finally:
+        consumer.close()
+    return records
+
+
+def publish_model(settings: Settings, version: int, seed: int = 1) -> ModelArtifact:
+    artifact = small_artifact(version, seed=seed)
+    manifest = build_manifest(dump_artifact(artifact), artifact.metadata, settings)
+    publish_manifest(settings, manifest)
+    return artifact
+
+
+def as_event(data: dict[str, Any]) -> Any:
+    from schemas import ProspectEvent
+
+    return ProspectEvent.model_validate_json(json.dumps(data))

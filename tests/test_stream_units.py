@@ -1,0 +1,176 @@
+"""Pure parts of the streamer: batch scoring, dedupe window, model watcher decisions, HTTP logic."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from registry.artifact import dump_artifact
+from registry.manifests import ManifestRecord, build_manifest, sign
+from schemas import task_id_for
+from streamer.dedupe import RecentIds
+from streamer.metrics import StreamMetrics
+from streamer.models import ModelWatcher
+from streamer.scoring import Incoming, ServedModel, decode_batch, feature_frame, score_events
+from streamer.web import ROUTES, authorized, score_request
+from tests.factories import small_artifact, valid_event
+from tests.stream_harness import as_event
+
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def _incoming(value: bytes | None, offset: int = 0) -> Incoming:
+    return Incoming(b"k", value, "prospects", 0, offset, 1.0)
+
+
+def _served(settings, version: int = 1, seed: int = 1, offset: int = 0) -> ServedModel:
+    artifact = small_artifact(version, seed=seed)
+    manifest = build_manifest(dump_artifact(artifact), artifact.metadata, settings)
+    return ServedModel(artifact, manifest, offset, NOW)
+
+
+def test_decode_batch_puts_every_message_in_exactly_one_list():
+    messages = [
+        _incoming(json.dumps(valid_event(event_id="a")).encode(), 0),
+        _incoming(b"", 1),
+        _incoming(b"x" * 3000, 2),
+        _incoming(None, 3),
+    ]
+    valid, dead = decode_batch(messages, max_bytes=1024, now=NOW)
+    assert [m.offset for m, _ in valid] == [0]
+    assert [(d.source_offset, d.error_kind) for d in dead] == [
+        (1, "empty"),
+        (2, "too_large"),
+        (3, "empty"),
+    ]
+    big = dead[1]
+    assert big.payload_truncated and len(big.payload) == 1024 and big.payload_size == 3000
+
+
+def test_score_events_matches_offline_predict_in_one_batch(settings):
+    served = _served(settings)
+    events = [
+        as_event(valid_event(event_id=f"e{i}", age=20 + i, balance=i * 900)) for i in range(50)
+    ]
+    tasks = score_events(events, served, NOW)
+    offline = served.artifact.predict(feature_frame(events))
+    for event, task, expected in zip(events, tasks, offline, strict=True):
+        one = served.artifact.predict(feature_frame([event]))[0]
+        assert task.score == pytest.approx(float(expected), rel=1e-12)
+        assert task.score == pytest.approx(float(one), rel=1e-9)
+        assert task.task_id == task_id_for(event.event_id) and task.model_version == 1
+    assert score_events([], served, NOW) == []
+
+
+def test_recent_ids_window_is_bounded():
+    recent = RecentIds(3)
+    assert [recent.seen(x) for x in "abca"] == [False, False, False, True]
+    assert not recent.seen("d")  # evicts "a"
+    assert len(recent) == 3 and "a" not in recent
+    assert not recent.seen("a")
+    off = RecentIds(0)
+    assert not off.seen("a") and not off.seen("a")
+
+
+def _record(offset, manifest):
+    return ManifestRecord(offset, manifest)
+
+
+def test_watcher_follows_newest_record_and_refuses_bad_ones(settings):
+    metrics = StreamMetrics()
+    watcher = ModelWatcher(settings, metrics)
+    v1 = _served(settings, 1).manifest
+    v2 = _served(settings, 2, seed=2).manifest
+    forged = v2.model_copy(update={"version": 3, "signature": "f" * 64})
+    old_sklearn = v2.model_copy(update={"version": 4, "sklearn_version": "0.24.2"})
+    old_sklearn = old_sklearn.model_copy(
+        update={"signature": sign(settings.signing_key(), old_sklearn)}
+    )
+    # catch-up: v1, v2, forged -> the newest *valid* one (v2) wins, forged counted
+    watcher.step([_record(0, v1), _record(1, v2), _record(2, forged)], at_end=False)
+    assert watcher.current is None  # nothing loaded before reaching the end
+    watcher.step([], at_end=True)
+    assert watcher.current is not None and watcher.current.version == 2
+    watcher.step([_record(3, old_sklearn), ManifestRecord(4, None, "malformed")], at_end=True)
+    assert watcher.current.version == 2
+    promoted = v1.model_copy(update={"action": "promote"})
+    watcher.step([_record(5, promoted)], at_end=True)  # a rollback: newest record, older version
+    assert watcher.current.version == 1 and watcher.current.record_offset == 5
+    samples = {
+        (s.labels.get("result"), s.labels.get("reason")): s.value
+        for s in metrics.reloads.collect()[0].samples
+        if s.name.endswith("_total")
+    }
+    assert samples[("rejected", "signature")] == 1
+    assert samples[("rejected", "sklearn_version")] == 1
+    assert samples[("rejected", "malformed")] == 1
+    assert samples[("loaded", "")] == 2
+
+
+def test_watcher_pinned_version(settings):
+    pinned = settings.model_copy(update={"pinned_model_version": 1})
+    watcher = ModelWatcher(pinned, StreamMetrics())
+    v1 = _served(settings, 1).manifest
+    v2 = _served(settings, 2, seed=2).manifest
+    watcher.step([_record(0, v1), _record(1, v2)], at_end=True)
+    assert watcher.current is not None and watcher.current.version == 1
+
+
+def test_score_request_single_list_and_errors(settings):
+    served = _served(settings)
+    status, doc = score_request(json.dumps(valid_event()).encode(), served, settings)
+    assert (
+        status == 200 and doc["model_version"] == 1 and doc["priority"] in {"high", "medium", "low"}
+    )
+    status, doc = score_request(
+        json.dumps([valid_event(), valid_event()]).encode(), served, settings
+    )
+    assert status == 200 and len(doc) == 2
+    status, doc = score_request(b"{nope", served, settings)
+    assert status == 422
+    status, doc = score_request(json.dumps([valid_event(age="41")]).encode(), served, settings)
+    assert status == 422 and doc["errors"][0]["field_errors"][0]["field"] == "age"
+    status, _ = score_request(b"[]", served, settings)
+    assert status == 422
+
+
+def test_bearer_token(settings):
+    assert authorized(settings, None)
+    with_token = settings.model_copy(update={"api_token": SecretStr("t0k")})
+    assert authorized(with_token, "Bearer t0k")
+    assert not authorized(with_token, None) and not authorized(with_token, "Bearer nope")
+
+
+def _openapi_operations(text: str) -> dict[str, tuple[str, ...]]:
+    """Paths and their methods from the `paths:` block (PyYAML is not a dependency)."""
+    operations: dict[str, list[str]] = {}
+    in_paths, path = False, None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            in_paths = line.startswith("paths:")
+        elif in_paths and indent == 2 and (m := re.match(r"\s+(/\S*):\s*$", line)):
+            path = m.group(1)
+            operations[path] = []
+        elif (
+            in_paths
+            and indent == 4
+            and path
+            and (m := re.match(r"\s+(get|post|put|patch|delete):", line))
+        ):
+            operations[path].append(m.group(1))
+    return {p: tuple(sorted(ops)) for p, ops in operations.items()}
+
+
+def test_openapi_lists_every_route():
+    text = (Path(__file__).parents[1] / "docs" / "openapi.yaml").read_text()
+    assert text.startswith("openapi: 3.")
+    documented = _openapi_operations(text)
+    assert documented == {path: tuple(sorted(ops)) for path, ops in ROUTES.items()}
