@@ -59,7 +59,7 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from callscore.demo import run_demo
 
-    return run_demo(events=args.events)
+    return run_demo(Path(args.out), events=args.events, search=args.search)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole flow locally: broker, train + publish, stream-score a few events",
     )
     demo.add_argument("--events", type=int, default=20, help="valid events to publish")
+    demo.add_argument(
+        "--out", default="out/demo", help="folder for the model card (default: out/demo)"
+    )
+    demo.add_argument(
+        "--search",
+        choices=["full", "fast"],
+        default="full",
+        help="hyperparameter search of `callscore train` (fast: tiny, for a quick look)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     for module in _component_clis():

@@ -61,12 +61,13 @@ def _training_data(workdir: Path, settings: Settings) -> tuple[Path, Any]:
         return path, frame
 
 
-def _events(frame: Any, count: int) -> list[bytes]:
+def _events(frame: Any, count: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs: `count` valid events drawn from the data plus two invalid ones."""
     from datetime import UTC, datetime
 
     from schemas import FEATURES, NUMERIC_FEATURES
 
-    sample = frame.tail(2000).sample(count, random_state=3)[list(FEATURES)]
+    sample = frame.sample(count, random_state=3)[list(FEATURES)]
     now = datetime.now(UTC).isoformat()
     events = [
         {
@@ -79,7 +80,21 @@ def _events(frame: Any, count: int) -> list[bytes]:
     ]
     leaky = dict(events[0], event_id="demo-leaky", duration=312)
     wrong_type = dict(events[1], event_id="demo-bad-age", age="forty")
-    return [json.dumps(e).encode() for e in [*events, leaky, wrong_type]]
+    return [
+        (e["prospect_id"].encode(), json.dumps(e).encode()) for e in [*events, leaky, wrong_type]
+    ]
+
+
+def _publish(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
+    from confluent_kafka import Producer
+
+    from callscore.kafka import producer_config
+
+    producer = Producer(producer_config(settings))
+    for key, value in messages:
+        producer.produce(settings.topic_prospects, key=key, value=value)
+    if producer.flush(15):
+        raise CallscoreError("the broker did not acknowledge the demo events within 15 s")
 
 
 def _wait_ready(port: int, stream: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
@@ -148,10 +163,7 @@ def _print_results(settings: Settings, messages: list[Any]) -> None:
     console.print(dead)
 
 
-def run_demo(events: int = 20) -> int:
-    from confluent_kafka import Producer
-
-    from callscore.kafka import producer_config
+def run_demo(out: Path, events: int = 20, search: str = "full") -> int:
     from callscore.local_broker import free_port, start_tansu
 
     # The demo configures itself through the environment, so its child processes inherit it.
@@ -176,7 +188,7 @@ def run_demo(events: int = 20) -> int:
         data_path, frame = _training_data(workdir, settings)
         _run(
             "train and publish a model",
-            [*exe, "train", "--data", str(data_path), "--out", str(workdir / "model")],
+            [*exe, "train", "--data", str(data_path), "--out", str(out), "--search", search],
         )
 
         console.rule("[bold]start the scorer")
@@ -193,11 +205,8 @@ def run_demo(events: int = 20) -> int:
         _wait_ready(settings.http_port, stream)
 
         console.rule(f"[bold]publish {events} prospect events and 2 invalid ones")
-        producer = Producer(producer_config(settings))
-        payloads = _events(frame, events)
-        for i, payload in enumerate(payloads):
-            producer.produce(settings.topic_prospects, key=f"cust-{i}".encode(), value=payload)
-        producer.flush(15)
-        _print_results(settings, _collect(settings, expected=len(payloads)))
-        console.print(f"model card: {workdir / 'model' / 'report.html'} (removed on exit)")
+        messages = _events(frame, events)
+        _publish(settings, messages)
+        _print_results(settings, _collect(settings, expected=len(messages)))
+        console.print(f"model card: {out / 'report.html'}")
     return 0
