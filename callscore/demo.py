@@ -28,7 +28,7 @@ from callscore.settings import Settings
 
 console = Console()
 
-# The local broker holds a group join for half the session timeout (docs: broker notes).
+# The local broker holds a group join for half the session timeout (docs/local-broker.md).
 LOCAL_BROKER_TIMINGS = {
     "CALLSCORE_SESSION_TIMEOUT_SECONDS": "3",
     "CALLSCORE_HEARTBEAT_INTERVAL_SECONDS": "0.5",

@@ -1,7 +1,7 @@
 """All configuration in one class. Environment variables use the prefix CALLSCORE_ (or a .env file).
 
 Defaults suit a real Kafka cluster; tests and the local demo override the consumer-group timings
-(see docs/broker.md: the local Tansu broker holds a JoinGroup for half the session timeout).
+(see docs/local-broker.md: Tansu holds a JoinGroup for half the session timeout).
 """
 
 from __future__ import annotations

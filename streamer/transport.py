@@ -2,7 +2,7 @@
 
 faust-streaming 0.15.3 builds its aiokafka consumer with `fetch_max_wait_ms=1500` and offers no
 setting for it (faust/transport/drivers/aiokafka.py, `_create_worker_consumer`). On a quiet topic
-the broker holds each fetch that long, which sets the end-to-end latency (docs/broker.md: p99
+the broker holds each fetch that long, which sets the end-to-end latency (docs/local-broker.md; p99
 1.4-3 s with the default, under 0.1 s at 10 ms). aiokafka only reads the value when the consumer
 starts, so we let Faust build the consumer and then replace the value before it starts.
 Settings.fetch_max_wait_ms chooses it (each idle consumer costs the broker more CPU when low).
