@@ -1,0 +1,195 @@
+"""Train -> publish -> read back -> verify -> load -> same predictions, on the real broker.
+
+Also the champion/challenger gate, promote/list, and the bad-input cases around publication.
+Trainings use the fast search space on synthetic data: never read quality from these numbers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import SecretStr
+
+from callscore.cli import main
+from callscore.errors import CallscoreError
+from callscore.kafka import BrokerUnavailableError
+from registry.artifact import ArtifactError, load_artifact
+from registry.manifests import ManifestRejected, current_manifest, verify_and_load
+from schemas import FEATURES
+from trainer.data import add_periods, validate_frame
+from trainer.publishing import promote, read_model_records, version_rows
+from trainer.schedule import OutcomeCounter, Scheduler
+from trainer.synthetic import synthetic_bank_frame
+from trainer.train import TrainOptions, run_training
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return add_periods(validate_frame(synthetic_bank_frame(2500, seed=11)))
+
+
+def options(tmp_path, name="run", **kw):  # type: ignore[no-untyped-def]
+    return TrainOptions(
+        out=tmp_path / name, fast=True, search_seconds=0, importance_rows=300, n_jobs=1, **kw
+    )
+
+
+def test_train_publish_read_verify_load_predict(kafka_settings, frame, tmp_path):
+    result = run_training(kafka_settings, frame, "0" * 64, options(tmp_path))
+    assert result.manifest is not None and result.manifest.version == 1
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model_version"] == 1 and metrics["published"]
+    assert metrics["features"] == list(FEATURES)
+    assert metrics["data"] == metrics["data"] | {"rows": len(frame), "sha256": "0" * 64}
+    assert not metrics["data"]["is_uci_bank_full"]
+    for values in metrics["candidates"].values():
+        assert {
+            "random_cv_roc_auc",
+            "backtest_monthly_roc_auc",
+            "backtest_roc_auc",
+            "backtest_pr_auc",
+            "backtest_lift_top_decile",
+            "brier",
+        } <= set(values)
+    assert metrics["selected"] in metrics["candidates"]
+    assert {"roc.png", "pr.png", "gain_lift.png", "calibration.png", "backtest.png"} <= {
+        p.name for p in out.glob("*.png")
+    }
+    assert "<img" in (out / "report.html").read_text()
+
+    records = read_model_records(kafka_settings)
+    manifest = current_manifest(records, kafka_settings.model_name)
+    assert manifest is not None and manifest.version == 1
+    loaded = verify_and_load(manifest, kafka_settings)
+    sample = frame.iloc[:200]
+    np.testing.assert_array_equal(loaded.predict(sample), result.artifact.predict(sample))
+    assert loaded.metadata.tier_cut_points.high >= loaded.metadata.tier_cut_points.medium
+    on_disk = load_artifact((out / "model.joblib").read_bytes())
+    np.testing.assert_array_equal(on_disk.predict(sample), result.artifact.predict(sample))
+
+    # Champion/challenger: a candidate trained on shuffled labels is refused, nothing published.
+    shuffled = frame.assign(y=np.random.default_rng(0).permutation(frame["y"].to_numpy()))
+    worse = run_training(kafka_settings, shuffled, "1" * 64, options(tmp_path, "worse"))
+    assert not worse.decision.publish and worse.manifest is None
+    assert worse.decision.champion_version == 1
+    gate = json.loads((tmp_path / "worse" / "metrics.json").read_text())["gate"]
+    assert gate["champion_roc_auc"] > gate["candidate_roc_auc"]
+    assert len(read_model_records(kafka_settings)) == 1
+
+    # A second, equally good model is published as v2; promote rolls back to v1.
+    again = run_training(kafka_settings, frame, "0" * 64, options(tmp_path, "again"))
+    assert again.manifest is not None and again.manifest.version == 2
+    promoted = promote(kafka_settings, 1)
+    records = read_model_records(kafka_settings)
+    current = current_manifest(records, kafka_settings.model_name)
+    assert current is not None and current.version == 1 and current.action == "promote"
+    assert current.signature == manifest.signature
+    assert promoted.published_at > manifest.published_at
+    rows = version_rows(records, kafka_settings)
+    assert [(r["version"], r["current"]) for r in rows] == [(2, False), (1, True)]
+    with pytest.raises(CallscoreError, match="no version 7"):
+        promote(kafka_settings, 7)
+
+    # Wrong signing key: the champion fails verification, training refuses to go on.
+    wrong = kafka_settings.model_copy(update={"model_signing_key": SecretStr("another-key")})
+    with pytest.raises(CallscoreError, match="failed verification"):
+        run_training(wrong, frame, "0" * 64, options(tmp_path, "wrongkey"))
+    with pytest.raises(ManifestRejected, match="signature"):
+        verify_and_load(current, wrong)
+    assert len(read_model_records(kafka_settings)) == 3
+
+
+def test_corrupted_or_truncated_artifact_is_refused(kafka_settings, frame, tmp_path):
+    from registry.artifact import dump_artifact
+    from registry.manifests import build_manifest
+    from tests.factories import small_artifact
+
+    data = dump_artifact(small_artifact(1))
+    with pytest.raises(ArtifactError, match="corrupted or truncated"):
+        load_artifact(data[: len(data) // 2])
+    settings = kafka_settings.model_copy(update={"inline_artifact_max_bytes": 0})
+    manifest = build_manifest(data, small_artifact(1).metadata, settings)
+    path = manifest.artifact_uri.removeprefix("file://")
+    with open(path, "r+b") as handle:
+        handle.truncate(len(data) - 100)
+    with pytest.raises(ManifestRejected, match="sha256"):
+        verify_and_load(manifest, settings)
+
+
+def test_unreachable_broker_publishes_nothing(settings, frame, tmp_path):
+    dead = settings.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})
+    with pytest.raises(BrokerUnavailableError):
+        run_training(dead, frame, "0" * 64, options(tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_train_no_publish_and_bad_inputs(settings, frame, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CALLSCORE_MODEL_SIGNING_KEY", "k")
+    data = tmp_path / "bank.csv"
+    frame.drop(columns=["year", "period"]).to_csv(data, sep=";", index=False)
+    out = tmp_path / "cli"
+    args = ["train", "--data", str(data), "--out", str(out), "--no-publish", "--search", "fast"]
+    assert main([*args, "--search-seconds", "0"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["gate"]["publish"] is False
+    assert main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(out)]) == 1
+    assert "data file not found" in capsys.readouterr().err
+    data.write_text("a,b\n1,2\n")
+    assert main(["train", "--data", str(data), "--out", str(out), "--no-publish"]) == 1
+    assert "not ';'-separated" in capsys.readouterr().err
+
+
+def test_cli_models_list_and_promote_errors(kafka_settings, monkeypatch, capsys):
+    monkeypatch.setenv("CALLSCORE_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
+    monkeypatch.setenv("CALLSCORE_TOPIC_MODELS", kafka_settings.topic_models)
+    monkeypatch.setenv("CALLSCORE_MODEL_SIGNING_KEY", "k")
+    assert main(["models", "list"]) == 0
+    assert "no published versions" in capsys.readouterr().out
+    assert main(["models", "promote", "3"]) == 1
+    assert "no version 3" in capsys.readouterr().err
+
+
+def test_schedule_retrains_on_outcomes_and_survives_errors(kafka_settings):
+    from confluent_kafka import Producer
+
+    from callscore.kafka import producer_config
+
+    settings = kafka_settings.model_copy(
+        update={"retrain_interval_seconds": 3600, "retrain_min_new_outcomes": 3}
+    )
+    calls: list[str] = []
+
+    def train(reason: str) -> str:
+        calls.append(reason)
+        if len(calls) == 1:
+            raise BrokerUnavailableError("broker went away")
+        return "ok"
+
+    counter = OutcomeCounter(settings)
+    scheduler = Scheduler(settings, train, counter.take, sleep=lambda _s: None)
+    assert scheduler.step()["action"] == "failed"  # transient error: logged, survived
+    assert scheduler.step()["action"] == "trained"  # retried
+    assert scheduler.step()["action"] == "wait"
+    producer = Producer(producer_config(settings))
+    for i in range(3):
+        producer.produce(settings.topic_outcomes, key=f"k{i}".encode(), value=b"{}")
+    producer.flush(10)
+    decision = {"action": "wait"}
+    for _ in range(5):  # the consumer's first fetch can take a moment
+        decision = scheduler.step()
+        if decision["action"] != "wait":
+            break
+    assert decision["action"] == "trained" and "3 new labelled outcomes" in decision["reason"]
+    counter.close()
+    broken = Scheduler(
+        settings,
+        train,
+        lambda: (_ for _ in ()).throw(BrokerUnavailableError("down")),
+        sleep=lambda _s: None,
+    )
+    assert [d["action"] for d in broken.run(max_runs=2)] == ["trained", "wait"]

@@ -1,0 +1,124 @@
+"""Candidate pipelines and their small hyperparameter search spaces."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from trainer.features import BankFeatures, PdaysMode
+
+CANDIDATES: tuple[str, ...] = ("logistic", "random_forest", "hist_gradient_boosting")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One point of the search: a candidate, its feature variant and its hyperparameters."""
+
+    candidate: str
+    pdays: PdaysMode = "engineer"
+    calendar: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        params = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        calendar = "day/month" if self.calendar else "no day/month"
+        return f"{self.candidate}[pdays={self.pdays}; {calendar}; {params}]"
+
+    def build(self, n_jobs: int = 1) -> Pipeline:
+        return build_pipeline(self.candidate, self.pdays, self.calendar, self.params, n_jobs)
+
+
+def _preprocessor(scale: bool) -> ColumnTransformer:
+    numeric = StandardScaler() if scale else "passthrough"
+    return ColumnTransformer(
+        [
+            ("numeric", numeric, make_column_selector(dtype_include="number")),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False, min_frequency=20),
+                make_column_selector(dtype_exclude="number"),
+            ),
+        ]
+    )
+
+
+def _estimator(candidate: str, params: dict[str, Any], n_jobs: int) -> Any:
+    makers: dict[str, Callable[[], Any]] = {
+        "logistic": lambda: LogisticRegression(max_iter=1000, **params),
+        "random_forest": lambda: RandomForestClassifier(
+            **{"n_estimators": 60, "max_samples": 0.5, "random_state": 0, "n_jobs": n_jobs} | params
+        ),
+        "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(
+            random_state=0, early_stopping=False, categorical_features="from_dtype", **params
+        ),
+    }
+    if candidate not in makers:
+        raise ValueError(f"unknown candidate {candidate!r}; expected one of {CANDIDATES}")
+    return makers[candidate]()
+
+
+def build_pipeline(
+    candidate: str,
+    pdays: PdaysMode = "engineer",
+    calendar: bool = False,
+    params: dict[str, Any] | None = None,
+    n_jobs: int = 1,
+) -> Pipeline:
+    """Features -> (one-hot, scaling) -> estimator; gradient boosting takes the categoricals
+    natively (pandas category dtype), the others one-hot with unknown categories ignored."""
+    steps: list[tuple[str, Any]] = [("features", BankFeatures(pdays=pdays, calendar=calendar))]
+    if candidate != "hist_gradient_boosting":
+        steps.append(("encode", _preprocessor(scale=candidate == "logistic")))
+    steps.append(("model", _estimator(candidate, params or {}, n_jobs)))
+    return Pipeline(steps)
+
+
+def search_space(fast: bool = False) -> list[Config]:
+    """Configs in priority order (the time box cuts from the end, never a family's first)."""
+    if fast:
+        hgb_fast = {"max_iter": 30, "learning_rate": 0.2}
+        return [
+            Config("logistic", params={"C": 0.1}),
+            Config(
+                "random_forest", params={"min_samples_leaf": 20, "max_depth": 6, "n_estimators": 20}
+            ),
+            Config("hist_gradient_boosting", params=hgb_fast),
+            Config("hist_gradient_boosting", pdays="drop", params=hgb_fast),
+        ]
+    lr_default = {"C": 0.01}
+    hgb_default = {
+        "max_iter": 150,
+        "learning_rate": 0.05,
+        "max_depth": 3,
+        "min_samples_leaf": 200,
+        "l2_regularization": 5.0,
+    }
+    rf_default = {"min_samples_leaf": 30, "max_depth": 10, "max_features": "sqrt"}
+    variants: tuple[tuple[PdaysMode, bool], ...] = (
+        ("engineer", False),
+        ("drop", False),
+        ("raw", False),
+        ("engineer", True),
+    )
+    return [
+        # feature variants (pdays engineered/dropped/raw; with day/month), each family's default
+        *(Config("logistic", p, c, lr_default) for p, c in variants),
+        *(Config("hist_gradient_boosting", p, c, hgb_default) for p, c in variants[:2]),
+        Config("random_forest", params=rf_default),
+        # hyperparameters, on the engineered variant without day/month
+        Config("hist_gradient_boosting", params={**hgb_default, "min_samples_leaf": 500}),
+        Config("random_forest", params={**rf_default, "min_samples_leaf": 100}),
+        Config("logistic", params={"C": 0.1}),
+        Config("hist_gradient_boosting", "engineer", True, hgb_default),
+        Config("logistic", params={"C": 0.001}),
+        Config("hist_gradient_boosting", params={"max_iter": 100, "learning_rate": 0.08}),
+        Config("random_forest", "drop", False, rf_default),
+    ]

@@ -1,0 +1,254 @@
+"""Trainer subcommands: train, backtest, schedule, models list|promote, data fetch.
+
+Heavy imports (scikit-learn, pandas, matplotlib, Kafka) happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+CADENCES = ("1", "2", "3", "6", "never")
+
+
+def _console(stderr: bool = True) -> Any:
+    """Rich console; wide when not a terminal (logs, CI) so tables keep their headers."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=_console(),
+        transient=False,
+    )
+
+
+def _load(args: argparse.Namespace, settings: Any) -> tuple[Any, str, Path]:
+    from trainer.data import load_bank, resolve_data_path
+
+    path = resolve_data_path(Path(args.data) if args.data else None, settings)
+    frame, sha = load_bank(path)
+    return frame, sha, path
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from callscore.cli import load_settings
+    from trainer.candidates import search_space
+    from trainer.train import TrainOptions, run_training
+
+    settings = load_settings()
+    frame, sha, path = _load(args, settings)
+    console = _console()
+    console.print(f"data: {path} ({len(frame)} rows, sha256 {sha[:12]}...)")
+    options = TrainOptions(
+        out=Path(args.out),
+        publish=not args.no_publish,
+        force=args.force,
+        fast=args.search == "fast",
+        search_seconds=args.search_seconds,
+    )
+    configs = len(search_space(options.fast))
+    with _progress() as progress:
+        task = progress.add_task("model selection", total=configs + 7)
+
+        def step(label: str) -> None:
+            progress.update(task, advance=1, description=label[:70])
+
+        result = run_training(settings, frame, sha, options, step)
+        progress.update(task, completed=configs + 7, description="done")
+
+    table = Table(title="Candidates (selection metric: backtest per-month weighted ROC-AUC)")
+    columns = (
+        "random_cv_roc_auc",
+        "backtest_monthly_roc_auc",
+        "backtest_roc_auc",
+        "backtest_pr_auc",
+        "backtest_lift_top_decile",
+        "brier",
+    )
+    table.add_column("candidate")
+    for column in columns:
+        table.add_column(column.replace("backtest_", "bt_"), justify="right")
+    for name, values in result.metrics["candidates"].items():
+        marker = " *" if name == result.metrics["selected"] else ""
+        table.add_row(name + marker, *(f"{values[c]:.3f}" for c in columns))
+    out = _console(stderr=False)
+    out.print(table)
+    for name, values in result.metrics["feature_comparisons"].items():
+        out.print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+    if not result.metrics["data"]["is_uci_bank_full"]:
+        out.print("[yellow]not UCI bank-full.csv: do not report these numbers as model quality")
+    gate = result.metrics["gate"]
+    out.print(f"gate: {'publish' if gate['publish'] else 'keep champion'} ({gate['reason']})")
+    if result.manifest is not None:
+        out.print(f"published {settings.model_name} v{result.manifest.version}")
+    out.print(f"wrote {Path(args.out) / 'metrics.json'}, model.joblib, report.html")
+    return 0
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from callscore.cli import load_settings
+    from trainer.cadence import CONFIGS, cadence_table, run_cadences
+
+    settings = load_settings()
+    frame, _sha, _path = _load(args, settings)
+    cadences = args.retrain_every or list(CADENCES)
+    with _progress() as progress:
+        task = progress.add_task("backtest", total=len(cadences))
+        results = run_cadences(
+            frame,
+            cadences,
+            CONFIGS[args.candidate],
+            step=lambda c: progress.update(task, advance=1, description=c),
+        )
+    table_frame = cadence_table(results)
+    table = Table(title="Rolling backtest by retraining cadence")
+    for column in table_frame.columns:
+        table.add_column(str(column), justify="right")
+    for row in table_frame.itertuples(index=False):
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    _console(stderr=False).print(table)
+    if args.plot:
+        from trainer.report import plot_cadence
+
+        Path(args.plot).mkdir(parents=True, exist_ok=True)
+        print(Path(args.plot) / plot_cadence(table_frame, Path(args.plot)))
+    if args.json:
+        payload = {
+            "config": results[0].config_label if results else None,
+            "cadences": table_frame.to_dict(orient="records"),
+            "per_month": {r.cadence: r.backtest.per_period.to_dict("records") for r in results},
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return 0
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from callscore.cli import load_settings
+    from trainer.schedule import Scheduler
+
+    settings = load_settings()
+    scheduler = Scheduler.for_cli(settings, data=args.data, out=Path(args.out))
+    runs = 1 if args.once else args.max_runs
+    scheduler.run(max_runs=runs)
+    return 0
+
+
+def _cmd_models_list(_args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from callscore.cli import load_settings
+    from trainer.publishing import read_model_records, version_rows
+
+    settings = load_settings()
+    rows = version_rows(read_model_records(settings), settings)
+    table = Table(title=f"{settings.model_name} on '{settings.topic_models}'")
+    for column in ("version", "created", "last published", "window", "bt monthly AUC", "current"):
+        table.add_column(column)
+    for row in rows:
+        auc = row["metrics"].get("backtest_monthly_roc_auc")
+        table.add_row(
+            str(row["version"]),
+            row["created_at"].strftime("%Y-%m-%d %H:%M"),
+            row["last_published_at"].strftime("%Y-%m-%d %H:%M"),
+            row["training_window"],
+            "-" if auc is None else f"{auc:.3f}",
+            "*" if row["current"] else "",
+        )
+    _console(stderr=False).print(table if rows else "no published versions")
+    return 0
+
+
+def _cmd_models_promote(args: argparse.Namespace) -> int:
+    from callscore.cli import load_settings
+    from trainer.publishing import promote
+
+    manifest = promote(load_settings(), args.version)
+    print(f"promoted {manifest.model_name} v{manifest.version}: scorers switch to it now")
+    return 0
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from callscore.cli import load_settings
+    from trainer.fetch import UCI_URL, fetch_bank_full
+
+    settings = load_settings()
+    path = fetch_bank_full(settings.data_cache_dir, args.source or UCI_URL)
+    print(f"verified {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="select, evaluate and publish a model")
+    train.add_argument("--data", help="bank-full.csv(.gz); default: CALLSCORE_DATA, shared, cache")
+    train.add_argument("--out", required=True, help="folder for model.joblib, metrics, report")
+    train.add_argument("--no-publish", action="store_true", help="do not touch the model topic")
+    train.add_argument("--force", action="store_true", help="publish even if worse than champion")
+    train.add_argument(
+        "--search",
+        choices=("full", "fast"),
+        default="full",
+        help="hyperparameter search space (fast: tiny, for tests and demos)",
+    )
+    train.add_argument(
+        "--search-seconds", type=float, default=35.0, help="time box of the screening stage"
+    )
+    train.set_defaults(handler=_cmd_train)
+
+    backtest = sub.add_parser("backtest", help="rolling backtest under retraining cadences")
+    backtest.add_argument("--data", help="bank-full.csv(.gz)")
+    backtest.add_argument(
+        "--retrain-every",
+        choices=CADENCES,
+        action="append",
+        help="months between retrains (repeatable; default: all of 1, 2, 3, 6, never)",
+    )
+    backtest.add_argument(
+        "--candidate",
+        choices=("hist_gradient_boosting", "logistic", "random_forest"),
+        default="hist_gradient_boosting",
+        help="which family's selected configuration to backtest",
+    )
+    backtest.add_argument("--json", help="write the results to this JSON file")
+    backtest.add_argument("--plot", help="write cadence.png into this folder")
+    backtest.set_defaults(handler=_cmd_backtest)
+
+    schedule = sub.add_parser(
+        "schedule", help="retrain every CALLSCORE_RETRAIN_INTERVAL_SECONDS or on new outcomes"
+    )
+    schedule.add_argument("--data", help="bank-full.csv(.gz)")
+    schedule.add_argument("--out", default="artifacts/runs", help="one subfolder per run")
+    schedule.add_argument("--once", action="store_true", help="one decision, then exit")
+    schedule.add_argument("--max-runs", type=int, default=None, help="stop after N decisions")
+    schedule.set_defaults(handler=_cmd_schedule)
+
+    models = sub.add_parser("models", help="published model versions")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = models_sub.add_parser("list", help="versions, dates, metrics, current")
+    listing.set_defaults(handler=_cmd_models_list)
+    promote = models_sub.add_parser("promote", help="serve VERSION again (rollback/forward)")
+    promote.add_argument("version", type=int)
+    promote.set_defaults(handler=_cmd_models_promote)
+
+    data = sub.add_parser("data", help="training data")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = data_sub.add_parser("fetch", help="download UCI bank-full.csv and verify it")
+    fetch.add_argument("--source", help="URL or local path of bank+marketing.zip")
+    fetch.set_defaults(handler=_cmd_data_fetch)

@@ -1,0 +1,69 @@
+"""The shipped model: the selected configuration, calibrated, fitted on a time-ordered split.
+
+The latest periods form the holdout: the model fitted before them scores them (holdout metrics,
+reliability curve, tier cut points, validation score distribution, champion/challenger gate);
+the published model is then refitted on every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.pipeline import Pipeline
+
+from trainer.candidates import Config
+from trainer.data import DataError, labels
+
+HOLDOUT_MIN_ROWS = 1000
+HOLDOUT_FRACTION = 0.05
+
+
+def calibrated(config: Config, n_jobs: int = 1) -> Pipeline:
+    """The candidate pipeline wrapped in sigmoid calibration on out-of-fold predictions."""
+    model = CalibratedClassifierCV(
+        config.build(), method="sigmoid", cv=3, ensemble=False, n_jobs=n_jobs
+    )
+    return Pipeline([("calibrated", model)])
+
+
+def holdout_mask(frame: pd.DataFrame) -> np.ndarray:
+    """The trailing periods holding at least max(1000 rows, 5% of rows)."""
+    needed = max(HOLDOUT_MIN_ROWS, int(len(frame) * HOLDOUT_FRACTION))
+    sizes = frame.groupby("period", sort=False).size()
+    chosen: list[str] = []
+    total = 0
+    for period, size in reversed(list(sizes.items())):
+        if total >= needed:
+            break
+        chosen.append(str(period))
+        total += int(size)
+    mask = frame["period"].isin(chosen).to_numpy()
+    if mask.all():
+        raise DataError(f"too few rows ({len(frame)}) for a time-ordered holdout")
+    y = labels(frame)
+    if y[mask].min() == y[mask].max() or y[~mask].min() == y[~mask].max():
+        raise DataError("the holdout or the training part has only one class")
+    return mask
+
+
+@dataclass
+class FinalModel:
+    holdout_pipeline: Pipeline  # fitted before the holdout periods
+    pipeline: Pipeline  # fitted on every row: the artifact
+    holdout: pd.DataFrame
+    holdout_y: np.ndarray
+    holdout_scores: np.ndarray
+    train_rows: int
+
+
+def fit_final(frame: pd.DataFrame, config: Config, n_jobs: int = 2) -> FinalModel:
+    mask = holdout_mask(frame)
+    y = labels(frame)
+    before = calibrated(config, n_jobs).fit(frame.loc[~mask], y[~mask])
+    holdout = frame.loc[mask]
+    scores = before.predict_proba(holdout)[:, 1]
+    everything = calibrated(config, n_jobs).fit(frame, y)
+    return FinalModel(before, everything, holdout, y[mask], scores, int((~mask).sum()))
