@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from trainer.features import BankFeatures, PdaysMode
+from trainer.features import BankFeatures, PdaysMode, PeriodMode
 
 CANDIDATES: tuple[str, ...] = ("logistic", "random_forest", "hist_gradient_boosting")
 
@@ -25,15 +25,19 @@ class Config:
     pdays: PdaysMode = "engineer"
     calendar: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    period: PeriodMode = "none"
 
     @property
     def label(self) -> str:
         params = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         calendar = "day/month" if self.calendar else "no day/month"
-        return f"{self.candidate}[pdays={self.pdays}; {calendar}; {params}]"
+        period = "" if self.period == "none" else f"; period={self.period}"
+        return f"{self.candidate}[pdays={self.pdays}; {calendar}{period}; {params}]"
 
     def build(self, n_jobs: int = 1) -> Pipeline:
-        return build_pipeline(self.candidate, self.pdays, self.calendar, self.params, n_jobs)
+        return build_pipeline(
+            self.candidate, self.pdays, self.calendar, self.params, n_jobs, self.period
+        )
 
 
 def _preprocessor(scale: bool) -> ColumnTransformer:
@@ -71,10 +75,11 @@ def build_pipeline(
     calendar: bool = False,
     params: dict[str, Any] | None = None,
     n_jobs: int = 1,
+    period: PeriodMode = "none",
 ) -> Pipeline:
     """Features -> (one-hot, scaling) -> estimator; gradient boosting takes the categoricals
     natively (pandas category dtype), the others one-hot with unknown categories ignored."""
-    steps: list[tuple[str, Any]] = [("features", BankFeatures(pdays=pdays, calendar=calendar))]
+    steps: list[tuple[str, Any]] = [("features", BankFeatures(pdays, calendar, period))]
     if candidate != "hist_gradient_boosting":
         steps.append(("encode", _preprocessor(scale=candidate == "logistic")))
     steps.append(("model", _estimator(candidate, params or {}, n_jobs)))

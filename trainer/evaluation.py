@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from schemas import FEATURES
 from trainer.data import labels
 
 MIN_TRAIN_ROWS = 12_000
@@ -84,6 +85,11 @@ class BacktestResult:
         }
 
 
+def serving_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """What a served model receives: the contract's FEATURES only (no period, no label)."""
+    return frame[list(FEATURES)]
+
+
 def _fit_and_score(
     frame: pd.DataFrame,
     y_all: np.ndarray,
@@ -94,12 +100,13 @@ def _fit_and_score(
     from threadpoolctl import threadpool_limits
 
     # One thread per fit: the backtest parallelises over fits; OpenMP threads on small fits
-    # (gradient boosting) mostly spin.
+    # (gradient boosting) mostly spin. The fit sees the time context (`period`); the scored rows
+    # get only the contract's FEATURES, exactly as serving scores them.
     with threadpool_limits(limits=1):
         model = make_model()
         model.fit(frame.iloc[train], y_all[train])
         return [
-            (period, y_all[test], model.predict_proba(frame.iloc[test])[:, 1])
+            (period, y_all[test], model.predict_proba(serving_view(frame.iloc[test]))[:, 1])
             for period, test in tests
         ]
 
