@@ -72,7 +72,7 @@ def _events(prefix: str, n: int) -> list[dict[str, Any]]:
     return events_from_frame(frame, prefix)
 
 
-def run(rate: float, seconds: float, backlog: int) -> dict[str, Any]:
+def run(rate: float, seconds: float, backlog: int, overrides: dict[str, str]) -> dict[str, Any]:
     broker = start_tansu()
     workdir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     try:
@@ -83,12 +83,13 @@ def run(rate: float, seconds: float, backlog: int) -> dict[str, Any]:
             topic_tasks_prefix="bench-call-tasks",
             topic_dead_letters="bench-dead-letters",
             topic_models="bench-models",
-            partitions=4,
+            partitions=int(overrides.pop("partitions", 4)),
             model_signing_key="bench-signing-key",
             session_timeout_seconds=3,
             heartbeat_interval_seconds=0.5,
             fetch_max_wait_ms=10,
             artifact_dir=workdir / "artifacts",
+            **overrides,  # type: ignore[arg-type]
         )
         settings = worker_settings(base, workdir)
         ensure_topics(settings)
@@ -172,7 +173,10 @@ def _prospect_timestamps(settings: Settings) -> dict[str, int]:
 
     consumer = Consumer(consumer_config(settings, f"bench-{uuid.uuid4()}"))
     consumer.assign(
-        [TopicPartition(settings.topic_prospects, p, OFFSET_BEGINNING) for p in range(4)]
+        [
+            TopicPartition(settings.topic_prospects, p, OFFSET_BEGINNING)
+            for p in range(settings.partitions)
+        ]
     )
     stamps: dict[str, int] = {}
     idle = 0
@@ -191,8 +195,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--backlog", type=int, default=20_000)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a Settings field, e.g. --set batch_max_wait_seconds=0.01",
+    )
     args = parser.parse_args()
-    result = run(args.rate, args.seconds, args.backlog)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    result = run(args.rate, args.seconds, args.backlog, overrides)
     table = Table(title="callscore stream benchmark (fresh Tansu, 1 worker)")
     table.add_column("measure")
     table.add_column("value", justify="right")

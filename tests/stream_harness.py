@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from callscore.kafka import consumer_config, producer_config
 from callscore.local_broker import free_port
 from callscore.settings import Settings
@@ -25,18 +23,6 @@ from registry.manifests import build_manifest, publish_manifest
 from tests.factories import small_artifact
 
 CALLSCORE = str(Path(sys.executable).with_name("callscore"))
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"CALLSCORE_{name.upper()}"] = str(value)
-    return env
 
 
 def worker_settings(
@@ -66,7 +52,7 @@ class StreamWorker:
         self.settings = settings
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCORE_")}
-        env.update(settings_env(settings))
+        env.update(settings.as_env())
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [CALLSCORE, "stream", "-l", "info"],

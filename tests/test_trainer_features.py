@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from schemas import FEATURES
 from trainer.candidates import CANDIDATES, Config, build_pipeline, search_space
@@ -15,7 +16,7 @@ from trainer.evaluation import (
     random_cv_auc,
     rolling_backtest,
 )
-from trainer.features import BankFeatures
+from trainer.features import BankFeatures, period_number
 from trainer.publishing import decide
 from trainer.synthetic import synthetic_bank_frame
 
@@ -25,10 +26,12 @@ def frame() -> pd.DataFrame:
     return add_periods(validate_frame(synthetic_bank_frame(1500, seed=3)))
 
 
+@pytest.mark.parametrize("period", ["none", "index", "onehot"])
 @pytest.mark.parametrize("candidate", CANDIDATES)
-def test_duration_and_y_never_reach_the_model(frame, candidate):
+def test_duration_and_y_never_reach_the_model(frame, candidate, period):
     y = labels(frame)
-    pipeline = build_pipeline(candidate, params={"max_iter": 20} if "gradient" in candidate else {})
+    params = {"max_iter": 20} if "gradient" in candidate else {}
+    pipeline = build_pipeline(candidate, params=params, period=period)
     pipeline.fit(frame, y)
     leaky = frame.assign(duration=np.where(y == 1, 5000, 0), y="garbage", extra=1)
     inputs = pipeline[:-1].transform(frame)
@@ -36,9 +39,63 @@ def test_duration_and_y_never_reach_the_model(frame, candidate):
     np.testing.assert_array_equal(np.asarray(inputs), np.asarray(leaky_inputs))
     np.testing.assert_array_equal(pipeline.predict_proba(frame), pipeline.predict_proba(leaky))
     # Refitting on the leaky frame gives the same model: duration is not an input.
-    refit = build_pipeline(candidate, params={"max_iter": 20} if "gradient" in candidate else {})
+    refit = build_pipeline(candidate, params=params, period=period)
     refit.fit(leaky, y)
     np.testing.assert_allclose(refit.predict_proba(frame), pipeline.predict_proba(frame))
+    # Served (FEATURES only), the leaky columns still change nothing.
+    served = frame[list(FEATURES)]
+    np.testing.assert_array_equal(
+        pipeline.predict_proba(served), pipeline.predict_proba(leaky.drop(columns="period"))
+    )
+
+
+@pytest.mark.parametrize("period", ["index", "onehot"])
+@pytest.mark.parametrize("candidate", CANDIDATES)
+def test_serving_without_period_uses_the_last_fitted_period(frame, candidate, period):
+    y = labels(frame)
+    params = {"max_iter": 20} if "gradient" in candidate else {}
+    pipeline = build_pipeline(candidate, params=params, period=period).fit(frame, y)
+    last = str(frame["period"].max())
+    assert pipeline.named_steps["features"].last_period_ == last
+    served = frame[list(FEATURES)]  # what ModelArtifact.predict passes: no period column
+    as_last = served.assign(period=last)
+    np.testing.assert_allclose(pipeline.predict_proba(served), pipeline.predict_proba(as_last))
+    # The period is a fit-time input: scores move with it when the frame carries one.
+    first = served.assign(period=str(frame["period"].min()))
+    features = pipeline.named_steps["features"]
+    column = "period_index" if period == "index" else "period"
+    assert not features.transform(first)[column].equals(features.transform(served)[column])
+
+
+def test_period_effects_map_unseen_periods_and_need_a_period_to_fit(frame):
+    features = BankFeatures(calendar=False, period="index").fit(frame)
+    fitted = features.periods_
+    rows = frame.iloc[:3][list(FEATURES)].assign(period=["2001-01", fitted[1], "2099-12"])
+    index = features.transform(rows)["period_index"].to_numpy()
+    expected = [period_number([p])[0] for p in (fitted[0], fitted[1], fitted[-1])]
+    np.testing.assert_array_equal(index, expected)
+    onehot = BankFeatures(calendar=False, period="onehot").fit(frame).transform(rows)
+    assert list(onehot["period"]) == [fitted[0], fitted[1], fitted[-1]]
+    with pytest.raises(ValueError, match="period"):
+        BankFeatures(period="index").fit(frame[list(FEATURES)])
+
+
+def test_backtest_scores_held_out_months_as_serving_does(frame):
+    seen: dict[str, list[bool]] = {"fit": [], "predict": []}
+
+    class Spy(LogisticRegression):
+        def fit(self, x, y, sample_weight=None):
+            seen["fit"].append("period" in x.columns)
+            return super().fit(x[["age", "balance"]], y)
+
+        def predict_proba(self, x):
+            seen["predict"].append("period" in x.columns)
+            return super().predict_proba(x[["age", "balance"]])
+
+    rolling_backtest(frame, Spy, n_jobs=1)
+    random_cv_auc(frame, Spy, folds=3, n_jobs=1)
+    assert seen["fit"] and all(seen["fit"])
+    assert seen["predict"] and not any(seen["predict"])
 
 
 def test_engineered_pdays_and_calendar_switch():

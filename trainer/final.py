@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from trainer.candidates import Config
 from trainer.data import DataError, labels
+from trainer.evaluation import serving_view
 
 HOLDOUT_MIN_ROWS = 1000
 HOLDOUT_FRACTION = 0.05
@@ -64,6 +65,7 @@ def fit_final(frame: pd.DataFrame, config: Config, n_jobs: int = 2) -> FinalMode
     y = labels(frame)
     before = calibrated(config, n_jobs).fit(frame.loc[~mask], y[~mask])
     holdout = frame.loc[mask]
-    scores = before.predict_proba(holdout)[:, 1]
+    # Scored as served: FEATURES only, so period effects use the latest fitted period.
+    scores = before.predict_proba(serving_view(holdout))[:, 1]
     everything = calibrated(config, n_jobs).fit(frame, y)
     return FinalModel(before, everything, holdout, y[mask], scores, int((~mask).sum()))
