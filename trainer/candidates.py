@@ -97,6 +97,7 @@ def search_space(fast: bool = False) -> list[Config]:
             ),
             Config("hist_gradient_boosting", params=hgb_fast),
             Config("hist_gradient_boosting", pdays="drop", params=hgb_fast),
+            Config("hist_gradient_boosting", params=hgb_fast, period="index"),
         ]
     lr_default = {"C": 0.01}
     hgb_default = {
@@ -107,6 +108,8 @@ def search_space(fast: bool = False) -> list[Config]:
         "l2_regularization": 5.0,
     }
     rf_default = {"min_samples_leaf": 30, "max_depth": 10, "max_features": "sqrt"}
+    hgb_leaf500 = {**hgb_default, "min_samples_leaf": 500}
+    rf_leaf100 = {**rf_default, "min_samples_leaf": 100}
     variants: tuple[tuple[PdaysMode, bool], ...] = (
         ("engineer", False),
         ("drop", False),
@@ -117,10 +120,15 @@ def search_space(fast: bool = False) -> list[Config]:
         # feature variants (pdays engineered/dropped/raw; with day/month), each family's default
         *(Config("logistic", p, c, lr_default) for p, c in variants),
         *(Config("hist_gradient_boosting", p, c, hgb_default) for p, c in variants[:2]),
-        Config("random_forest", params=rf_default),
+        # contact-period fixed effects (learned at fit, the latest period at serving), with each
+        # family's best hyperparameters of the previous reference run
+        Config("hist_gradient_boosting", params=hgb_leaf500, period="index"),
+        Config("random_forest", params=rf_leaf100, period="index"),
+        Config("logistic", "raw", False, lr_default, period="onehot"),
         # hyperparameters, on the engineered variant without day/month
-        Config("hist_gradient_boosting", params={**hgb_default, "min_samples_leaf": 500}),
-        Config("random_forest", params={**rf_default, "min_samples_leaf": 100}),
+        Config("hist_gradient_boosting", params=hgb_leaf500),
+        Config("random_forest", params=rf_leaf100),
+        Config("random_forest", params=rf_default),
         Config("logistic", params={"C": 0.1}),
         Config("hist_gradient_boosting", "engineer", True, hgb_default),
         Config("logistic", params={"C": 0.001}),

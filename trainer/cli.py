@@ -208,7 +208,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="hyperparameter search space (fast: tiny, for tests and demos)",
     )
     train.add_argument(
-        "--search-seconds", type=float, default=35.0, help="time box of the screening stage"
+        "--search-seconds", type=float, default=30.0, help="time box of the screening stage"
     )
     train.set_defaults(handler=_cmd_train)
 

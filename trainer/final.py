@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from trainer.candidates import Config
@@ -23,9 +24,15 @@ HOLDOUT_FRACTION = 0.05
 
 
 def calibrated(config: Config, n_jobs: int = 1) -> Pipeline:
-    """The candidate pipeline wrapped in sigmoid calibration on out-of-fold predictions."""
+    """The candidate pipeline wrapped in sigmoid calibration on out-of-fold predictions.
+
+    The folds are shuffled: unshuffled stratified folds are time blocks on this chronological
+    data, so each out-of-fold prediction would come from a model that never saw its period
+    (with period effects the calibrator then learned an inverted map: holdout AUC 0.30).
+    """
+    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
     model = CalibratedClassifierCV(
-        config.build(), method="sigmoid", cv=3, ensemble=False, n_jobs=n_jobs
+        config.build(), method="sigmoid", cv=folds, ensemble=False, n_jobs=n_jobs
     )
     return Pipeline([("calibrated", model)])
 

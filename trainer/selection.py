@@ -138,6 +138,7 @@ def screen_table(results: list[ScreenResult]) -> pd.DataFrame:
                 "candidate": r.config.candidate,
                 "pdays": r.config.pdays,
                 "day_month": r.config.calendar,
+                "period": r.config.period,
                 "params": ", ".join(f"{k}={v}" for k, v in sorted(r.config.params.items())),
                 "screen_monthly_roc_auc": r.monthly_roc_auc,
                 "screen_pooled_roc_auc": r.pooled_roc_auc,

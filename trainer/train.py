@@ -41,7 +41,7 @@ class TrainOptions:
     publish: bool = True
     force: bool = False
     fast: bool = False
-    search_seconds: float = 35.0
+    search_seconds: float = 30.0
     importance_rows: int = 3000
     n_jobs: int = 2
 
@@ -61,14 +61,28 @@ def feature_comparisons(selection: Selection) -> dict[str, dict[str, float]]:
     """Screen results for the feature variants, per candidate family (same origins, same params).
 
     Keys: '<candidate>: pdays' -> {engineer, drop, raw};
-    '<candidate>: day/month' -> {with, without}.
+    '<candidate>: day/month' -> {with, without};
+    '<candidate>: period' -> {none, index|onehot} (same pdays/day-month/hyperparameters).
     """
     out: dict[str, dict[str, float]] = {}
     base: dict[str, dict[str, Any]] = {}
     for r in selection.screen:
         base.setdefault(r.config.candidate, r.config.params)
+    without_period = {
+        (r.config.candidate, r.config.pdays, r.config.calendar, str(r.config.params)): r
+        for r in selection.screen
+        if r.config.period == "none"
+    }
     for r in selection.screen:
         c = r.config
+        if c.period != "none":
+            twin = without_period.get((c.candidate, c.pdays, c.calendar, str(c.params)))
+            if twin is not None:
+                key = f"{c.candidate}: period"
+                out.setdefault(key, {}).update(
+                    {"none": twin.monthly_roc_auc, c.period: r.monthly_roc_auc}
+                )
+            continue
         if c.params != base[c.candidate]:
             continue
         if not c.calendar:
