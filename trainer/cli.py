@@ -223,7 +223,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     backtest.add_argument(
         "--candidate",
         choices=("hist_gradient_boosting", "logistic", "random_forest"),
-        default="hist_gradient_boosting",
+        default="random_forest",
         help="which family's selected configuration to backtest",
     )
     backtest.add_argument("--json", help="write the results to this JSON file")
