@@ -139,3 +139,25 @@ def test_refused_manifests_keep_v1_serving(kafka_settings, tmp_path, workers):
     assert {t.value["model_version"] for t in tasks} == {1}
     assert worker.http("GET", "/model").body["version"] == 1
     assert "refused" in worker.log()
+
+
+def test_promote_rolls_back_a_running_worker(kafka_settings, tmp_path, workers):
+    from trainer.publishing import promote
+
+    settings = worker_settings(kafka_settings, tmp_path)
+    ensure_topics(settings)
+    publish_model(settings, version=1, seed=1)
+    publish_model(settings, version=2, seed=2)
+    worker = workers(settings)
+    worker.wait_ready()
+
+    def serving() -> int:
+        return int(worker.http("GET", "/model").body["version"])
+
+    worker.wait_until(lambda: serving() == 2, 30, "v2 served")
+    promote(settings, 1)  # what `callscore models promote 1` does
+    worker.wait_until(lambda: serving() == 1, 30, "v1 served again after promote")
+    produce(settings, [event_bytes(valid_event(event_id="after-rollback"))])
+    tiers = list(settings.task_topics.values())
+    tasks = collect(settings, tiers, lambda r: len(r) >= 1, timeout=30)
+    assert [t.value["model_version"] for t in tasks] == [1]
