@@ -22,6 +22,7 @@ from schemas import FEATURES
 from trainer.data import add_periods, validate_frame
 from trainer.publishing import promote, read_model_records, version_rows
 from trainer.schedule import OutcomeCounter, Scheduler
+from trainer.selection import CANDIDATE_METRICS
 from trainer.synthetic import synthetic_bank_frame
 from trainer.train import TrainOptions, run_training
 
@@ -49,14 +50,7 @@ def test_train_publish_read_verify_load_predict(kafka_settings, frame, tmp_path)
     assert metrics["data"] == metrics["data"] | {"rows": len(frame), "sha256": "0" * 64}
     assert not metrics["data"]["is_uci_bank_full"]
     for values in metrics["candidates"].values():
-        assert {
-            "random_cv_roc_auc",
-            "backtest_monthly_roc_auc",
-            "backtest_roc_auc",
-            "backtest_pr_auc",
-            "backtest_lift_top_decile",
-            "brier",
-        } <= set(values)
+        assert set(CANDIDATE_METRICS) <= set(values)
     assert metrics["selected"] in metrics["candidates"]
     assert {"roc.png", "pr.png", "gain_lift.png", "calibration.png", "backtest.png"} <= {
         p.name for p in out.glob("*.png")

@@ -49,6 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from callscore.cli import load_settings
     from trainer.candidates import search_space
+    from trainer.selection import CANDIDATE_METRICS
     from trainer.train import TrainOptions, run_training
 
     settings = load_settings()
@@ -73,14 +74,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress.update(task, completed=configs + 7, description="done")
 
     table = Table(title="Candidates (selection metric: backtest per-month weighted ROC-AUC)")
-    columns = (
-        "random_cv_roc_auc",
-        "backtest_monthly_roc_auc",
-        "backtest_roc_auc",
-        "backtest_pr_auc",
-        "backtest_lift_top_decile",
-        "brier",
-    )
+    columns = CANDIDATE_METRICS
     table.add_column("candidate")
     for column in columns:
         table.add_column(column.replace("backtest_", "bt_"), justify="right")

@@ -30,6 +30,17 @@ class ScreenResult:
     seconds: float
 
 
+# What metrics.json and the CLI report for every candidate (protocol A, then protocol B).
+CANDIDATE_METRICS: tuple[str, ...] = (
+    "random_cv_roc_auc",
+    "backtest_monthly_roc_auc",
+    "backtest_roc_auc",
+    "backtest_pr_auc",
+    "backtest_lift_top_decile",
+    "brier",
+)
+
+
 @dataclass
 class CandidateEvaluation:
     config: Config
