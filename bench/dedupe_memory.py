@@ -6,17 +6,14 @@ Prints a table and writes bench/results/dedupe_memory.json.
 
 from __future__ import annotations
 
-import json
 import tracemalloc
 import uuid
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from bench.results_file import write_results
 from streamer.dedupe import RecentIds
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def measure(window: int, make_id: str) -> int:
@@ -59,10 +56,7 @@ def main() -> None:
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     Console().print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "dedupe_memory.json"
-    path.write_text(json.dumps(rows, indent=2) + "\n")
-    print(path)
+    print(write_results("dedupe_memory", rows))
 
 
 if __name__ == "__main__":

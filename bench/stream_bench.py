@@ -25,14 +25,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.results_file import write_results
 from callscore.kafka import ensure_topics, producer_config
 from callscore.local_broker import start_tansu
 from callscore.settings import Settings
 from tests.factories import events_from_frame
 from tests.stream_harness import StreamWorker, collect, publish_model, worker_settings
 from trainer.synthetic import synthetic_bank_frame
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _produce_paced(settings: Settings, events: list[dict[str, Any]], rate: float) -> None:
@@ -238,10 +237,7 @@ def main() -> None:
     for key, value in result["settings"].items():
         table.add_row(key, str(value))
     Console().print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "stream_bench.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(path)
+    print(write_results("stream_bench", result))
 
 
 if __name__ == "__main__":
