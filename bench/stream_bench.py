@@ -26,11 +26,20 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.results_file import write_results
-from callscore.kafka import ensure_topics, producer_config
-from callscore.local_broker import start_tansu
-from callscore.settings import Settings
-from tests.factories import events_from_frame
-from tests.stream_harness import StreamWorker, collect, publish_model, worker_settings
+from callscore.factories import events_from_frame
+from callscore.harness import (
+    StreamWorker,
+    collect,
+    event_bytes,
+    isolated_settings,
+    produce,
+    publish_model,
+    worker_settings,
+)
+from core.kafka import ensure_topics, producer_config
+from core.local_broker import start_tansu
+from core.settings import Settings
+from core.topic_reader import read_topics
 from trainer.synthetic import synthetic_bank_frame
 
 
@@ -52,21 +61,6 @@ def _produce_paced(settings: Settings, events: list[dict[str, Any]], rate: float
     producer.flush(30)
 
 
-def _produce_backlog(settings: Settings, events: list[dict[str, Any]]) -> None:
-    from confluent_kafka import Producer
-
-    producer = Producer(producer_config(settings))
-    for event in events:
-        producer.produce(
-            settings.topic_prospects,
-            key=event["prospect_id"].encode(),
-            value=json.dumps(event).encode(),
-            timestamp=int(time.time() * 1000),
-        )
-        producer.poll(0)
-    producer.flush(30)
-
-
 def _events(prefix: str, n: int) -> list[dict[str, Any]]:
     frame = synthetic_bank_frame(rows=n, seed=11)
     return events_from_frame(frame, prefix)
@@ -78,20 +72,12 @@ def run(
     broker = start_tansu()
     workdir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     try:
-        base = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+        base = isolated_settings(
+            "bench",
+            workdir,
             bootstrap_servers=broker.bootstrap_servers,
-            topic_prospects="bench-prospects",
-            topic_tasks_prefix="bench-call-tasks",
-            topic_dead_letters="bench-dead-letters",
-            topic_models="bench-models",
             partitions=int(overrides.pop("partitions", 4)),
-            model_signing_key="bench-signing-key",
-            session_timeout_seconds=3,
-            heartbeat_interval_seconds=0.5,
-            fetch_max_wait_ms=10,
-            artifact_dir=workdir / "artifacts",
-            **overrides,  # type: ignore[arg-type]
+            **overrides,
         )
         settings = worker_settings(base, workdir)
         ensure_topics(settings)
@@ -110,22 +96,22 @@ def run(
             tasks = collect(settings, tiers, lambda r: len(r) >= len(steady), timeout=120)
             prospects_ts = _prospect_timestamps(settings)
             latency_by_id = {
-                t.value["event_id"]: (t.timestamp_ms - prospects_ts[t.value["event_id"]]) / 1000.0
+                t.json()["event_id"]: (t.timestamp_ms - prospects_ts[t.json()["event_id"]]) / 1000.0
                 for t in tasks
-                if t.value["event_id"] in prospects_ts
+                if t.json()["event_id"] in prospects_ts
             }
             latencies = np.array([v for k, v in latency_by_id.items() if k not in warm_ids])
             warmup_max = max((v for k, v in latency_by_id.items() if k in warm_ids), default=0.0)
 
             burst = _events("burst", backlog)
             before = len(tasks)
-            _produce_backlog(settings, burst)
+            produce(settings, map(event_bytes, burst))
             all_tasks = collect(
                 settings, tiers, lambda r: len(r) >= before + len(burst), timeout=300
             )
             prospects_ts = _prospect_timestamps(settings)
             burst_ids = {e["event_id"] for e in burst}
-            burst_tasks = [t for t in all_tasks if t.value["event_id"] in burst_ids]
+            burst_tasks = [t for t in all_tasks if t.json()["event_id"] in burst_ids]
             first_in = min(prospects_ts[i] for i in burst_ids)
             last_out = max(t.timestamp_ms for t in burst_tasks)
             throughput = len(burst_tasks) / ((last_out - first_in) / 1000.0)
@@ -138,7 +124,7 @@ def run(
     return {
         "broker": "tansu (fresh, in-memory)",
         "partitions": settings.partitions,
-        "model": "tests.factories.small_artifact (OneHot + StandardScaler + LogisticRegression)",
+        "model": "small_artifact (OneHot + StandardScaler + LogisticRegression)",
         "settings": {
             "batch_max_size": settings.batch_max_size,
             "batch_max_wait_seconds": settings.batch_max_wait_seconds,
@@ -173,29 +159,8 @@ def _cpus() -> int:
 
 
 def _prospect_timestamps(settings: Settings) -> dict[str, int]:
-    import uuid
-
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    from callscore.kafka import consumer_config
-
-    consumer = Consumer(consumer_config(settings, f"bench-{uuid.uuid4()}"))
-    consumer.assign(
-        [
-            TopicPartition(settings.topic_prospects, p, OFFSET_BEGINNING)
-            for p in range(settings.partitions)
-        ]
-    )
-    stamps: dict[str, int] = {}
-    idle = 0
-    while idle < 5:
-        messages = consumer.consume(1000, timeout=0.2)
-        idle = 0 if messages else idle + 1
-        for m in messages:
-            if not m.error():
-                stamps[json.loads(m.value())["event_id"]] = m.timestamp()[1]
-    consumer.close()
-    return stamps
+    records = read_topics(settings, [settings.topic_prospects], timeout=60)
+    return {r.json()["event_id"]: r.timestamp_ms for r in records}
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""Shared runtime: settings, Kafka plumbing, the local broker and the `callscore` CLI."""
+"""The `callscore` command line and the demo: the top of the house (nothing imports them)."""

@@ -1,8 +1,8 @@
 """`callscore`: one console script, one subcommand per job.
 
-Each component registers its own subcommands (`register(subparsers)`); heavy imports happen
-inside the handlers so that `--help` stays fast. Errors that are the user's to fix print as one
-line and exit 1; secrets never reach the output.
+Each area registers its own subcommands (`callscore.commands.*.register(subparsers)`); heavy
+imports happen inside the handlers so that `--help` stays fast. Errors that are the user's to
+fix print as one line and exit 1; secrets never reach the output.
 """
 
 from __future__ import annotations
@@ -11,30 +11,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
-
-from callscore.errors import CallscoreError
-from callscore.settings import Settings
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise CallscoreError(
-            f"invalid configuration: CALLSCORE_{field.upper()}: {first['msg']}"
-        ) from None
+from callscore.commands import scoring, training
+from core.errors import CallscoreError
+from core.settings import load_settings
 
 
 def _cmd_topics(_args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from callscore.kafka import ensure_topics, topic_specs
+    from core.kafka import ensure_topics, topic_specs
 
     settings = load_settings()
     status = ensure_topics(settings)
@@ -95,22 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
-    for module in _component_clis():
-        module.register(sub)
+    training.register(sub)
+    scoring.register(sub)
     return parser
-
-
-def _component_clis() -> list[Any]:
-    import importlib
-
-    modules = []
-    for name in ("trainer.cli", "streamer.cli"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return modules
 
 
 def main(argv: Sequence[str] | None = None) -> int:

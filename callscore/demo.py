@@ -7,7 +7,6 @@ publishes a model with `callscore train`, starts `callscore stream`, publishes p
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -23,17 +22,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from callscore.errors import CallscoreError
-from callscore.settings import Settings
+from callscore.factories import events_from_frame
+from callscore.harness import event_bytes, produce
+from core.errors import CallscoreError
+from core.local_broker import LOCAL_BROKER_TIMINGS, free_port, start_tansu
+from core.settings import Settings, env_vars
+from core.topic_reader import Record, read_topics
 
 console = Console()
-
-# The local broker holds a group join for half the session timeout (docs/local-broker.md).
-LOCAL_BROKER_TIMINGS = {
-    "CALLSCORE_SESSION_TIMEOUT_SECONDS": "3",
-    "CALLSCORE_HEARTBEAT_INTERVAL_SECONDS": "0.5",
-    "CALLSCORE_FETCH_MAX_WAIT_MS": "10",
-}
 
 
 def _run(step: str, argv: list[str]) -> None:
@@ -63,38 +59,10 @@ def _training_data(workdir: Path, settings: Settings) -> tuple[Path, Any]:
 
 def _events(frame: Any, count: int) -> list[tuple[bytes, bytes]]:
     """(key, value) pairs: `count` valid events drawn from the data plus two invalid ones."""
-    from datetime import UTC, datetime
-
-    from schemas import FEATURES, NUMERIC_FEATURES
-
-    sample = frame.sample(count, random_state=3)[list(FEATURES)]
-    now = datetime.now(UTC).isoformat()
-    events = [
-        {
-            "event_id": f"demo-{i}",
-            "prospect_id": f"cust-{index}",
-            "occurred_at": now,
-            **{k: int(v) if k in NUMERIC_FEATURES else v for k, v in row.items()},
-        }
-        for i, (index, row) in enumerate(sample.iterrows())
-    ]
+    events = events_from_frame(frame.sample(count, random_state=3), "demo")
     leaky = dict(events[0], event_id="demo-leaky", duration=312)
     wrong_type = dict(events[1], event_id="demo-bad-age", age="forty")
-    return [
-        (e["prospect_id"].encode(), json.dumps(e).encode()) for e in [*events, leaky, wrong_type]
-    ]
-
-
-def _publish(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
-    from confluent_kafka import Producer
-
-    from callscore.kafka import producer_config
-
-    producer = Producer(producer_config(settings))
-    for key, value in messages:
-        producer.produce(settings.topic_prospects, key=key, value=value)
-    if producer.flush(15):
-        raise CallscoreError("the broker did not acknowledge the demo events within 15 s")
+    return [event_bytes(e) for e in [*events, leaky, wrong_type]]
 
 
 def _wait_ready(port: int, stream: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
@@ -112,36 +80,17 @@ def _wait_ready(port: int, stream: subprocess.Popen[bytes], timeout: float = 90.
     raise CallscoreError(f"the scorer was not ready within {timeout:.0f} s")
 
 
-def _collect(settings: Settings, expected: int, timeout: float = 60.0) -> list[Any]:
-    from confluent_kafka import Consumer
-
-    from callscore.kafka import consumer_config
-
-    consumer = Consumer(consumer_config(settings, f"callscore-demo-{secrets.token_hex(4)}"))
-    consumer.subscribe([*settings.task_topics.values(), settings.topic_dead_letters])
-    messages: list[Any] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(messages) < expected and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(100, timeout=0.5) if m.error() is None]
-    finally:
-        consumer.close()
-    return messages
+def _collect(settings: Settings, expected: int, timeout: float = 60.0) -> list[Record]:
+    topics = [*settings.task_topics.values(), settings.topic_dead_letters]
+    return read_topics(settings, topics, done=lambda r: len(r) >= expected, timeout=timeout)
 
 
-def _print_results(settings: Settings, messages: list[Any]) -> None:
+def _print_results(settings: Settings, records: list[Record]) -> None:
     from schemas import CallTask, DeadLetter
 
-    tasks = [
-        CallTask.model_validate_json(m.value())
-        for m in messages
-        if m.topic() != settings.topic_dead_letters
-    ]
-    letters = [
-        DeadLetter.model_validate_json(m.value())
-        for m in messages
-        if m.topic() == settings.topic_dead_letters
-    ]
+    dead = settings.topic_dead_letters
+    tasks = [CallTask.model_validate_json(r.value or b"") for r in records if r.topic != dead]
+    letters = [DeadLetter.model_validate_json(r.value or b"") for r in records if r.topic == dead]
     table = Table(title="Call tasks, highest score first (dialers drain 'high' first)")
     for column in ("prospect", "score", "priority", "percentile", "model", "task_id"):
         table.add_column(column)
@@ -155,17 +104,15 @@ def _print_results(settings: Settings, messages: list[Any]) -> None:
             task.task_id[:8],
         )
     console.print(table)
-    dead = Table(title="Dead letters")
+    dead_table = Table(title="Dead letters")
     for column in ("offset", "kind", "message"):
-        dead.add_column(column)
+        dead_table.add_column(column)
     for letter in letters:
-        dead.add_row(str(letter.source_offset), letter.error_kind, letter.message)
-    console.print(dead)
+        dead_table.add_row(str(letter.source_offset), letter.error_kind, letter.message)
+    console.print(dead_table)
 
 
 def run_demo(out: Path, events: int = 20, search: str = "full") -> int:
-    from callscore.local_broker import free_port, start_tansu
-
     # The demo configures itself through the environment, so its child processes inherit it.
     env = os.environ
     with ExitStack() as stack:
@@ -173,7 +120,7 @@ def run_demo(out: Path, events: int = 20, search: str = "full") -> int:
             broker = start_tansu()
             stack.callback(broker.stop)
             env["CALLSCORE_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-            for name, value in LOCAL_BROKER_TIMINGS.items():
+            for name, value in env_vars(LOCAL_BROKER_TIMINGS).items():
                 env.setdefault(name, value)
             console.print(f"local broker (Tansu) on {broker.bootstrap_servers}")
         if "CALLSCORE_MODEL_SIGNING_KEY" not in env:
@@ -206,7 +153,7 @@ def run_demo(out: Path, events: int = 20, search: str = "full") -> int:
 
         console.rule(f"[bold]publish {events} prospect events and 2 invalid ones")
         messages = _events(frame, events)
-        _publish(settings, messages)
+        produce(settings, messages)
         _print_results(settings, _collect(settings, expected=len(messages)))
         console.print(f"model card: {out / 'report.html'}")
     return 0

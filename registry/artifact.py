@@ -1,7 +1,7 @@
 """The model artifact: a fitted scikit-learn Pipeline plus the metadata needed to serve it.
 
 Serialized with joblib (pickle underneath), so bytes are only unpickled after their signature and
-digest have been verified (see registry.manifests.verify_and_load).
+digest have been verified (see registry.signing.verify_and_load).
 """
 
 from __future__ import annotations
@@ -14,31 +14,22 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from callscore.errors import CallscoreError
-from schemas import FEATURES, PRIORITIES, TierCutPoints, TrainingWindow
+from core.errors import CallscoreError
+from schemas import FEATURES, PRIORITIES, ModelDescription, TierCutPoints
 from schemas.tasks import Priority
 
 ARTIFACT_FORMAT = 1
 
 
-class ArtifactMetadata(BaseModel):
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
+class ArtifactMetadata(ModelDescription):
+    """The model description plus what only the artifact carries."""
 
-    model_name: str
-    version: int = Field(ge=1)
-    created_at: AwareDatetime
     candidate: str = Field(description="Name of the selected candidate pipeline.")
     features: list[str]
-    feature_contract_hash: str
     data_rows: int
     data_sha256: str
-    training_window: TrainingWindow
-    metrics: dict[str, float]
-    tier_cut_points: TierCutPoints
-    sklearn_version: str
-    python_version: str
     validation_scores: list[float] = Field(
         description="Sorted quantiles of validation scores: percentiles and drift baselines."
     )

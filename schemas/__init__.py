@@ -9,7 +9,7 @@ from schemas.features import (
     NUMERIC_FEATURES,
     feature_contract_hash,
 )
-from schemas.manifest import ModelManifest, TierCutPoints, TrainingWindow
+from schemas.manifest import ModelDescription, ModelManifest, TierCutPoints, TrainingWindow
 from schemas.outcome import CallOutcome
 from schemas.prospect import MONTHS, POST_CALL_FIELDS, ProspectEvent
 from schemas.tasks import PRIORITIES, CallTask, Priority, task_id_for
@@ -28,6 +28,7 @@ __all__ = [
     "ErrorKind",
     "FieldError",
     "InvalidEvent",
+    "ModelDescription",
     "ModelManifest",
     "Priority",
     "ProspectEvent",

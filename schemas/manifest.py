@@ -36,26 +36,38 @@ class TrainingWindow(BaseModel):
     rows: int = Field(ge=1)
 
 
-class ModelManifest(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, protected_namespaces=(), ser_json_bytes="base64", val_json_bytes="base64"
-    )
+class ModelDescription(BaseModel):
+    """What a trained model is: its identity, runtime, contract, quality and tiers.
+
+    Shared by the artifact's own metadata and the manifest record that announces it.
+    """
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
 
     model_name: str = Field(min_length=1, max_length=100)
     version: int = Field(ge=1, description="Increases monotonically per model name.")
     created_at: AwareDatetime = Field(description="When the model was trained.")
-    published_at: AwareDatetime = Field(description="When this record was written.")
-    action: Literal["publish", "promote"] = "publish"
-    artifact_sha256: str = Field(pattern=HEX_SHA256)
-    signature: str = Field(
-        pattern=HEX_SHA256, description="HMAC-SHA256 of the signing payload, hex."
-    )
     sklearn_version: str = Field(min_length=1)
     python_version: str = Field(min_length=1)
     feature_contract_hash: str = Field(pattern=HEX_SHA256)
     metrics: dict[str, float] = Field(default_factory=dict)
     tier_cut_points: TierCutPoints
     training_window: TrainingWindow
+
+    def description(self) -> dict[str, object]:
+        """The ModelDescription fields of this object, to build another description from."""
+        return {name: getattr(self, name) for name in ModelDescription.model_fields}
+
+
+class ModelManifest(ModelDescription):
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    published_at: AwareDatetime = Field(description="When this record was written.")
+    action: Literal["publish", "promote"] = "publish"
+    artifact_sha256: str = Field(pattern=HEX_SHA256)
+    signature: str = Field(
+        pattern=HEX_SHA256, description="HMAC-SHA256 of the signing payload, hex."
+    )
     artifact_inline: bytes | None = Field(
         default=None, description="The joblib artifact (compressed), base64 in JSON."
     )

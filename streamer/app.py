@@ -28,8 +28,8 @@ from typing import Any
 import mode
 from faust.types import EventT
 
-from callscore.kafka import faust_broker_kwargs
-from callscore.settings import Settings
+from core.kafka import faust_broker_kwargs
+from core.settings import Settings
 from streamer.dedupe import RecentIds
 from streamer.metrics import StreamMetrics
 from streamer.models import ModelWatcher

@@ -1,7 +1,7 @@
 """The model watcher: every replica reads the whole model topic itself and hot-swaps models.
 
 Not a Faust agent on purpose: an agent's consumer group would split the model topic between
-replicas, but every replica must see every manifest. Each watcher runs a ModelTopicReader (unique
+replicas, but every replica must see every manifest. Each watcher runs a TopicReader (unique
 group id, manual assignment from the beginning, no commits) in a daemon thread.
 
 Rules:
@@ -9,7 +9,7 @@ Rules:
   Settings.pinned_model_version when pinned), so `callscore models promote` (a republished older
   manifest) takes effect;
 - a candidate is verified (HMAC, contract hash, scikit-learn version, sha256) before it is
-  unpickled (registry.manifests.verify_and_load); a refused one is logged and counted, and the
+  unpickled (registry.signing.verify_and_load); a refused one is logged and counted, and the
   newest *valid* candidate wins, or the current model keeps serving;
 - the swap is one reference assignment; the stream reads `current` once per batch, so each batch
   is scored by exactly one version and no event is lost or scored twice by a reload.
@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
 from datetime import UTC, datetime
 
-from callscore.errors import CallscoreError
-from callscore.settings import Settings
-from registry.manifests import ManifestRecord, ManifestRejected, ModelTopicReader, verify_and_load
+from core.errors import CallscoreError
+from core.settings import Settings
+from core.topic_reader import TopicReader
+from registry.model_topic import ManifestRecord, parse_record
+from registry.signing import ManifestRejected, verify_and_load
 from schemas import ModelManifest
 from streamer.metrics import StreamMetrics
 from streamer.scoring import ServedModel
@@ -42,12 +43,10 @@ class ModelWatcher:
         self,
         settings: Settings,
         metrics: StreamMetrics,
-        reader_factory: Callable[[Settings], ModelTopicReader] = ModelTopicReader,
         poll_seconds: float = 0.25,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._reader_factory = reader_factory
         self._poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,12 +67,14 @@ class ModelWatcher:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        reader: ModelTopicReader | None = None
+        reader: TopicReader | None = None
         while not self._stop.is_set():
             try:
                 if reader is None:
-                    reader = self._reader_factory(self._settings)
-                self.step(reader.poll(self._poll_seconds), reader.at_end)
+                    topic = self._settings.topic_models
+                    reader = TopicReader(self._settings, [topic], "callscore-model-reader")
+                records = reader.poll(self._poll_seconds)
+                self.step([parse_record(r) for r in records], reader.at_end)
                 self.last_error = None
             except CallscoreError as exc:  # broker trouble: keep serving, retry
                 self.last_error = str(exc)

@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from callscore.settings import Settings
+from core.settings import Settings
 from schemas import task_id_for
 from schemas.decode import InvalidEvent, decode_prospect
 from streamer.metrics import StreamMetrics

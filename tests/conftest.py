@@ -7,10 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from callscore.local_broker import LocalBroker, kafka_for_tests
-from callscore.settings import Settings
+from callscore.harness import isolated_settings
+from core.local_broker import LocalBroker, kafka_for_tests
+from core.settings import Settings
 
-TEST_SIGNING_KEY = "test-signing-key-not-secret"
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `kafka` mark follows the fixtures: a test needs a broker iff it uses kafka_broker."""
+    for item in items:
+        if "kafka_broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
 
 
 @pytest.fixture(scope="session")
@@ -29,21 +35,8 @@ def unique() -> str:
 
 @pytest.fixture
 def settings(unique: str, tmp_path) -> Settings:  # type: ignore[no-untyped-def]
-    """Settings without a broker: unique topic names, test signing key."""
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        topic_prospects=f"prospects-{unique}",
-        topic_tasks_prefix=f"call-tasks-{unique}",
-        topic_dead_letters=f"dead-letters-{unique}",
-        topic_models=f"models-{unique}",
-        topic_outcomes=f"outcomes-{unique}",
-        partitions=2,
-        model_signing_key=TEST_SIGNING_KEY,
-        artifact_dir=tmp_path / "artifacts",
-        session_timeout_seconds=3,
-        heartbeat_interval_seconds=0.5,
-        fetch_max_wait_ms=10,
-    )
+    """Settings without a broker: unique topic names, a test signing key, two partitions."""
+    return isolated_settings(unique, tmp_path, partitions=2)
 
 
 @pytest.fixture
@@ -55,7 +48,7 @@ def kafka_settings(settings: Settings, kafka_broker: LocalBroker) -> Settings:
 @pytest.fixture
 def workers(tmp_path):  # type: ignore[no-untyped-def]
     """Start `callscore stream` subprocesses; every one is killed at teardown."""
-    from tests.stream_harness import StreamWorker
+    from callscore.harness import StreamWorker
 
     started: list[StreamWorker] = []
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from callscore.factories import valid_event
 from schemas import (
     CATEGORIES,
     FEATURES,
@@ -23,7 +24,6 @@ from schemas import (
     task_id_for,
 )
 from schemas.decode import DEFAULT_MAX_EVENT_BYTES
-from tests.factories import valid_event
 
 
 def encode(event: object) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 
 from trainer.synthetic import synthetic_bank_frame
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def test_demo_trains_publishes_and_scores(kafka_settings, tmp_path):

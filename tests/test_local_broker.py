@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from callscore import local_broker
-from callscore.local_broker import kafka_for_tests, start_tansu, wait_for_port
+from core import local_broker
+from core.local_broker import kafka_for_tests, start_tansu, wait_for_port
 
 
 def test_explicit_bootstrap_servers_win(monkeypatch):

@@ -4,32 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from callscore.kafka import ensure_topics
+from callscore.factories import small_artifact
+from core.kafka import ensure_topics
 from registry.artifact import dump_artifact
-from registry.manifests import (
-    ManifestRejected,
-    ModelTopicReader,
-    build_manifest,
+from registry.model_topic import (
     current_manifest,
     next_version,
     publish_manifest,
-    verify_and_load,
+    read_model_records,
 )
-from tests.factories import small_artifact
-
-pytestmark = pytest.mark.kafka
+from registry.signing import ManifestRejected, build_manifest, verify_and_load
 
 
 def test_publish_read_verify_load(kafka_settings):
     ensure_topics(kafka_settings)
-    with ModelTopicReader(kafka_settings) as reader:
-        assert reader.read_to_end() == []
+    assert read_model_records(kafka_settings) == []
     for version in (1, 2):
         artifact = small_artifact(version)
         manifest = build_manifest(dump_artifact(artifact), artifact.metadata, kafka_settings)
         publish_manifest(kafka_settings, manifest)
-    with ModelTopicReader(kafka_settings) as reader:
-        records = reader.read_to_end()
+    records = read_model_records(kafka_settings)
     assert [r.manifest.version for r in records if r.manifest] == [1, 2]
     assert next_version(records, "term-deposit") == 3
     current = current_manifest(records, "term-deposit")
@@ -41,8 +35,7 @@ def test_publish_read_verify_load(kafka_settings):
 
 
 def test_absent_model_topic_reads_as_empty(kafka_settings):
-    with ModelTopicReader(kafka_settings) as reader:
-        assert reader.read_to_end(timeout=10) == []
+    assert read_model_records(kafka_settings, timeout=10) == []
 
 
 def test_large_artifact_goes_to_uri(settings):

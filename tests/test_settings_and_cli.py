@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from callscore.cli import build_parser, main
-from callscore.kafka import client_config, ensure_topics, faust_broker_kwargs, topic_specs
-from callscore.settings import MissingSecretError, Settings
+from core.kafka import client_config, ensure_topics, faust_broker_kwargs, topic_specs
+from core.settings import MissingSecretError, Settings
 
 
 def subcommand_paths(parser=None, prefix=()):  # type: ignore[no-untyped-def]
@@ -112,16 +112,15 @@ def test_bad_configuration_is_one_line_and_non_zero(monkeypatch):
 
 
 def test_unreachable_broker_is_a_one_line_error(monkeypatch, capsys):
-    from callscore.local_broker import free_port
+    from core.local_broker import free_port
 
     monkeypatch.setenv("CALLSCORE_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
-    monkeypatch.setattr("callscore.kafka.ADMIN_TIMEOUT_SECONDS", 2.0)
+    monkeypatch.setattr("core.kafka.ADMIN_TIMEOUT_SECONDS", 2.0)
     assert main(["topics"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("callscore: error: Kafka at 127.0.0.1:") and "did not answer" in err
 
 
-@pytest.mark.kafka
 def test_topics_command_creates_every_topic_idempotently(kafka_settings, monkeypatch, capsys):
     for name, value in kafka_settings.as_env().items():
         monkeypatch.setenv(name, value)

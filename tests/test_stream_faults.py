@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from callscore.kafka import ensure_topics
-from tests.factories import valid_event
-from tests.stream_harness import collect, event_bytes, produce, publish_model, worker_settings
+from callscore.factories import valid_event
+from callscore.harness import collect, event_bytes, produce, publish_model, worker_settings
+from core.kafka import ensure_topics
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def test_sigkill_mid_stream_then_restart_loses_nothing(kafka_settings, tmp_path, workers):
@@ -52,16 +52,16 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(kafka_settings, tmp_path,
     tasks = collect(
         settings,
         settings.task_topics.values(),
-        lambda r: {t.value["event_id"] for t in r} >= wanted,
+        lambda r: {t.json()["event_id"] for t in r} >= wanted,
         timeout=90,
     )
     letters = collect(
         settings, [settings.topic_dead_letters], lambda r: len(r) >= len(invalid), timeout=30
     )
     print(f"\n{len(tasks)} tasks for {len(wanted)} events (replayed: {len(tasks) - len(wanted)})")
-    assert {t.value["event_id"] for t in tasks} == wanted  # at least once, nothing lost
-    assert len({(d.value["source_partition"], d.value["source_offset"]) for d in letters}) == len(
+    assert {t.json()["event_id"] for t in tasks} == wanted  # at least once, nothing lost
+    assert len({(d.json()["source_partition"], d.json()["source_offset"]) for d in letters}) == len(
         invalid
     )
     # duplicates (replayed after the kill) keep their task id, so dialers can drop them
-    assert len({t.value["task_id"] for t in tasks}) == len(wanted)
+    assert len({t.json()["task_id"] for t in tasks}) == len(wanted)

@@ -10,11 +10,8 @@ from collections import Counter
 
 import pytest
 
-from callscore.kafka import ensure_topics
-from schemas import FEATURES, task_id_for
-from streamer.scoring import feature_frame
-from tests.factories import valid_event
-from tests.stream_harness import (
+from callscore.factories import valid_event
+from callscore.harness import (
     as_event,
     collect,
     event_bytes,
@@ -22,8 +19,9 @@ from tests.stream_harness import (
     publish_model,
     worker_settings,
 )
-
-pytestmark = pytest.mark.kafka
+from core.kafka import ensure_topics
+from schemas import FEATURES, task_id_for
+from streamer.scoring import feature_frame
 
 
 def invalid_records(big: int) -> list[tuple[bytes | None, bytes | None, str]]:
@@ -43,7 +41,7 @@ def invalid_records(big: int) -> list[tuple[bytes | None, bytes | None, str]]:
 
 
 def test_tasks_dead_letters_http_and_metrics(kafka_settings, tmp_path, workers):
-    from tests.factories import events_from_frame
+    from callscore.factories import events_from_frame
     from trainer.synthetic import synthetic_bank_frame
 
     settings = worker_settings(kafka_settings, tmp_path, api_token="s3cret", max_message_bytes=2048)
@@ -66,26 +64,26 @@ def test_tasks_dead_letters_http_and_metrics(kafka_settings, tmp_path, workers):
 
     # exactly one task per valid event, in the topic of its tier, scored like offline
     assert len(tasks) == len(events)
-    by_event = {t.value["event_id"]: t for t in tasks}
+    by_event = {t.json()["event_id"]: t for t in tasks}
     assert set(by_event) == {e["event_id"] for e in events}
     offline = artifact.predict(feature_frame([as_event(e) for e in events]))
     for event, expected in zip(events, offline, strict=True):
         task = by_event[event["event_id"]]
-        assert task.value["score"] == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
-        assert task.topic == settings.task_topic(task.value["priority"])
+        assert task.json()["score"] == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
+        assert task.topic == settings.task_topic(task.json()["priority"])
         assert task.key == event["prospect_id"].encode()
-        assert task.value["task_id"] == task_id_for(event["event_id"])
+        assert task.json()["task_id"] == task_id_for(event["event_id"])
         assert task.headers["model_version"] == b"1"
-        assert task.headers["task_id"] == task.value["task_id"].encode()
-    assert {t.value["priority"] for t in tasks} == {"high", "medium", "low"}
+        assert task.headers["task_id"] == task.json()["task_id"].encode()
+    assert {t.json()["priority"] for t in tasks} == {"high", "medium", "low"}
 
     # exactly one dead letter per invalid message, with the reason and the original bytes
-    assert sorted(d.value["error_kind"] for d in letters) == sorted(r for *_, r in bad)
+    assert sorted(d.json()["error_kind"] for d in letters) == sorted(r for *_, r in bad)
     for letter in letters:
-        assert letter.value["source_topic"] == settings.topic_prospects
-    age = next(d.value for d in letters if d.value["error_kind"] == "invalid_fields")
+        assert letter.json()["source_topic"] == settings.topic_prospects
+    age = next(d.json() for d in letters if d.json()["error_kind"] == "invalid_fields")
     assert [fe["field"] for fe in age["field_errors"]] == ["age"]
-    big = next(d.value for d in letters if d.value["error_kind"] == "too_large")
+    big = next(d.json() for d in letters if d.json()["error_kind"] == "too_large")
     assert big["payload_truncated"] is True and big["payload_size"] == len(bad[-1][1])
 
     # accounting: consumed = scored + dead-lettered + duplicates dropped
@@ -105,8 +103,8 @@ def test_tasks_dead_letters_http_and_metrics(kafka_settings, tmp_path, workers):
     assert worker.http("GET", "/model", token="wrong").status == 401
     one = worker.http("POST", "/score", events[0], token="s3cret")
     assert one.status == 200, one.text
-    assert one.body["score"] == by_event[events[0]["event_id"]].value["score"]
-    assert one.body["priority"] == by_event[events[0]["event_id"]].value["priority"]
+    assert one.body["score"] == by_event[events[0]["event_id"]].json()["score"]
+    assert one.body["priority"] == by_event[events[0]["event_id"]].json()["priority"]
     assert one.body["model_version"] == 1
     many = worker.http("POST", "/score", events[:3], token="s3cret")
     assert [r["event_id"] for r in many.body] == [e["event_id"] for e in events[:3]]
@@ -143,5 +141,5 @@ def test_no_model_waits_then_scores(kafka_settings, tmp_path, workers):
     tasks = collect(
         settings, settings.task_topics.values(), lambda r: len(r) >= len(events), 30, settle=0.5
     )
-    assert Counter(t.value["event_id"] for t in tasks) == Counter(e["event_id"] for e in events)
+    assert Counter(t.json()["event_id"] for t in tasks) == Counter(e["event_id"] for e in events)
     assert FEATURES  # the contract is what the model was trained on

@@ -9,12 +9,8 @@ from collections import Counter
 
 import pytest
 
-from callscore.kafka import ensure_topics
-from registry.artifact import dump_artifact
-from registry.manifests import build_manifest, publish_manifest, sign
-from streamer.scoring import feature_frame
-from tests.factories import small_artifact, valid_event
-from tests.stream_harness import (
+from callscore.factories import small_artifact, valid_event
+from callscore.harness import (
     as_event,
     collect,
     event_bytes,
@@ -22,8 +18,11 @@ from tests.stream_harness import (
     publish_model,
     worker_settings,
 )
-
-pytestmark = pytest.mark.kafka
+from core.kafka import ensure_topics
+from registry.artifact import dump_artifact
+from registry.model_topic import publish_manifest
+from registry.signing import build_manifest, sign
+from streamer.scoring import feature_frame
 
 
 def _events(prefix: str, n: int) -> list[dict]:
@@ -75,9 +74,9 @@ def test_new_version_mid_stream_scores_every_event_once(kafka_settings, tmp_path
         timeout=60,
         settle=1.0,
     )
-    counts = Counter(t.value["event_id"] for t in tasks)
+    counts = Counter(t.json()["event_id"] for t in tasks)
     assert counts == Counter(e["event_id"] for e in everything)  # each exactly once, no gap
-    versions = Counter(t.value["model_version"] for t in tasks)
+    versions = Counter(t.json()["model_version"] for t in tasks)
     assert set(versions) == {1, 2}, versions
     frame = feature_frame([as_event(e) for e in everything])
     offline = {
@@ -87,12 +86,12 @@ def test_new_version_mid_stream_scores_every_event_once(kafka_settings, tmp_path
         ),
     }
     for task in tasks:
-        expected = offline[task.value["model_version"]][task.value["event_id"]]
-        assert task.value["score"] == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
+        expected = offline[task.json()["model_version"]][task.json()["event_id"]]
+        assert task.json()["score"] == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
     assert all(
-        t.value["model_version"] == 2
+        t.json()["model_version"] == 2
         for t in tasks
-        if t.value["event_id"] in {e["event_id"] for e in tail}
+        if t.json()["event_id"] in {e["event_id"] for e in tail}
     )
 
 
@@ -136,13 +135,13 @@ def test_refused_manifests_keep_v1_serving(kafka_settings, tmp_path, workers):
     events = _events("after", 30)
     produce(settings, [event_bytes(e) for e in events])
     tasks = collect(settings, settings.task_topics.values(), lambda r: len(r) >= 30, 30)
-    assert {t.value["model_version"] for t in tasks} == {1}
+    assert {t.json()["model_version"] for t in tasks} == {1}
     assert worker.http("GET", "/model").body["version"] == 1
     assert "refused" in worker.log()
 
 
 def test_promote_rolls_back_a_running_worker(kafka_settings, tmp_path, workers):
-    from trainer.publishing import promote
+    from registry.model_topic import promote
 
     settings = worker_settings(kafka_settings, tmp_path)
     ensure_topics(settings)
@@ -160,4 +159,4 @@ def test_promote_rolls_back_a_running_worker(kafka_settings, tmp_path, workers):
     produce(settings, [event_bytes(valid_event(event_id="after-rollback"))])
     tiers = list(settings.task_topics.values())
     tasks = collect(settings, tiers, lambda r: len(r) >= 1, timeout=30)
-    assert [t.value["model_version"] for t in tasks] == [1]
+    assert [t.json()["model_version"] for t in tasks] == [1]

@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from callscore.factories import small_artifact, valid_event
+from callscore.harness import as_event
 from registry.artifact import dump_artifact
-from registry.manifests import ManifestRecord, build_manifest, sign
+from registry.model_topic import ManifestRecord
+from registry.signing import build_manifest, sign
 from schemas import task_id_for
 from streamer.dedupe import RecentIds
 from streamer.metrics import StreamMetrics
 from streamer.models import ModelWatcher
 from streamer.scoring import Incoming, ServedModel, decode_batch, feature_frame, score_events
 from streamer.web import ROUTES, authorized, score_request
-from tests.factories import small_artifact, valid_event
-from tests.stream_harness import as_event
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 

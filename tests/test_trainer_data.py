@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from callscore.factories import valid_event
 from schemas import CallOutcome, ProspectEvent, task_id_for
-from tests.factories import valid_event
 from trainer.data import (
     SHARED_COPY,
     DataError,

@@ -17,7 +17,7 @@ from trainer.evaluation import (
     rolling_backtest,
 )
 from trainer.features import BankFeatures, period_number
-from trainer.publishing import decide
+from trainer.gate import decide
 from trainer.synthetic import synthetic_bank_frame
 
 

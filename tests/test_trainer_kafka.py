@@ -14,19 +14,17 @@ import pytest
 from pydantic import SecretStr
 
 from callscore.cli import main
-from callscore.errors import CallscoreError
-from callscore.kafka import BrokerUnavailableError
+from core.errors import CallscoreError
+from core.kafka import BrokerUnavailableError
 from registry.artifact import ArtifactError, load_artifact
-from registry.manifests import ManifestRejected, current_manifest, verify_and_load
+from registry.model_topic import current_manifest, promote, read_model_records, version_rows
+from registry.signing import ManifestRejected, verify_and_load
 from schemas import FEATURES
 from trainer.data import add_periods, validate_frame
-from trainer.publishing import promote, read_model_records, version_rows
 from trainer.schedule import OutcomeCounter, Scheduler
 from trainer.selection import CANDIDATE_METRICS
 from trainer.synthetic import synthetic_bank_frame
 from trainer.train import TrainOptions, run_training
-
-pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +98,9 @@ def test_train_publish_read_verify_load_predict(kafka_settings, frame, tmp_path)
 
 
 def test_corrupted_or_truncated_artifact_is_refused(kafka_settings, frame, tmp_path):
+    from callscore.factories import small_artifact
     from registry.artifact import dump_artifact
-    from registry.manifests import build_manifest
-    from tests.factories import small_artifact
+    from registry.signing import build_manifest
 
     data = dump_artifact(small_artifact(1))
     with pytest.raises(ArtifactError, match="corrupted or truncated"):
@@ -151,7 +149,7 @@ def test_cli_models_list_and_promote_errors(kafka_settings, monkeypatch, capsys)
 def test_schedule_retrains_on_outcomes_and_survives_errors(kafka_settings):
     from confluent_kafka import Producer
 
-    from callscore.kafka import producer_config
+    from core.kafka import producer_config
 
     settings = kafka_settings.model_copy(
         update={"retrain_interval_seconds": 3600, "retrain_min_new_outcomes": 3}

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from callscore.errors import CallscoreError
-from callscore.settings import Settings
+from core.errors import CallscoreError
+from core.settings import Settings
 from schemas import CATEGORIES, FEATURES, MONTHS, POST_CALL_FIELDS
 
 BANK_FULL_SHA256 = "d1513ec63b385506f7cfce9f2c5caa9fe99e7ba4e8c3fa264b3aaf0f849ed32d"

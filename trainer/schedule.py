@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from callscore.errors import CallscoreError
-from callscore.kafka import BrokerUnavailableError, consumer_config
-from callscore.settings import Settings
+from core.errors import BrokerUnavailableError, CallscoreError
+from core.settings import Settings
+from core.topic_reader import TopicReader
 
 log = logging.getLogger("callscore.schedule")
 MAX_CHECK_SECONDS = 60.0
@@ -28,40 +27,23 @@ class OutcomeCounter:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._consumer: Any = None
-        self._assigned = False
+        self._reader: TopicReader | None = None
         self._pending = 0
-
-    def _ensure(self) -> bool:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        if self._consumer is None:
-            self._consumer = Consumer(
-                consumer_config(self._settings, group_id=f"callscore-schedule-{uuid.uuid4()}")
-            )
-        if not self._assigned:
-            topic = self._settings.topic_outcomes
-            meta = self._consumer.list_topics(timeout=5).topics.get(topic)
-            if meta is None or meta.error is not None:
-                return False
-            self._consumer.assign(
-                [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-            )
-            self._assigned = True
-        return True
 
     def take(self, timeout: float = 2.0) -> int:
         """New outcomes since the last call (counting continues after broker errors)."""
         from confluent_kafka import KafkaException
 
         try:
-            if not self._ensure():
-                return 0
+            if self._reader is None:
+                self._reader = TopicReader(
+                    self._settings, [self._settings.topic_outcomes], "callscore-schedule"
+                )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                messages = self._consumer.consume(num_messages=1000, timeout=0.2)
-                self._pending += sum(1 for m in messages if m.error() is None)
-                if not messages:
+                records = self._reader.poll(0.2, max_records=1000)
+                self._pending += len(records)
+                if not records:
                     break
         except KafkaException as exc:
             raise BrokerUnavailableError(f"counting outcomes: {exc.args[0]}") from None
@@ -69,8 +51,8 @@ class OutcomeCounter:
         return count
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
+        if self._reader is not None:
+            self._reader.close()
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pandas as pd
 import sklearn
 from sklearn.inspection import permutation_importance
 
-from callscore.settings import Settings
+from core.settings import Settings
 from registry.artifact import (
     ArtifactMetadata,
     ModelArtifact,
@@ -23,13 +23,14 @@ from registry.artifact import (
     score_quantiles,
     tier_cut_points,
 )
-from registry.manifests import build_manifest, next_version, publish_manifest
+from registry.model_topic import load_champion, next_version, publish_manifest, read_model_records
+from registry.signing import build_manifest
 from schemas import FEATURES, ModelManifest, TrainingWindow, feature_contract_hash
 from trainer import report
 from trainer.data import BANK_FULL_SHA256
 from trainer.evaluation import score_metrics
 from trainer.final import FinalModel, fit_final
-from trainer.publishing import GateDecision, decide, load_champion, read_model_records
+from trainer.gate import GateDecision, gate
 from trainer.selection import Selection, screen_table, select_model
 
 Step = Any  # callable(str) -> None
@@ -110,33 +111,6 @@ def _importance(final: FinalModel, rows: int) -> pd.DataFrame:
     ).sort_values("mean", ascending=False)
 
 
-def _gate(settings: Settings, champion: Any, final: FinalModel, force: bool) -> GateDecision:
-    """Candidate (fitted before the holdout) vs the published model on the latest holdout.
-
-    When the champion's training window covers the holdout, its live score there is in-sample;
-    the decision then uses the out-of-sample holdout AUC recorded in its manifest (the live
-    score is still reported).
-    """
-    candidate_auc = score_metrics(final.holdout_y, final.holdout_scores)["roc_auc"]
-    if champion is None:
-        return decide(candidate_auc, None, settings.champion_tolerance, force)
-    manifest, artifact = champion
-    live = score_metrics(final.holdout_y, artifact.predict(final.holdout))["roc_auc"]
-    holdout_start = str(final.holdout["period"].iloc[0])
-    saw_holdout = manifest.training_window.end >= holdout_start
-    recorded = manifest.metrics.get("holdout_roc_auc")
-    champion_auc = recorded if saw_holdout and recorded is not None else live
-    return decide(
-        candidate_auc,
-        champion_auc,
-        settings.champion_tolerance,
-        force,
-        champion_version=manifest.version,
-        champion_saw_holdout=saw_holdout,
-        champion_live_roc_auc=live,
-    )
-
-
 def run_training(
     settings: Settings,
     frame: pd.DataFrame,
@@ -174,7 +148,7 @@ def run_training(
     cuts = tier_cut_points(
         validation_scores, settings.tier_high_fraction, settings.tier_medium_fraction
     )
-    decision = _gate(settings, champion, final, options.force) if options.publish else None
+    decision = gate(settings, champion, final, options.force) if options.publish else None
     version = next_version(records, settings.model_name) if options.publish else 1
     periods = frame["period"]
     metrics_flat = {

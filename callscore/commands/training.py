@@ -47,7 +47,7 @@ def _load(args: argparse.Namespace, settings: Any) -> tuple[Any, str, Path]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from callscore.cli import load_settings
+    from core.settings import load_settings
     from trainer.candidates import search_space
     from trainer.selection import CANDIDATE_METRICS
     from trainer.train import TrainOptions, run_training
@@ -98,7 +98,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from callscore.cli import load_settings
+    from core.settings import load_settings
     from trainer.cadence import CONFIGS, cadence_table, run_cadences
 
     settings = load_settings()
@@ -135,7 +135,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from callscore.cli import load_settings
+    from core.settings import load_settings
     from trainer.schedule import Scheduler
 
     settings = load_settings()
@@ -148,8 +148,8 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 def _cmd_models_list(_args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from callscore.cli import load_settings
-    from trainer.publishing import read_model_records, version_rows
+    from core.settings import load_settings
+    from registry.model_topic import read_model_records, version_rows
 
     settings = load_settings()
     rows = version_rows(read_model_records(settings), settings)
@@ -171,8 +171,8 @@ def _cmd_models_list(_args: argparse.Namespace) -> int:
 
 
 def _cmd_models_promote(args: argparse.Namespace) -> int:
-    from callscore.cli import load_settings
-    from trainer.publishing import promote
+    from core.settings import load_settings
+    from registry.model_topic import promote
 
     manifest = promote(load_settings(), args.version)
     print(f"promoted {manifest.model_name} v{manifest.version}: scorers switch to it now")
@@ -180,7 +180,7 @@ def _cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from callscore.cli import load_settings
+    from core.settings import load_settings
     from trainer.fetch import UCI_URL, fetch_bank_full
 
     settings = load_settings()

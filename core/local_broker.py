@@ -13,6 +13,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+
+# Settings for clients of the local broker. Tansu holds a JoinGroup for half the session timeout,
+# and the consumer's fetch wait sets the latency on a quiet topic (docs/local-broker.md).
+LOCAL_BROKER_TIMINGS: dict[str, Any] = {
+    "session_timeout_seconds": 3.0,
+    "heartbeat_interval_seconds": 0.5,
+    "fetch_max_wait_ms": 10,
+}
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Helpers for streamer integration tests: the worker as a subprocess, produce, collect, HTTP."""
+"""Helpers for tests, the bench and the demo: the scorer as a subprocess, produce, collect, HTTP.
+
+A worker here is `callscore stream` in its own process, configured only through CALLSCORE_*
+variables, exactly as an operator runs it.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +19,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from callscore.kafka import consumer_config, producer_config
-from callscore.local_broker import free_port
-from callscore.settings import Settings
+from callscore.factories import small_artifact
+from core.kafka import producer_config
+from core.local_broker import LOCAL_BROKER_TIMINGS, free_port
+from core.settings import Settings
+from core.topic_reader import Record, read_topics
 from registry.artifact import ModelArtifact, dump_artifact
-from registry.manifests import build_manifest, publish_manifest
-from tests.factories import small_artifact
+from registry.model_topic import publish_manifest
+from registry.signing import build_manifest
 
 CALLSCORE = str(Path(sys.executable).with_name("callscore"))
+
+
+def isolated_settings(name: str, workdir: Path, **updates: Any) -> Settings:
+    """Settings for one test or run: topics of its own, the local broker's timings, a throwaway
+    signing key; nothing read from the environment or a .env file."""
+    return Settings(
+        _env_file=None,
+        topic_prospects=f"prospects-{name}",
+        topic_tasks_prefix=f"call-tasks-{name}",
+        topic_dead_letters=f"dead-letters-{name}",
+        topic_models=f"models-{name}",
+        topic_outcomes=f"outcomes-{name}",
+        model_signing_key=f"signing-key-{name}-not-secret",
+        artifact_dir=workdir / "artifacts",
+        **{**LOCAL_BROKER_TIMINGS, **updates},
+    )
 
 
 def worker_settings(
@@ -150,17 +172,6 @@ def event_bytes(event: dict[str, Any]) -> tuple[bytes, bytes]:
     return event["prospect_id"].encode(), json.dumps(event).encode()
 
 
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: dict[str, Any]
-    headers: dict[str, bytes]
-    timestamp_ms: int
-
-
 def collect(
     settings: Settings,
     topics: Iterable[str],
@@ -169,44 +180,7 @@ def collect(
     settle: float = 0.0,
 ) -> list[Record]:
     """Read the topics from the beginning until done(records) (then `settle` s more) or timeout."""
-    import uuid
-
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(consumer_config(settings, f"collector-{uuid.uuid4()}"))
-    consumer.assign(
-        [
-            TopicPartition(topic, p, OFFSET_BEGINNING)
-            for topic in topics
-            for p in range(settings.partitions)
-        ]
-    )
-    records: list[Record] = []
-    deadline = time.monotonic() + timeout
-    settle_until: float | None = None
-    try:
-        while time.monotonic() < deadline:
-            for message in consumer.consume(500, timeout=0.2):
-                if message.error():
-                    continue
-                records.append(
-                    Record(
-                        message.topic(),
-                        message.partition(),
-                        message.offset(),
-                        message.key(),
-                        json.loads(message.value()),
-                        {k: v for k, v in (message.headers() or [])},
-                        message.timestamp()[1],
-                    )
-                )
-            if settle_until is None and done(records):
-                settle_until = time.monotonic() + settle
-            if settle_until is not None and time.monotonic() >= settle_until:
-                return records
-    finally:
-        consumer.close()
-    return records
+    return read_topics(settings, topics, done=done, timeout=timeout, settle=settle)
 
 
 def publish_model(settings: Settings, version: int, seed: int = 1) -> ModelArtifact:

@@ -9,8 +9,8 @@ from typing import Any
 def _cmd_stream(args: argparse.Namespace) -> int:
     import faust
 
-    from callscore.cli import load_settings
-    from callscore.kafka import ensure_topics
+    from core.kafka import ensure_topics
+    from core.settings import load_settings
     from streamer.app import build_app
 
     settings = load_settings()

@@ -6,24 +6,26 @@ Defaults suit a real Kafka cluster; tests and the local demo override the consum
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from callscore.errors import CallscoreError
+from core.errors import CallscoreError, MissingSecretError
+from schemas.decode import DEFAULT_MAX_EVENT_BYTES
 from schemas.tasks import PRIORITIES, Priority
 
-
-class MissingSecretError(CallscoreError):
-    """A command needs a secret (e.g. the model signing key) that is not configured."""
+ENV_PREFIX = "CALLSCORE_"
+# Room for a manifest's fields around its base64 artifact within one model-topic record.
+MANIFEST_OVERHEAD_BYTES = 64 * 1024
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CALLSCORE_", env_file=".env", extra="ignore", frozen=True
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
     )
 
     # --- Kafka connection, applied to every client (confluent-kafka and Faust/aiokafka) ---
@@ -55,7 +57,7 @@ class Settings(BaseSettings):
     # --- Scoring ---
     batch_max_size: int = Field(default=500, ge=1)
     batch_max_wait_seconds: float = Field(default=0.05, gt=0)
-    max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_message_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
     dedupe_window: int = Field(
         default=100_000, ge=0, description="Recent event_ids remembered to drop duplicates."
     )
@@ -75,7 +77,17 @@ class Settings(BaseSettings):
     # --- Model artifacts ---
     model_signing_key: SecretStr | None = None
     artifact_dir: Path = Path("artifacts")
-    inline_artifact_max_bytes: int = Field(default=900_000, ge=0)
+    model_record_max_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=256 * 1024,
+        description="Largest model-topic record: the topic's max.message.bytes and the producer's.",
+    )
+    inline_artifact_max_bytes: int = Field(
+        default=900_000,
+        ge=0,
+        description="Larger artifacts go to artifact_dir (a file:// URI) instead of inline; "
+        "base64 of an inline artifact must fit model_record_max_bytes.",
+    )
     tier_high_fraction: float = Field(default=0.10, gt=0, lt=1)
     tier_medium_fraction: float = Field(default=0.20, gt=0, lt=1)
 
@@ -95,6 +107,13 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.heartbeat_interval_seconds >= self.session_timeout_seconds:
             raise ValueError("heartbeat_interval_seconds must be below session_timeout_seconds")
+        inline_record = self.inline_artifact_max_bytes * 4 // 3 + MANIFEST_OVERHEAD_BYTES
+        if inline_record > self.model_record_max_bytes:
+            raise ValueError(
+                f"inline_artifact_max_bytes {self.inline_artifact_max_bytes} does not fit "
+                f"model_record_max_bytes {self.model_record_max_bytes} once base64-encoded "
+                f"(needs {inline_record} bytes)"
+            )
         if self.tier_high_fraction + self.tier_medium_fraction >= 1:
             raise ValueError("tier_high_fraction + tier_medium_fraction must be below 1")
         if self.security_protocol.startswith("SASL") and not (
@@ -114,12 +133,7 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """These settings as CALLSCORE_* variables, to configure a child process identically."""
-        env = {}
-        for name, value in self.model_dump(exclude_none=True).items():
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            env[f"CALLSCORE_{name.upper()}"] = str(value)
-        return env
+        return env_vars(self.model_dump(exclude_none=True))
 
     def signing_key(self) -> bytes:
         if self.model_signing_key is None or not self.model_signing_key.get_secret_value():
@@ -128,3 +142,25 @@ class Settings(BaseSettings):
                 "the trainer and every scorer must share it)"
             )
         return self.model_signing_key.get_secret_value().encode()
+
+
+def env_vars(values: Mapping[str, Any]) -> dict[str, str]:
+    """Settings field values as the CALLSCORE_* environment variables that set them."""
+    env = {}
+    for name, value in values.items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value is one line naming its variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise CallscoreError(
+            f"invalid configuration: {ENV_PREFIX}{field.upper()}: {first['msg']}"
+        ) from None

@@ -6,14 +6,10 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from callscore.errors import CallscoreError
-from callscore.settings import Settings
+from core.errors import BrokerUnavailableError
+from core.settings import Settings
 
 ADMIN_TIMEOUT_SECONDS = 15.0
-
-
-class BrokerUnavailableError(CallscoreError):
-    """The configured Kafka bootstrap servers did not answer."""
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -36,8 +32,8 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     config = client_config(settings) | {
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": 5,
-        "message.max.bytes": max(settings.inline_artifact_max_bytes * 2, 2 * 1024 * 1024),
+        "linger.ms": settings.producer_linger_ms,
+        "message.max.bytes": settings.model_record_max_bytes,
     }
     return config | overrides
 
@@ -72,7 +68,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic_models,
             1,
-            {"cleanup.policy": "compact", "max.message.bytes": str(2 * 1024 * 1024)},
+            {
+                "cleanup.policy": "compact",
+                "max.message.bytes": str(settings.model_record_max_bytes),
+            },
         ),
     ]
 

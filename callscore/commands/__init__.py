@@ -1,0 +1,1 @@
+"""Subcommands of `callscore`, one module per area; each has `register(subparsers)`."""
