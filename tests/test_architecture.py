@@ -1,0 +1,110 @@
+"""The import rule of docs/architecture.md, checked on the source (ast), so that it stays true.
+
+    schemas  <-  core  <-  registry  <-  trainer | streamer  <-  callscore
+
+A package may import its own modules and any package to its left; trainer and streamer never
+import each other; nothing in the product imports tests/ or bench/, nor imports a module by name.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LAYERS: dict[str, int] = {
+    "schemas": 0,
+    "core": 1,
+    "registry": 2,
+    "trainer": 3,
+    "streamer": 3,
+    "callscore": 4,
+}
+OUTSIDE_THE_PRODUCT = ("tests", "bench")
+BY_NAME = {"import_module", "__import__"}
+
+
+def imported_modules(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in the file, nested ones included."""
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                found.append((node.lineno, ".".join([*base, node.module or ""]).strip(".")))
+            else:
+                found.append((node.lineno, node.module or ""))
+    return found
+
+
+def imports_by_name(path: Path) -> list[int]:
+    """Lines calling importlib.import_module or __import__ (an import no reader can follow)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in BY_NAME:
+                lines.append(node.lineno)
+    return lines
+
+
+def violations(files: list[Path], root: Path = ROOT) -> list[str]:
+    found = []
+    for path in files:
+        where = path.relative_to(root)
+        own = where.parts[0]
+        for line, module in imported_modules(path, root):
+            target = module.split(".")[0]
+            if target == own:
+                continue
+            if target in OUTSIDE_THE_PRODUCT:
+                found.append(f"{where}:{line} imports {module}: the product never imports {target}/")
+            elif target in LAYERS and LAYERS[target] >= LAYERS[own]:
+                found.append(
+                    f"{where}:{line} imports {module}: {own} (layer {LAYERS[own]}) may only "
+                    f"import packages of lower layers, not {target} (layer {LAYERS[target]})"
+                )
+        found += [f"{where}:{line} imports a module by name" for line in imports_by_name(path)]
+    return found
+
+
+def product_files() -> list[Path]:
+    return sorted(p for package in LAYERS for p in (ROOT / package).rglob("*.py"))
+
+
+def test_imports_run_one_way():
+    files = product_files()
+    assert len(files) > 40  # the walk found the product
+    assert violations(files) == []
+
+
+def test_bench_does_not_import_tests():
+    problems = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sorted((ROOT / "bench").rglob("*.py"))
+        for line, module in imported_modules(path)
+        if module.split(".")[0] == "tests"
+    ]
+    assert problems == []
+
+
+def test_the_checker_sees_wrong_way_and_by_name_imports(tmp_path):
+    """The rule itself can fail: a wrong-way, a sideways and a by-name import are all reported."""
+    for package, source in {
+        "core": "from registry.artifact import ModelArtifact\n",
+        "trainer": "def f():\n    from streamer import app\n",
+        "streamer": "import importlib\nimportlib.import_module('trainer.cli')\n",
+        "registry": "from . import artifact\nfrom schemas import FEATURES\n",
+    }.items():
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "mod.py").write_text(source)
+    found = violations(sorted(tmp_path.rglob("*.py")), root=tmp_path)
+    assert len(found) == 3, found
+    assert any("core/mod.py:1 imports registry.artifact" in v for v in found)
+    assert any("trainer/mod.py:2 imports streamer" in v for v in found)
+    assert any("streamer/mod.py:2 imports a module by name" in v for v in found)
