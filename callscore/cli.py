@@ -43,6 +43,14 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schemas_openapi(args: argparse.Namespace) -> int:
+    from streamer.openapi import render_openapi
+
+    Path(args.file).write_text(render_openapi())
+    print(args.file)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from callscore.demo import run_demo
 
@@ -65,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = schemas_sub.add_parser("export", help="write the JSON Schema files to DIRECTORY")
     export.add_argument("directory", help="output folder (created if missing)")
     export.set_defaults(handler=_cmd_schemas_export)
+    openapi = schemas_sub.add_parser(
+        "openapi", help="write the HTTP API's OpenAPI description (YAML) to FILE"
+    )
+    openapi.add_argument("file", help="e.g. docs/openapi.yaml")
+    openapi.set_defaults(handler=_cmd_schemas_openapi)
 
     demo = sub.add_parser(
         "demo",

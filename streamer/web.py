@@ -1,7 +1,8 @@
 """The HTTP API, served by Faust's own web server (aiohttp) on Settings.http_port.
 
 POST /score, GET /model need `Authorization: Bearer <Settings.api_token>` when a token is set.
-docs/openapi.yaml describes every route in ROUTES (a test keeps the two in step).
+Bodies are the models of schemas.api; docs/openapi.yaml is generated from them and describes
+every route in ROUTES (tests keep the three in step).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import faust
 from faust.web import Request, Response, View
 
 from core.settings import Settings
-from schemas import task_id_for
+from schemas.api import (
+    ApiError,
+    EventErrors,
+    Health,
+    Readiness,
+    ScoreResult,
+    ServedModelInfo,
+    ValidationErrors,
+)
 from schemas.decode import InvalidEvent, decode_prospect
 from streamer.metrics import StreamMetrics
 from streamer.scoring import ServedModel, score_events
@@ -41,18 +50,13 @@ def authorized(settings: Settings, header: str | None) -> bool:
 
 
 def model_document(model: ServedModel) -> dict[str, Any]:
-    m = model.manifest
-    return {
-        "model_name": m.model_name,
-        "version": m.version,
-        "created_at": m.created_at.isoformat(),
-        "published_at": m.published_at.isoformat(),
-        "action": m.action,
-        "artifact_sha256": m.artifact_sha256,
-        "metrics": m.metrics,
-        "tier_cut_points": m.tier_cut_points.model_dump(),
-        "loaded_at": model.loaded_at.isoformat(),
-    }
+    manifest = model.manifest.model_dump(include=set(ServedModelInfo.model_fields))
+    info = ServedModelInfo(**manifest, loaded_at=model.loaded_at)
+    return info.model_dump(mode="json")
+
+
+def _error(message: str) -> dict[str, Any]:
+    return ApiError(error=message).model_dump()
 
 
 def score_request(body: bytes, model: ServedModel, settings: Settings) -> tuple[int, Any]:
@@ -60,16 +64,17 @@ def score_request(body: bytes, model: ServedModel, settings: Settings) -> tuple[
     try:
         parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        return 422, {"error": f"body is not JSON: {exc}", "errors": []}
+        return 422, ValidationErrors(error=f"body is not JSON: {exc}").model_dump()
     single = isinstance(parsed, dict)
     items = [parsed] if single else parsed
     if not isinstance(items, list) or not items:
-        return 422, {"error": "body must be an event object or a non-empty list of events"}
+        message = "body must be an event object or a non-empty list of events"
+        return 422, ValidationErrors(error=message).model_dump()
     if len(items) > settings.batch_max_size:
-        return 413, {
-            "error": f"{len(items)} events in one request; the maximum is "
+        return 413, _error(
+            f"{len(items)} events in one request; the maximum is "
             f"{settings.batch_max_size} (CALLSCORE_BATCH_MAX_SIZE)"
-        }
+        )
     events, errors = [], []
     for index, item in enumerate(items):
         try:
@@ -77,28 +82,15 @@ def score_request(body: bytes, model: ServedModel, settings: Settings) -> tuple[
             events.append(decode_prospect(raw, settings.max_message_bytes))
         except InvalidEvent as exc:
             errors.append(
-                {
-                    "index": index,
-                    "kind": exc.kind,
-                    "message": exc.message,
-                    "field_errors": [e.model_dump() for e in exc.field_errors],
-                }
+                EventErrors(
+                    index=index, kind=exc.kind, message=exc.message, field_errors=exc.field_errors
+                )
             )
     if errors:
-        return 422, {"error": f"{len(errors)} of {len(items)} events are invalid", "errors": errors}
+        message = f"{len(errors)} of {len(items)} events are invalid"
+        return 422, ValidationErrors(error=message, errors=errors).model_dump()
     tasks = score_events(events, model, datetime.now(UTC))
-    results = [
-        {
-            "event_id": t.event_id,
-            "prospect_id": t.prospect_id,
-            "task_id": task_id_for(t.event_id),
-            "score": t.score,
-            "priority": t.priority,
-            "percentile": t.percentile,
-            "model_version": t.model_version,
-        }
-        for t in tasks
-    ]
+    results = [ScoreResult.from_task(t).model_dump() for t in tasks]
     return 200, results[0] if single else results
 
 
@@ -111,13 +103,13 @@ def register_routes(
 ) -> None:
     def unauthorized(view: View) -> Response:
         return view.json(
-            {"error": "missing or wrong bearer token"},
+            _error("missing or wrong bearer token"),
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="callscore"'},
         )
 
     def no_model(view: View) -> Response:
-        return view.json({"error": "no model loaded yet"}, status=503)
+        return view.json(_error("no model loaded yet"), status=503)
 
     @app.page("/score")
     class ScoreView(View):
@@ -143,14 +135,15 @@ def register_routes(
     @app.page("/healthz")
     class HealthView(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "alive"})
+            return self.json(Health().model_dump())
 
     @app.page("/readyz")
     class ReadyView(View):
         async def get(self, request: Request) -> Response:
             checks = readiness()
             ready = all(checks.values())
-            return self.json({"ready": ready, **checks}, status=200 if ready else 503)
+            document = Readiness(ready=ready, **checks).model_dump()
+            return self.json(document, status=200 if ready else 503)
 
     @app.page("/metrics")
     class MetricsView(View):

@@ -63,7 +63,7 @@ def violations(files: list[Path], root: Path = ROOT) -> list[str]:
             if target == own:
                 continue
             if target in OUTSIDE_THE_PRODUCT:
-                found.append(f"{where}:{line} imports {module}: the product never imports {target}/")
+                found.append(f"{where}:{line} imports {module}: the product never imports it")
             elif target in LAYERS and LAYERS[target] >= LAYERS[own]:
                 found.append(
                     f"{where}:{line} imports {module}: {own} (layer {LAYERS[own]}) may only "

@@ -1,0 +1,69 @@
+"""Bodies of the scorer's HTTP API (docs/openapi.yaml is generated from these and the routes)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.dead_letter import ErrorKind, FieldError
+from schemas.manifest import TierCutPoints
+from schemas.tasks import CallTask, Priority
+
+
+class ScoreResult(BaseModel):
+    """One scored event: the call task's fields a caller needs, without publishing anything."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    prospect_id: str
+    task_id: str = Field(description="uuid5 of event_id, as in the call task.")
+    score: float = Field(ge=0.0, le=1.0)
+    priority: Priority
+    percentile: float = Field(ge=0.0, le=100.0)
+    model_version: int = Field(ge=1)
+
+    @classmethod
+    def from_task(cls, task: CallTask) -> ScoreResult:
+        return cls(**task.model_dump(include=set(cls.model_fields)))
+
+
+class EventErrors(BaseModel):
+    index: int = Field(description="Position in the request list (0 for an object).")
+    kind: ErrorKind
+    message: str
+    field_errors: list[FieldError]
+
+
+class ValidationErrors(BaseModel):
+    error: str
+    errors: list[EventErrors] = Field(default_factory=list)
+
+
+class ApiError(BaseModel):
+    error: str
+
+
+class ServedModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    version: int
+    created_at: AwareDatetime
+    published_at: AwareDatetime
+    action: Literal["publish", "promote"]
+    artifact_sha256: str
+    metrics: dict[str, float]
+    tier_cut_points: TierCutPoints
+    loaded_at: AwareDatetime
+
+
+class Health(BaseModel):
+    status: Literal["alive"] = "alive"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    partitions_assigned: bool
+    model_loaded: bool

@@ -1,0 +1,154 @@
+"""The OpenAPI description of the scorer's HTTP API, built from the routes and the contracts.
+
+`callscore schemas openapi docs/openapi.yaml` writes it; a test keeps the committed file current,
+so the document can never disagree with the pydantic models the handlers serialise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas import ProspectEvent
+from schemas.api import (
+    ApiError,
+    Health,
+    Readiness,
+    ScoreResult,
+    ServedModelInfo,
+    ValidationErrors,
+)
+
+JSON = "application/json"
+
+
+class _Components:
+    """Collects each model's JSON Schema once under #/components/schemas."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel]) -> dict[str, str]:
+        # Requests are described as they are validated, responses as they are serialised.
+        schema = model.model_json_schema(
+            ref_template="#/components/schemas/{model}",
+            mode="validation" if model is ProspectEvent else "serialization",
+        )
+        self.schemas.update(schema.pop("$defs", {}))
+        self.schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    def one_or_list(self, model: type[BaseModel]) -> dict[str, Any]:
+        ref = self.ref(model)
+        return {"oneOf": [ref, {"type": "array", "minItems": 1, "items": ref}]}
+
+
+def _body(description: str, schema: dict[str, Any], media: str = JSON) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
+    c = _Components()
+    error = c.ref(ApiError)
+    unauthorized = {"$ref": "#/components/responses/Unauthorized"}
+    no_model = {"$ref": "#/components/responses/NoModel"}
+    paths: dict[str, Any] = {
+        "/score": {
+            "post": {
+                "summary": "Score one prospect event or a list of them with the served model.",
+                "description": "The same validation as the stream (strict JSON types, no "
+                "post-call fields). Nothing is published to Kafka. At most "
+                "CALLSCORE_BATCH_MAX_SIZE events per request.",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": c.one_or_list(ProspectEvent)}},
+                },
+                "responses": {
+                    "200": _body(
+                        "One result for an object body, a list (same order) for a list body.",
+                        c.one_or_list(ScoreResult),
+                    ),
+                    "401": unauthorized,
+                    "413": _body("More events than CALLSCORE_BATCH_MAX_SIZE.", error),
+                    "422": _body(
+                        "Body not JSON, or at least one event invalid; nothing is scored.",
+                        c.ref(ValidationErrors),
+                    ),
+                    "503": no_model,
+                },
+            }
+        },
+        "/model": {
+            "get": {
+                "summary": "The model this replica serves.",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": _body("Current model.", c.ref(ServedModelInfo)),
+                    "401": unauthorized,
+                    "503": no_model,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness; 200 while the process serves HTTP.",
+                "responses": {"200": _body("Alive.", c.ref(Health))},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness; 200 when prospect partitions are assigned and a model is "
+                "loaded.",
+                "responses": {
+                    "200": _body("Ready.", c.ref(Readiness)),
+                    "503": _body(
+                        "Not ready (no model yet, or no partitions assigned / rebalancing).",
+                        c.ref(Readiness),
+                    ),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format 0.0.4).",
+                "responses": {"200": _body("Metrics.", {"type": "string"}, "text/plain")},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "callqueue-scorer streamer",
+            "version": version,
+            "description": "HTTP API of one scorer replica (`callscore stream`), served by "
+            "Faust's web server on CALLSCORE_HTTP_PORT. When CALLSCORE_API_TOKEN is set, /score "
+            "and /model need `Authorization: Bearer <token>`.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                "Unauthorized": _body(
+                    "Missing or wrong bearer token (only when CALLSCORE_API_TOKEN is set).", error
+                ),
+                "NoModel": _body("No verified model loaded yet.", error),
+            },
+            "schemas": dict(sorted(c.schemas.items())),
+        },
+    }
+
+
+def render_openapi() -> str:
+    import yaml
+
+    class PlainDumper(yaml.SafeDumper):
+        """No &anchors/*aliases for repeated $refs: the file is read by people too."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump(
+        openapi_document(), Dumper=PlainDumper, sort_keys=False, width=100, allow_unicode=True
+    )
