@@ -1,9 +1,12 @@
 """Prometheus metrics of one scorer replica (base units, `_total` counters).
 
 Each StreamMetrics owns its own CollectorRegistry, so tests can build several side by side.
+Every per-batch update is in `record_scored` and `record_published`.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,6 +16,9 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+
+if TYPE_CHECKING:
+    from streamer.batch import BatchResult
 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -71,6 +77,29 @@ class StreamMetrics:
             ["result", "reason"],
             registry=r,
         )
+
+    def record_scored(self, batch: BatchResult) -> None:
+        """A batch was taken and scored; its outputs are not sent yet.
+
+        Counted before sending, so consumed minus (scored + dead-lettered + duplicates) is what
+        is in flight while the broker has not acknowledged a batch yet.
+        """
+        self.consumed.inc(batch.consumed)
+        self.batch_size.observe(batch.consumed)
+        self.scoring_seconds.observe(batch.scoring_seconds)
+
+    def record_published(self, batch: BatchResult, acked_at: float) -> None:
+        """The broker acknowledged every output of the batch at `acked_at` (epoch seconds)."""
+        self.scored.inc(batch.scored)
+        for task in batch.tasks:
+            self.tasks.labels(task.priority).inc()
+        for letter in batch.dead_letters:
+            self.dead_lettered.labels(letter.error_kind).inc()
+        if batch.duplicates:
+            self.duplicates.inc(batch.duplicates)
+        for timestamp in batch.task_timestamps:
+            if timestamp:  # None or 0: no timestamp to measure from
+                self.latency_seconds.observe(max(acked_at - timestamp, 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

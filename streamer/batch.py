@@ -1,0 +1,130 @@
+"""One stream batch as a plain object: raw records in; what to publish and what to count out.
+
+No Faust, asyncio or Kafka here, so the batch rules are unit-tested without a broker
+(tests/test_stream_batch.py). `streamer/app.py` feeds every `take_events()` batch to
+`BatchScorer.score`, sends `BatchResult.outgoing` (streamer/faust_workarounds.py) and hands the
+result to `StreamMetrics`.
+
+Accounting, checked whenever a BatchResult is built:
+consumed = scored (tasks) + dead-lettered + duplicates dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.settings import Settings
+from schemas import CallTask, DeadLetter, ProspectEvent
+from streamer.dedupe import RecentIds
+from streamer.scoring import Incoming, ServedModel, decode_batch, score_events
+
+
+class BatchAccountingError(RuntimeError):
+    """A batch result that would lose or invent events; never published."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One record to produce, already serialized: the producer is given raw bytes."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch produced. Every consumed record is in exactly one of tasks, dead_letters
+    or duplicates; `outgoing` holds the tasks' records, then the dead letters', in that order."""
+
+    consumed: int
+    tasks: list[CallTask]
+    dead_letters: list[DeadLetter]
+    duplicates: int
+    outgoing: list[Outgoing]
+    # Kafka timestamp of each task's source record (same order as tasks), for the latency metric.
+    task_timestamps: list[float | None]
+    scoring_seconds: float
+
+    def __post_init__(self) -> None:
+        # Raised, not asserted: it must hold under `python -O` too, and a failed batch is never
+        # committed (see streamer/faust_workarounds.py), so raising loses nothing.
+        accounted = self.scored + self.dead_lettered + self.duplicates
+        if self.consumed != accounted:
+            raise BatchAccountingError(
+                f"consumed {self.consumed} != scored {self.scored} + dead-lettered "
+                f"{self.dead_lettered} + duplicates {self.duplicates}"
+            )
+        if len(self.outgoing) != self.scored + self.dead_lettered:
+            raise BatchAccountingError(
+                f"{len(self.outgoing)} outgoing records for {self.scored} tasks and "
+                f"{self.dead_lettered} dead letters"
+            )
+        if len(self.task_timestamps) != self.scored:
+            raise BatchAccountingError(
+                f"{len(self.task_timestamps)} timestamps for {self.scored} tasks"
+            )
+
+    @property
+    def scored(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def dead_lettered(self) -> int:
+        return len(self.dead_letters)
+
+
+class BatchScorer:
+    """Scores batches for one replica; owns nothing but the replica's dedupe window."""
+
+    def __init__(self, settings: Settings, recent_ids: RecentIds) -> None:
+        self._settings = settings
+        self._recent = recent_ids
+
+    def score(self, records: Sequence[Incoming], model: ServedModel, now: datetime) -> BatchResult:
+        """Decode, drop repeats, score with `model` only, and serialize every output.
+
+        Event ids are remembered as soon as they are seen, so a repeat later in the same batch
+        is a duplicate too.
+        """
+        valid, dead = decode_batch(records, self._settings.max_message_bytes, now)
+        fresh = [(m, ev) for m, ev in valid if not self._recent.seen(ev.event_id)]
+        started = time.perf_counter()
+        tasks = score_events([ev for _, ev in fresh], model, now)
+        scoring_seconds = time.perf_counter() - started
+        outgoing = [
+            self._task_record(event, task) for (_m, event), task in zip(fresh, tasks, strict=True)
+        ]
+        outgoing.extend(self._dead_letter_record(letter) for letter in dead)
+        return BatchResult(
+            consumed=len(records),
+            tasks=tasks,
+            dead_letters=dead,
+            duplicates=len(valid) - len(fresh),
+            outgoing=outgoing,
+            task_timestamps=[message.timestamp for message, _ev in fresh],
+            scoring_seconds=scoring_seconds,
+        )
+
+    def _task_record(self, event: ProspectEvent, task: CallTask) -> Outgoing:
+        return Outgoing(
+            topic=self._settings.task_topics[task.priority],
+            key=event.prospect_id.encode(),
+            value=task.model_dump_json().encode(),
+            headers=[
+                ("model_version", str(task.model_version).encode()),
+                ("task_id", task.task_id.encode()),
+            ],
+        )
+
+    def _dead_letter_record(self, letter: DeadLetter) -> Outgoing:
+        return Outgoing(
+            topic=self._settings.topic_dead_letters,
+            key=letter.key,
+            value=letter.model_dump_json().encode(),
+            headers=[("error_kind", letter.error_kind.encode())],
+        )
