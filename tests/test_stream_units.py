@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -20,7 +18,7 @@ from streamer.dedupe import RecentIds
 from streamer.metrics import StreamMetrics
 from streamer.models import ModelWatcher
 from streamer.scoring import Incoming, ServedModel, decode_batch, feature_frame, score_events
-from streamer.web import ROUTES, authorized, score_request
+from streamer.web import authorized, score_request
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
@@ -145,33 +143,3 @@ def test_bearer_token(settings):
     with_token = settings.model_copy(update={"api_token": SecretStr("t0k")})
     assert authorized(with_token, "Bearer t0k")
     assert not authorized(with_token, None) and not authorized(with_token, "Bearer nope")
-
-
-def _openapi_operations(text: str) -> dict[str, tuple[str, ...]]:
-    """Paths and their methods from the `paths:` block (PyYAML is not a dependency)."""
-    operations: dict[str, list[str]] = {}
-    in_paths, path = False, None
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 0:
-            in_paths = line.startswith("paths:")
-        elif in_paths and indent == 2 and (m := re.match(r"\s+(/\S*):\s*$", line)):
-            path = m.group(1)
-            operations[path] = []
-        elif (
-            in_paths
-            and indent == 4
-            and path
-            and (m := re.match(r"\s+(get|post|put|patch|delete):", line))
-        ):
-            operations[path].append(m.group(1))
-    return {p: tuple(sorted(ops)) for p, ops in operations.items()}
-
-
-def test_openapi_lists_every_route():
-    text = (Path(__file__).parents[1] / "docs" / "openapi.yaml").read_text()
-    assert text.startswith("openapi: 3.")
-    documented = _openapi_operations(text)
-    assert documented == {path: tuple(sorted(ops)) for path, ops in ROUTES.items()}
