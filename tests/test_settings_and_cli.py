@@ -99,6 +99,17 @@ def test_every_subcommand_has_help(capsys):
         assert "usage: callscore" in capsys.readouterr().out
 
 
+def test_building_the_parser_imports_no_heavy_library():
+    """The parser's choices come from trainer/, which must stay light for a fast `--help`."""
+    code = (
+        "import sys; from callscore.cli import build_parser; build_parser(); "
+        "loaded = {m.split('.')[0] for m in sys.modules}; "
+        "print(sorted({'sklearn', 'pandas', 'matplotlib'} & loaded))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_bad_configuration_is_one_line_and_non_zero(monkeypatch):
     monkeypatch.setenv("CALLSCORE_PARTITIONS", "many")
     monkeypatch.setenv("CALLSCORE_SASL_PASSWORD", "do-not-print-me")

@@ -8,7 +8,13 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from schemas import FEATURES
-from trainer.candidates import CANDIDATES, Config, build_pipeline, search_space
+from trainer.candidates import (
+    CANDIDATES,
+    REFERENCE_CONFIGS,
+    Config,
+    build_pipeline,
+    search_space,
+)
 from trainer.data import add_periods, labels, validate_frame
 from trainer.evaluation import (
     backtest_origins,
@@ -151,6 +157,9 @@ def test_backtest_trains_only_on_earlier_periods_and_cadence_counts_fits(frame):
 def test_search_space_covers_every_candidate():
     for fast in (True, False):
         assert {c.candidate for c in search_space(fast)} == set(CANDIDATES)
+    # `callscore backtest` replays configurations the full search actually tries.
+    assert set(REFERENCE_CONFIGS) == set(CANDIDATES)
+    assert all(config in search_space() for config in REFERENCE_CONFIGS.values())
 
 
 def test_gate_rule():

@@ -2,40 +2,27 @@
 
 Answers "how often must it be retrained?" with data: a model refitted every N months (or never
 after the first origin) scores each later month; compare per-month and pooled metrics.
+
+pandas and the backtest are imported where they run: the CLI reads CADENCES while it builds
+its parser, and `callscore --help` stays fast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED, Config
 
-from trainer.candidates import Config
-from trainer.evaluation import BacktestResult, rolling_backtest
+if TYPE_CHECKING:
+    import pandas as pd
 
-# The best configuration of each family on bank-full (see docs/model-card.md); the tree models
-# with contact-period effects, as selected by the reference `callscore train` run.
-CONFIGS: dict[str, Config] = {
-    "logistic": Config("logistic", params={"C": 0.01}),
-    "hist_gradient_boosting": Config(
-        "hist_gradient_boosting",
-        params={
-            "max_iter": 150,
-            "learning_rate": 0.05,
-            "max_depth": 3,
-            "min_samples_leaf": 500,
-            "l2_regularization": 5.0,
-        },
-        period="index",
-    ),
-    "random_forest": Config(
-        "random_forest",
-        params={"min_samples_leaf": 100, "max_depth": 10, "max_features": "sqrt"},
-        period="index",
-    ),
-}
-DEFAULT_CONFIG = CONFIGS["random_forest"]
+    from trainer.evaluation import BacktestResult
+
+NEVER = "never"  # fit once, at the first origin
+CADENCES: tuple[str, ...] = ("1", "2", "3", "6", NEVER)  # months between refits
+DEFAULT_CONFIG = REFERENCE_CONFIGS[REFERENCE_SELECTED]
 
 
 @dataclass
@@ -52,9 +39,11 @@ def run_cadences(
     step: Callable[[str], None] | None = None,
     n_jobs: int = 2,
 ) -> list[CadenceResult]:
+    from trainer.evaluation import rolling_backtest
+
     results = []
     for cadence in cadences:
-        every = None if cadence == "never" else int(cadence)
+        every = None if cadence == NEVER else int(cadence)
         backtest = rolling_backtest(frame, config.build, retrain_every=every, n_jobs=n_jobs)
         results.append(CadenceResult(cadence, config.label, backtest))
         if step:
@@ -63,6 +52,10 @@ def run_cadences(
 
 
 def cadence_table(results: Sequence[CadenceResult]) -> pd.DataFrame:
+    import pandas as pd
+
+    from trainer.evaluation import SELECTION_METRIC
+
     rows = []
     for r in results:
         summary = r.backtest.summary()
@@ -70,7 +63,7 @@ def cadence_table(results: Sequence[CadenceResult]) -> pd.DataFrame:
             {
                 "retrain_every": r.cadence,
                 "fits": int(r.backtest.per_period["retrained"].sum()),
-                "backtest_monthly_roc_auc": summary["backtest_monthly_roc_auc"],
+                SELECTION_METRIC: summary[SELECTION_METRIC],
                 "backtest_roc_auc": summary["backtest_roc_auc"],
                 "backtest_pr_auc": summary["backtest_pr_auc"],
                 "backtest_lift_top_decile": summary["backtest_lift_top_decile"],

@@ -1,18 +1,20 @@
-"""Candidate pipelines and their small hyperparameter search spaces."""
+"""Candidate pipelines, each family's reference configuration and the search spaces.
+
+scikit-learn is imported where pipelines are built, not at import time: the CLI reads
+CANDIDATES and REFERENCE_CONFIGS while it builds its parser, and `callscore --help` stays fast.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sklearn.compose import ColumnTransformer, make_column_selector
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+if TYPE_CHECKING:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
 
-from trainer.features import BankFeatures, PdaysMode, PeriodMode
+    from trainer.features import PdaysMode, PeriodMode
 
 CANDIDATES: tuple[str, ...] = ("logistic", "random_forest", "hist_gradient_boosting")
 
@@ -41,6 +43,9 @@ class Config:
 
 
 def _preprocessor(scale: bool) -> ColumnTransformer:
+    from sklearn.compose import ColumnTransformer, make_column_selector
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
     numeric = StandardScaler() if scale else "passthrough"
     return ColumnTransformer(
         [
@@ -55,6 +60,9 @@ def _preprocessor(scale: bool) -> ColumnTransformer:
 
 
 def _estimator(candidate: str, params: dict[str, Any], n_jobs: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
     makers: dict[str, Callable[[], Any]] = {
         "logistic": lambda: LogisticRegression(max_iter=1000, **params),
         "random_forest": lambda: RandomForestClassifier(
@@ -79,11 +87,43 @@ def build_pipeline(
 ) -> Pipeline:
     """Features -> (one-hot, scaling) -> estimator; gradient boosting takes the categoricals
     natively (pandas category dtype), the others one-hot with unknown categories ignored."""
+    from sklearn.pipeline import Pipeline
+
+    from trainer.features import BankFeatures
+
     steps: list[tuple[str, Any]] = [("features", BankFeatures(pdays, calendar, period))]
     if candidate != "hist_gradient_boosting":
         steps.append(("encode", _preprocessor(scale=candidate == "logistic")))
     steps.append(("model", _estimator(candidate, params or {}, n_jobs)))
     return Pipeline(steps)
+
+
+# Each family's starting hyperparameters in the full search: the feature variants are compared
+# on these.
+_LOGISTIC = {"C": 0.01}
+_HGB = {
+    "max_iter": 150,
+    "learning_rate": 0.05,
+    "max_depth": 3,
+    "min_samples_leaf": 200,
+    "l2_regularization": 5.0,
+}
+_FOREST = {"min_samples_leaf": 30, "max_depth": 10, "max_features": "sqrt"}
+
+# Each family's reference configuration (docs/model-card.md): the tree models with contact-period
+# effects, as the reference `callscore train` run selected them; logistic regression at its tuned
+# C. The full search tries them first among its hyperparameters; `callscore backtest` replays them.
+REFERENCE_CONFIGS: dict[str, Config] = {
+    "logistic": Config("logistic", params=_LOGISTIC),
+    "hist_gradient_boosting": Config(
+        "hist_gradient_boosting", params={**_HGB, "min_samples_leaf": 500}, period="index"
+    ),
+    "random_forest": Config(
+        "random_forest", params={**_FOREST, "min_samples_leaf": 100}, period="index"
+    ),
+}
+# The family the reference run selected.
+REFERENCE_SELECTED = "random_forest"
 
 
 def search_space(fast: bool = False) -> list[Config]:
@@ -99,17 +139,8 @@ def search_space(fast: bool = False) -> list[Config]:
             Config("hist_gradient_boosting", pdays="drop", params=hgb_fast),
             Config("hist_gradient_boosting", params=hgb_fast, period="index"),
         ]
-    lr_default = {"C": 0.01}
-    hgb_default = {
-        "max_iter": 150,
-        "learning_rate": 0.05,
-        "max_depth": 3,
-        "min_samples_leaf": 200,
-        "l2_regularization": 5.0,
-    }
-    rf_default = {"min_samples_leaf": 30, "max_depth": 10, "max_features": "sqrt"}
-    hgb_leaf500 = {**hgb_default, "min_samples_leaf": 500}
-    rf_leaf100 = {**rf_default, "min_samples_leaf": 100}
+    hgb_best = REFERENCE_CONFIGS["hist_gradient_boosting"]
+    forest_best = REFERENCE_CONFIGS["random_forest"]
     variants: tuple[tuple[PdaysMode, bool], ...] = (
         ("engineer", False),
         ("drop", False),
@@ -118,20 +149,20 @@ def search_space(fast: bool = False) -> list[Config]:
     )
     return [
         # feature variants (pdays engineered/dropped/raw; with day/month), each family's default
-        *(Config("logistic", p, c, lr_default) for p, c in variants),
-        *(Config("hist_gradient_boosting", p, c, hgb_default) for p, c in variants[:2]),
+        *(Config("logistic", p, c, _LOGISTIC) for p, c in variants),
+        *(Config("hist_gradient_boosting", p, c, _HGB) for p, c in variants[:2]),
         # contact-period fixed effects (learned at fit, the latest period at serving), with each
         # family's best hyperparameters of the previous reference run
-        Config("hist_gradient_boosting", params=hgb_leaf500, period="index"),
-        Config("random_forest", params=rf_leaf100, period="index"),
-        Config("logistic", "raw", False, lr_default, period="onehot"),
+        hgb_best,
+        forest_best,
+        Config("logistic", "raw", False, _LOGISTIC, period="onehot"),
         # hyperparameters, on the engineered variant without day/month
-        Config("hist_gradient_boosting", params=hgb_leaf500),
-        Config("random_forest", params=rf_leaf100),
-        Config("random_forest", params=rf_default),
+        Config("hist_gradient_boosting", params=hgb_best.params),
+        Config("random_forest", params=forest_best.params),
+        Config("random_forest", params=_FOREST),
         Config("logistic", params={"C": 0.1}),
-        Config("hist_gradient_boosting", "engineer", True, hgb_default),
+        Config("hist_gradient_boosting", "engineer", True, _HGB),
         Config("logistic", params={"C": 0.001}),
         Config("hist_gradient_boosting", params={"max_iter": 100, "learning_rate": 0.08}),
-        Config("random_forest", "drop", False, rf_default),
+        Config("random_forest", "drop", False, _FOREST),
     ]

@@ -21,6 +21,9 @@ from trainer.evaluation import serving_view
 
 HOLDOUT_MIN_ROWS = 1000
 HOLDOUT_FRACTION = 0.05
+# The artifact's flat metrics name holdout metrics with this prefix; the gate reads the
+# champion's recorded holdout AUC back from its manifest under the same name.
+HOLDOUT_METRIC_PREFIX = "holdout_"
 
 
 def calibrated(config: Config, n_jobs: int = 1) -> Pipeline:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from core.settings import Settings
 from registry.artifact import ModelArtifact
 from schemas import ModelManifest
 from trainer.evaluation import score_metrics
-from trainer.final import FinalModel
+from trainer.final import HOLDOUT_METRIC_PREFIX, FinalModel
 
 
-@dataclass(frozen=True)
-class GateDecision:
+class GateDecision(BaseModel):
+    """The decision as the model card (metrics.json) records it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     publish: bool
     reason: str
     candidate_roc_auc: float
@@ -24,8 +28,14 @@ class GateDecision:
     champion_saw_holdout: bool = False
     champion_live_roc_auc: float | None = None  # in-sample when champion_saw_holdout
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+class GateSkipped(BaseModel):
+    """No gate ran because publication was off: the card only says that nothing was published."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    publish: Literal[False] = False
+    reason: str = "--no-publish"
 
 
 def decide(
@@ -38,28 +48,33 @@ def decide(
     champion_live_roc_auc: float | None = None,
 ) -> GateDecision:
     """Publish unless the candidate is worse than the champion by more than `tolerance`."""
-    common = {
-        "candidate_roc_auc": candidate_auc,
-        "champion_version": champion_version,
-        "champion_roc_auc": champion_auc,
-        "tolerance": tolerance,
-        "forced": force,
-        "champion_saw_holdout": champion_saw_holdout,
-        "champion_live_roc_auc": champion_live_roc_auc,
-    }
+
+    def decision(publish: bool, reason: str) -> GateDecision:
+        return GateDecision(
+            publish=publish,
+            reason=reason,
+            candidate_roc_auc=candidate_auc,
+            champion_version=champion_version,
+            champion_roc_auc=champion_auc,
+            tolerance=tolerance,
+            forced=force,
+            champion_saw_holdout=champion_saw_holdout,
+            champion_live_roc_auc=champion_live_roc_auc,
+        )
+
     if champion_auc is None:
-        return GateDecision(True, "no published model yet", **common)  # type: ignore[arg-type]
+        return decision(True, "no published model yet")
     delta = candidate_auc - champion_auc
     if delta >= -tolerance:
         reason = f"candidate holdout AUC {candidate_auc:.4f} vs champion {champion_auc:.4f}"
-        return GateDecision(True, f"{reason}: not worse beyond {tolerance}", **common)  # type: ignore[arg-type]
+        return decision(True, f"{reason}: not worse beyond {tolerance}")
     reason = (
         f"candidate holdout AUC {candidate_auc:.4f} is {-delta:.4f} below champion "
         f"v{champion_version} ({champion_auc:.4f}), beyond tolerance {tolerance}"
     )
     if force:
-        return GateDecision(True, f"{reason}; published anyway (--force)", **common)  # type: ignore[arg-type]
-    return GateDecision(False, reason, **common)  # type: ignore[arg-type]
+        return decision(True, f"{reason}; published anyway (--force)")
+    return decision(False, reason)
 
 
 def gate(
@@ -81,7 +96,7 @@ def gate(
     live = score_metrics(final.holdout_y, artifact.predict(final.holdout))["roc_auc"]
     holdout_start = str(final.holdout["period"].iloc[0])
     saw_holdout = manifest.training_window.end >= holdout_start
-    recorded = manifest.metrics.get("holdout_roc_auc")
+    recorded = manifest.metrics.get(f"{HOLDOUT_METRIC_PREFIX}roc_auc")
     champion_auc = recorded if saw_holdout and recorded is not None else live
     return decide(
         candidate_auc,

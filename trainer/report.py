@@ -17,6 +17,9 @@ import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from trainer.evaluation import SELECTION_METRIC
+from trainer.model_card import REPORT_FILE, ModelCard, to_table
+
 
 def _save(fig: Any, path: Path) -> str:
     fig.tight_layout()
@@ -93,12 +96,12 @@ def plot_importance(importance: pd.DataFrame, out: Path) -> str:
 
 def plot_cadence(table: pd.DataFrame, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar(table["retrain_every"].astype(str), table["backtest_monthly_roc_auc"])
+    ax.bar(table["retrain_every"].astype(str), table[SELECTION_METRIC])
     ax.set(
         xlabel="retrain every N months",
         ylabel="per-month weighted ROC-AUC",
         title="Retraining cadence",
-        ylim=(0.4, max(0.8, float(table["backtest_monthly_roc_auc"].max()) + 0.05)),
+        ylim=(0.4, max(0.8, float(table[SELECTION_METRIC].max()) + 0.05)),
     )
     return _save(fig, out / "cadence.png")
 
@@ -107,27 +110,43 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0)
 
 
-def write_report(out: Path, metrics: dict[str, Any], tables: dict[str, pd.DataFrame]) -> Path:
+def _tables(card: ModelCard) -> dict[str, pd.DataFrame]:
+    candidates = [
+        {"candidate": name, **metrics.model_dump(exclude={"config"})}
+        for name, metrics in card.candidates.items()
+    ]
+    holdout = card.holdout.model_dump() | {"periods": ", ".join(card.holdout.periods)}
+    return {
+        "Candidates (A: random CV; B: rolling monthly backtest)": pd.DataFrame(candidates),
+        "Feature variants (screening origins)": pd.DataFrame(
+            [{"comparison": name, **values} for name, values in card.feature_comparisons.items()]
+        ),
+        "Search screen": to_table(card.search.screen),
+        "Backtest per month (selected)": to_table(card.backtest_per_month),
+        "Holdout": pd.DataFrame([holdout]),
+    }
+
+
+def write_report(out: Path, card: ModelCard) -> Path:
     """report.html: headline, decision, tables, then every PNG in the folder."""
     images = sorted(p.name for p in out.glob("*.png"))
     sections = "".join(
-        f"<h2>{html.escape(title)}</h2>{_table(frame)}" for title, frame in tables.items()
+        f"<h2>{html.escape(title)}</h2>{_table(frame)}" for title, frame in _tables(card).items()
     )
     figures = "".join(f'<figure><img src="{html.escape(n)}" alt="{n}"></figure>' for n in images)
-    headline = {k: metrics[k] for k in ("model_version", "selected", "gate") if k in metrics}
     page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Model card v{metrics.get("model_version")}</title>
+<title>Model card v{card.model_version}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}
 table{{border-collapse:collapse}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}
 figure{{display:inline-block;margin:4px}}</style></head><body>
-<h1>Model card: {html.escape(str(metrics.get("model_name")))} v{metrics.get("model_version")}</h1>
+<h1>Model card: {html.escape(card.model_name)} v{card.model_version}</h1>
 <p>Scores are calibrated P(subscribe). Selection metric: row-weighted mean of per-month ROC-AUC in
 a rolling-origin backtest. Random CV is shown for comparison only: it overstates this drifting
 task. Synthetic data never yields reportable quality.</p>
-<pre>{html.escape(json.dumps(headline, indent=2))}</pre>
+<pre>{html.escape(json.dumps(card.headline(), indent=2))}</pre>
 {sections}
 <h2>Charts</h2>{figures}
 </body></html>"""
-    path = out / "report.html"
+    path = out / REPORT_FILE
     path.write_text(page)
     return path

@@ -76,7 +76,7 @@ class Scheduler:
             frame, sha = load_bank(path)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             result = run_training(settings, frame, sha, TrainOptions(out=out / stamp))
-            return result.metrics["gate"]
+            return result.card.gate.model_dump()
 
         counter = OutcomeCounter(settings)
         return cls(settings, train, counter.take)

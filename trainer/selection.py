@@ -6,12 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from trainer.candidates import Config, search_space
 from trainer.evaluation import (
+    SELECTION_METRIC,
     BacktestResult,
     backtest_origins,
     random_cv_auc,
@@ -30,10 +32,11 @@ class ScreenResult:
     seconds: float
 
 
-# What metrics.json and the CLI report for every candidate (protocol A, then protocol B).
+# The CLI's columns for every candidate (protocol A, then protocol B); the model card's
+# CandidateMetrics holds these and the rest of the backtest summary.
 CANDIDATE_METRICS: tuple[str, ...] = (
     "random_cv_roc_auc",
-    "backtest_monthly_roc_auc",
+    SELECTION_METRIC,
     "backtest_roc_auc",
     "backtest_pr_auc",
     "backtest_lift_top_decile",
@@ -158,3 +161,39 @@ def screen_table(results: list[ScreenResult]) -> pd.DataFrame:
             for r in results
         ]
     )
+
+
+def feature_comparisons(selection: Selection) -> dict[str, dict[str, float]]:
+    """Screen results for the feature variants, per candidate family (same origins, same params).
+
+    Keys: '<candidate>: pdays' -> {engineer, drop, raw};
+    '<candidate>: day/month' -> {with, without};
+    '<candidate>: period' -> {none, index|onehot} (same pdays/day-month/hyperparameters).
+    """
+    out: dict[str, dict[str, float]] = {}
+    base: dict[str, dict[str, Any]] = {}
+    for r in selection.screen:
+        base.setdefault(r.config.candidate, r.config.params)
+    without_period = {
+        (r.config.candidate, r.config.pdays, r.config.calendar, str(r.config.params)): r
+        for r in selection.screen
+        if r.config.period == "none"
+    }
+    for r in selection.screen:
+        c = r.config
+        if c.period != "none":
+            twin = without_period.get((c.candidate, c.pdays, c.calendar, str(c.params)))
+            if twin is not None:
+                key = f"{c.candidate}: period"
+                out.setdefault(key, {}).update(
+                    {"none": twin.monthly_roc_auc, c.period: r.monthly_roc_auc}
+                )
+            continue
+        if c.params != base[c.candidate]:
+            continue
+        if not c.calendar:
+            out.setdefault(f"{c.candidate}: pdays", {})[c.pdays] = r.monthly_roc_auc
+        if c.pdays == "engineer":
+            key = "with" if c.calendar else "without"
+            out.setdefault(f"{c.candidate}: day/month", {})[key] = r.monthly_roc_auc
+    return {k: v for k, v in out.items() if len(v) > 1}

@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-CADENCES = ("1", "2", "3", "6", "never")
+# Both import without scikit-learn or pandas: the parser below needs them for every command.
+from trainer.cadence import CADENCES
+from trainer.candidates import CANDIDATES, REFERENCE_SELECTED
 
 
 def _console(stderr: bool = True) -> Any:
@@ -49,6 +51,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from core.settings import load_settings
     from trainer.candidates import search_space
+    from trainer.model_card import ARTIFACT_FILE, CARD_FILE, REPORT_FILE
     from trainer.selection import CANDIDATE_METRICS
     from trainer.train import TrainOptions, run_training
 
@@ -63,35 +66,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fast=args.search == "fast",
         search_seconds=args.search_seconds,
     )
-    configs = len(search_space(options.fast))
+    # Progress steps: each screened config, a full backtest and a random CV per family, the
+    # calibrated final fit.
+    total = len(search_space(options.fast)) + 2 * len(CANDIDATES) + 1
     with _progress() as progress:
-        task = progress.add_task("model selection", total=configs + 7)
+        task = progress.add_task("model selection", total=total)
 
         def step(label: str) -> None:
             progress.update(task, advance=1, description=label[:70])
 
         result = run_training(settings, frame, sha, options, step)
-        progress.update(task, completed=configs + 7, description="done")
+        progress.update(task, completed=total, description="done")
 
+    card = result.card
     table = Table(title="Candidates (selection metric: backtest per-month weighted ROC-AUC)")
-    columns = CANDIDATE_METRICS
     table.add_column("candidate")
-    for column in columns:
+    for column in CANDIDATE_METRICS:
         table.add_column(column.replace("backtest_", "bt_"), justify="right")
-    for name, values in result.metrics["candidates"].items():
-        marker = " *" if name == result.metrics["selected"] else ""
-        table.add_row(name + marker, *(f"{values[c]:.3f}" for c in columns))
+    for name, candidate in card.candidates.items():
+        marker = " *" if name == card.selected else ""
+        values = candidate.model_dump(include=set(CANDIDATE_METRICS))
+        table.add_row(name + marker, *(f"{values[c]:.3f}" for c in CANDIDATE_METRICS))
     out = _console(stderr=False)
     out.print(table)
-    for name, values in result.metrics["feature_comparisons"].items():
-        out.print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
-    if not result.metrics["data"]["is_uci_bank_full"]:
+    for name, variants in card.feature_comparisons.items():
+        out.print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in variants.items()))
+    if not card.data.is_uci_bank_full:
         out.print("[yellow]not UCI bank-full.csv: do not report these numbers as model quality")
-    gate = result.metrics["gate"]
-    out.print(f"gate: {'publish' if gate['publish'] else 'keep champion'} ({gate['reason']})")
+    verdict = "publish" if card.gate.publish else "keep champion"
+    out.print(f"gate: {verdict} ({card.gate.reason})")
     if result.manifest is not None:
         out.print(f"published {settings.model_name} v{result.manifest.version}")
-    out.print(f"wrote {Path(args.out) / 'metrics.json'}, model.joblib, report.html")
+    out.print(f"wrote {Path(args.out) / CARD_FILE}, {ARTIFACT_FILE}, {REPORT_FILE}")
     return 0
 
 
@@ -99,7 +105,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from core.settings import load_settings
-    from trainer.cadence import CONFIGS, cadence_table, run_cadences
+    from trainer.cadence import cadence_table, run_cadences
+    from trainer.candidates import REFERENCE_CONFIGS
 
     settings = load_settings()
     frame, _sha, _path = _load(args, settings)
@@ -109,7 +116,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         results = run_cadences(
             frame,
             cadences,
-            CONFIGS[args.candidate],
+            REFERENCE_CONFIGS[args.candidate],
             step=lambda c: progress.update(task, advance=1, description=c),
         )
     table_frame = cadence_table(results)
@@ -212,13 +219,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--retrain-every",
         choices=CADENCES,
         action="append",
-        help="months between retrains (repeatable; default: all of 1, 2, 3, 6, never)",
+        help=f"months between retrains (repeatable; default: all of {', '.join(CADENCES)})",
     )
     backtest.add_argument(
         "--candidate",
-        choices=("hist_gradient_boosting", "logistic", "random_forest"),
-        default="random_forest",
-        help="which family's selected configuration to backtest",
+        choices=CANDIDATES,
+        default=REFERENCE_SELECTED,
+        help="which family's reference configuration to backtest",
     )
     backtest.add_argument("--json", help="write the results to this JSON file")
     backtest.add_argument("--plot", help="write cadence.png into this folder")
