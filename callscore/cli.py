@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from callscore.commands import scoring, training
+from callscore.commands import (
+    feedback,
+    lake,
+    recalibration,
+    scoring,
+    simulation,
+    training,
+)
 from core.errors import CallscoreError
 from core.settings import load_settings
 
@@ -95,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
-    training.register(sub)
-    scoring.register(sub)
+    for area in (training, scoring, feedback, recalibration, lake, simulation):
+        area.register(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from feedback.drift import build_baseline
 from registry.artifact import (
     ArtifactMetadata,
     ModelArtifact,
@@ -110,5 +111,6 @@ def small_artifact(
         sklearn_version=sklearn.__version__,
         python_version=platform.python_version(),
         validation_scores=score_quantiles(scores),
+        drift_baseline=build_baseline(frame[list(FEATURES)], scores),
     )
     return ModelArtifact(pipeline, metadata)

@@ -65,6 +65,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         *(TopicSpec(topic, per_key) for topic in settings.task_topics.values()),
         TopicSpec(settings.topic_dead_letters, per_key),
         TopicSpec(settings.topic_outcomes, per_key),
+        TopicSpec(settings.topic_outcome_dead_letters, per_key),
+        TopicSpec(settings.topic_predictions, per_key),
         TopicSpec(
             settings.topic_models,
             1,

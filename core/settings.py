@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     topic_dead_letters: str = "prospects.dead-letters"
     topic_models: str = "models"
     topic_outcomes: str = "call-outcomes"
+    topic_outcome_dead_letters: str = "call-outcomes.dead-letters"
+    topic_predictions: str = Field(
+        default="predictions",
+        description="The prediction log: what each model saw and said, keyed by event_id.",
+    )
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
@@ -95,8 +101,68 @@ class Settings(BaseSettings):
     data: Path | None = Field(default=None, description="Path to bank-full.csv(.gz).")
     data_cache_dir: Path = Path.home() / ".cache" / "callqueue-scorer"
     champion_tolerance: float = Field(default=0.005, ge=0)
-    retrain_interval_seconds: float = Field(default=14 * 86_400, gt=0)
-    retrain_min_new_outcomes: int = Field(default=5_000, ge=1)
+    base_data_until: str | None = Field(
+        default=None,
+        pattern=r"^\d{4}-\d{2}$",
+        description="Use only base-data rows of contact periods before this YYYY-MM (a replay "
+        "of the same file from that month on supplies the rest as outcomes).",
+    )
+
+    # --- Feedback loop: retraining triggers (event time: the outcomes' own timestamps) ---
+    retrain_interval_seconds: float = Field(
+        default=14 * 86_400,
+        gt=0,
+        description="Retrain when the newest outcome is this much newer than the training data.",
+    )
+    retrain_min_new_outcomes: int = Field(
+        default=5_000, ge=1, description="Retrain after this many new valid matched outcomes."
+    )
+    retrain_psi_threshold: float = Field(
+        default=0.25, gt=0, description="Retrain when the score PSI exceeds this."
+    )
+    retrain_auc_floor: float = Field(
+        default=0.6, ge=0, le=1, description="Retrain when online ROC-AUC falls below this."
+    )
+    schedule_check_seconds: float = Field(
+        default=60.0, gt=0, description="Wall-clock pause between two scheduler decisions."
+    )
+    quality_min_outcomes: int = Field(
+        default=300,
+        ge=10,
+        description="Labelled outcomes a model version needs before its online AUC or PSI counts.",
+    )
+    recalibration_window: int = Field(
+        default=2_000, ge=50, description="Latest labelled outcomes a recalibration fits on."
+    )
+    recalibration_min_outcomes: int = Field(
+        default=500,
+        ge=50,
+        description="New labelled outcomes of the served version needed "
+        "before the scheduler recalibrates it.",
+    )
+
+    # --- Feedback loop: the monitor's join window (memory: see docs/feedback-loop.md) ---
+    monitor_window_max_predictions: int = Field(
+        default=200_000, ge=100, description="Predictions kept for joining outcomes."
+    )
+    monitor_window_max_age_days: float = Field(
+        default=60.0, gt=0, description="Predictions older than this (event time) are dropped."
+    )
+    monitor_quality_window: int = Field(
+        default=5_000,
+        ge=50,
+        description="Latest labelled outcomes per model version behind the online metrics.",
+    )
+    monitor_http_port: int = Field(default=6067, ge=1, le=65535)
+
+    # --- Nightly export ---
+    export_url: str = Field(
+        default="lake", description="Where `callscore export` writes (a path or an fsspec URL)."
+    )
+    export_time: str = Field(
+        default="02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local HH:MM."
+    )
+    export_timezone: str = "UTC"
 
     # --- HTTP API ---
     http_host: str = "0.0.0.0"
@@ -114,6 +180,12 @@ class Settings(BaseSettings):
                 f"model_record_max_bytes {self.model_record_max_bytes} once base64-encoded "
                 f"(needs {inline_record} bytes)"
             )
+        try:
+            ZoneInfo(self.export_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"export_timezone: unknown time zone {self.export_timezone!r}"
+            ) from None
         if self.tier_high_fraction + self.tier_medium_fraction >= 1:
             raise ValueError("tier_high_fraction + tier_medium_fraction must be below 1")
         if self.security_protocol.startswith("SASL") and not (

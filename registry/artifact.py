@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from core.errors import CallscoreError
+from registry.calibration import apply_calibration
 from schemas import FEATURES, PRIORITIES, ModelDescription, TierCutPoints
 from schemas.tasks import Priority
 
@@ -41,8 +42,12 @@ class ModelArtifact:
     metadata: ArtifactMetadata
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(subscribe) for each row; the frame must hold the contract's FEATURES columns."""
-        return np.asarray(self.pipeline.predict_proba(frame[list(FEATURES)])[:, 1], dtype=float)
+        """P(subscribe) for each row; the frame must hold the contract's FEATURES columns.
+
+        The pipeline's probability, recalibrated when the artifact carries a calibration.
+        """
+        raw = np.asarray(self.pipeline.predict_proba(frame[list(FEATURES)])[:, 1], dtype=float)
+        return apply_calibration(raw, self.metadata.calibration)
 
     def percentiles(self, scores: np.ndarray) -> np.ndarray:
         reference = np.asarray(self.metadata.validation_scores)

@@ -1,7 +1,8 @@
 """The message contracts: defined once here and imported everywhere, tests included."""
 
 from schemas.dead_letter import DeadLetter, ErrorKind, FieldError
-from schemas.decode import InvalidEvent, decode_prospect
+from schemas.decode import InvalidEvent, decode_outcome, decode_prospect
+from schemas.drift import Distribution, DriftBaseline
 from schemas.features import (
     CATEGORICAL_FEATURES,
     CATEGORIES,
@@ -9,8 +10,15 @@ from schemas.features import (
     NUMERIC_FEATURES,
     feature_contract_hash,
 )
-from schemas.manifest import ModelDescription, ModelManifest, TierCutPoints, TrainingWindow
+from schemas.manifest import (
+    ModelDescription,
+    ModelManifest,
+    ScoreCalibration,
+    TierCutPoints,
+    TrainingWindow,
+)
 from schemas.outcome import CallOutcome
+from schemas.prediction import PredictionRecord
 from schemas.prospect import MONTHS, POST_CALL_FIELDS, ProspectEvent
 from schemas.tasks import PRIORITIES, CallTask, Priority, task_id_for
 
@@ -25,15 +33,20 @@ __all__ = [
     "CallOutcome",
     "CallTask",
     "DeadLetter",
+    "Distribution",
+    "DriftBaseline",
     "ErrorKind",
     "FieldError",
     "InvalidEvent",
     "ModelDescription",
     "ModelManifest",
+    "PredictionRecord",
     "Priority",
     "ProspectEvent",
+    "ScoreCalibration",
     "TierCutPoints",
     "TrainingWindow",
+    "decode_outcome",
     "decode_prospect",
     "feature_contract_hash",
     "task_id_for",

@@ -1,4 +1,4 @@
-"""Bytes -> ProspectEvent, or an InvalidEvent that says which field broke which rule.
+"""Bytes -> a contract (ProspectEvent, CallOutcome), or an InvalidEvent naming field and rule.
 
 Used by the stream (dead letters) and the HTTP API (422 responses) alike.
 """
@@ -6,12 +6,15 @@ Used by the stream (dead letters) and the HTTP API (422 responses) alike.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.dead_letter import ErrorKind, FieldError
+from schemas.outcome import CallOutcome
 from schemas.prospect import ProspectEvent
+
+Contract = TypeVar("Contract", bound=BaseModel)
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 
@@ -45,8 +48,8 @@ def _summary(errors: list[FieldError]) -> str:
     return "; ".join(f"{e.field or '(event)'}: {e.message} [{e.rule}]" for e in errors)
 
 
-def decode_prospect(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> ProspectEvent:
-    """Validate one Kafka value. Raises InvalidEvent with a kind, a message and field errors."""
+def decode_json(raw: bytes | None, contract: type[Contract], what: str, max_bytes: int) -> Contract:
+    """Validate one Kafka value against a contract. Raises InvalidEvent naming field and rule."""
     if not raw:
         raise InvalidEvent("empty", "empty payload: expected a JSON object")
     if len(raw) > max_bytes:
@@ -60,7 +63,7 @@ def decode_prospect(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES)
             "not_utf8", f"payload is not UTF-8: {exc.reason} at byte {exc.start}"
         ) from None
     try:
-        return ProspectEvent.model_validate_json(raw)
+        return contract.model_validate_json(raw)
     except ValidationError as exc:
         errors = field_errors_from(exc)
         first = exc.errors(include_url=False)[0]
@@ -75,4 +78,14 @@ def decode_prospect(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES)
             if any(e.rule == "post_call_field" for e in errors)
             else "invalid_fields"
         )
-        raise InvalidEvent(kind, f"invalid prospect event: {_summary(errors)}", errors) from None
+        raise InvalidEvent(kind, f"invalid {what}: {_summary(errors)}", errors) from None
+
+
+def decode_prospect(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> ProspectEvent:
+    """A prospect event from one Kafka value, or InvalidEvent (the stream dead-letters it)."""
+    return decode_json(raw, ProspectEvent, "prospect event", max_bytes)
+
+
+def decode_outcome(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> CallOutcome:
+    """A call outcome from one Kafka value, or InvalidEvent (never counted as a label)."""
+    return decode_json(raw, CallOutcome, "call outcome", max_bytes)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from schemas.dead_letter import DeadLetter
 from schemas.manifest import ModelManifest
 from schemas.outcome import CallOutcome
+from schemas.prediction import PredictionRecord
 from schemas.prospect import ProspectEvent
 from schemas.tasks import CallTask
 
@@ -17,6 +18,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "prospect_event": ProspectEvent,
     "call_task": CallTask,
     "call_outcome": CallOutcome,
+    "prediction_record": PredictionRecord,
     "model_manifest": ModelManifest,
     "dead_letter": DeadLetter,
 }

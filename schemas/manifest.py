@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from schemas.drift import DriftBaseline
+
 HEX_SHA256 = r"^[0-9a-f]{64}$"
 
 
@@ -26,6 +28,16 @@ class TierCutPoints(BaseModel):
         if self.medium > self.high:
             raise ValueError("tier cut points must satisfy medium <= high")
         return self
+
+
+class ScoreCalibration(BaseModel):
+    """calibrated = sigmoid(slope * logit(score) + intercept), refitted on recent outcomes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slope: float = Field(gt=0, description="Positive, so the ranking and the tiers keep order.")
+    intercept: float
+    outcomes: int = Field(ge=1, description="Labelled outcomes it was fitted on.")
 
 
 class TrainingWindow(BaseModel):
@@ -53,6 +65,19 @@ class ModelDescription(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     tier_cut_points: TierCutPoints
     training_window: TrainingWindow
+    reason: str = Field(
+        default="", max_length=500, description="Why this version exists (trigger or command)."
+    )
+    drift_baseline: DriftBaseline | None = Field(
+        default=None, description="Training distribution of the score and of every feature."
+    )
+    calibration: ScoreCalibration | None = Field(
+        default=None, description="Online recalibration applied on top of the pipeline."
+    )
+    labelled_until: AwareDatetime | None = Field(
+        default=None,
+        description="Newest call outcome (event time) in the training data; None: base data only.",
+    )
 
     def description(self) -> dict[str, object]:
         """The ModelDescription fields of this object, to build another description from."""

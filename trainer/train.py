@@ -15,6 +15,7 @@ import sklearn
 from sklearn.inspection import permutation_importance
 
 from core.settings import Settings
+from feedback.drift import build_baseline
 from registry.artifact import (
     ArtifactMetadata,
     ModelArtifact,
@@ -188,6 +189,8 @@ def _build_artifact(
         sklearn_version=sklearn.__version__,
         python_version=platform.python_version(),
         validation_scores=score_quantiles(validation_scores),
+        # The holdout is the newest labelled population and the one the tiers were cut on.
+        drift_baseline=build_baseline(final.holdout[list(FEATURES)], validation_scores),
     )
     artifact = ModelArtifact(final.pipeline, metadata)
     return BuiltArtifact(artifact, dump_artifact(artifact), _holdout_summary(final, holdout))

@@ -1,0 +1,9 @@
+"""`callscore monitor, callscore report: online quality and drift of the served models`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Subcommands of this area (added by the issue-8 work in progress)."""

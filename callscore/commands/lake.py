@@ -1,0 +1,9 @@
+"""`callscore export: the nightly export of every table to date-partitioned Parquet`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Subcommands of this area (added by the issue-8 work in progress)."""

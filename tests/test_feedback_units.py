@@ -1,0 +1,166 @@
+"""The feedback loop's pure parts: the bounded join, online quality, drift and calibration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from callscore.factories import valid_event
+from feedback.drift import build_baseline, categorical_distribution, numeric_distribution, psi
+from feedback.join import Labelled, OutcomeJoin
+from feedback.quality import quality, quality_by_period, quality_by_version
+from registry.calibration import apply_calibration
+from schemas import (
+    FEATURES,
+    CallOutcome,
+    PredictionRecord,
+    ScoreCalibration,
+    decode_outcome,
+    task_id_for,
+)
+from schemas.decode import InvalidEvent
+from trainer.synthetic import synthetic_bank_frame
+
+T0 = datetime(2009, 6, 1, tzinfo=UTC)
+
+
+def prediction(i: int, score: float = 0.5, version: int = 1, days: float = 0) -> PredictionRecord:
+    event = valid_event(event_id=f"e{i}")
+    features = {k: v for k, v in event.items() if k in FEATURES}
+    tier = "high" if score >= 0.6 else "medium" if score >= 0.3 else "low"
+    return PredictionRecord(
+        event_id=f"e{i}",
+        task_id=task_id_for(f"e{i}"),
+        prospect_id=f"c{i}",
+        occurred_at=T0 + timedelta(days=days),
+        features=features,
+        score=score,
+        priority=tier,
+        percentile=50.0,
+        model_version=version,
+        scored_at=T0,
+    )
+
+
+def outcome(i: int, subscribed: bool, by_task: bool = False, hours: float = 1) -> CallOutcome:
+    ref = {"task_id": task_id_for(f"e{i}")} if by_task else {"event_id": f"e{i}"}
+    return CallOutcome(
+        **ref,
+        prospect_id=f"c{i}",
+        called_at=T0 + timedelta(hours=hours),
+        subscribed=subscribed,
+        duration_seconds=120,
+    )
+
+
+def test_join_matches_by_event_or_task_id_and_waits_for_late_predictions():
+    join = OutcomeJoin(max_predictions=100, max_age=timedelta(days=30))
+    join.add_prediction(prediction(1))
+    assert join.add_outcome(outcome(1, True)).prediction.event_id == "e1"
+    join.add_prediction(prediction(2))
+    assert join.add_outcome(outcome(2, False, by_task=True)).prediction.event_id == "e2"
+    assert join.add_outcome(outcome(3, True)) is None  # its prediction has not arrived yet
+    assert join.counts.unmatched_waiting == 1
+    resolved = join.add_prediction(prediction(3))
+    assert [r.prediction.event_id for r in resolved] == ["e3"]
+    assert join.counts.unmatched_waiting == 0 and join.counts.matched == 3
+
+
+def test_join_window_is_bounded_by_count_and_event_time_age():
+    join = OutcomeJoin(max_predictions=3, max_age=timedelta(days=10))
+    for i in range(5):
+        join.add_prediction(prediction(i))
+    assert join.add_outcome(outcome(0, True)) is None  # evicted by count
+    assert join.add_outcome(outcome(4, True)) is not None
+    join.add_prediction(prediction(9, days=20))  # 20 days later: the others are too old
+    assert join.add_outcome(outcome(3, True)) is None
+    assert join.counts.predictions_expired == 5
+    for i in range(10, 15):
+        join.add_outcome(outcome(i, True))  # never predicted: the waiting buffer stays bounded
+    assert join.counts.unmatched_waiting == 3 and join.counts.outcomes_expired == 4
+
+
+def test_online_quality_equals_offline_scikit_learn():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 1, 400)
+    labels = rng.uniform(0, 1, 400) < scores
+    labelled = [
+        Labelled(prediction(i, float(s)), outcome(i, bool(y)))
+        for i, (s, y) in enumerate(zip(scores, labels, strict=True))
+    ]
+    result = quality(labelled)
+    assert result.roc_auc == pytest.approx(roc_auc_score(labels, scores))
+    assert result.brier == pytest.approx(brier_score_loss(labels, scores))
+    assert result.mean_score == pytest.approx(scores.mean())
+    assert result.observed_rate == pytest.approx(labels.mean())
+    high = scores >= 0.6
+    assert result.conversion_by_tier["high"].calls == high.sum()
+    assert result.conversion_by_tier["high"].rate == pytest.approx(labels[high].mean())
+    assert result.conversion_by_tier["high"].rate > result.conversion_by_tier["low"].rate
+
+
+def test_latest_outcome_per_event_wins_and_groups_split_by_version_and_month():
+    first = Labelled(prediction(1, 0.9), outcome(1, False, hours=1))
+    again = Labelled(prediction(1, 0.9), outcome(1, True, hours=5))
+    other = Labelled(prediction(2, 0.2, version=2, days=40), outcome(2, False))
+    assert quality([first, again]).positives == 1
+    by_version = quality_by_version([first, again, other])
+    assert sorted(by_version) == [1, 2] and by_version[2].outcomes == 1
+    periods = quality_by_period([first, again, other])
+    assert [(q.period, q.model_version) for q in periods] == [("2009-06", 1), ("2009-07", 2)]
+
+
+def test_psi_is_zero_on_the_training_distribution_and_large_when_shifted():
+    rng = np.random.default_rng(1)
+    train = rng.normal(0, 1, 5000)
+    baseline = numeric_distribution(train)
+    assert psi(baseline, rng.normal(0, 1, 5000)) < 0.02
+    assert psi(baseline, rng.normal(1.5, 1, 5000)) > 0.5
+    jobs = categorical_distribution(["a"] * 50 + ["b"] * 50, ["a", "b"])
+    assert psi(jobs, ["a"] * 50 + ["b"] * 50) == pytest.approx(0.0)
+    assert psi(jobs, ["c"] * 100) > 1.0  # unseen categories land in 'other'
+
+
+def test_baseline_covers_every_feature_and_the_score():
+    frame = synthetic_bank_frame(rows=800, seed=3)
+    baseline = build_baseline(frame[list(FEATURES)], np.linspace(0, 1, 800))
+    assert set(baseline.features) == set(FEATURES) and baseline.rows == 800
+    assert sum(baseline.score.proportions) == pytest.approx(1.0)
+
+
+def test_calibration_is_monotone_and_identity_at_slope_one_intercept_zero():
+    scores = np.array([0.01, 0.2, 0.5, 0.9])
+    identity = ScoreCalibration(slope=1.0, intercept=0.0, outcomes=10)
+    assert apply_calibration(scores, identity) == pytest.approx(scores)
+    shifted = apply_calibration(scores, ScoreCalibration(slope=1.0, intercept=1.0, outcomes=10))
+    assert (np.diff(shifted) > 0).all() and (shifted > scores).all()
+    with pytest.raises(ValueError):
+        ScoreCalibration(slope=-1.0, intercept=0.0, outcomes=10)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        (b"", "empty"),
+        (b"{nope", "not_json"),
+        (b"[]", "not_object"),
+        (b'{"prospect_id": "c", "called_at": "2009-06-01T00:00:00+00:00"}', "invalid_fields"),
+    ],
+)
+def test_bad_outcomes_are_refused_with_a_reason(raw, kind):
+    with pytest.raises(InvalidEvent) as excinfo:
+        decode_outcome(raw)
+    assert excinfo.value.kind == kind
+
+
+def test_an_outcome_needs_a_reference():
+    raw = (
+        b'{"prospect_id": "c", "called_at": "2009-06-01T00:00:00+00:00", "subscribed": true,'
+        b' "duration_seconds": 3}'
+    )
+    with pytest.raises(InvalidEvent) as excinfo:
+        decode_outcome(raw)
+    assert "event_id" in excinfo.value.message
