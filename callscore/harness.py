@@ -41,6 +41,8 @@ def isolated_settings(name: str, workdir: Path, **updates: Any) -> Settings:
         topic_dead_letters=f"dead-letters-{name}",
         topic_models=f"models-{name}",
         topic_outcomes=f"outcomes-{name}",
+        topic_outcome_dead_letters=f"outcome-dead-letters-{name}",
+        topic_predictions=f"predictions-{name}",
         model_signing_key=f"signing-key-{name}-not-secret",
         artifact_dir=workdir / "artifacts",
         **{**LOCAL_BROKER_TIMINGS, **updates},
@@ -70,6 +72,8 @@ class HttpResult:
 
 
 class StreamWorker:
+    COMMAND: tuple[str, ...] = ("stream",)
+
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.settings = settings
         self.log_path = log_path
@@ -77,7 +81,7 @@ class StreamWorker:
         env.update(settings.as_env())
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [CALLSCORE, "stream", "-l", "info"],
+            [CALLSCORE, *self.COMMAND, "-l", "info"],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -155,13 +159,28 @@ class StreamWorker:
         return self.process.returncode
 
 
-def produce(settings: Settings, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+class MonitorWorker(StreamWorker):
+    """`callscore monitor` in its own process; its /metrics is on CALLSCORE_MONITOR_HTTP_PORT."""
+
+    COMMAND = ("monitor",)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.monitor_http_port}"
+
+
+def produce(
+    settings: Settings,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    topic: str | None = None,
+) -> int:
+    """Produce to `topic` (default: the prospects topic) and wait for every acknowledgement."""
     from confluent_kafka import Producer
 
     producer = Producer(producer_config(settings, **{"enable.idempotence": False}))
     count = 0
     for key, value in records:
-        producer.produce(settings.topic_prospects, key=key, value=value)
+        producer.produce(topic or settings.topic_prospects, key=key, value=value)
         producer.poll(0)
         count += 1
     assert producer.flush(15) == 0, "events not acknowledged by the broker"
