@@ -157,12 +157,22 @@ class Settings(BaseSettings):
 
     # --- Nightly export ---
     export_url: str = Field(
-        default="lake", description="Where `callscore export` writes (a path or an fsspec URL)."
+        default="out/lake",
+        description="Where `callscore export` writes (a path or an fsspec URL); not `lake`, "
+        "which is the package's folder in a checkout.",
     )
     export_time: str = Field(
         default="02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local HH:MM."
     )
     export_timezone: str = "UTC"
+    export_read_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest read of the exported topics to their end (they are read whole).",
+    )
+    export_retries: int = Field(
+        default=5, ge=0, description="Retries of a failed scheduled export, one a minute."
+    )
 
     # --- HTTP API ---
     http_host: str = "0.0.0.0"
