@@ -1,0 +1,303 @@
+"""The replay simulator: the plan (pure, no broker) and one replay onto the real broker."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from callscore.cli import main
+from callscore.simulator import (
+    BAD_EVENT_KINDS,
+    BAD_OUTCOME_KINDS,
+    ReplayOptions,
+    ScheduledRecord,
+    count_plan,
+    occurred_times,
+    parse_delay,
+    parse_speedup,
+    plan_replay,
+    run_replay,
+    wall_offsets,
+)
+from core.errors import CallscoreError
+from core.topic_reader import read_topics
+from schemas import POST_CALL_FIELDS, task_id_for
+from schemas.decode import InvalidEvent, decode_outcome, decode_prospect
+from trainer.data import add_periods, load_bank
+from trainer.synthetic import synthetic_bank_frame
+
+# What each malformed extra is rejected as (schemas.dead_letter.ErrorKind).
+DECODED_AS = {
+    "not_json": "not_json",
+    "not_object": "not_object",
+    "wrong_type": "invalid_fields",
+    "out_of_range": "invalid_fields",
+    "unknown_category": "invalid_fields",
+    "missing_reference": "invalid_fields",
+    "post_call_field": "post_call_field",
+    "empty": "empty",
+}
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return add_periods(synthetic_bank_frame(rows=3000, seed=11))
+
+
+def good(plan: list[ScheduledRecord], kind: str) -> list[ScheduledRecord]:
+    return [r for r in plan if r.kind == kind and r.malformed is None]
+
+
+def test_plan_is_in_event_time_and_outcomes_follow_their_event_by_the_delay(frame):
+    delay = timedelta(days=2)
+    plan = plan_replay(frame, ReplayOptions(outcome_delay=delay, bad_rate=0.05))
+    assert [(r.at, r.order) for r in plan] == sorted((r.at, r.order) for r in plan)
+    events, outcomes = good(plan, "event"), good(plan, "outcome")
+    assert len(events) == len(outcomes) == len(frame)
+    event_at = {r.record_id: r.at for r in events}
+    position = {(r.kind, r.record_id): i for i, r in enumerate(plan) if r.malformed is None}
+    for outcome in outcomes:
+        assert outcome.at == event_at[outcome.record_id] + delay
+        assert position[("outcome", outcome.record_id)] > position[("event", outcome.record_id)]
+        called_at = datetime.fromisoformat(json.loads(outcome.value)["called_at"])
+        assert called_at == outcome.at
+    # Outcomes of a month's last days are published among the next month's events.
+    first, second = sorted({r.period for r in events})[:2]
+    last_of_first = max(r.at for r in events if r.period == first)
+    spill = [r for r in outcomes if r.period == second and r.at - delay <= last_of_first]
+    assert spill
+    assert any(r.kind == "event" and r.period == second and r.at < spill[-1].at for r in plan)
+
+
+def test_delay_zero_publishes_each_outcome_right_after_its_event(frame):
+    plan = plan_replay(frame, ReplayOptions(months=1, outcome_delay=timedelta(0)))
+    assert [r.kind for r in plan] == ["event", "outcome"] * (len(plan) // 2)
+    assert all(a.record_id == b.record_id for a, b in zip(plan[::2], plan[1::2], strict=True))
+
+
+def test_occurred_at_is_period_clamped_day_and_office_hours_in_file_order():
+    rows = pd.DataFrame(
+        {
+            "period": ["2009-02", "2009-02", "2009-02", "2009-06", "2010-11"],
+            "day": [30, 28, 28, 15, 3],
+        }
+    )
+    times = occurred_times(rows)
+    # 30 February becomes the 28th: three calls that day, spread over 09:00-18:00 in file order.
+    assert times[:3] == [
+        datetime(2009, 2, 28, 9, 0, tzinfo=UTC),
+        datetime(2009, 2, 28, 12, 0, tzinfo=UTC),
+        datetime(2009, 2, 28, 15, 0, tzinfo=UTC),
+    ]
+    assert times[3:] == [
+        datetime(2009, 6, 15, 9, tzinfo=UTC),
+        datetime(2010, 11, 3, 9, tzinfo=UTC),
+    ]
+
+
+def test_events_carry_row_features_and_ids_from_the_file_position(frame):
+    plan = plan_replay(frame, ReplayOptions(start="2009-03", months=2))
+    events = good(plan, "event")
+    assert {r.period for r in events} == {"2009-03", "2009-04"}
+    expected_rows = frame.index[frame["period"].isin(["2009-03", "2009-04"])]
+    assert sorted(r.row for r in events) == list(expected_rows)
+    for record in events:
+        event = decode_prospect(record.value)
+        assert event.event_id == record.record_id == f"uci-{record.row}"
+        assert event.prospect_id == f"uci-prospect-{record.row}"
+        assert record.key == event.prospect_id.encode()
+        row = frame.loc[record.row]
+        assert event.features()["balance"] == row["balance"] and event.job == row["job"]
+        assert event.occurred_at == record.at
+        assert f"{event.occurred_at:%Y-%m}" == row["period"]
+        length = calendar.monthrange(event.occurred_at.year, event.occurred_at.month)[1]
+        assert event.occurred_at.day == min(row["day"], length)
+
+
+def test_ids_and_bytes_are_the_same_on_every_replay(frame):
+    options = ReplayOptions(start="2008-07", months=3, bad_rate=0.1, seed=5)
+    first, again = plan_replay(frame, options), plan_replay(frame, options)
+    assert first == again
+    other_seed = plan_replay(frame, ReplayOptions(start="2008-07", months=3, bad_rate=0.1, seed=6))
+    assert good(other_seed, "event") == good(first, "event")
+    assert [r for r in other_seed if r.malformed] != [r for r in first if r.malformed]
+    # The month filter does not renumber rows: the same row has the same id in a longer replay.
+    whole = {r.record_id: r.value for r in good(plan_replay(frame, ReplayOptions()), "event")}
+    assert all(whole[r.record_id] == r.value for r in good(first, "event"))
+
+
+def test_month_options_are_checked(frame):
+    with pytest.raises(CallscoreError, match="outside the data, which covers 2008-05 to 2010-11"):
+        plan_replay(frame, ReplayOptions(start="2011-01"))
+    with pytest.raises(CallscoreError, match="YYYY-MM"):
+        ReplayOptions(start="2009-13")
+    with pytest.raises(CallscoreError, match="--months must be at least 1"):
+        ReplayOptions(months=0)
+    with pytest.raises(CallscoreError, match="--bad-rate must be between 0 and 1"):
+        ReplayOptions(bad_rate=1.5)
+    with pytest.raises(CallscoreError, match="no 'period' column"):
+        plan_replay(synthetic_bank_frame(rows=50, seed=1), ReplayOptions())
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.05, 0.5])
+def test_malformed_extras_are_added_never_substituted_and_each_is_rejected(frame, rate):
+    plan = plan_replay(frame, ReplayOptions(bad_rate=rate, seed=3))
+    events, outcomes = good(plan, "event"), good(plan, "outcome")
+    assert len(events) == len(outcomes) == len(frame)
+    bad = [r for r in plan if r.malformed is not None]
+    bad_events = [r for r in bad if r.kind == "event"]
+    assert len(bad_events) == round(rate * len(frame))
+    assert len(bad) - len(bad_events) == round(rate * len(frame))
+    if rate >= 0.05:
+        assert {r.malformed for r in bad_events} == set(BAD_EVENT_KINDS)
+        assert {r.malformed for r in bad if r.kind == "outcome"} == set(BAD_OUTCOME_KINDS)
+    for record in bad:
+        decode = decode_prospect if record.kind == "event" else decode_outcome
+        with pytest.raises(InvalidEvent) as rejected:
+            decode(record.value)
+        assert rejected.value.kind == DECODED_AS[str(record.malformed)]
+        assert record.row is None and record.record_id.startswith(f"uci-bad-{record.kind}-")
+    counts = count_plan(plan)
+    assert sum(c.bad_events for c in counts.values()) == len(bad_events)
+    assert sum(c.events for c in counts.values()) == len(frame)
+
+
+def test_no_event_carries_a_post_call_field(frame):
+    plan = plan_replay(frame, ReplayOptions(bad_rate=0.5, seed=1))
+    for record in plan:
+        if record.kind != "event":
+            continue
+        text = record.value.decode()
+        leaked = [f for f in POST_CALL_FIELDS if f'"{f}"' in text]
+        # Only the deliberate post-call extras name one; they are rejected and carry no label.
+        assert not leaked or (record.malformed == "post_call_field" and leaked == ["duration"])
+
+
+def test_outcomes_carry_the_true_label_and_duration_of_their_row(frame):
+    plan = plan_replay(frame, ReplayOptions(bad_rate=0.05))
+    outcomes = good(plan, "outcome")
+    assert len(outcomes) == len(frame)
+    for record in outcomes:
+        outcome = decode_outcome(record.value)
+        row = frame.loc[record.row]
+        assert outcome.subscribed == (row["y"] == "yes")
+        assert outcome.duration_seconds == row["duration"]
+        assert outcome.event_id == f"uci-{record.row}"
+        assert outcome.task_id == task_id_for(f"uci-{record.row}")
+
+
+def test_option_parsers():
+    assert parse_delay("2d") == timedelta(days=2)
+    assert parse_delay("12h") == timedelta(hours=12)
+    assert parse_delay("30m") == timedelta(minutes=30)
+    assert parse_delay("0") == timedelta(0)
+    with pytest.raises(CallscoreError, match="--outcome-delay"):
+        parse_delay("5")
+    assert parse_speedup("0") == parse_speedup("inf") == float("inf")
+    assert parse_speedup("259200") == 259200
+    with pytest.raises(CallscoreError, match="--speedup"):
+        parse_speedup("-1")
+    with pytest.raises(CallscoreError, match="--speedup"):
+        parse_speedup("fast")
+
+
+def test_wall_offsets_map_event_time_by_the_speedup(frame):
+    plan = plan_replay(frame, ReplayOptions(months=1))
+    offsets = wall_offsets(plan, 86_400)
+    assert offsets[0] == 0 and offsets == sorted(offsets)
+    assert offsets[-1] == pytest.approx((plan[-1].at - plan[0].at).total_seconds() / 86_400)
+    assert set(wall_offsets(plan, float("inf"))) == {0.0}
+
+
+def test_simulate_says_what_is_wrong_with_its_input(tmp_path, capsys, monkeypatch):
+    assert main(["simulate", "--data", str(tmp_path / "missing.csv")]) == 1
+    assert "data file not found" in capsys.readouterr().err
+    assert main(["simulate", "--outcome-delay", "soon"]) == 1
+    assert "--outcome-delay must be a number with a unit" in capsys.readouterr().err
+    data = tmp_path / "bank.csv"
+    synthetic_bank_frame(rows=200, seed=2).to_csv(data, sep=";", index=False)
+    # Without --from the replay starts where the trainer's base data stops.
+    monkeypatch.setenv("CALLSCORE_BASE_DATA_UNTIL", "2011-01")
+    assert main(["simulate", "--data", str(data)]) == 1
+    assert "--from 2011-01 is outside the data" in capsys.readouterr().err
+
+
+def test_simulate_replays_two_months_onto_the_broker(kafka_settings, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "bank.csv"
+    synthetic_bank_frame(rows=3000, seed=11).to_csv(data, sep=";", index=False)
+    frame, _sha = load_bank(data)
+    options = ReplayOptions(start="2008-06", months=2, bad_rate=0.05, seed=9)
+    plan = plan_replay(frame, options)
+    for name, value in kafka_settings.as_env().items():
+        monkeypatch.setenv(name, value)
+    argv = ["simulate", "--data", str(data), "--from", "2008-06", "--months", "2"]
+    assert main([*argv, "--speedup", "inf", "--bad-rate", "0.05", "--seed", "9"]) == 0
+    printed = capsys.readouterr().out
+    line = re.search(
+        r"replayed events=(\d+) outcomes=(\d+) malformed_events=(\d+) malformed_outcomes=(\d+)",
+        printed,
+    )
+    assert line is not None, printed
+    summary = tuple(int(n) for n in line.groups())
+
+    topics = [kafka_settings.topic_prospects, kafka_settings.topic_outcomes]
+    records = read_topics(kafka_settings, topics, timeout=30)
+    by_topic = Counter(r.topic for r in records)
+    planned = Counter(r.topic(kafka_settings) for r in plan)
+    assert by_topic == planned
+    bad_values = {(r.kind, r.value) for r in plan if r.malformed}
+    labels: dict[str, bool] = {}
+    outcome_count: Counter[str] = Counter()
+    seen_bad = Counter()
+    for record in records:
+        kind = "event" if record.topic == kafka_settings.topic_prospects else "outcome"
+        try:
+            if kind == "event":
+                event = decode_prospect(record.value)
+                labels.setdefault(event.event_id, False)
+            else:
+                outcome = decode_outcome(record.value)
+                assert outcome.event_id is not None
+                outcome_count[outcome.event_id] += 1
+                labels[outcome.event_id] = outcome.subscribed
+        except InvalidEvent:
+            assert (kind, record.value or b"") in bad_values
+            seen_bad[kind] += 1
+    good_events = good(plan, "event")
+    assert {r.record_id for r in good_events} == set(labels)
+    assert all(outcome_count[r.record_id] == 1 for r in good_events)
+    truth = {f"uci-{i}": y == "yes" for i, y in frame["y"].items()}
+    assert all(labels[event_id] == truth[event_id] for event_id in labels)
+    assert summary == (
+        len(good_events),
+        len(good(plan, "outcome")),
+        seen_bad["event"],
+        seen_bad["outcome"],
+    )
+    assert seen_bad["event"] == round(0.05 * len(good_events)) > 0
+
+
+def test_replay_paces_event_time_into_wall_time(kafka_settings, frame):
+    plan = plan_replay(frame, ReplayOptions(start="2009-01", months=2))
+    span = (plan[-1].at - plan[0].at).total_seconds()
+    speedup = span / 2.0  # two months of event time in about two wall seconds
+    seen: list[tuple[str, float]] = []
+    summary = run_replay(
+        kafka_settings, plan, speedup, on_month=lambda p, _c, wall: seen.append((p, wall))
+    )
+    assert 2.0 <= summary.wall_seconds < 6.0
+    assert [p for p, _ in seen] == sorted(count_plan(plan)) and seen[-1][1] >= 2.0
+    assert summary.months == count_plan(plan)
+    records = read_topics(kafka_settings, [kafka_settings.topic_prospects], timeout=30)
+    assert len(records) == len(good(plan, "event"))
+    # The producer stamps each record when it sends it: the stamps follow the mapped event time.
+    due = {r.value: offset for r, offset in zip(plan, wall_offsets(plan, speedup), strict=True)}
+    start_ms = min(r.timestamp_ms for r in records)
+    lateness = [(r.timestamp_ms - start_ms) / 1000 - due[r.value or b""] for r in records]
+    assert min(lateness) > -0.05 and max(lateness) < 1.0
