@@ -145,6 +145,17 @@ def test_month_options_are_checked(frame):
         plan_replay(synthetic_bank_frame(rows=50, seed=1), ReplayOptions())
 
 
+def test_a_row_the_contracts_reject_stops_the_plan_naming_the_row(frame):
+    broken = frame.copy()
+    broken.loc[7, "age"] = 17
+    with pytest.raises(CallscoreError, match=r"row 7 cannot be replayed: .*age"):
+        plan_replay(broken, ReplayOptions())
+    broken = frame.copy()
+    broken.loc[9, "duration"] = 90_000
+    with pytest.raises(CallscoreError, match=r"row 9 cannot be replayed: .*duration_seconds"):
+        plan_replay(broken, ReplayOptions())
+
+
 @pytest.mark.parametrize("rate", [0.0, 0.05, 0.5])
 def test_malformed_extras_are_added_never_substituted_and_each_is_rejected(frame, rate):
     plan = plan_replay(frame, ReplayOptions(bad_rate=rate, seed=3))
