@@ -45,7 +45,11 @@ class Record:
 
 class TopicReader:
     def __init__(
-        self, settings: Settings, topics: Iterable[str], group_prefix: str = "callscore-reader"
+        self,
+        settings: Settings,
+        topics: Iterable[str],
+        group_prefix: str = "callscore-reader",
+        **consumer_overrides: Any,
     ) -> None:
         from confluent_kafka import Consumer
 
@@ -54,7 +58,7 @@ class TopicReader:
             consumer_config(
                 settings,
                 group_id=f"{group_prefix}-{uuid.uuid4()}",
-                **{"enable.partition.eof": True},
+                **{"enable.partition.eof": True, **consumer_overrides},
             )
         )
         self._servers = settings.bootstrap_servers
