@@ -5,8 +5,13 @@ No Faust, asyncio or Kafka here, so the batch rules are unit-tested without a br
 `BatchScorer.score`, sends `BatchResult.outgoing` (streamer/faust_workarounds.py) and hands the
 result to `StreamMetrics`.
 
+Every call task is published with its line of the prediction log (`PredictionRecord`: the
+event's features, the score, the tier and the model version), in the same batch, so the broker
+acknowledges both before the batch's input offsets can be committed.
+
 Accounting, checked whenever a BatchResult is built:
-consumed = scored (tasks) + dead-lettered + duplicates dropped.
+consumed = scored (tasks) + dead-lettered + duplicates dropped;
+outgoing = 2 * scored (task + prediction record) + dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.settings import Settings
-from schemas import CallTask, DeadLetter, ProspectEvent
+from schemas import CallTask, DeadLetter, PredictionRecord, ProspectEvent
 from streamer.dedupe import RecentIds
 from streamer.scoring import Incoming, ServedModel, decode_batch, score_events
 
@@ -39,7 +44,8 @@ class Outgoing:
 @dataclass(frozen=True)
 class BatchResult:
     """What one batch produced. Every consumed record is in exactly one of tasks, dead_letters
-    or duplicates; `outgoing` holds the tasks' records, then the dead letters', in that order."""
+    or duplicates; `outgoing` holds the tasks' records, then their prediction records (same
+    order), then the dead letters', in that order."""
 
     consumed: int
     tasks: list[CallTask]
@@ -59,10 +65,10 @@ class BatchResult:
                 f"consumed {self.consumed} != scored {self.scored} + dead-lettered "
                 f"{self.dead_lettered} + duplicates {self.duplicates}"
             )
-        if len(self.outgoing) != self.scored + self.dead_lettered:
+        if len(self.outgoing) != 2 * self.scored + self.dead_lettered:
             raise BatchAccountingError(
-                f"{len(self.outgoing)} outgoing records for {self.scored} tasks and "
-                f"{self.dead_lettered} dead letters"
+                f"{len(self.outgoing)} outgoing records for {self.scored} tasks (each with its "
+                f"prediction record) and {self.dead_lettered} dead letters"
             )
         if len(self.task_timestamps) != self.scored:
             raise BatchAccountingError(
@@ -96,10 +102,11 @@ class BatchScorer:
         started = time.perf_counter()
         tasks = score_events([ev for _, ev in fresh], model, now)
         scoring_seconds = time.perf_counter() - started
-        outgoing = [
-            self._task_record(event, task) for (_m, event), task in zip(fresh, tasks, strict=True)
-        ]
-        outgoing.extend(self._dead_letter_record(letter) for letter in dead)
+        scored = list(zip([event for _m, event in fresh], tasks, strict=True))
+        outgoing = [self._task_record(event, task) for event, task in scored]
+        outgoing.extend(self._prediction_record(event, task) for event, task in scored)
+        dead_letters = self._settings.topic_dead_letters
+        outgoing.extend(dead_letter_record(dead_letters, letter) for letter in dead)
         return BatchResult(
             consumed=len(records),
             tasks=tasks,
@@ -121,10 +128,40 @@ class BatchScorer:
             ],
         )
 
-    def _dead_letter_record(self, letter: DeadLetter) -> Outgoing:
+    def _prediction_record(self, event: ProspectEvent, task: CallTask) -> Outgoing:
+        record = prediction_record(event, task)
         return Outgoing(
-            topic=self._settings.topic_dead_letters,
-            key=letter.key,
-            value=letter.model_dump_json().encode(),
-            headers=[("error_kind", letter.error_kind.encode())],
+            topic=self._settings.topic_predictions,
+            key=event.event_id.encode(),
+            value=record.model_dump_json().encode(),
+            headers=[
+                ("model_version", str(task.model_version).encode()),
+                ("task_id", task.task_id.encode()),
+            ],
         )
+
+
+def dead_letter_record(topic: str, letter: DeadLetter) -> Outgoing:
+    """A dead letter as a record: keyed like its source, its reason in the error_kind header."""
+    return Outgoing(
+        topic=topic,
+        key=letter.key,
+        value=letter.model_dump_json().encode(),
+        headers=[("error_kind", letter.error_kind.encode())],
+    )
+
+
+def prediction_record(event: ProspectEvent, task: CallTask) -> PredictionRecord:
+    """The prediction log's line for one task: what the model saw (the event) and said (task)."""
+    return PredictionRecord(
+        event_id=event.event_id,
+        task_id=task.task_id,
+        prospect_id=event.prospect_id,
+        occurred_at=event.occurred_at,
+        features=event.features(),
+        score=task.score,
+        priority=task.priority,
+        percentile=task.percentile,
+        model_version=task.model_version,
+        scored_at=task.scored_at,
+    )

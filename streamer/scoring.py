@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import pandas as pd
 
@@ -42,9 +43,26 @@ class ServedModel:
         return self.manifest.version
 
 
+class SourceRecord(Protocol):
+    """Where a dead letter's bytes came from: an `Incoming` prospect or a topic reader's Record
+    (an outcome read by the monitor)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
 def dead_letter_for(
-    message: Incoming, error: InvalidEvent, max_bytes: int, now: datetime
+    message: SourceRecord, error: InvalidEvent, max_bytes: int, now: datetime
 ) -> DeadLetter:
+    """The dead letter of any rejected Kafka record: its bytes (truncated), origin and reason."""
     payload = message.value or b""
     truncated = len(payload) > max_bytes
     return DeadLetter(

@@ -15,7 +15,7 @@ from callscore.harness import as_event
 from core.settings import Settings
 from registry.artifact import dump_artifact
 from registry.signing import build_manifest
-from schemas import CallTask, DeadLetter, task_id_for
+from schemas import FEATURES, CallTask, DeadLetter, PredictionRecord, task_id_for
 from streamer.batch import BatchAccountingError, BatchResult, BatchScorer
 from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import abandon_batch, send_all
@@ -118,9 +118,9 @@ def test_outputs_go_to_their_topics_with_keys_headers_and_values(settings):
 
     result = scorer.score(records.items, _served(settings, version=3), NOW)
 
-    assert len(result.outgoing) == result.scored + result.dead_lettered
+    assert len(result.outgoing) == 2 * result.scored + result.dead_lettered
     task_records = result.outgoing[: result.scored]
-    letter_records = result.outgoing[result.scored :]
+    letter_records = result.outgoing[2 * result.scored :]
     for event, task, record in zip(events, result.tasks, task_records, strict=True):
         assert record.topic == settings.task_topic(task.priority)
         assert record.topic == f"{settings.topic_tasks_prefix}.{task.priority}"
@@ -146,6 +146,31 @@ def test_outputs_go_to_their_topics_with_keys_headers_and_values(settings):
     age = next(d for d in result.dead_letters if d.error_kind == "invalid_fields")
     assert [fe.field for fe in age.field_errors] == ["age"]
     assert sorted(invalid.values()) == sorted(d.error_kind for d in result.dead_letters)
+
+
+def test_every_task_has_exactly_one_prediction_record_with_its_event_and_score(settings):
+    settings = _settings(settings)
+    scorer = BatchScorer(settings, RecentIds(settings.dedupe_window))
+    records, events, _, _ = _mixed_batch(settings.topic_prospects)
+
+    result = scorer.score(records.items, _served(settings, version=4), NOW)
+
+    logged = [r for r in result.outgoing if r.topic == settings.topic_predictions]
+    assert result.outgoing[result.scored : 2 * result.scored] == logged
+    assert len(logged) == result.scored == len(events)
+    predictions = [PredictionRecord.model_validate_json(r.value) for r in logged]
+    assert [p.event_id for p in predictions] == [t.event_id for t in result.tasks]
+    for event, task, record, logged_as in zip(
+        events, result.tasks, logged, predictions, strict=True
+    ):
+        assert record.key == event["event_id"].encode()
+        assert record.headers == [("model_version", b"4"), ("task_id", task.task_id.encode())]
+        assert logged_as.features == {name: event[name] for name in FEATURES}
+        assert logged_as.occurred_at == datetime.fromisoformat(event["occurred_at"])
+        assert (logged_as.task_id, logged_as.prospect_id) == (task.task_id, task.prospect_id)
+        assert logged_as.score == task.score  # the same float, not a re-computation
+        assert (logged_as.priority, logged_as.percentile) == (task.priority, task.percentile)
+        assert (logged_as.model_version, logged_as.scored_at) == (4, NOW)
 
 
 def test_scores_equal_offline_predict(settings):
@@ -187,7 +212,7 @@ def test_duplicates_across_batches_and_the_empty_batch(settings):
     assert empty.outgoing == [] and empty.task_timestamps == []
     assert (two.consumed, two.scored, two.dead_lettered, two.duplicates) == (3, 1, 1, 1)
     assert [t.event_id for t in two.tasks] == ["b-0"]
-    assert [r.key for r in two.outgoing] == [b"p-9", b"k"]
+    assert [r.key for r in two.outgoing] == [b"p-9", b"b-0", b"k"]  # task, prediction, letter
 
 
 def test_dedupe_window_off_scores_repeats_again(settings):
@@ -241,8 +266,8 @@ def test_batch_result_refuses_to_lose_or_invent_events(settings):
         BatchResult(**{**fields, "consumed": 3})
     with pytest.raises(BatchAccountingError, match="consumed 2 != scored 1"):
         BatchResult(**{**fields, "duplicates": 1})
-    with pytest.raises(BatchAccountingError, match="1 outgoing records"):
-        BatchResult(**{**fields, "outgoing": good.outgoing[:1]})
+    with pytest.raises(BatchAccountingError, match="2 outgoing records for 1 tasks"):
+        BatchResult(**{**fields, "outgoing": good.outgoing[:2]})  # a prediction record missing
     with pytest.raises(BatchAccountingError, match="0 timestamps for 1 tasks"):
         BatchResult(**{**fields, "task_timestamps": []})
 
@@ -315,10 +340,11 @@ def test_send_all_returns_only_when_every_record_is_acknowledged(settings):
     async def run() -> bool:
         sending = asyncio.ensure_future(send_all(app, result.outgoing))
         await asyncio.sleep(0)
-        app.futures[0].set_result(None)
+        for future in app.futures[:-1]:
+            future.set_result(None)
         await asyncio.sleep(0)
         waited = not sending.done()  # one acknowledgement still missing
-        app.futures[1].set_result(None)
+        app.futures[-1].set_result(None)
         await sending
         return waited
 
