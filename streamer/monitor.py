@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.errors import BrokerUnavailableError
+from core.errors import BrokerUnavailableError, CallscoreError
 from core.kafka import producer_config
 from core.settings import Settings
 from core.topic_reader import Record, TopicReader, read_topics
@@ -299,9 +299,15 @@ def run_monitor(settings: Settings, stop: threading.Event) -> None:
 
     key = settings.signing_key()
     metrics = MonitorMetrics()
-    server, _thread = start_http_server(
-        settings.monitor_http_port, settings.http_host, registry=metrics.registry
-    )
+    try:
+        server, _thread = start_http_server(
+            settings.monitor_http_port, settings.http_host, registry=metrics.registry
+        )
+    except OSError as exc:
+        raise CallscoreError(
+            f"cannot serve the monitor's metrics on {settings.http_host}:"
+            f"{settings.monitor_http_port} (CALLSCORE_MONITOR_HTTP_PORT): {exc.strerror}"
+        ) from None
     log.info("monitor metrics on http://%s:%d/metrics", settings.http_host, server.server_port)
     try:
         known = published_dead_letters(settings, STARTUP_READ_TIMEOUT_SECONDS)
