@@ -6,9 +6,10 @@ are kept for at most `max_predictions` records and `max_age` of event time (the 
 prediction (or whose prediction never comes, or has left the window) waits in a bounded buffer and
 is counted as unmatched; it is matched if its prediction arrives later, never dropped silently.
 
-Memory: a PredictionRecord with its 16 features is ~3 KiB as a Python object; the default window
-(Settings.monitor_window_max_predictions = 200,000) is therefore ~600 MiB at most. Size it to the
-outcomes' delay: predictions older than the slowest dialer's report are useless.
+Memory: a PredictionRecord with its 16 features is ~2.6 KiB as a Python object (measured by
+bench/join_memory.py); the default window (Settings.monitor_window_max_predictions = 200,000) is
+therefore ~505 MiB at most. Size it to the outcomes' delay: predictions older than the slowest
+dialer's report are useless.
 """
 
 from __future__ import annotations
