@@ -149,6 +149,7 @@ def version_rows(records: list[ManifestRecord], settings: Settings) -> list[dict
             "metrics": m.metrics,
             "current": current is not None and current.version == v,
             "training_window": f"{m.training_window.start}..{m.training_window.end}",
+            "reason": m.reason,
         }
         for v, m in sorted(first.items(), reverse=True)
     ]

@@ -11,18 +11,20 @@ import pandas as pd
 import pytest
 
 from callscore.factories import valid_event
-from schemas import CallOutcome, ProspectEvent, task_id_for
+from feedback.labels import label_set
+from schemas import CallOutcome, PredictionRecord, ProspectEvent, task_id_for
 from trainer.data import (
     SHARED_COPY,
     DataError,
     add_periods,
+    cut_base,
     load_bank,
     parse_bank_csv,
     resolve_data_path,
     sha256_hex,
 )
 from trainer.fetch import extract_bank_full, fetch_bank_full
-from trainer.outcomes import labelled_examples, with_outcomes
+from trainer.outcomes import outcome_rows, with_outcomes
 from trainer.synthetic import synthetic_bank_frame
 
 REAL = SHARED_COPY
@@ -136,11 +138,29 @@ def test_fetch_accepts_the_real_file(tmp_path):
     assert load_bank(path)[0].shape[0] == 45_211
 
 
+def _prediction(event: dict, version: int = 1) -> PredictionRecord:
+    parsed = ProspectEvent.model_validate(event)
+    return PredictionRecord(
+        event_id=parsed.event_id,
+        task_id=task_id_for(parsed.event_id),
+        prospect_id=parsed.prospect_id,
+        occurred_at=parsed.occurred_at,
+        features=parsed.features(),
+        score=0.3,
+        priority="medium",
+        percentile=50.0,
+        model_version=version,
+        scored_at=parsed.occurred_at,
+    )
+
+
+def _values(items: list) -> list[bytes]:
+    return [item.model_dump_json().encode() for item in items]
+
+
 def test_labelled_examples_join_outcomes_with_scored_events():
-    events = [
-        ProspectEvent.model_validate(
-            valid_event(event_id=f"e{i}", occurred_at="2026-03-04T10:00:00+00:00")
-        )
+    predictions = [
+        _prediction(valid_event(event_id=f"e{i}", occurred_at="2026-03-04T10:00:00+00:00"))
         for i in range(3)
     ]
     called = datetime(2026, 3, 5, tzinfo=UTC)
@@ -163,9 +183,55 @@ def test_labelled_examples_join_outcomes_with_scored_events():
             duration_seconds=1,
         ),
     ]
-    examples = labelled_examples(events, outcomes)
+    labels = label_set(_values(predictions), _values(outcomes))
+    assert labels.counts.matched == 2 and labels.counts.unmatched == 1
+    examples = outcome_rows(labels.labelled)
     assert sorted(examples["y"]) == ["no", "yes"]
     assert set(examples["period"]) == {"2026-03"}
+    assert examples.set_index("y")["duration"].to_dict() == {"yes": 9, "no": 3}
     bank = add_periods(synthetic_bank_frame(100))
     combined = with_outcomes(bank, examples)
     assert len(combined) == 102 and combined["period"].iloc[-1] == "2026-03"
+    assert combined.dtypes.equals(bank.dtypes)
+
+
+def test_latest_call_wins_and_invalid_records_are_counted_not_used():
+    event = valid_event(event_id="e0", occurred_at="2010-02-03T10:00:00+00:00")
+    good = _prediction(event)
+    bad = _prediction(valid_event(event_id="e1")).model_copy(
+        update={"features": {**good.features, "job": "astronaut"}}
+    )
+    first, second = (
+        CallOutcome(
+            event_id="e0",
+            prospect_id="c",
+            called_at=datetime(2010, 2, day, tzinfo=UTC),
+            subscribed=subscribed,
+            duration_seconds=5,
+        )
+        for day, subscribed in ((9, False), (5, True))
+    )
+    labels = label_set(
+        [*_values([good, bad]), b"{}"], [*_values([first, second]), b"[1]", b"", None]
+    )
+    assert labels.counts.invalid_predictions == 2 and labels.counts.invalid_outcomes == 3
+    assert labels.counts.predictions == 1 and labels.counts.matched == 2
+    assert [item.subscribed for item in labels.labelled] == [False]  # called on the 9th
+    assert labels.labelled_until == datetime(2010, 2, 9, tzinfo=UTC)
+    assert any("features.job" in message for message in labels.errors)
+    assert len(labels.errors) == 5  # every message while under KEPT_ERRORS (3) per kind
+    flood = label_set([], [b""] * 50)
+    assert flood.counts.invalid_outcomes == 50 and len(flood.errors) == 3  # KEPT_ERRORS
+
+
+def test_base_cut_and_outcomes_keep_time_order():
+    bank = add_periods(synthetic_bank_frame(600, seed=3))
+    cut = cut_base(bank, "2009-06")
+    assert cut["period"].max() < "2009-06" and len(cut) == (bank["period"] < "2009-06").sum()
+    assert cut_base(bank, None) is bank
+    later = bank.loc[bank["period"] >= "2009-06"]
+    rows = later.iloc[::-1]  # any order in, chronological out
+    combined = with_outcomes(cut, rows)
+    assert combined["period"].is_monotonic_increasing and len(combined) == len(bank)
+    overlap = with_outcomes(bank.loc[bank["period"] < "2009-09"], later.iloc[:5])
+    assert overlap["period"].is_monotonic_increasing

@@ -7,6 +7,7 @@ Trainings use the fast search space on synthetic data: never read quality from t
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from registry.model_topic import current_manifest, promote, read_model_records, 
 from registry.signing import ManifestRejected, verify_and_load
 from schemas import FEATURES
 from trainer.data import add_periods, validate_frame
-from trainer.schedule import OutcomeCounter, Scheduler
+from trainer.schedule import Scheduler
 from trainer.selection import CANDIDATE_METRICS
 from trainer.synthetic import synthetic_bank_frame
 from trainer.train import TrainOptions, run_training
@@ -127,6 +128,7 @@ def test_cli_train_no_publish_and_bad_inputs(settings, frame, tmp_path, monkeypa
     frame.drop(columns=["year", "period"]).to_csv(data, sep=";", index=False)
     out = tmp_path / "cli"
     args = ["train", "--data", str(data), "--out", str(out), "--no-publish", "--search", "fast"]
+    args.append("--no-outcomes")  # no broker here
     assert main([*args, "--search-seconds", "0"]) == 0
     assert json.loads((out / "metrics.json").read_text())["gate"]["publish"] is False
     assert main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(out)]) == 1
@@ -147,41 +149,44 @@ def test_cli_models_list_and_promote_errors(kafka_settings, monkeypatch, capsys)
 
 
 def test_schedule_retrains_on_outcomes_and_survives_errors(kafka_settings):
-    from confluent_kafka import Producer
-
-    from core.kafka import producer_config
+    from callscore.factories import small_artifact
+    from registry.artifact import dump_artifact
+    from registry.model_topic import publish_manifest
+    from registry.signing import build_manifest
+    from tests.test_schedule import T0, calls_at, produce_labels
+    from trainer.schedule import TrainAttempt, observe
 
     settings = kafka_settings.model_copy(
-        update={"retrain_interval_seconds": 3600, "retrain_min_new_outcomes": 3}
+        update={"retrain_interval_seconds": 365 * 86_400, "retrain_min_new_outcomes": 3}
     )
     calls: list[str] = []
 
-    def train(reason: str) -> str:
+    def train(reason: str, _labels: object) -> TrainAttempt:
         calls.append(reason)
         if len(calls) == 1:
             raise BrokerUnavailableError("broker went away")
-        return "ok"
+        artifact = small_artifact(len(calls) - 1)
+        metadata = artifact.metadata.model_copy(update={"labelled_until": T0})
+        manifest = build_manifest(dump_artifact(artifact), metadata, settings)
+        publish_manifest(settings, manifest)
+        return TrainAttempt(manifest, "ok")
 
-    counter = OutcomeCounter(settings)
-    scheduler = Scheduler(settings, train, counter.take, sleep=lambda _s: None)
-    assert scheduler.step()["action"] == "failed"  # transient error: logged, survived
-    assert scheduler.step()["action"] == "trained"  # retried
-    assert scheduler.step()["action"] == "wait"
-    producer = Producer(producer_config(settings))
-    for i in range(3):
-        producer.produce(settings.topic_outcomes, key=f"k{i}".encode(), value=b"{}")
-    producer.flush(10)
-    decision = {"action": "wait"}
-    for _ in range(5):  # the consumer's first fetch can take a moment
-        decision = scheduler.step()
-        if decision["action"] != "wait":
-            break
-    assert decision["action"] == "trained" and "3 new labelled outcomes" in decision["reason"]
-    counter.close()
-    broken = Scheduler(
-        settings,
-        train,
-        lambda: (_ for _ in ()).throw(BrokerUnavailableError("down")),
-        sleep=lambda _s: None,
+    scheduler = Scheduler(
+        settings, lambda: observe(settings), train, lambda _l: None, sleep=lambda _s: None
     )
-    assert [d["action"] for d in broken.run(max_runs=2)] == ["trained", "wait"]
+    first = scheduler.step()
+    assert first.failed and "broker went away" in first.result  # transient: logged, survived
+    assert scheduler.step().published_version == 1  # retried
+    assert scheduler.step().action == "wait"
+    predictions, outcomes = calls_at(settings, 3, T0 + timedelta(hours=1), timedelta(hours=1))
+    produce_labels(settings, predictions, outcomes)
+    decision = scheduler.step()
+    assert decision.action == "retrain" and decision.published_version == 2
+    assert "outcomes: 3 new after the training data" in decision.reason
+    assert calls[-1] == decision.reason  # the trigger is the new version's reason
+
+    def down() -> object:
+        raise BrokerUnavailableError("down")
+
+    broken = Scheduler(settings, down, train, lambda _l: None, sleep=lambda _s: None)  # type: ignore[arg-type]
+    assert [d.action for d in broken.run(max_runs=2)] == ["error", "error"]

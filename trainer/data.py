@@ -129,3 +129,14 @@ def load_bank(path: Path) -> tuple[pd.DataFrame, str]:
 
 def labels(frame: pd.DataFrame) -> np.ndarray:
     return (frame["y"] == "yes").to_numpy(dtype=int)
+
+
+def cut_base(frame: pd.DataFrame, until: str | None) -> pd.DataFrame:
+    """The base-data rows of contact periods before `until` ('YYYY-MM'; None keeps every row).
+
+    A replay of the same file from `until` on supplies the later rows as outcomes: cutting them
+    here keeps any row from being counted twice.
+    """
+    if until is None:
+        return frame
+    return frame.loc[frame["period"] < until].reset_index(drop=True)

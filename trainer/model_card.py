@@ -51,6 +51,25 @@ class DataSummary(CardPart):
     positive_rate: float
 
 
+class DataSources(CardPart):
+    """Where the training rows came from: the base file, then labelled outcomes."""
+
+    base_rows: int
+    base_data_until: str | None  # base periods before this month only
+    base_periods: list[str]
+    outcomes_read: bool  # False: --no-outcomes
+    outcome_rows: int  # labelled predictions appended (one per event, its latest call)
+    outcome_periods: list[str]
+    labelled_until: Timestamp | None  # newest call used (event time)
+    predictions: int  # valid prediction-log records read (one per event)
+    invalid_predictions: int
+    outcomes: int  # valid outcomes read
+    invalid_outcomes: int
+    unmatched_outcomes: int  # valid outcomes whose prediction was not on the log
+    overlapping_periods: list[str]  # periods in both parts: see Settings.base_data_until
+    invalid_examples: list[str]  # the first messages of invalid records
+
+
 class CandidateMetrics(CardPart):
     """Protocol A (random CV), then protocol B (rolling monthly backtest) of one finalist."""
 
@@ -81,6 +100,7 @@ class SearchSummary(CardPart):
     time_budget_seconds: float
     fast: bool
     skipped_configs: int
+    reference: bool = False  # the reference configuration only, no search
     screen: list[ScreenRow]
 
 
@@ -119,11 +139,14 @@ class ModelCard(CardPart):
     model_name: str
     model_version: int
     created_at: Timestamp
+    # Cards written before the feedback loop have neither field.
+    reason: str | None = None  # why this version exists (the manifest's reason)
     selected: str
     selected_config: str
     selection_metric: str
     features: list[str]
     data: DataSummary
+    sources: DataSources | None = None
     candidates: dict[str, CandidateMetrics]
     # '<candidate>: <variant>' -> {variant value: screen AUC}; see selection.feature_comparisons
     feature_comparisons: dict[str, dict[str, float]]

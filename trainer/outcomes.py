@@ -1,58 +1,134 @@
-"""Labelled examples from call outcomes: a CallOutcome joined with the ProspectEvent it scored.
+"""Training data = the base data, then labelled outcomes: what each model saw, and what happened.
 
-The feedback loop appends these rows to bank-full.csv's; their contact period comes from the
-event's `occurred_at`, so they sort after the historical data in time-based splits.
+The prediction log holds the features a model scored (the event's own values, as served); the
+outcome holds what only the call could tell (`subscribed`, and `duration`, which never becomes a
+feature). A row's contact period is the event's `occurred_at`, so the rows sort after the base
+data in every time-based split: the rolling backtest and the holdout (the trailing periods)
+extend over the new periods by themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
-from schemas import FEATURES, CallOutcome, ProspectEvent, task_id_for
-from trainer.data import COLUMNS
+from core.errors import BrokerUnavailableError
+from core.settings import Settings
+from core.topic_reader import read_topics
+from feedback.join import Labelled
+from feedback.labels import LabelSet, label_set
+from schemas import CATEGORIES, FEATURES
+from trainer.data import COLUMNS, cut_base
+
+log = logging.getLogger(__name__)
+
+# Reading both topics to their end: ~100k records/s on one core, so generous for a replay.
+READ_TIMEOUT_SECONDS = 120.0
+ROW_COLUMNS: tuple[str, ...] = (*COLUMNS, "year", "period")
 
 
-def labelled_examples(
-    events: Iterable[ProspectEvent], outcomes: Iterable[CallOutcome]
-) -> pd.DataFrame:
-    """One row per outcome whose event is known (matched by event_id, else by task_id).
+def read_labels(settings: Settings, timeout: float = READ_TIMEOUT_SECONDS) -> LabelSet:
+    """Every labelled prediction on the prediction log and the outcomes topic, right now."""
+    from confluent_kafka import KafkaException
 
-    Columns: FEATURES, duration, y ('yes'/'no'), period ('YYYY-MM'), year. When one event has
-    several outcomes, the latest call wins.
+    topics = [settings.topic_predictions, settings.topic_outcomes]
+    try:
+        records = read_topics(settings, topics, timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(
+            f"reading {', '.join(topics)} at {settings.bootstrap_servers}: {exc.args[0]}"
+        ) from None
+    return label_set(
+        (r.value for r in records if r.topic == settings.topic_predictions),
+        (r.value for r in records if r.topic == settings.topic_outcomes),
+        settings.max_message_bytes,
+    )
+
+
+def outcome_rows(labelled: Sequence[Labelled]) -> pd.DataFrame:
+    """One bank-schema row per labelled prediction, in event-time order.
+
+    Columns: FEATURES (from the prediction), duration (from the outcome), y ('yes'/'no'),
+    year and period ('YYYY-MM') of the event's `occurred_at`.
     """
-    by_event = {e.event_id: e for e in events}
-    by_task = {task_id_for(event_id): e for event_id, e in by_event.items()}
-    latest: dict[str, tuple[CallOutcome, ProspectEvent]] = {}
-    for outcome in outcomes:
-        event = by_event.get(outcome.event_id or "") or by_task.get(outcome.task_id or "")
-        if event is None:
-            continue
-        previous = latest.get(event.event_id)
-        if previous is None or outcome.called_at >= previous[0].called_at:
-            latest[event.event_id] = (outcome, event)
+    ordered = sorted(labelled, key=lambda i: (i.prediction.occurred_at, i.prediction.event_id))
     rows = []
-    for outcome, event in latest.values():
-        at = event.occurred_at
+    for item in ordered:
+        at = item.prediction.occurred_at
         rows.append(
             {
-                **event.features(),
-                "duration": outcome.duration_seconds,
-                "y": "yes" if outcome.subscribed else "no",
+                **{name: item.prediction.features[name] for name in FEATURES},
+                "duration": item.outcome.duration_seconds,
+                "y": "yes" if item.subscribed else "no",
                 "year": at.year,
                 "period": f"{at.year:04d}-{at.month:02d}",
             }
         )
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "year", "period"])
-    return frame.sort_values("period", kind="stable").reset_index(drop=True)
+    frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    for name in (*FEATURES, "duration", "year"):
+        if name not in CATEGORIES:
+            frame[name] = frame[name].astype(np.int64)
+    return frame
 
 
-def with_outcomes(bank: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
-    """Historical rows followed by the feedback rows (chronological order preserved)."""
-    if examples.empty:
-        return bank
-    return pd.concat([bank, examples[bank.columns]], ignore_index=True)
+def with_outcomes(base: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The base rows followed by the outcome rows, in chronological (period) order.
+
+    The sort is stable: within a period base rows stay first and both keep their own order, so
+    with a base cut before the outcomes' first period this is a plain append.
+    """
+    if rows.empty:
+        return base
+    combined = pd.concat([base, rows[base.columns]], ignore_index=True)
+    return combined.sort_values("period", kind="stable").reset_index(drop=True)
 
 
-assert set(FEATURES) <= set(COLUMNS)
+@dataclass(frozen=True)
+class TrainingData:
+    """The frame a training uses and where its rows came from."""
+
+    frame: pd.DataFrame
+    base_rows: int
+    base_data_until: str | None
+    base_periods: list[str]  # in file order
+    labels: LabelSet | None  # None: base data only (--no-outcomes)
+    outcome_periods: list[str]
+    overlapping_periods: list[str]  # periods present in both parts (a row may count twice)
+
+    @property
+    def outcome_rows(self) -> int:
+        return len(self.labels.labelled) if self.labels is not None else 0
+
+    @property
+    def labelled_until(self) -> datetime | None:
+        return self.labels.labelled_until if self.labels is not None else None
+
+
+def training_data(
+    bank: pd.DataFrame, labels: LabelSet | None, base_data_until: str | None
+) -> TrainingData:
+    """The base data cut at `base_data_until`, then the labelled outcomes (if any were read)."""
+    base = cut_base(bank, base_data_until)
+    rows = outcome_rows(labels.labelled) if labels is not None else outcome_rows([])
+    outcome_periods = sorted(set(rows["period"]))
+    overlap = sorted(set(outcome_periods) & set(base["period"]))
+    if overlap:
+        log.warning(
+            "outcomes of periods %s overlap the base data: a replay of the base file counts "
+            "those rows twice; set CALLSCORE_BASE_DATA_UNTIL to the replay's first month",
+            ", ".join(overlap),
+        )
+    return TrainingData(
+        frame=with_outcomes(base, rows),
+        base_rows=len(base),
+        base_data_until=base_data_until,
+        base_periods=[str(p) for p in dict.fromkeys(base["period"])],
+        labels=labels,
+        outcome_periods=outcome_periods,
+        overlapping_periods=overlap,
+    )

@@ -1,4 +1,8 @@
-"""`callscore train`: select, evaluate, calibrate, write the model card, gate and publish."""
+"""`callscore train`: select, evaluate, calibrate, write the model card, gate and publish.
+
+The training data is the base file (cut at Settings.base_data_until) followed by the labelled
+outcomes on the prediction-log and outcome topics (trainer.outcomes).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import pandas as pd
 import sklearn
 from sklearn.inspection import permutation_importance
 
+from core.errors import BrokerUnavailableError
 from core.settings import Settings
 from feedback.drift import build_baseline
+from feedback.labels import LabelCounts, LabelSet
 from registry.artifact import (
     ArtifactMetadata,
     ModelArtifact,
@@ -27,8 +33,9 @@ from registry.model_topic import load_champion, next_version, publish_manifest, 
 from registry.signing import build_manifest
 from schemas import FEATURES, ModelManifest, TrainingWindow, feature_contract_hash
 from trainer import report
+from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED
 from trainer.data import BANK_FULL_SHA256, labels
-from trainer.evaluation import SELECTION_METRIC, score_metrics
+from trainer.evaluation import SELECTION_METRIC, random_cv_auc, rolling_backtest, score_metrics
 from trainer.final import HOLDOUT_METRIC_PREFIX, FinalModel, fit_final
 from trainer.gate import GateDecision, GateSkipped, gate
 from trainer.model_card import (
@@ -36,6 +43,7 @@ from trainer.model_card import (
     CARD_FILE,
     BacktestMonth,
     CandidateMetrics,
+    DataSources,
     DataSummary,
     HoldoutSummary,
     ImportanceRow,
@@ -43,14 +51,18 @@ from trainer.model_card import (
     ScreenRow,
     SearchSummary,
 )
+from trainer.outcomes import TrainingData, read_labels, training_data
 from trainer.selection import (
     CandidateEvaluation,
     Selection,
     Step,
     feature_comparisons,
     screen_table,
+    screening_origins,
     select_model,
 )
+
+DEFAULT_REASON = "callscore train"
 
 
 @dataclass(frozen=True)
@@ -58,10 +70,18 @@ class TrainOptions:
     out: Path
     publish: bool = True
     force: bool = False
-    fast: bool = False
+    fast: bool = False  # the tiny search space (tests, demos)
+    # Only the reference selected configuration, no search (the scheduler's retrains).
+    reference: bool = False
     search_seconds: float = 30.0
     importance_rows: int = 3000
     n_jobs: int = 2
+    outcomes: bool = True  # append the labelled outcomes on the topics to the base data
+    reason: str = DEFAULT_REASON  # why this version exists: recorded in its manifest
+
+    def __post_init__(self) -> None:
+        if self.fast and self.reference:
+            raise ValueError("TrainOptions: choose fast or reference, not both")
 
 
 @dataclass
@@ -112,19 +132,27 @@ def run_training(
     data_sha256: str,
     options: TrainOptions,
     step: Step | None = None,
+    labels: LabelSet | None = None,
 ) -> TrainResult:
-    """Everything `callscore train` does after loading the data."""
+    """Everything `callscore train` does after loading the base data.
+
+    `labels`: the outcomes already read (the scheduler decides on them, then trains on exactly
+    them); None reads them from the topics unless `options.outcomes` is off.
+    """
     timings = Timings()
     topic = ModelTopicState()
     if options.publish:  # fail fast: broker and signing key are checked before training
         with timings.step("read_model_topic"):
             topic = _read_model_topic(settings)
+    with timings.step("training_data"):
+        data = _training_data(settings, frame, options, labels)
+    frame = data.frame
     with timings.step("selection"):
-        selection = select_model(frame, options.fast, options.search_seconds, step, options.n_jobs)
+        selection = _select(frame, options, step)
     with timings.step("final_fit"):
         final = _fit_final(frame, selection.best, options, step)
     with timings.step("artifact"):
-        built = _build_artifact(settings, frame, data_sha256, selection.best, final, topic)
+        built = _build_artifact(settings, data, data_sha256, selection.best, final, topic, options)
     decision: GateDecision | GateSkipped = GateSkipped()
     if options.publish:
         with timings.step("gate"):
@@ -136,10 +164,49 @@ def run_training(
         with timings.step("publish"):
             manifest = _publish(settings, built)
     card = _model_card(
-        frame, options, selection, built, decision, manifest, importance, timings.seconds
+        data, options, selection, built, decision, manifest, importance, timings.seconds
     )
     _write_card(card, options.out)
     return TrainResult(card, built.artifact, manifest, selection, final)
+
+
+def _training_data(
+    settings: Settings, bank: pd.DataFrame, options: TrainOptions, labels: LabelSet | None
+) -> TrainingData:
+    if options.outcomes and labels is None:
+        try:
+            labels = read_labels(settings)
+        except BrokerUnavailableError as exc:
+            raise BrokerUnavailableError(
+                f"{exc}; pass --no-outcomes to train on the base data only"
+            ) from None
+    return training_data(bank, labels if options.outcomes else None, settings.base_data_until)
+
+
+def _select(frame: pd.DataFrame, options: TrainOptions, step: Step | None) -> Selection:
+    if options.reference:
+        return reference_selection(frame, step, options.n_jobs)
+    return select_model(frame, options.fast, options.search_seconds, step, options.n_jobs)
+
+
+def reference_selection(
+    frame: pd.DataFrame, step: Step | None = None, n_jobs: int = 2
+) -> Selection:
+    """The reference run's selected configuration, evaluated like the fast path's finalists.
+
+    No search: the configuration was chosen once on the full data (docs/model-card.md); a
+    scheduled retrain only refits it on newer data, so a replay can retrain every month.
+    """
+    config = REFERENCE_CONFIGS[REFERENCE_SELECTED]
+    origins = screening_origins(frame)
+    backtest = rolling_backtest(frame, config.build, origins=origins, n_jobs=n_jobs)
+    if step:
+        step(f"{config.candidate}: backtest")
+    cv = random_cv_auc(frame, config.build, folds=3, n_jobs=n_jobs)
+    if step:
+        step(f"{config.candidate}: random CV")
+    evaluation = CandidateEvaluation(config, backtest, cv)
+    return Selection([], {config.candidate: evaluation}, config.candidate, 0)
 
 
 def _read_model_topic(settings: Settings) -> ModelTopicState:
@@ -161,12 +228,14 @@ def _fit_final(
 
 def _build_artifact(
     settings: Settings,
-    frame: pd.DataFrame,
+    data: TrainingData,
     data_sha256: str,
     best: CandidateEvaluation,
     final: FinalModel,
     topic: ModelTopicState,
+    options: TrainOptions,
 ) -> BuiltArtifact:
+    frame = data.frame
     holdout = score_metrics(final.holdout_y, final.holdout_scores)
     validation_scores = [float(v) for v in final.holdout_scores]
     periods = frame["period"]
@@ -191,6 +260,8 @@ def _build_artifact(
         validation_scores=score_quantiles(validation_scores),
         # The holdout is the newest labelled population and the one the tiers were cut on.
         drift_baseline=build_baseline(final.holdout[list(FEATURES)], validation_scores),
+        reason=options.reason,
+        labelled_until=data.labelled_until,
     )
     artifact = ModelArtifact(final.pipeline, metadata)
     return BuiltArtifact(artifact, dump_artifact(artifact), _holdout_summary(final, holdout))
@@ -246,7 +317,7 @@ def _publish(settings: Settings, built: BuiltArtifact) -> ModelManifest:
 
 
 def _model_card(
-    frame: pd.DataFrame,
+    data: TrainingData,
     options: TrainOptions,
     selection: Selection,
     built: BuiltArtifact,
@@ -261,11 +332,13 @@ def _model_card(
         model_name=metadata.model_name,
         model_version=metadata.version,
         created_at=metadata.created_at,
+        reason=metadata.reason,
         selected=best.config.candidate,
         selected_config=best.config.label,
         selection_metric=SELECTION_METRIC,
         features=metadata.features,
-        data=_data_summary(frame, metadata),
+        data=_data_summary(data.frame, metadata),
+        sources=_data_sources(data),
         candidates={name: _candidate(ev) for name, ev in selection.candidates.items()},
         feature_comparisons=feature_comparisons(selection),
         search=_search_summary(selection, options),
@@ -283,6 +356,7 @@ def _search_summary(selection: Selection, options: TrainOptions) -> SearchSummar
     return SearchSummary(
         time_budget_seconds=options.search_seconds,
         fast=options.fast,
+        reference=options.reference,
         skipped_configs=selection.skipped_configs,
         screen=ScreenRow.from_table(screen_table(selection.screen)),
     )
@@ -296,6 +370,27 @@ def _data_summary(frame: pd.DataFrame, metadata: ArtifactMetadata) -> DataSummar
         first_period=metadata.training_window.start,
         last_period=metadata.training_window.end,
         positive_rate=float(labels(frame).mean()),
+    )
+
+
+def _data_sources(data: TrainingData) -> DataSources:
+    labels = data.labels
+    counts = labels.counts if labels is not None else LabelCounts()
+    return DataSources(
+        base_rows=data.base_rows,
+        base_data_until=data.base_data_until,
+        base_periods=data.base_periods,
+        outcomes_read=labels is not None,
+        outcome_rows=data.outcome_rows,
+        outcome_periods=data.outcome_periods,
+        labelled_until=data.labelled_until,
+        predictions=counts.predictions,
+        invalid_predictions=counts.invalid_predictions,
+        outcomes=counts.outcomes,
+        invalid_outcomes=counts.invalid_outcomes,
+        unmatched_outcomes=counts.unmatched,
+        overlapping_periods=data.overlapping_periods,
+        invalid_examples=labels.errors if labels is not None else [],
     )
 
 

@@ -64,11 +64,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         publish=not args.no_publish,
         force=args.force,
         fast=args.search == "fast",
+        reference=args.search == "reference",
         search_seconds=args.search_seconds,
+        outcomes=not args.no_outcomes,
     )
     # Progress steps: each screened config, a full backtest and a random CV per family, the
-    # calibrated final fit.
-    total = len(search_space(options.fast)) + 2 * len(CANDIDATES) + 1
+    # calibrated final fit (the reference search: one family, no screen).
+    screened = 0 if options.reference else len(search_space(options.fast))
+    total = screened + 2 * (1 if options.reference else len(CANDIDATES)) + 1
     with _progress() as progress:
         task = progress.add_task("model selection", total=total)
 
@@ -79,6 +82,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress.update(task, completed=total, description="done")
 
     card = result.card
+    sources = card.sources
+    if sources is not None:
+        console.print(_sources_line(sources), soft_wrap=True)
     table = Table(title="Candidates (selection metric: backtest per-month weighted ROC-AUC)")
     table.add_column("candidate")
     for column in CANDIDATE_METRICS:
@@ -94,11 +100,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not card.data.is_uci_bank_full:
         out.print("[yellow]not UCI bank-full.csv: do not report these numbers as model quality")
     verdict = "publish" if card.gate.publish else "keep champion"
-    out.print(f"gate: {verdict} ({card.gate.reason})")
+    rule = getattr(card.gate, "rule", None)
+    out.print(f"gate: {verdict} ({card.gate.reason})" + (f" [rule: {rule}]" if rule else ""))
     if result.manifest is not None:
         out.print(f"published {settings.model_name} v{result.manifest.version}")
     out.print(f"wrote {Path(args.out) / CARD_FILE}, {ARTIFACT_FILE}, {REPORT_FILE}")
     return 0
+
+
+def _sources_line(sources: Any) -> str:
+    base = f"base: {sources.base_rows} rows"
+    if sources.base_data_until:
+        base += f" (periods before {sources.base_data_until})"
+    if not sources.outcomes_read:
+        return f"{base}; outcomes: not read (--no-outcomes)"
+    periods = sources.outcome_periods
+    span = f" of {periods[0]}..{periods[-1]}" if periods else ""
+    line = (
+        f"{base}; outcomes: {sources.outcome_rows} labelled rows{span} "
+        f"({sources.outcomes} valid outcomes, {sources.unmatched_outcomes} unmatched, "
+        f"{sources.invalid_outcomes} invalid; {sources.invalid_predictions} invalid predictions)"
+    )
+    if sources.overlapping_periods:
+        line += (
+            f"; [yellow]periods {', '.join(sources.overlapping_periods)} are in both: "
+            "set CALLSCORE_BASE_DATA_UNTIL"
+        )
+    return line
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
@@ -142,14 +170,18 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
+    import logging
+
     from core.settings import load_settings
     from trainer.schedule import Scheduler
 
+    # One line per decision, with its numbers (trainer.schedule logs them).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = load_settings()
-    scheduler = Scheduler.for_cli(settings, data=args.data, out=Path(args.out))
+    scheduler = Scheduler.for_cli(settings, data=args.data, out=Path(args.out), search=args.search)
     runs = 1 if args.once else args.max_runs
-    scheduler.run(max_runs=runs)
-    return 0
+    decisions = scheduler.run(max_runs=runs)
+    return 1 if decisions and decisions[-1].failed and args.once else 0
 
 
 def _cmd_models_list(_args: argparse.Namespace) -> int:
@@ -161,7 +193,8 @@ def _cmd_models_list(_args: argparse.Namespace) -> int:
     settings = load_settings()
     rows = version_rows(read_model_records(settings), settings)
     table = Table(title=f"{settings.model_name} on '{settings.topic_models}'")
-    for column in ("version", "created", "last published", "window", "bt monthly AUC", "current"):
+    columns = ("version", "created", "last published", "window", "bt monthly AUC", "current")
+    for column in (*columns, "reason"):
         table.add_column(column)
     for row in rows:
         auc = row["metrics"].get("backtest_monthly_roc_auc")
@@ -172,6 +205,7 @@ def _cmd_models_list(_args: argparse.Namespace) -> int:
             row["training_window"],
             "-" if auc is None else f"{auc:.3f}",
             "*" if row["current"] else "",
+            row["reason"] or "-",
         )
     _console(stderr=False).print(table if rows else "no published versions")
     return 0
@@ -204,9 +238,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--force", action="store_true", help="publish even if worse than champion")
     train.add_argument(
         "--search",
-        choices=("full", "fast"),
+        choices=("full", "fast", "reference"),
         default="full",
-        help="hyperparameter search space (fast: tiny, for tests and demos)",
+        help="hyperparameter search space (fast: tiny, for tests and demos; reference: the "
+        f"reference {REFERENCE_SELECTED} configuration only, no search)",
+    )
+    train.add_argument(
+        "--no-outcomes",
+        action="store_true",
+        help="train on the base data only (default: append the labelled outcomes on the topics)",
     )
     train.add_argument(
         "--search-seconds", type=float, default=30.0, help="time box of the screening stage"
@@ -232,9 +272,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     backtest.set_defaults(handler=_cmd_backtest)
 
     schedule = sub.add_parser(
-        "schedule", help="retrain every CALLSCORE_RETRAIN_INTERVAL_SECONDS or on new outcomes"
+        "schedule",
+        help="retrain on fresh outcomes, drift or falling quality (CALLSCORE_RETRAIN_*); "
+        "otherwise recalibrate",
     )
-    schedule.add_argument("--data", help="bank-full.csv(.gz)")
+    schedule.add_argument("--data", help="bank-full.csv(.gz): the base data of every retrain")
+    schedule.add_argument(
+        "--search",
+        choices=("reference", "fast", "full"),
+        default="reference",
+        help=f"search of each retrain (default reference: the {REFERENCE_SELECTED} reference "
+        "configuration only, seconds per retrain)",
+    )
     schedule.add_argument("--out", default="artifacts/runs", help="one subfolder per run")
     schedule.add_argument("--once", action="store_true", help="one decision, then exit")
     schedule.add_argument("--max-runs", type=int, default=None, help="stop after N decisions")

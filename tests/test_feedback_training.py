@@ -1,0 +1,194 @@
+"""Training on fresh outcomes (real broker): the base data cut at base_data_until, the replayed
+months appended as labelled outcomes, the gate on the newest labelled window, and the scheduler
+retraining on them and publishing a version a running scorer switches to.
+
+Synthetic data and the reference configuration (no search): each training takes seconds; never
+read model quality from these numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from callscore.cli import main
+from callscore.factories import valid_event
+from callscore.harness import collect, event_bytes, produce, worker_settings
+from core.kafka import ensure_topics
+from registry.model_topic import current_manifest, read_model_records
+from registry.signing import verify_and_load
+from schemas import CallOutcome, TrainingWindow
+from tests.test_schedule import labelled_records, produce_labels
+from trainer.data import add_periods, validate_frame
+from trainer.gate import gate
+from trainer.schedule import Scheduler
+from trainer.synthetic import synthetic_bank_frame
+from trainer.train import TrainOptions, run_training
+
+# Synthetic 2500 rows span 2008-05..2010-11; the trailing ~1000 rows (the holdout) start here.
+BASE_UNTIL = "2009-11"
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def bank() -> pd.DataFrame:
+    return add_periods(validate_frame(synthetic_bank_frame(2500, seed=11)))
+
+
+def options(tmp_path, name, **kw):  # type: ignore[no-untyped-def]
+    return TrainOptions(out=tmp_path / name, reference=True, importance_rows=300, n_jobs=1, **kw)
+
+
+def replay_labels(settings, bank, version: int, artifact):  # type: ignore[no-untyped-def]
+    """The months from BASE_UNTIL on as the scorer logged them and the dialers reported them;
+    plus two invalid outcomes, one whose event was never scored, and one event called twice."""
+    replay = bank.loc[bank["period"] >= BASE_UNTIL].reset_index(drop=True)
+    predictions, outcomes = labelled_records(replay, version, artifact.predict(replay), "r")
+    first = outcomes[0]
+    earlier = first.model_copy(
+        update={"subscribed": not first.subscribed, "called_at": first.called_at - timedelta(1)}
+    )
+    stray = CallOutcome(
+        event_id="never-scored",
+        prospect_id="x",
+        called_at=first.called_at,
+        subscribed=True,
+        duration_seconds=1,
+    )
+    extras = [earlier, stray, b"not json", json.dumps({"event_id": "r-1"}).encode()]
+    produce_labels(settings, predictions, [*extras, *outcomes])
+    return replay, outcomes
+
+
+def test_training_appends_replayed_months_and_gates_on_them(kafka_settings, bank, tmp_path):
+    settings = kafka_settings.model_copy(update={"base_data_until": BASE_UNTIL})
+    base = run_training(settings, bank, "0" * 64, options(tmp_path, "base", outcomes=False))
+    v1 = base.manifest
+    assert v1 is not None and v1.training_window.end < BASE_UNTIL
+    assert v1.labelled_until is None and v1.reason == "callscore train"
+    assert base.card.sources is not None and not base.card.sources.outcomes_read
+    replay, outcomes = replay_labels(settings, bank, 1, base.artifact)
+
+    fresh = run_training(settings, bank, "0" * 64, options(tmp_path, "fresh"))
+    v2, card = fresh.manifest, fresh.card
+    assert v2 is not None and v2.version == 2
+    # The replayed months are in, nothing twice: as many rows as the file.
+    assert v2.training_window == TrainingWindow(start="2008-05", end="2010-11", rows=len(bank))
+    assert v2.labelled_until == max(o.called_at for o in outcomes)
+    sources = card.sources
+    assert sources is not None
+    assert sources.base_rows == int((bank["period"] < BASE_UNTIL).sum())
+    assert sources.base_periods[-1] < BASE_UNTIL <= sources.outcome_periods[0]
+    assert sources.outcome_rows == len(replay)
+    assert sources.outcome_periods == sorted(set(replay["period"]))
+    assert (sources.invalid_outcomes, sources.unmatched_outcomes) == (2, 1)
+    assert sources.overlapping_periods == []
+    # The holdout (trailing periods) and the backtest extend over the new periods by themselves.
+    assert card.holdout.periods == sources.outcome_periods
+    assert "2010-11" in [month.period for month in card.backtest_per_month]
+    # The re-called event keeps its latest call: the labels are exactly the replayed file's.
+    assert int(fresh.final.holdout_y.sum()) == int((replay["y"] == "yes").sum())
+    # Champion v1 never saw these months: both are scored on them.
+    decision = fresh.decision
+    assert decision is not None and decision.publish and decision.rule == "newest_window"
+    assert decision.window_periods == card.holdout.periods
+    assert decision.window_rows == card.holdout.rows and decision.champion_version == 1
+    assert "newest labelled rows" in decision.reason
+
+    # No newer window (the champion saw every month): the champion's recorded holdout AUC.
+    champion = verify_and_load(v2, settings)
+    same = gate(settings, (v2, champion), fresh.final, force=False)
+    assert same.rule == "recorded_holdout" and same.window_rows == 0
+    assert same.champion_roc_auc == v2.metrics["holdout_roc_auc"]
+    # A newer window of one month (< NEWEST_WINDOW_MIN_ROWS rows) is too small to decide on.
+    shorter = v2.model_copy(
+        update={"training_window": v2.training_window.model_copy(update={"end": "2010-10"})}
+    )
+    assert gate(settings, (shorter, champion), fresh.final, False).rule == "recorded_holdout"
+
+
+def test_cli_trains_on_the_outcomes_and_lists_reasons(
+    kafka_settings, bank, tmp_path, monkeypatch, capsys
+):
+    settings = kafka_settings.model_copy(update={"base_data_until": BASE_UNTIL})
+    base = run_training(settings, bank, "0" * 64, options(tmp_path, "base", outcomes=False))
+    replay, _ = replay_labels(settings, bank, 1, base.artifact)
+    for name, value in settings.as_env().items():
+        monkeypatch.setenv(name, value)
+    data = tmp_path / "bank.csv"
+    bank.drop(columns=["year", "period"]).to_csv(data, sep=";", index=False)
+    out = tmp_path / "cli"
+    args = ["train", "--data", str(data), "--out", str(out), "--search", "reference"]
+    assert main([*args, "--no-publish"]) == 0
+    sources = json.loads((out / "metrics.json").read_text())["sources"]
+    assert sources["outcome_rows"] == len(replay) and sources["base_data_until"] == BASE_UNTIL
+    assert f"outcomes: {len(replay)} labelled rows of 2009-11..2010-11" in capsys.readouterr().err
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "reason" in listing and "callscore train" in listing
+
+
+def test_scheduler_retrains_on_replayed_outcomes_and_publishes(kafka_settings, bank, tmp_path):
+    settings = kafka_settings.model_copy(
+        update={
+            "base_data_until": BASE_UNTIL,
+            "retrain_interval_seconds": 30 * DAY,
+            "retrain_min_new_outcomes": 100_000,
+        }
+    )
+    data = tmp_path / "bank.csv"
+    bank.drop(columns=["year", "period"]).to_csv(data, sep=";", index=False)
+    scheduler = Scheduler.for_cli(settings, str(data), tmp_path / "runs", search="reference")
+    first = scheduler.step()
+    assert (first.action, first.reason, first.published_version) == (
+        "retrain",
+        "no served model",
+        1,
+    )
+    v1 = current_manifest(read_model_records(settings), settings.model_name)
+    assert v1 is not None and v1.reason == "no served model" and v1.labelled_until is None
+    assert scheduler.step().action == "wait"
+
+    _replay, outcomes = replay_labels(settings, bank, 1, verify_and_load(v1, settings))
+    decision = scheduler.step()
+    assert decision.action == "retrain" and decision.published_version == 2, decision.line()
+    assert decision.triggers[0].startswith("interval: newest outcome ")
+    v2 = current_manifest(read_model_records(settings), settings.model_name)
+    assert v2 is not None and v2.version == 2 and v2.reason == decision.reason
+    assert v2.training_window.end == "2010-11" and v2.training_window.rows == len(bank)
+    assert v2.labelled_until == max(o.called_at for o in outcomes)
+    after = scheduler.step()
+    assert after.action == "wait" and after.signals is not None
+    assert after.signals.served_version == 2 and after.signals.new_outcomes == 0
+
+
+def test_a_running_scorer_switches_to_the_retrained_version(
+    kafka_settings, bank, tmp_path, workers
+):
+    settings = worker_settings(
+        kafka_settings.model_copy(
+            update={"base_data_until": BASE_UNTIL, "retrain_interval_seconds": 30 * DAY}
+        ),
+        tmp_path,
+    )
+    ensure_topics(settings)
+    base = run_training(settings, bank, "0" * 64, options(tmp_path, "base", outcomes=False))
+    worker = workers(settings)
+    worker.wait_ready()
+
+    def serving() -> int:
+        return int(worker.http("GET", "/model").body["version"])
+
+    worker.wait_until(lambda: serving() == 1, 30, "v1 served")
+    replay_labels(settings, bank, 1, base.artifact)
+    data = tmp_path / "bank.csv"
+    bank.drop(columns=["year", "period"]).to_csv(data, sep=";", index=False)
+    scheduler = Scheduler.for_cli(settings, str(data), tmp_path / "runs", search="reference")
+    assert scheduler.step().published_version == 2
+    worker.wait_until(lambda: serving() == 2, 30, "the retrained v2 served")
+    produce(settings, [event_bytes(valid_event(event_id="after-retrain"))])
+    tasks = collect(settings, settings.task_topics.values(), lambda r: len(r) >= 1, timeout=30)
+    assert [t.json()["model_version"] for t in tasks] == [2]
