@@ -126,9 +126,14 @@ def test_cli_trains_on_the_outcomes_and_lists_reasons(
     sources = json.loads((out / "metrics.json").read_text())["sources"]
     assert sources["outcome_rows"] == len(replay) and sources["base_data_until"] == BASE_UNTIL
     assert f"outcomes: {len(replay)} labelled rows of 2009-11..2010-11" in capsys.readouterr().err
+    # One scheduled decision: the replayed months are weeks newer than v1's data (interval).
+    runs = tmp_path / "runs"
+    assert main(["schedule", "--once", "--data", str(data), "--out", str(runs)]) == 0
+    assert len(list(runs.glob("*/metrics.json"))) == 1
     assert main(["models", "list"]) == 0
     listing = capsys.readouterr().out
     assert "reason" in listing and "callscore train" in listing
+    assert "interval: newest outcome" in listing  # v2's reason: the trigger that retrained it
 
 
 def test_scheduler_retrains_on_replayed_outcomes_and_publishes(kafka_settings, bank, tmp_path):
