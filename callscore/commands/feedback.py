@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+# Reading the whole prediction log for a report can take a while on a long history.
+REPORT_READ_TIMEOUT_SECONDS = 300.0
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
@@ -29,6 +32,45 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from core.settings import load_settings
+    from core.topic_reader import read_topics
+    from feedback.baselines import trusted_baselines
+    from feedback.labels import label_set
+    from feedback.report import ReportInputs, write_report
+
+    settings = load_settings()
+    key = settings.signing_key()
+    topics = [settings.topic_predictions, settings.topic_outcomes, settings.topic_models]
+    records = read_topics(settings, topics, timeout=REPORT_READ_TIMEOUT_SECONDS)
+    values: dict[str, list[bytes | None]] = {t: [] for t in topics}
+    for record in records:
+        values[record.topic].append(record.value)
+    labels = label_set(
+        values[settings.topic_predictions],
+        values[settings.topic_outcomes],
+        settings.max_message_bytes,
+    )
+    models = [r for r in records if r.topic == settings.topic_models]
+    inputs = ReportInputs(
+        labelled=labels.labelled,
+        predictions=labels.predictions,
+        baselines=trusted_baselines(models, key, settings.model_name),
+        totals={**asdict(labels.counts), "first_errors": labels.errors},
+    )
+    page = write_report(
+        Path(args.out), inputs, settings.quality_min_outcomes, settings.retrain_psi_threshold
+    )
+    counts = labels.counts
+    print(
+        f"{page}: {counts.predictions} predictions, {len(labels.labelled)} labelled events, "
+        f"{counts.unmatched} unmatched and {counts.invalid_outcomes} invalid outcomes"
+    )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     monitor = subparsers.add_parser(
         "monitor",
@@ -42,3 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-l", "--loglevel", default="info", choices=LOG_LEVELS, help="log level (default: info)"
     )
     monitor.set_defaults(handler=_cmd_monitor)
+
+    report = subparsers.add_parser(
+        "report",
+        help="write report.html, charts and quality.json of every model version's online quality",
+        description="Read the prediction log, the call outcomes and the model topic from the "
+        "beginning, join them, and write quality per model version and per event month "
+        "(ROC-AUC, conversion by tier, reliability, PSI) to DIR.",
+    )
+    report.add_argument("--out", required=True, help="output folder (created if missing)")
+    report.set_defaults(handler=_cmd_report)
