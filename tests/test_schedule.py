@@ -21,7 +21,7 @@ from core.errors import BrokerUnavailableError
 from feedback.join import Labelled
 from feedback.labels import label_set
 from registry.artifact import ModelArtifact, dump_artifact
-from registry.model_topic import publish_manifest
+from registry.model_topic import current_manifest, publish_manifest, read_model_records
 from registry.signing import build_manifest
 from schemas import (
     FEATURES,
@@ -115,8 +115,10 @@ def produce_labels(
 
 
 def publish(settings, artifact: ModelArtifact, **update: object) -> ModelManifest:  # type: ignore[no-untyped-def]
+    """Publish the artifact with updated metadata (in the artifact and its manifest alike)."""
     metadata = artifact.metadata.model_copy(update=update)
-    manifest = build_manifest(dump_artifact(artifact), metadata, settings)
+    updated = ModelArtifact(artifact.pipeline, metadata)
+    manifest = build_manifest(dump_artifact(updated), metadata, settings)
     publish_manifest(settings, manifest)
     return manifest
 
@@ -323,3 +325,39 @@ def test_a_restarted_scheduler_decides_the_same(kafka_settings):
     assert [d.action for d in after] == ["wait", "wait"]
     assert after[0].same_decision() == after[1].same_decision()
     assert after[0].signals.served_version == 2 and after[0].signals.new_outcomes == 0
+
+
+def test_the_hook_publishes_a_recalibrated_version(kafka_settings, tmp_path):
+    settings = kafka_settings.model_copy(update={"recalibration_min_outcomes": 60})
+    artifact = small_artifact(1)
+    publish(settings, artifact, labelled_until=T0)
+    frame = synthetic_bank_frame(80, seed=12).assign(period="2010-01")
+    times = [T0 + timedelta(hours=1 + i) for i in range(80)]
+    predictions, outcomes = labelled_records(frame, 1, artifact.predict(frame), "c", times)
+    produce_labels(settings, predictions, outcomes)
+    scheduler = Scheduler.for_cli(settings, None, tmp_path / "runs")
+    decision = scheduler.step()
+    assert decision.action == "recalibrate" and decision.published_version == 2, decision.line()
+    v2 = current_manifest(read_model_records(settings), settings.model_name)
+    assert v2 is not None and v2.calibration is not None and v2.calibration.outcomes == 80
+    assert v2.labelled_until == T0  # the retrain clock is not reset by a recalibration
+    assert scheduler.step().action == "wait"  # v2 has no outcomes of its own yet
+
+
+def test_a_refused_drift_retrain_without_outcomes_is_not_repeated(settings):
+    settings = settings.model_copy(update={"quality_min_outcomes": 100})
+    artifact = small_artifact(1)
+    model = served(settings, labelled_until=T0)
+    moved = shifted(synthetic_bank_frame(150, seed=13)).assign(period="2010-01")
+    predictions, _ = labelled_records(moved, 1, artifact.predict(moved), "m")
+    reasons: list[str] = []
+
+    def train(reason: str, labels: object) -> TrainAttempt:
+        reasons.append(reason)
+        return TrainAttempt(None, "not better")
+
+    scheduler = Scheduler(
+        settings, lambda: observation(model, predictions, []), train, lambda _l: None
+    )
+    assert scheduler.step().triggers[0].startswith("drift: score PSI")
+    assert scheduler.step().action == "wait" and len(reasons) == 1

@@ -130,7 +130,9 @@ def test_cli_train_no_publish_and_bad_inputs(settings, frame, tmp_path, monkeypa
     args = ["train", "--data", str(data), "--out", str(out), "--no-publish", "--search", "fast"]
     args.append("--no-outcomes")  # no broker here
     assert main([*args, "--search-seconds", "0"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["gate"]["publish"] is False
+    card = json.loads((out / "metrics.json").read_text())
+    assert card["gate"]["publish"] is False
+    assert card["sources"]["outcomes_read"] is False and card["sources"]["outcome_rows"] == 0
     assert main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(out)]) == 1
     assert "data file not found" in capsys.readouterr().err
     data.write_text("a,b\n1,2\n")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ log = logging.getLogger("callscore.schedule")
 Action = Literal["retrain", "recalibrate", "wait", "error"]
 SearchChoice = Literal["reference", "fast", "full"]
 SECONDS_PER_DAY = 86_400.0
+KEPT_DECISIONS = 1_000
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,10 @@ def decide(
         return Decision(action="recalibrate", reason=reason, triggers=[reason], signals=s, at=now)
     why = "no trigger"
     if refused_until is not None:
-        why = f"no trigger; the gate kept v{s.served_version} on outcomes up to {refused_until}"
+        why = (
+            f"no trigger; the gate kept v{s.served_version} on outcomes up to "
+            f"{refused_until.isoformat()}"
+        )
     return Decision(action="wait", reason=why, signals=s, at=now)
 
 
@@ -240,7 +245,8 @@ class Scheduler:
     train: Callable[[str, LabelSet], TrainAttempt]  # reason, labels; CallscoreError on failure
     recalibrate: Callable[[Sequence[Labelled]], ModelManifest | None]
     sleep: Callable[[float], None] = time.sleep
-    decisions: list[Decision] = field(default_factory=list)
+    # The latest decisions (a scheduler runs for months: one per check would grow forever).
+    decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=KEPT_DECISIONS))
     # (served version, newest outcome it trained on) of the last retrain the gate refused.
     _refused: tuple[int, datetime] | None = None
 
@@ -310,8 +316,9 @@ class Scheduler:
             return decision.model_copy(update={"result": f"failed: {exc}", "failed": True})
         if attempt.published is None:
             served = observation.served
-            if served is not None and observation.labels.labelled_until is not None:
-                self._refused = (served.version, observation.labels.labelled_until)
+            if served is not None:
+                until = observation.labels.labelled_until or data_until(served)
+                self._refused = (served.version, until)
             return decision.model_copy(update={"result": f"not published: {attempt.gate_reason}"})
         self._refused = None
         version = attempt.published.version
@@ -343,4 +350,4 @@ class Scheduler:
             runs += 1
             if max_runs is None or runs < max_runs:
                 self.sleep(self.settings.schedule_check_seconds)
-        return self.decisions
+        return list(self.decisions)
