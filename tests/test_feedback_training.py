@@ -23,7 +23,7 @@ from registry.signing import verify_and_load
 from schemas import CallOutcome, TrainingWindow
 from tests.test_schedule import labelled_records, produce_labels
 from trainer.data import add_periods, validate_frame
-from trainer.gate import gate
+from trainer.gate import NEWEST_WINDOW_MIN_ROWS, gate, newest_window, roc_auc
 from trainer.schedule import Scheduler
 from trainer.synthetic import synthetic_bank_frame
 from trainer.train import TrainOptions, run_training
@@ -108,6 +108,22 @@ def test_training_appends_replayed_months_and_gates_on_them(kafka_settings, bank
         update={"training_window": v2.training_window.model_copy(update={"end": "2010-10"})}
     )
     assert gate(settings, (shorter, champion), fresh.final, False).rule == "recorded_holdout"
+    # A champion that saw the holdout's first month: its data reaches past the holdout pipeline's,
+    # so the candidate is refitted on exactly the rows before the window, not the older pipeline.
+    first = card.holdout.periods[0]
+    longer = v2.model_copy(
+        update={"training_window": v2.training_window.model_copy(update={"end": first})}
+    )
+    window = newest_window(fresh.final, first)
+    rows, y = fresh.final.holdout.loc[window], fresh.final.holdout_y[window]
+    assert len(rows) >= NEWEST_WINDOW_MIN_ROWS and rows["period"].min() > first
+    refitted = gate(settings, (longer, champion), fresh.final, False)
+    assert refitted.rule == "newest_window" and refitted.window_rows == len(rows)
+    expected = roc_auc(y, fresh.final.scores_fitted_before(rows))
+    assert refitted.candidate_roc_auc == pytest.approx(expected, abs=1e-12)
+    assert refitted.candidate_roc_auc != pytest.approx(
+        roc_auc(y, fresh.final.holdout_scores[window])
+    )
 
 
 def test_cli_trains_on_the_outcomes_and_lists_reasons(

@@ -68,6 +68,17 @@ class FinalModel:
     holdout_y: np.ndarray
     holdout_scores: np.ndarray
     train_rows: int
+    frame: pd.DataFrame  # every training row, for a surrogate fitted on an earlier cut
+    config: Config
+    n_jobs: int = 2
+
+    def scores_fitted_before(self, rows: pd.DataFrame) -> np.ndarray:
+        """`rows` scored as served by this configuration fitted on every row before their first
+        period: the candidate's out-of-sample stand-in on exactly the data another model had."""
+        first = rows["period"].min()
+        before = self.frame.loc[self.frame["period"] < first]
+        model = calibrated(self.config, self.n_jobs).fit(before, labels(before))
+        return np.asarray(model.predict_proba(serving_view(rows))[:, 1], dtype=float)
 
 
 def fit_final(frame: pd.DataFrame, config: Config, n_jobs: int = 2) -> FinalModel:
@@ -78,4 +89,6 @@ def fit_final(frame: pd.DataFrame, config: Config, n_jobs: int = 2) -> FinalMode
     # Scored as served: FEATURES only, so period effects use the latest fitted period.
     scores = before.predict_proba(serving_view(holdout))[:, 1]
     everything = calibrated(config, n_jobs).fit(frame, y)
-    return FinalModel(before, everything, holdout, y[mask], scores, int((~mask).sum()))
+    return FinalModel(
+        before, everything, holdout, y[mask], scores, int((~mask).sum()), frame, config, n_jobs
+    )

@@ -138,7 +138,10 @@ def gate(
     """Candidate (fitted before the holdout) vs the published model, on the same rows.
 
     The rows are the holdout periods after the champion's training window: fresh outcomes the
-    champion never saw, scored by the candidate's holdout pipeline and by the champion live.
+    champion never saw, scored by the champion live and by the candidate's configuration fitted
+    on every row before them. (The holdout pipeline is reused when it was fitted on exactly those
+    rows; when the holdout reaches back into the champion's window, it saw less data than the
+    champion, and a gate on it refused every retrain of a replay: see docs/feedback-loop.md.)
     Without such a window (fewer than NEWEST_WINDOW_MIN_ROWS rows, or one class) the champion's
     live score on the holdout would be in-sample, so the decision uses the out-of-sample holdout
     AUC recorded in its manifest (the live score is still reported).
@@ -162,8 +165,15 @@ def gate(
     window = newest_window(final, manifest.training_window.end)
     y = final.holdout_y[window]
     if _window_is_usable(y):
+        rows = final.holdout.loc[window]
+        fitted_before_window = str(final.holdout["period"].iloc[0]) == rows["period"].min()
+        candidate = (
+            final.holdout_scores[window]
+            if fitted_before_window
+            else final.scores_fitted_before(rows)
+        )
         return against(
-            roc_auc(y, final.holdout_scores[window]),
+            roc_auc(y, candidate),
             roc_auc(y, live_scores[window]),
             rule="newest_window",
             window_periods=sorted(set(final.holdout["period"].to_numpy()[window])),
