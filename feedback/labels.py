@@ -15,42 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import ValidationError
-
 from feedback.join import Labelled
 from feedback.quality import latest_per_event
-from schemas import CallOutcome, PredictionRecord, ProspectEvent, decode_outcome
-from schemas.decode import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_json, field_errors_from
+from schemas import CallOutcome, PredictionRecord, decode_outcome
+from schemas.decode import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_prediction
 
 # Messages kept per kind of invalid record (enough to diagnose, bounded on a poisoned topic).
 KEPT_ERRORS = 3
-
-
-def decode_prediction(
-    raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
-) -> PredictionRecord:
-    """A prediction record whose features also satisfy the event contract, or InvalidEvent.
-
-    The record's own schema only checks the feature names; a training row needs their values to
-    be what a ProspectEvent allows.
-    """
-    record = decode_json(raw, PredictionRecord, "prediction record", max_bytes)
-    try:
-        ProspectEvent.model_validate(
-            {
-                "event_id": record.event_id,
-                "prospect_id": record.prospect_id,
-                "occurred_at": record.occurred_at,
-                **record.features,
-            }
-        )
-    except ValidationError as exc:
-        errors = field_errors_from(exc)
-        summary = "; ".join(f"features.{e.field}: {e.message} [{e.rule}]" for e in errors)
-        raise InvalidEvent(
-            "invalid_fields", f"invalid prediction record: {summary}", errors
-        ) from None
-    return record
 
 
 @dataclass(frozen=True)
@@ -102,7 +73,7 @@ def label_set(
     invalid_predictions = 0
     for raw in predictions:
         try:
-            record = decode_prediction(raw, max_bytes)
+            record, _event = decode_prediction(raw, max_bytes)
         except InvalidEvent as exc:
             invalid_predictions += 1
             if invalid_predictions <= KEPT_ERRORS:

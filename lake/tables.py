@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from core.settings import Settings
 from lake.schema import ContractColumn, cells, contract_columns
 from schemas import CallOutcome, CallTask, DeadLetter, PredictionRecord, ProspectEvent
-from schemas.decode import InvalidEvent, decode_json, field_errors_from
+from schemas.decode import decode_json, decode_prediction
 from schemas.prospect import EVENT_METADATA_FIELDS
 
 # The stream's size limit is its own policy: an archived record is judged by its contract only.
@@ -69,20 +69,7 @@ FEATURE_COLUMNS = contract_columns(ProspectEvent, prefix="feature_", exclude=EVE
 
 def _parse_prediction(raw: bytes | None) -> dict[str, Any]:
     """A prediction whose features also satisfy the prospect contract, as feature_<name>."""
-    record = decode_json(raw, PredictionRecord, "prediction record", NO_SIZE_LIMIT)
-    try:
-        event = ProspectEvent.model_validate(
-            {
-                **record.features,
-                "event_id": record.event_id,
-                "prospect_id": record.prospect_id,
-                "occurred_at": record.occurred_at,
-            }
-        )
-    except ValidationError as exc:
-        errors = field_errors_from(exc)
-        summary = "; ".join(f"features.{e.field}: {e.message} [{e.rule}]" for e in errors)
-        raise InvalidEvent("invalid_fields", f"invalid prediction record: {summary}") from None
+    record, event = decode_prediction(raw, NO_SIZE_LIMIT)
     return cells(record, PREDICTION_COLUMNS) | cells(event, FEATURE_COLUMNS)
 
 

@@ -1,4 +1,4 @@
-"""Bytes -> a contract (ProspectEvent, CallOutcome), or an InvalidEvent naming field and rule.
+"""Bytes -> a contract (event, outcome, prediction), or an InvalidEvent naming field and rule.
 
 Used by the stream (dead letters) and the HTTP API (422 responses) alike.
 """
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.dead_letter import ErrorKind, FieldError
 from schemas.outcome import CallOutcome
+from schemas.prediction import PredictionRecord
 from schemas.prospect import ProspectEvent
 
 Contract = TypeVar("Contract", bound=BaseModel)
@@ -89,3 +90,30 @@ def decode_prospect(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES)
 def decode_outcome(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> CallOutcome:
     """A call outcome from one Kafka value, or InvalidEvent (never counted as a label)."""
     return decode_json(raw, CallOutcome, "call outcome", max_bytes)
+
+
+def decode_prediction(
+    raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> tuple[PredictionRecord, ProspectEvent]:
+    """A prediction-log record whose features also satisfy the event contract, and that event.
+
+    The record's own schema only checks the feature names; a training row or a lake row needs
+    their values to be what a ProspectEvent allows.
+    """
+    record = decode_json(raw, PredictionRecord, "prediction record", max_bytes)
+    try:
+        event = ProspectEvent.model_validate(
+            {
+                **record.features,
+                "event_id": record.event_id,
+                "prospect_id": record.prospect_id,
+                "occurred_at": record.occurred_at,
+            }
+        )
+    except ValidationError as exc:
+        errors = field_errors_from(exc)
+        summary = "; ".join(f"features.{e.field}: {e.message} [{e.rule}]" for e in errors)
+        raise InvalidEvent(
+            "invalid_fields", f"invalid prediction record: {summary}", errors
+        ) from None
+    return record, event

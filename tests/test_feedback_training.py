@@ -213,3 +213,24 @@ def test_a_running_scorer_switches_to_the_retrained_version(
     produce(settings, [event_bytes(valid_event(event_id="after-retrain"))])
     tasks = collect(settings, settings.task_topics.values(), lambda r: len(r) >= 1, timeout=30)
     assert [t.json()["model_version"] for t in tasks] == [2]
+
+
+def test_labels_from_the_lake_equal_the_labels_from_kafka(kafka_settings, bank, tmp_path):
+    """`callscore train --outcomes-from-lake URL` trains on exactly what the topics hold."""
+    from datetime import UTC, datetime
+
+    from lake.export import export_day
+    from trainer.outcomes import read_labels, read_lake_labels
+
+    rows = bank.iloc[:120]
+    predictions, outcomes = labelled_records(rows, 1, [0.2] * len(rows), "lake")
+    produce_labels(kafka_settings, predictions, [*outcomes, b"not json"])
+    url = str(tmp_path / "lake")
+    export_day(kafka_settings, datetime.now(UTC).date(), url=url)  # records carry today's time
+
+    from_kafka = read_labels(kafka_settings)
+    from_lake = read_lake_labels(url, kafka_settings.max_message_bytes)
+    assert len(from_lake.labelled) == len(from_kafka.labelled) == len(rows)
+    assert from_lake.counts == from_kafka.counts and from_lake.counts.invalid_outcomes == 1
+    key = sorted((i.prediction.event_id, i.subscribed) for i in from_lake.labelled)
+    assert key == sorted((i.prediction.event_id, i.subscribed) for i in from_kafka.labelled)

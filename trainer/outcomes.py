@@ -50,6 +50,21 @@ def read_labels(settings: Settings, timeout: float = READ_TIMEOUT_SECONDS) -> La
     )
 
 
+def read_lake_labels(url: str, max_bytes: int) -> LabelSet:
+    """The same labels from the exported lake (`callscore export`) instead of the topics.
+
+    The lake keeps every record's raw value, so the labels are decoded and joined exactly as
+    from Kafka: a retrain can read months of history without re-reading the topics.
+    """
+    import lake
+
+    def values(table: str) -> list[bytes | None]:
+        column = lake.read_table(url, table)["value"]
+        return [None if v is None else str(v).encode() for v in column]
+
+    return label_set(values("predictions"), values("outcomes"), max_bytes)
+
+
 def outcome_rows(labelled: Sequence[Labelled]) -> pd.DataFrame:
     """One bank-schema row per labelled prediction, in event-time order.
 

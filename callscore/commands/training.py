@@ -59,6 +59,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     frame, sha, path = _load(args, settings)
     console = _console()
     console.print(f"data: {path} ({len(frame)} rows, sha256 {sha[:12]}...)")
+    labels = None
+    if args.outcomes_from_lake:
+        from trainer.outcomes import read_lake_labels
+
+        labels = read_lake_labels(args.outcomes_from_lake, settings.max_message_bytes)
     options = TrainOptions(
         out=Path(args.out),
         publish=not args.no_publish,
@@ -78,7 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         def step(label: str) -> None:
             progress.update(task, advance=1, description=label[:70])
 
-        result = run_training(settings, frame, sha, options, step)
+        result = run_training(settings, frame, sha, options, step, labels)
         progress.update(task, completed=total, description="done")
 
     card = result.card
@@ -243,10 +248,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="hyperparameter search space (fast: tiny, for tests and demos; reference: the "
         f"reference {REFERENCE_SELECTED} configuration only, no search)",
     )
-    train.add_argument(
+    sources = train.add_mutually_exclusive_group()
+    sources.add_argument(
         "--no-outcomes",
         action="store_true",
         help="train on the base data only (default: append the labelled outcomes on the topics)",
+    )
+    sources.add_argument(
+        "--outcomes-from-lake",
+        metavar="URL",
+        help="read the prediction log and the outcomes from the lake of `callscore export` "
+        "instead of the topics",
     )
     train.add_argument(
         "--search-seconds", type=float, default=30.0, help="time box of the screening stage"
