@@ -274,27 +274,47 @@ def shifted(frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_score_drift_fires_on_shifted_predictions_only(kafka_settings):
     settings = kafka_settings.model_copy(
-        update={"quality_min_outcomes": 200, "retrain_psi_threshold": 0.25}
+        update={
+            "quality_min_outcomes": 200,
+            "retrain_psi_threshold": 0.25,
+            # only drift may fire here
+            "retrain_interval_seconds": 365 * 86_400.0,
+            "retrain_auc_floor": 0.0,
+        }
     )
     artifact = small_artifact(1)
-    publish(settings, artifact, labelled_until=datetime(2030, 1, 1, tzinfo=UTC))
+    publish(settings, artifact, labelled_until=T0)
     # The baseline was built from seed-101 rows; a fresh sample of the same population matches.
     same = synthetic_bank_frame(400, seed=50).assign(period="2010-01")
-    p, _ = labelled_records(same, 1, artifact.predict(same), "same")
-    produce_labels(settings, p, [])
+    p, o = labelled_records(same, 1, artifact.predict(same), "same")
+    produce_labels(settings, p, o)
     steady = decide(settings, observe(settings))
     assert steady.action == "wait" and steady.signals.predictions == 400
-    assert steady.signals.score_psi < 0.1
+    assert steady.signals.score_psi < 0.1 and steady.reason == "no trigger"
 
     moved = shifted(synthetic_bank_frame(400, seed=51)).assign(period="2010-01")
-    p, _ = labelled_records(moved, 1, artifact.predict(moved), "moved")
-    produce_labels(settings, p, [])
+    p, o = labelled_records(moved, 1, artifact.predict(moved), "moved")
+    produce_labels(settings, p, o)
     drifting = decide(settings, observe(settings))
     assert drifting.action == "retrain" and drifting.signals.predictions == 800
-    assert drifting.signals.score_psi > 0.25
+    assert drifting.signals.score_psi > 0.25 and drifting.signals.new_outcomes == 800
     assert drifting.triggers == [
         f"drift: score PSI {drifting.signals.score_psi:.3f} over 800 predictions (> 0.25)"
     ]
+
+
+def test_drift_without_fresh_outcomes_waits_and_says_why(settings):
+    settings = settings.model_copy(update={"quality_min_outcomes": 100})
+    artifact = small_artifact(1)
+    model = served(settings, labelled_until=T0)
+    moved = shifted(synthetic_bank_frame(150, seed=13)).assign(period="2010-01")
+    predictions, _ = labelled_records(moved, 1, artifact.predict(moved), "m")
+    decision = decide(settings, observation(model, predictions, []))
+    assert decision.action == "wait" and decision.signals.score_psi > 0.25
+    assert decision.reason == (
+        f"no trigger; score PSI {decision.signals.score_psi:.3f} drifts, but 0 new outcomes "
+        "are too few to learn from (< 100)"
+    )
 
 
 def test_a_restarted_scheduler_decides_the_same(kafka_settings):
@@ -344,12 +364,14 @@ def test_the_hook_publishes_a_recalibrated_version(kafka_settings, tmp_path):
     assert scheduler.step().action == "wait"  # v2 has no outcomes of its own yet
 
 
-def test_a_refused_drift_retrain_without_outcomes_is_not_repeated(settings):
-    settings = settings.model_copy(update={"quality_min_outcomes": 100})
+def test_a_refused_drift_retrain_is_not_repeated(settings):
+    settings = settings.model_copy(
+        update={"quality_min_outcomes": 100, "retrain_interval_seconds": 365 * 86_400.0}
+    )
     artifact = small_artifact(1)
     model = served(settings, labelled_until=T0)
     moved = shifted(synthetic_bank_frame(150, seed=13)).assign(period="2010-01")
-    predictions, _ = labelled_records(moved, 1, artifact.predict(moved), "m")
+    predictions, outcomes = labelled_records(moved, 1, artifact.predict(moved), "m")
     reasons: list[str] = []
 
     def train(reason: str, labels: object) -> TrainAttempt:
@@ -357,7 +379,7 @@ def test_a_refused_drift_retrain_without_outcomes_is_not_repeated(settings):
         return TrainAttempt(None, "not better")
 
     scheduler = Scheduler(
-        settings, lambda: observation(model, predictions, []), train, lambda _l: None
+        settings, lambda: observation(model, predictions, outcomes), train, lambda _l: None
     )
     assert scheduler.step().triggers[0].startswith("drift: score PSI")
     assert scheduler.step().action == "wait" and len(reasons) == 1

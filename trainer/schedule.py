@@ -11,8 +11,9 @@ Retrain triggers, about the served version (see Settings.retrain_*):
 - interval: the newest labelled outcome is at least `retrain_interval_seconds` newer than the
   version's training data (its `labelled_until`, else the end of its training window);
 - outcomes: at least `retrain_min_new_outcomes` labelled outcomes called since then;
-- drift: the PSI of its scores against its training distribution exceeds `retrain_psi_threshold`
-  (over at least `quality_min_outcomes` of its predictions);
+- drift: the PSI of its scores (over at least `quality_min_outcomes` of its predictions) against
+  its training distribution exceeds `retrain_psi_threshold`, and at least `quality_min_outcomes`
+  outcomes newer than its data exist to learn the shift from;
 - quality: its online ROC-AUC is below `retrain_auc_floor` (over at least `quality_min_outcomes`
   of its labelled predictions).
 
@@ -159,6 +160,10 @@ def signals(settings: Settings, observation: Observation) -> Signals:
     )
 
 
+def drifting(settings: Settings, s: Signals) -> bool:
+    return s.score_psi is not None and s.score_psi > settings.retrain_psi_threshold
+
+
 def retrain_triggers(
     settings: Settings, s: Signals, labels: LabelSet, refused_until: datetime | None = None
 ) -> list[str]:
@@ -185,7 +190,7 @@ def retrain_triggers(
         fired.append(f"outcomes: {new} new {after} (>= {settings.retrain_min_new_outcomes})")
     if refused_until is not None:
         return fired
-    if s.score_psi is not None and s.score_psi > settings.retrain_psi_threshold:
+    if drifting(settings, s) and s.new_outcomes >= settings.quality_min_outcomes:
         fired.append(
             f"drift: score PSI {s.score_psi:.3f} over {s.predictions} predictions "
             f"(> {settings.retrain_psi_threshold:g})"
@@ -221,6 +226,13 @@ def decide(
         )
         return Decision(action="recalibrate", reason=reason, triggers=[reason], signals=s, at=now)
     why = "no trigger"
+    if drifting(settings, s) and refused_until is None:
+        # A retrain on the same labelled data would relearn the same model: drift alone waits
+        # for outcomes of the drifted population.
+        why = (
+            f"no trigger; score PSI {s.score_psi:.3f} drifts, but {s.new_outcomes} new outcomes "
+            f"are too few to learn from (< {settings.quality_min_outcomes})"
+        )
     if refused_until is not None:
         why = (
             f"no trigger; the gate kept v{s.served_version} on outcomes up to "
