@@ -107,7 +107,11 @@ def test_training_appends_replayed_months_and_gates_on_them(kafka_settings, bank
     shorter = v2.model_copy(
         update={"training_window": v2.training_window.model_copy(update={"end": "2010-10"})}
     )
-    assert gate(settings, (shorter, champion), fresh.final, False).rule == "recorded_holdout"
+    too_few = gate(settings, (shorter, champion), fresh.final, False)
+    assert too_few.rule == "too_few_new_rows" and not too_few.publish
+    assert too_few.window_rows == int((fresh.final.holdout["period"] > "2010-10").sum())
+    assert too_few.champion_roc_auc is None  # no number from another holdout is compared
+    assert gate(settings, (shorter, champion), fresh.final, True).publish  # --force
     # A champion that saw the holdout's first month: its data reaches past the holdout pipeline's,
     # so the candidate is refitted on exactly the rows before the window, not the older pipeline.
     first = card.holdout.periods[0]

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.settings import Settings
 from registry.artifact import ModelArtifact
-from schemas import ModelManifest
+from schemas import ModelManifest, TrainingWindow
 from trainer.evaluation import score_metrics
 from trainer.final import HOLDOUT_METRIC_PREFIX, FinalModel
 
@@ -28,11 +28,16 @@ NEWEST_WINDOW_MIN_ROWS = 200
 # - no_champion: nothing published yet;
 # - newest_window: candidate (fitted before the holdout) and champion live, on the holdout rows of
 #   the periods after the champion's training window;
-# - recorded_holdout: the champion trained on the holdout and no newer window is large enough:
-#   its out-of-sample holdout AUC recorded in its manifest;
+# - recorded_holdout: the champion was trained on exactly the candidate's data, so both recorded
+#   an out-of-sample AUC on the same holdout: its recorded holdout AUC;
 # - live_holdout: the champion never saw the holdout but the window is too small: its live AUC
-#   on the whole holdout.
-GateRule = Literal["no_champion", "newest_window", "recorded_holdout", "live_holdout"]
+#   on the whole holdout;
+# - too_few_new_rows: the champion saw part of the holdout and the rows newer than its data are
+#   too few to compare both on them: no comparison is fair, so the champion stays (a replay showed
+#   the recorded-AUC shortcut comparing two different holdouts: 0.547 vs 0.689).
+GateRule = Literal[
+    "no_champion", "newest_window", "recorded_holdout", "live_holdout", "too_few_new_rows"
+]
 
 
 class GateDecision(BaseModel):
@@ -179,12 +184,45 @@ def gate(
             window_periods=sorted(set(final.holdout["period"].to_numpy()[window])),
             window_rows=int(window.sum()),
         )
+    periods = final.frame["period"]
+    same_data = manifest.training_window == TrainingWindow(
+        start=str(periods.iloc[0]), end=str(periods.iloc[-1]), rows=len(final.frame)
+    )
+    if saw_holdout and not same_data:
+        return _too_few_new_rows(settings, manifest, candidate_auc, live, y, force)
     recorded = manifest.metrics.get(f"{HOLDOUT_METRIC_PREFIX}roc_auc")
     use_recorded = saw_holdout and recorded is not None
     return against(
         candidate_auc,
         recorded if use_recorded and recorded is not None else live,
         rule="recorded_holdout" if use_recorded else "live_holdout",
+    )
+
+
+def _too_few_new_rows(
+    settings: Settings,
+    champion: ModelManifest,
+    candidate_auc: float,
+    live: float,
+    window_y: np.ndarray,
+    force: bool,
+) -> GateDecision:
+    reason = (
+        f"only {len(window_y)} labelled rows ({int(window_y.sum())} subscribed) are newer than "
+        f"champion v{champion.version}'s data; comparing both on the same rows needs "
+        f"{NEWEST_WINDOW_MIN_ROWS} with both classes: keeping v{champion.version}"
+    )
+    return GateDecision(
+        publish=force,
+        reason=f"{reason}; published anyway (--force)" if force else reason,
+        candidate_roc_auc=candidate_auc,
+        champion_version=champion.version,
+        tolerance=settings.champion_tolerance,
+        forced=force,
+        champion_saw_holdout=True,
+        champion_live_roc_auc=live,
+        rule="too_few_new_rows",
+        window_rows=len(window_y),
     )
 
 
