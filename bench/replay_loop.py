@@ -245,6 +245,37 @@ def run(
     }
 
 
+def summary(result: dict[str, Any]) -> dict[str, float]:
+    """Row-weighted over the months: per-month ROC-AUC and |mean score - observed rate|."""
+    offline = result["offline_backtest_monthly_retrain"]
+    months = [m for m in result["monthly"] if m["roc_auc"] is not None and m["month"] in offline]
+    weights = np.array([m["outcomes"] for m in months], dtype=float)
+
+    def weighted(values: list[float]) -> float:
+        return round(float(np.average(values, weights=weights)), 4)
+
+    observed = [m["observed_rate"] for m in months]
+    return {
+        "online_monthly_roc_auc": weighted([m["roc_auc"] for m in months]),
+        "offline_monthly_roc_auc": weighted([offline[m["month"]]["roc_auc"] for m in months]),
+        "served_calibration_gap": weighted(
+            [abs(m["mean_score"] - o) for m, o in zip(months, observed, strict=True)]
+        ),
+        "without_recalibration_gap": weighted(
+            [
+                abs(m["mean_score_without_recalibration"] - o)
+                for m, o in zip(months, observed, strict=True)
+            ]
+        ),
+        "offline_calibration_gap": weighted(
+            [
+                abs(offline[m["month"]]["mean_score"] - o)
+                for m, o in zip(months, observed, strict=True)
+            ]
+        ),
+    }
+
+
 def _fmt(value: float | None) -> str:
     return (
         "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
@@ -301,6 +332,7 @@ def print_tables(result: dict[str, Any]) -> None:
             v["reason"],
         )
     console.print(versions)
+    console.print(result["summary"])
 
 
 def main() -> None:
@@ -313,6 +345,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     result = run(args.start, args.months, args.month_seconds, args.outcome_delay, overrides)
+    result["summary"] = summary(result)
     print_tables(result)
     print(write_results("replay_loop", result))
 
