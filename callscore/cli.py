@@ -14,6 +14,7 @@ from pathlib import Path
 
 from callscore.commands import (
     feedback,
+    keys,
     lake,
     recalibration,
     scoring,
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
-    for area in (training, scoring, feedback, recalibration, lake, simulation):
+    for area in (training, scoring, feedback, recalibration, lake, simulation, keys):
         area.register(sub)
     return parser
 

@@ -8,7 +8,6 @@ publishes a model with `callscore train`, starts `callscore stream`, publishes p
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from core.errors import CallscoreError
 from core.local_broker import LOCAL_BROKER_TIMINGS, free_port, start_tansu
 from core.settings import Settings, env_vars
 from core.topic_reader import Record, read_topics
+from registry.keys import generate_keypair
 
 console = Console()
 
@@ -123,10 +123,12 @@ def run_demo(out: Path, events: int = 20, search: str = "full") -> int:
             for name, value in env_vars(LOCAL_BROKER_TIMINGS).items():
                 env.setdefault(name, value)
             console.print(f"local broker (Tansu) on {broker.bootstrap_servers}")
-        if "CALLSCORE_MODEL_SIGNING_KEY" not in env:
-            env["CALLSCORE_MODEL_SIGNING_KEY"] = secrets.token_hex(32)
-            console.print("CALLSCORE_MODEL_SIGNING_KEY not set: using a random key for this demo")
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callscore-")))
+        if "CALLSCORE_MODEL_SIGNING_KEY_FILE" not in env:
+            kid, private, public = generate_keypair(workdir / "keys")
+            env["CALLSCORE_MODEL_SIGNING_KEY_FILE"] = str(private)
+            env["CALLSCORE_MODEL_TRUSTED_KEYS"] = str(public)
+            console.print(f"no model signing key set: using a new key pair ({kid}) for this demo")
         env.setdefault("CALLSCORE_HTTP_PORT", str(free_port()))
         env.setdefault("CALLSCORE_ARTIFACT_DIR", str(workdir / "artifacts"))
         settings = Settings()

@@ -25,6 +25,7 @@ from core.local_broker import LOCAL_BROKER_TIMINGS, free_port
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
 from registry.artifact import ModelArtifact, dump_artifact
+from registry.keys import generate_keypair
 from registry.model_topic import publish_manifest
 from registry.signing import build_manifest
 
@@ -33,7 +34,9 @@ CALLSCORE = str(Path(sys.executable).with_name("callscore"))
 
 def isolated_settings(name: str, workdir: Path, **updates: Any) -> Settings:
     """Settings for one test or run: topics of its own, the local broker's timings, a throwaway
-    signing key; nothing read from the environment or a .env file."""
+    Ed25519 key pair under workdir/keys (trusted: its public key only); nothing read from the
+    environment or a .env file."""
+    _kid, private, public = generate_keypair(workdir / "keys" / name)
     return Settings(
         _env_file=None,
         topic_prospects=f"prospects-{name}",
@@ -43,7 +46,8 @@ def isolated_settings(name: str, workdir: Path, **updates: Any) -> Settings:
         topic_outcomes=f"outcomes-{name}",
         topic_outcome_dead_letters=f"outcome-dead-letters-{name}",
         topic_predictions=f"predictions-{name}",
-        model_signing_key=f"signing-key-{name}-not-secret",
+        model_signing_key_file=private,
+        model_trusted_keys=str(public),
         artifact_dir=workdir / "artifacts",
         **{**LOCAL_BROKER_TIMINGS, **updates},
     )

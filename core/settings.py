@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.errors import CallscoreError, MissingSecretError
+from core.errors import CallscoreError
 from schemas.decode import DEFAULT_MAX_EVENT_BYTES
 from schemas.tasks import PRIORITIES, Priority
 
@@ -81,7 +81,16 @@ class Settings(BaseSettings):
     )
 
     # --- Model artifacts ---
-    model_signing_key: SecretStr | None = None
+    model_signing_key_file: Path | None = Field(
+        default=None,
+        description="PEM file of the Ed25519 private key that signs model records (trainer and "
+        "publisher only; `callscore keys generate` writes one).",
+    )
+    model_trusted_keys: str | None = Field(
+        default=None,
+        description="Ed25519 public keys a model record may be signed with: comma-separated PEM "
+        "files or directories of *.pem files (scorers, monitor, report, trainer).",
+    )
     artifact_dir: Path = Path("artifacts")
     model_record_max_bytes: int = Field(
         default=2 * 1024 * 1024,
@@ -217,13 +226,6 @@ class Settings(BaseSettings):
         """These settings as CALLSCORE_* variables, to configure a child process identically."""
         return env_vars(self.model_dump(exclude_none=True))
 
-    def signing_key(self) -> bytes:
-        if self.model_signing_key is None or not self.model_signing_key.get_secret_value():
-            raise MissingSecretError(
-                "no model signing key: set CALLSCORE_MODEL_SIGNING_KEY (any long random string; "
-                "the trainer and every scorer must share it)"
-            )
-        return self.model_signing_key.get_secret_value().encode()
 
 
 def env_vars(values: Mapping[str, Any]) -> dict[str, str]:

@@ -1,20 +1,21 @@
 """Which model-topic records to trust for a version's drift baseline (no unpickling needed).
 
 The monitor and `callscore report` only need the manifest's fields, not its artifact, so they
-check the HMAC signature in constant time and read the baseline; a record that fails is counted
-with its reason and never used.
+check the Ed25519 signature against the trusted public keys and read the baseline; a record that
+fails is counted with its reason and never used.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from core.topic_reader import Record
 from registry.model_topic import parse_record
-from registry.signing import sign
+from registry.signing import ManifestRejected, check_signature
 from schemas import DriftBaseline
 
 
@@ -28,28 +29,32 @@ class ManifestCheck:
     baseline: DriftBaseline | None = None
 
 
-def check_manifest(record: Record, key: bytes, model_name: str) -> ManifestCheck:
-    """Trust a manifest of `model_name` only when its HMAC signature matches `key`."""
+def check_manifest(
+    record: Record, keys: dict[str, Ed25519PublicKey], model_name: str
+) -> ManifestCheck:
+    """Trust a manifest of `model_name` only when a trusted key signed every field of it."""
     parsed = parse_record(record)
     manifest = parsed.manifest
     if manifest is None:
         return ManifestCheck("rejected", "malformed")
     if manifest.model_name != model_name:
         return ManifestCheck("ignored", "other_model", manifest.version)
-    if not hmac.compare_digest(sign(key, manifest), manifest.signature):
-        return ManifestCheck("rejected", "signature", manifest.version)
+    try:
+        check_signature(manifest, keys)
+    except ManifestRejected as exc:
+        return ManifestCheck("rejected", exc.reason, manifest.version)
     if manifest.drift_baseline is None:
         return ManifestCheck("trusted", "no_drift_baseline", manifest.version)
     return ManifestCheck("trusted", "verified", manifest.version, manifest.drift_baseline)
 
 
 def trusted_baselines(
-    records: Iterable[Record], key: bytes, model_name: str
+    records: Iterable[Record], keys: dict[str, Ed25519PublicKey], model_name: str
 ) -> dict[int, DriftBaseline]:
     """The drift baseline of every version, from its newest trusted manifest in topic order."""
     baselines = {}
     for record in records:
-        check = check_manifest(record, key, model_name)
+        check = check_manifest(record, keys, model_name)
         if check.version is not None and check.baseline is not None:
             baselines[check.version] = check.baseline
     return baselines

@@ -18,7 +18,8 @@ from core.kafka import producer_config
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
 from registry.artifact import ModelArtifact
-from registry.signing import ManifestRejected, verify_and_load
+from registry.keys import load_signing_key
+from registry.signing import ManifestRejected, sign_manifest, verify_and_load
 from schemas import ModelManifest
 
 
@@ -109,12 +110,13 @@ def load_champion(
     except ManifestRejected as exc:
         raise CallscoreError(
             f"the current model v{manifest.version} on '{settings.topic_models}' failed "
-            f"verification ({exc.reason}: {exc.message}); check CALLSCORE_MODEL_SIGNING_KEY"
+            f"verification ({exc.reason}: {exc.message}); check CALLSCORE_MODEL_TRUSTED_KEYS"
         ) from None
 
 
 def promote(settings: Settings, version: int, timeout: float = 15.0) -> ModelManifest:
-    """Republish an existing version's signed manifest as the newest record (rollback/forward)."""
+    """Serve an existing version again (rollback/forward): its manifest re-signed as a new
+    `promote` record (needs the private key)."""
     manifests = _manifests(read_model_records(settings, timeout), settings.model_name)
     matches = [m for m in manifests if m.version == version]
     if not matches:
@@ -124,11 +126,16 @@ def promote(settings: Settings, version: int, timeout: float = 15.0) -> ModelMan
             f"(known: {', '.join(map(str, known)) or 'none'})"
         )
     original = matches[-1]
+    signer = load_signing_key(settings)  # fail before anything else: only the publisher signs
     try:
         verify_and_load(original, settings)
     except ManifestRejected as exc:
         raise CallscoreError(f"version {version} failed verification ({exc})") from None
-    promoted = original.model_copy(update={"action": "promote", "published_at": datetime.now(UTC)})
+    # A new record, signed anew: action and published_at are covered by the signature.
+    promoted = sign_manifest(
+        original.model_copy(update={"action": "promote", "published_at": datetime.now(UTC)}),
+        *signer,
+    )
     publish_manifest(settings, promoted, timeout)
     return promoted
 

@@ -6,16 +6,18 @@ No Kafka here: registry.model_topic moves manifests; this module decides whether
 from __future__ import annotations
 
 import hashlib
-import hmac
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import sklearn
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core.errors import CallscoreError
 from core.settings import Settings
 from registry.artifact import ArtifactError, ArtifactMetadata, ModelArtifact, load_artifact
+from registry.keys import load_signing_key, trusted_keys
 from schemas import ModelManifest, feature_contract_hash
 
 
@@ -28,8 +30,28 @@ class ManifestRejected(CallscoreError):
         self.message = message
 
 
-def sign(key: bytes, manifest: ModelManifest) -> str:
-    return hmac.new(key, manifest.signing_payload(), hashlib.sha256).hexdigest()
+UNSIGNED = "0" * 128
+
+
+def sign_manifest(manifest: ModelManifest, key_id: str, key: Ed25519PrivateKey) -> ModelManifest:
+    """`manifest` with `key_id` set and signed over every other field."""
+    named = manifest.model_copy(update={"key_id": key_id, "signature": UNSIGNED})
+    return named.model_copy(update={"signature": key.sign(named.signing_payload()).hex()})
+
+
+def check_signature(manifest: ModelManifest, keys: dict[str, Ed25519PublicKey]) -> None:
+    """Raise ManifestRejected unless a trusted key signed exactly this record."""
+    public = keys.get(manifest.key_id)
+    if public is None:
+        raise ManifestRejected(
+            "unknown_key", f"key id {manifest.key_id} is not in CALLSCORE_MODEL_TRUSTED_KEYS"
+        )
+    try:
+        public.verify(bytes.fromhex(manifest.signature), manifest.signing_payload())
+    except InvalidSignature:
+        raise ManifestRejected(
+            "signature", f"signature does not match the record under key {manifest.key_id}"
+        ) from None
 
 
 def build_manifest(
@@ -52,11 +74,12 @@ def build_manifest(
         **metadata.description(),
         published_at=datetime.now(UTC),
         artifact_sha256=digest,
-        signature="0" * 64,
+        key_id="0" * 16,
+        signature=UNSIGNED,
         artifact_inline=artifact_bytes if inline else None,
         artifact_uri=uri,
     )
-    return unsigned.model_copy(update={"signature": sign(settings.signing_key(), unsigned)})
+    return sign_manifest(unsigned, *load_signing_key(settings))
 
 
 def _artifact_bytes(manifest: ModelManifest) -> bytes:
@@ -79,11 +102,15 @@ def sklearn_compatible(trained_with: str, running: str = sklearn.__version__) ->
     return trained_with.split(".")[:2] == running.split(".")[:2]
 
 
-def verify_and_load(manifest: ModelManifest, settings: Settings) -> ModelArtifact:
-    """Every check possible before unpickling, then the unpickle. Raises ManifestRejected."""
-    expected = sign(settings.signing_key(), manifest)
-    if not hmac.compare_digest(expected, manifest.signature):
-        raise ManifestRejected("signature", "HMAC signature does not match the signing key")
+def verify_and_load(
+    manifest: ModelManifest,
+    settings: Settings,
+    keys: dict[str, Ed25519PublicKey] | None = None,
+) -> ModelArtifact:
+    """Every check possible before unpickling, then the unpickle. Raises ManifestRejected.
+
+    `keys` defaults to Settings.model_trusted_keys (read from disk on each call)."""
+    check_signature(manifest, trusted_keys(settings) if keys is None else keys)
     if manifest.feature_contract_hash != feature_contract_hash():
         raise ManifestRejected(
             "feature_contract",

@@ -1,11 +1,12 @@
 """ModelManifest: one record on the versioned model topic, keyed by model name.
 
-The newest valid record per model name (in topic order) is the model every scorer serves, so a
-rollback is just a republished older manifest (`callscore models promote`).
+Every field is signed (Ed25519, `signing_payload` is the one canonical serialisation); the
+newest valid record per model name (in topic order) is the model every scorer serves.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -85,13 +86,20 @@ class ModelDescription(BaseModel):
 
 
 class ModelManifest(ModelDescription):
-    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+    # Unknown fields are refused: a record carries nothing its signature does not cover.
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", extra="forbid")
 
     published_at: AwareDatetime = Field(description="When this record was written.")
     action: Literal["publish", "promote"] = "publish"
     artifact_sha256: str = Field(pattern=HEX_SHA256)
+    key_id: str = Field(
+        pattern=r"^[0-9a-f]{16}$",
+        description="Which Ed25519 public key verifies the signature: first 16 hex of the "
+        "sha256 of the raw public key.",
+    )
     signature: str = Field(
-        pattern=HEX_SHA256, description="HMAC-SHA256 of the signing payload, hex."
+        pattern=r"^[0-9a-f]{128}$",
+        description="Ed25519 signature of signing_payload() (every other field), hex.",
     )
     artifact_inline: bytes | None = Field(
         default=None, description="The joblib artifact (compressed), base64 in JSON."
@@ -105,13 +113,9 @@ class ModelManifest(ModelDescription):
         return self
 
     def signing_payload(self) -> bytes:
-        """What the signature covers: the artifact digest bound to its identity and contract."""
-        return "\n".join(
-            [
-                self.model_name,
-                str(self.version),
-                self.artifact_sha256,
-                self.feature_contract_hash,
-                self.sklearn_version,
-            ]
+        """What the signature covers: every field of the record but the signature itself, as
+        JSON with sorted keys and no whitespace (the one canonical serialisation)."""
+        fields = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(
+            fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode()

@@ -7,9 +7,10 @@ all replicas, and none of it may slow down scoring.
 `Monitor.handle(records, now)` is the pure core (no I/O; tests/test_monitor.py): prediction-log
 records enter the bounded `OutcomeJoin`, outcomes are decoded as strictly as prospects (a bad one
 becomes a dead letter, never a label), manifests give each version's drift baseline once their
-HMAC checks out. `run_monitor` is the thin loop around it: poll a `TopicReader` (every input from
-the beginning, so a restart rebuilds the window), send the dead letters and wait for the broker's
-acknowledgement, then count; refresh the quality gauges every QUALITY_INTERVAL_SECONDS.
+Ed25519 signature checks out against a trusted public key. `run_monitor` is the thin loop around
+it: poll a `TopicReader` (every input from the beginning, so a restart rebuilds the window), send
+the dead letters and wait for the broker's acknowledgement, then count; refresh the quality gauges
+every QUALITY_INTERVAL_SECONDS.
 
 Accounting, per handled batch (checked whenever a MonitorResult is built):
 outcomes = dead-lettered + matched on arrival + unmatched on arrival;
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from core.errors import BrokerUnavailableError, CallscoreError
@@ -36,6 +38,7 @@ from core.topic_reader import Record, TopicReader, read_topics
 from feedback.baselines import check_manifest
 from feedback.join import Labelled, OutcomeJoin
 from feedback.quality import Quality, quality
+from registry.keys import trusted_keys
 from schemas import DeadLetter, DriftBaseline, PredictionRecord, decode_outcome
 from schemas.decode import InvalidEvent
 from streamer.batch import Outgoing, dead_letter_record
@@ -125,11 +128,11 @@ class Monitor:
     def __init__(
         self,
         settings: Settings,
-        signing_key: bytes,
+        keys: dict[str, Ed25519PublicKey],
         already_dead_lettered: Collection[SourceKey] = (),
     ) -> None:
         self._settings = settings
-        self._key = signing_key
+        self._keys = keys
         self._join = OutcomeJoin(
             settings.monitor_window_max_predictions,
             timedelta(days=settings.monitor_window_max_age_days),
@@ -176,7 +179,7 @@ class Monitor:
                 counts.outcomes += 1
                 self._outcome(record, now, counts, letters, new, labelled)
             elif record.topic == topics.topic_models:
-                check = check_manifest(record, self._key, topics.model_name)
+                check = check_manifest(record, self._keys, topics.model_name)
                 counts.manifests[(check.result, check.reason)] += 1
                 if check.version is not None and check.baseline is not None:
                     self.baselines[check.version] = check.baseline
@@ -297,7 +300,7 @@ def run_monitor(settings: Settings, stop: threading.Event) -> None:
     from confluent_kafka import Producer
     from prometheus_client import start_http_server
 
-    key = settings.signing_key()
+    keys = trusted_keys(settings)
     metrics = MonitorMetrics()
     try:
         server, _thread = start_http_server(
@@ -311,7 +314,7 @@ def run_monitor(settings: Settings, stop: threading.Event) -> None:
     log.info("monitor metrics on http://%s:%d/metrics", settings.http_host, server.server_port)
     try:
         known = published_dead_letters(settings, STARTUP_READ_TIMEOUT_SECONDS)
-        monitor = Monitor(settings, key, known)
+        monitor = Monitor(settings, keys, known)
         producer = Producer(producer_config(settings))
         topics = [settings.topic_models, settings.topic_predictions, settings.topic_outcomes]
         with TopicReader(settings, topics, group_prefix="callscore-monitor") as reader:

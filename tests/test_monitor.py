@@ -30,6 +30,7 @@ from feedback.drift import feature_psi, psi
 from feedback.join import Labelled
 from feedback.quality import latest_per_event, quality
 from registry.artifact import dump_artifact
+from registry.keys import trusted_keys
 from registry.model_topic import publish_manifest
 from registry.signing import build_manifest
 from schemas import FEATURES, PRIORITIES, CallOutcome, DeadLetter, PredictionRecord, task_id_for
@@ -147,7 +148,7 @@ def offline(rows: list[Labelled]) -> dict[str, Any]:
 # --- the pure core -----------------------------------------------------------------------------
 def test_handle_joins_counts_and_dead_letters_every_bad_outcome(settings):
     settings = settings.model_copy(update={"max_message_bytes": 2048})
-    monitor = Monitor(settings, settings.signing_key())
+    monitor = Monitor(settings, trusted_keys(settings))
     topics = Topics(settings)
     v1 = predictions(6, version=1, seed=1, prefix="a")
     early = [topics.outcome(outcome(v1[0], True)), topics.outcome(outcome(v1[1], False, True))]
@@ -192,7 +193,7 @@ def test_handle_joins_counts_and_dead_letters_every_bad_outcome(settings):
 
     # a restarted monitor reads the same outcomes again: counted, but not published twice
     published = {(d.source_topic, d.source_partition, d.source_offset) for d in first.new}
-    again = Monitor(settings, settings.signing_key(), published)
+    again = Monitor(settings, trusted_keys(settings), published)
     replay = again.handle([*early, unknown, *bad.values(), no_ref], NOW)
     assert sum(replay.counts.dead_lettered.values()) == 7
     assert replay.new == [] and replay.outgoing == []
@@ -203,7 +204,7 @@ def _rest() -> dict[str, Any]:
 
 
 def test_a_result_that_loses_an_outcome_is_refused(settings):
-    monitor = Monitor(settings, settings.signing_key())
+    monitor = Monitor(settings, trusted_keys(settings))
     topics = Topics(settings)
     good = monitor.handle(
         [topics.outcome(b"{"), topics.outcome(outcome(predictions(1, 1, 1, "z")[0], True))], NOW
@@ -221,7 +222,7 @@ def test_quality_windows_are_bounded_per_version_and_equal_offline(settings):
     settings = settings.model_copy(
         update={"monitor_quality_window": 50, "quality_min_outcomes": 10}
     )
-    monitor = Monitor(settings, settings.signing_key())
+    monitor = Monitor(settings, trusted_keys(settings))
     topics = Topics(settings)
     v1, v2 = predictions(80, 1, seed=3, prefix="a"), predictions(30, 2, seed=4, prefix="b")
     y1, y2 = labels_for(v1, 5), labels_for(v2, 6)
@@ -259,7 +260,7 @@ def test_quality_windows_are_bounded_per_version_and_equal_offline(settings):
 
 def test_drift_baselines_come_only_from_signed_manifests_of_the_model(settings):
     settings = settings.model_copy(update={"quality_min_outcomes": 10})
-    monitor = Monitor(settings, settings.signing_key())
+    monitor = Monitor(settings, trusted_keys(settings))
     topics = Topics(settings)
     artifact = small_artifact(1, seed=1)
     signed = build_manifest(dump_artifact(artifact), artifact.metadata, settings)
@@ -294,7 +295,7 @@ def test_drift_baselines_come_only_from_signed_manifests_of_the_model(settings):
 
 
 def test_metrics_follow_results_and_forget_untracked_versions(settings):
-    monitor = Monitor(settings, settings.signing_key())
+    monitor = Monitor(settings, trusted_keys(settings))
     topics = Topics(settings)
     preds = predictions(20, 1, seed=2, prefix="a")
     ys = labels_for(preds, 3)

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from callscore.cli import build_parser, main
+from core.errors import MissingSecretError
 from core.kafka import client_config, ensure_topics, faust_broker_kwargs, topic_specs
-from core.settings import MissingSecretError, Settings
+from core.settings import Settings
 
 
 def subcommand_paths(parser=None, prefix=()):  # type: ignore[no-untyped-def]
@@ -49,7 +50,8 @@ def test_production_defaults_stay_sane():
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.session_timeout_seconds >= 10
     assert settings.max_message_bytes == 64 * 1024
-    assert settings.api_token is None and settings.model_signing_key is None
+    assert settings.api_token is None and settings.model_signing_key_file is None
+    assert settings.model_trusted_keys is None
 
 
 @pytest.mark.parametrize(
@@ -85,8 +87,13 @@ def test_security_settings_reach_every_client_and_secrets_stay_hidden(tmp_path):
 
 
 def test_missing_signing_key_says_how_to_fix():
-    with pytest.raises(MissingSecretError, match="CALLSCORE_MODEL_SIGNING_KEY"):
-        Settings(_env_file=None).signing_key()  # type: ignore[call-arg]
+    from registry.keys import load_signing_key, trusted_keys
+
+    bare = Settings(_env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(MissingSecretError, match="CALLSCORE_MODEL_SIGNING_KEY_FILE"):
+        load_signing_key(bare)
+    with pytest.raises(MissingSecretError, match="CALLSCORE_MODEL_TRUSTED_KEYS"):
+        trusted_keys(bare)
 
 
 def test_every_subcommand_has_help(capsys):

@@ -20,8 +20,9 @@ from callscore.harness import (
 )
 from core.kafka import ensure_topics
 from registry.artifact import dump_artifact
+from registry.keys import load_signing_key
 from registry.model_topic import publish_manifest
-from registry.signing import build_manifest, sign
+from registry.signing import build_manifest, sign_manifest
 from streamer.scoring import feature_frame
 
 
@@ -96,18 +97,18 @@ def test_new_version_mid_stream_scores_every_event_once(kafka_settings, tmp_path
 
 
 def _bad_manifests(settings):
-    key = settings.signing_key()
+    signer = load_signing_key(settings)
     artifact = small_artifact(2, seed=2)
     data = dump_artifact(artifact)
     good = build_manifest(data, artifact.metadata, settings)
 
     def resigned(**update):
         unsigned = good.model_copy(update=update)
-        return unsigned.model_copy(update={"signature": sign(key, unsigned)})
+        return sign_manifest(unsigned, *signer)
 
     truncated = data[: len(data) // 2]
     return {
-        "signature": good.model_copy(update={"signature": "f" * 64}),
+        "signature": good.model_copy(update={"signature": "f" * 128}),
         "sha256": resigned(artifact_sha256=hashlib.sha256(b"other").hexdigest()),
         "feature_contract": resigned(feature_contract_hash="b" * 64),
         "artifact": resigned(

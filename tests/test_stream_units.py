@@ -11,8 +11,9 @@ from pydantic import SecretStr
 from callscore.factories import small_artifact, valid_event
 from callscore.harness import as_event
 from registry.artifact import dump_artifact
+from registry.keys import load_signing_key
 from registry.model_topic import ManifestRecord
-from registry.signing import build_manifest, sign
+from registry.signing import build_manifest, sign_manifest
 from schemas import task_id_for
 from streamer.dedupe import RecentIds
 from streamer.metrics import StreamMetrics
@@ -85,11 +86,9 @@ def test_watcher_follows_newest_record_and_refuses_bad_ones(settings):
     watcher = ModelWatcher(settings, metrics)
     v1 = _served(settings, 1).manifest
     v2 = _served(settings, 2, seed=2).manifest
-    forged = v2.model_copy(update={"version": 3, "signature": "f" * 64})
+    forged = v2.model_copy(update={"version": 3, "signature": "f" * 128})
     old_sklearn = v2.model_copy(update={"version": 4, "sklearn_version": "0.24.2"})
-    old_sklearn = old_sklearn.model_copy(
-        update={"signature": sign(settings.signing_key(), old_sklearn)}
-    )
+    old_sklearn = sign_manifest(old_sklearn, *load_signing_key(settings))
     # catch-up: v1, v2, forged -> the newest *valid* one (v2) wins, forged counted
     watcher.step([_record(0, v1), _record(1, v2), _record(2, forged)], at_end=False)
     assert watcher.current is None  # nothing loaded before reaching the end
@@ -97,15 +96,18 @@ def test_watcher_follows_newest_record_and_refuses_bad_ones(settings):
     assert watcher.current is not None and watcher.current.version == 2
     watcher.step([_record(3, old_sklearn), ManifestRecord(4, None, "malformed")], at_end=True)
     assert watcher.current.version == 2
-    promoted = v1.model_copy(update={"action": "promote"})
-    watcher.step([_record(5, promoted)], at_end=True)  # a rollback: newest record, older version
-    assert watcher.current.version == 1 and watcher.current.record_offset == 5
+    unsigned_promote = v1.model_copy(update={"action": "promote"})  # action is signed too
+    watcher.step([_record(5, unsigned_promote)], at_end=True)
+    assert watcher.current.version == 2
+    promoted = sign_manifest(unsigned_promote, *load_signing_key(settings))
+    watcher.step([_record(6, promoted)], at_end=True)  # a rollback: newest record, older version
+    assert watcher.current.version == 1 and watcher.current.record_offset == 6
     samples = {
         (s.labels.get("result"), s.labels.get("reason")): s.value
         for s in metrics.reloads.collect()[0].samples
         if s.name.endswith("_total")
     }
-    assert samples[("rejected", "signature")] == 1
+    assert samples[("rejected", "signature")] == 2
     assert samples[("rejected", "sklearn_version")] == 1
     assert samples[("rejected", "malformed")] == 1
     assert samples[("loaded", "")] == 2

@@ -12,12 +12,12 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import SecretStr
 
 from callscore.cli import main
 from core.errors import CallscoreError
 from core.kafka import BrokerUnavailableError
 from registry.artifact import ArtifactError, load_artifact
+from registry.keys import generate_keypair
 from registry.model_topic import current_manifest, promote, read_model_records, version_rows
 from registry.signing import ManifestRejected, verify_and_load
 from schemas import FEATURES
@@ -82,7 +82,10 @@ def test_train_publish_read_verify_load_predict(kafka_settings, frame, tmp_path)
     records = read_model_records(kafka_settings)
     current = current_manifest(records, kafka_settings.model_name)
     assert current is not None and current.version == 1 and current.action == "promote"
-    assert current.signature == manifest.signature
+    # A new record signed anew (action and published_at are signed), serving the same artifact.
+    assert current.signature != manifest.signature
+    assert current.artifact_sha256 == manifest.artifact_sha256
+    verify_and_load(current, kafka_settings)
     assert promoted.published_at > manifest.published_at
     rows = version_rows(records, kafka_settings)
     assert [(r["version"], r["current"]) for r in rows] == [(2, False), (1, True)]
@@ -90,10 +93,11 @@ def test_train_publish_read_verify_load_predict(kafka_settings, frame, tmp_path)
         promote(kafka_settings, 7)
 
     # Wrong signing key: the champion fails verification, training refuses to go on.
-    wrong = kafka_settings.model_copy(update={"model_signing_key": SecretStr("another-key")})
+    _kid, _private, other_public = generate_keypair(tmp_path / "other-keys")
+    wrong = kafka_settings.model_copy(update={"model_trusted_keys": str(other_public)})
     with pytest.raises(CallscoreError, match="failed verification"):
         run_training(wrong, frame, "0" * 64, options(tmp_path, "wrongkey"))
-    with pytest.raises(ManifestRejected, match="signature"):
+    with pytest.raises(ManifestRejected, match="unknown_key"):
         verify_and_load(current, wrong)
     assert len(read_model_records(kafka_settings)) == 3
 
@@ -123,7 +127,8 @@ def test_unreachable_broker_publishes_nothing(settings, frame, tmp_path):
 
 
 def test_cli_train_no_publish_and_bad_inputs(settings, frame, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("CALLSCORE_MODEL_SIGNING_KEY", "k")
+    monkeypatch.setenv("CALLSCORE_MODEL_SIGNING_KEY_FILE", str(settings.model_signing_key_file))
+    monkeypatch.setenv("CALLSCORE_MODEL_TRUSTED_KEYS", str(settings.model_trusted_keys))
     data = tmp_path / "bank.csv"
     frame.drop(columns=["year", "period"]).to_csv(data, sep=";", index=False)
     out = tmp_path / "cli"
@@ -143,7 +148,10 @@ def test_cli_train_no_publish_and_bad_inputs(settings, frame, tmp_path, monkeypa
 def test_cli_models_list_and_promote_errors(kafka_settings, monkeypatch, capsys):
     monkeypatch.setenv("CALLSCORE_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers)
     monkeypatch.setenv("CALLSCORE_TOPIC_MODELS", kafka_settings.topic_models)
-    monkeypatch.setenv("CALLSCORE_MODEL_SIGNING_KEY", "k")
+    monkeypatch.setenv(
+        "CALLSCORE_MODEL_SIGNING_KEY_FILE", str(kafka_settings.model_signing_key_file)
+    )
+    monkeypatch.setenv("CALLSCORE_MODEL_TRUSTED_KEYS", str(kafka_settings.model_trusted_keys))
     assert main(["models", "list"]) == 0
     assert "no published versions" in capsys.readouterr().out
     assert main(["models", "promote", "3"]) == 1

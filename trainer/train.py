@@ -29,6 +29,7 @@ from registry.artifact import (
     score_quantiles,
     tier_cut_points,
 )
+from registry.keys import load_signing_key, trusted_keys
 from registry.model_topic import load_champion, next_version, publish_manifest, read_model_records
 from registry.signing import build_manifest
 from schemas import FEATURES, ModelManifest, TrainingWindow, feature_contract_hash
@@ -210,7 +211,8 @@ def reference_selection(
 
 
 def _read_model_topic(settings: Settings) -> ModelTopicState:
-    settings.signing_key()
+    load_signing_key(settings)  # to sign the new version
+    trusted_keys(settings)  # to verify the champion
     records = read_model_records(settings)
     return ModelTopicState(
         load_champion(settings, records), next_version(records, settings.model_name)

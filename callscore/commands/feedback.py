@@ -17,13 +17,14 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
     from core.kafka import ensure_topics
     from core.settings import load_settings
+    from registry.keys import trusted_keys
     from streamer.monitor import run_monitor
 
     logging.basicConfig(
         level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = load_settings()
-    settings.signing_key()  # fail now: without it no drift baseline can be trusted
+    trusted_keys(settings)  # fail now: without them no drift baseline can be trusted
     ensure_topics(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -40,9 +41,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from feedback.baselines import trusted_baselines
     from feedback.labels import label_set
     from feedback.report import ReportInputs, write_report
+    from registry.keys import trusted_keys
 
     settings = load_settings()
-    key = settings.signing_key()
+    keys = trusted_keys(settings)
     topics = [settings.topic_predictions, settings.topic_outcomes, settings.topic_models]
     records = read_topics(settings, topics, timeout=REPORT_READ_TIMEOUT_SECONDS)
     values: dict[str, list[bytes | None]] = {t: [] for t in topics}
@@ -57,7 +59,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     inputs = ReportInputs(
         labelled=labels.labelled,
         predictions=labels.predictions,
-        baselines=trusted_baselines(models, key, settings.model_name),
+        baselines=trusted_baselines(models, keys, settings.model_name),
         totals={**asdict(labels.counts), "first_errors": labels.errors},
     )
     page = write_report(

@@ -11,10 +11,11 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     from core.kafka import ensure_topics
     from core.settings import load_settings
+    from registry.keys import trusted_keys
     from streamer.app import build_app
 
     settings = load_settings()
-    settings.signing_key()  # fail now, not at the first model: every scorer needs the key
+    trusted_keys(settings)  # fail now, not at the first model: every scorer needs them
     ensure_topics(settings)
     streamer = build_app(settings)
     worker = faust.Worker(streamer.app, loglevel=args.loglevel)
