@@ -187,6 +187,27 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=6066, ge=1, le=65535)
     api_token: SecretStr | None = None
+    http_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest /score request body (else 413)."
+    )
+    http_score_processes: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Processes scoring /score requests, off the stream's process (one leaves the "
+        "other cores to the stream; more only help with cores to spare).",
+    )
+    http_score_queue: int = Field(
+        default=4,
+        ge=1,
+        description="Most /score requests in flight (running or waiting); more get 503.",
+    )
+    http_retry_after_seconds: int = Field(
+        default=1, ge=1, description="Retry-After of a 503 when the /score queue is full."
+    )
+    http_max_error_entries: int = Field(
+        default=20, ge=1, description="Most per-event errors in one 422 body (then truncated)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -38,7 +38,13 @@ class EventErrors(BaseModel):
 
 class ValidationErrors(BaseModel):
     error: str
-    errors: list[EventErrors] = Field(default_factory=list)
+    errors: list[EventErrors] = Field(
+        default_factory=list, description="Per-event errors, the first ones only (see truncated)."
+    )
+    invalid: int = Field(default=0, ge=0, description="How many events are invalid in all.")
+    truncated: bool = Field(
+        default=False, description="True when fewer entries are listed than events are invalid."
+    )
 
 
 class ApiError(BaseModel):

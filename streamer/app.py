@@ -39,7 +39,7 @@ from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
 from streamer.metrics import StreamMetrics
 from streamer.models import ModelWatcher
 from streamer.scoring import Incoming
-from streamer.web import register_routes
+from streamer.web import ApiOnlyWeb, ScorePool, register_routes
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,21 @@ def build_app(settings: Settings) -> Streamer:
     streamer = Streamer(settings, app, metrics, watcher, RecentIds(settings.dedupe_window))
     app.service(watcher_service(watcher))
     add_scoring_agent(streamer)
-    register_routes(app, settings, metrics, lambda: watcher.current, streamer.readiness)
+    pool = ScorePool(settings.http_score_processes, settings.http_score_queue)
+    app.service(score_pool_service(pool))
+    register_routes(app, settings, metrics, lambda: watcher.current, streamer.readiness, pool)
     return streamer
 
 
+class ScorerApp(StreamApp):
+    """Serves only the routes of streamer.web (see ApiOnlyWeb)."""
+
+    def _new_web(self) -> ApiOnlyWeb:
+        return ApiOnlyWeb(self)
+
+
 def new_faust_app(settings: Settings) -> StreamApp:
-    return StreamApp(
+    return ScorerApp(
         settings.streamer_app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         **faust_broker_kwargs(settings),
@@ -136,6 +145,8 @@ def new_faust_app(settings: Settings) -> StreamApp:
         web_enabled=True,
         web_bind=settings.http_host,
         web_port=settings.http_port,
+        # aiohttp's own cap on a body read (its default is 1 MiB): /score answers 413 above it.
+        web_application_options={"client_max_size": settings.http_max_body_bytes},
     )
 
 
@@ -150,6 +161,16 @@ def watcher_service(watcher: ModelWatcher) -> type[mode.Service]:
             await asyncio.get_running_loop().run_in_executor(None, watcher.stop)
 
     return ModelWatcherService
+
+
+def score_pool_service(pool: ScorePool) -> type[mode.Service]:
+    class ScorePoolService(mode.Service):
+        """Stops /score's processes with the worker."""
+
+        async def on_stop(self) -> None:
+            pool.shutdown()
+
+    return ScorePoolService
 
 
 def add_scoring_agent(streamer: Streamer) -> None:

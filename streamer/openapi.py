@@ -59,7 +59,8 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
                 "summary": "Score one prospect event or a list of them with the served model.",
                 "description": "The same validation as the stream (strict JSON types, no "
                 "post-call fields). Nothing is published to Kafka. At most "
-                "CALLSCORE_BATCH_MAX_SIZE events per request.",
+                "CALLSCORE_BATCH_MAX_SIZE events per request. Scored in separate processes "
+                "(CALLSCORE_HTTP_SCORE_PROCESSES), never on the stream's event loop.",
                 "security": [{"bearer": []}],
                 "requestBody": {
                     "required": True,
@@ -71,12 +72,30 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
                         c.one_or_list(ScoreResult),
                     ),
                     "401": unauthorized,
-                    "413": _body("More events than CALLSCORE_BATCH_MAX_SIZE.", error),
+                    "413": _body(
+                        "More events than CALLSCORE_BATCH_MAX_SIZE, or a body larger than "
+                        "CALLSCORE_HTTP_MAX_BODY_BYTES.",
+                        error,
+                    ),
+                    "415": _body("Content-Type is not application/json.", error),
                     "422": _body(
-                        "Body not JSON, or at least one event invalid; nothing is scored.",
+                        "Body not JSON, nested too deeply, or at least one event invalid; "
+                        "nothing is scored. At most CALLSCORE_HTTP_MAX_ERROR_ENTRIES per-event "
+                        "errors are listed.",
                         c.ref(ValidationErrors),
                     ),
-                    "503": no_model,
+                    "503": {
+                        "description": "No verified model loaded yet, or "
+                        "CALLSCORE_HTTP_SCORE_QUEUE requests already in flight (then with "
+                        "Retry-After).",
+                        "headers": {
+                            "Retry-After": {
+                                "description": "Seconds to wait (when the queue is full).",
+                                "schema": {"type": "integer"},
+                            }
+                        },
+                        "content": {JSON: {"schema": error}},
+                    },
                 },
             }
         },
@@ -123,15 +142,18 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
             "title": "callqueue-scorer streamer",
             "version": version,
             "description": "HTTP API of one scorer replica (`callscore stream`), served by "
-            "Faust's web server on CALLSCORE_HTTP_PORT. When CALLSCORE_API_TOKEN is set, /score "
-            "and /model need `Authorization: Bearer <token>`.",
+            "Faust's web server on CALLSCORE_HTTP_PORT; these are the only routes served. When "
+            "CALLSCORE_API_TOKEN is set, /score and /model need `Authorization: Bearer <token>`; "
+            "a malformed Authorization header is refused (401) on them in any case.",
         },
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {
                 "Unauthorized": _body(
-                    "Missing or wrong bearer token (only when CALLSCORE_API_TOKEN is set).", error
+                    "Missing or wrong bearer token (when CALLSCORE_API_TOKEN is set), or a "
+                    "malformed Authorization header.",
+                    error,
                 ),
                 "NoModel": _body("No verified model loaded yet.", error),
             },
