@@ -209,7 +209,7 @@ def collect(
 def publish_model(settings: Settings, version: int, seed: int = 1) -> ModelArtifact:
     artifact = small_artifact(version, seed=seed)
     manifest = build_manifest(dump_artifact(artifact), artifact.metadata, settings)
-    publish_manifest(settings, manifest)
+    publish_manifest(settings, manifest)  # the topic's next sequence, signed
     return artifact
 
 

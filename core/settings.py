@@ -95,7 +95,11 @@ class Settings(BaseSettings):
     model_record_max_bytes: int = Field(
         default=2 * 1024 * 1024,
         ge=256 * 1024,
-        description="Largest model-topic record: the topic's max.message.bytes and the producer's.",
+        description="Largest model-topic record: the topic's max.message.bytes and the producer's; "
+        "also the most bytes a scorer reads from an artifact_uri.",
+    )
+    artifact_read_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A model artifact not read within this time is refused."
     )
     inline_artifact_max_bytes: int = Field(
         default=900_000,
@@ -246,7 +250,6 @@ class Settings(BaseSettings):
     def as_env(self) -> dict[str, str]:
         """These settings as CALLSCORE_* variables, to configure a child process identically."""
         return env_vars(self.model_dump(exclude_none=True))
-
 
 
 def env_vars(values: Mapping[str, Any]) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 The monitor and `callscore report` only need the manifest's fields, not its artifact, so they
 check the Ed25519 signature against the trusted public keys and read the baseline; a record that
-fails is counted with its reason and never used.
+fails is counted with its reason and never used, and so is a signed record whose sequence is not
+above the newest one accepted (a replay).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class ManifestCheck:
     reason: str
     version: int | None = None
     baseline: DriftBaseline | None = None
+    sequence: int = 0
 
 
 def check_manifest(
@@ -44,8 +46,30 @@ def check_manifest(
     except ManifestRejected as exc:
         return ManifestCheck("rejected", exc.reason, manifest.version)
     if manifest.drift_baseline is None:
-        return ManifestCheck("trusted", "no_drift_baseline", manifest.version)
-    return ManifestCheck("trusted", "verified", manifest.version, manifest.drift_baseline)
+        return ManifestCheck(
+            "trusted", "no_drift_baseline", manifest.version, None, manifest.sequence
+        )
+    return ManifestCheck(
+        "trusted", "verified", manifest.version, manifest.drift_baseline, manifest.sequence
+    )
+
+
+class ManifestFilter:
+    """`check_manifest` in topic order, also refusing replays (sequence not above the newest)."""
+
+    def __init__(self, keys: dict[str, Ed25519PublicKey], model_name: str) -> None:
+        self._keys = keys
+        self._model_name = model_name
+        self.newest_sequence = 0
+
+    def check(self, record: Record) -> ManifestCheck:
+        check = check_manifest(record, self._keys, self._model_name)
+        if check.result != "trusted":
+            return check
+        if check.sequence <= self.newest_sequence:
+            return ManifestCheck("rejected", "replay", check.version)
+        self.newest_sequence = check.sequence
+        return check
 
 
 def trusted_baselines(
@@ -53,8 +77,9 @@ def trusted_baselines(
 ) -> dict[int, DriftBaseline]:
     """The drift baseline of every version, from its newest trusted manifest in topic order."""
     baselines = {}
+    manifests = ManifestFilter(keys, model_name)
     for record in records:
-        check = check_manifest(record, keys, model_name)
+        check = manifests.check(record)
         if check.version is not None and check.baseline is not None:
             baselines[check.version] = check.baseline
     return baselines

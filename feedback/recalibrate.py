@@ -202,8 +202,8 @@ def run_recalibration(settings: Settings, labelled: Sequence[Labelled]) -> Recal
         reason = f"{reason} ({fallback[0]})"
     version = next_version(records, settings.model_name)
     derived = recalibrated_artifact(artifact, calibration, version, reason)
-    manifest = build_manifest(dump_artifact(derived), derived.metadata, settings)
-    publish_manifest(settings, manifest)
+    built = build_manifest(dump_artifact(derived), derived.metadata, settings)
+    manifest = publish_manifest(settings, built)
     message = f"published {manifest.model_name} v{manifest.version}: {reason}"
     if settings.pinned_model_version is not None:
         message += f" (scorers stay on pinned v{settings.pinned_model_version})"

@@ -20,6 +20,7 @@ from core.errors import CallscoreError, MissingSecretError
 from core.settings import Settings
 
 KEY_ID_HEX = 16
+PublicKeys = dict[str, Ed25519PublicKey]  # by key id
 
 
 def key_id(public: Ed25519PublicKey) -> str:

@@ -1,8 +1,11 @@
 """The model topic: publish manifests, read its history, the current and next versions, promote.
 
 The topic has one partition and is keyed by model name. It may not be compacted (the local broker
-never compacts), so readers keep the last record per model name themselves: the newest record in
-topic order is the current model, which makes a rollback a republished older manifest.
+never compacts), so readers keep what they need themselves. The current model is the record with
+the highest `sequence` among those a trusted key signed; a promotion or rollback is a new record
+(next sequence, signed anew). Single writer: one publisher at a time (the trainer, recalibrate or
+`callscore models promote`) reads the topic and uses max + 1; two concurrent publishers could pick
+the same sequence, and readers then keep the first and refuse the second as a replay.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from core.kafka import producer_config
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
 from registry.artifact import ModelArtifact
-from registry.keys import load_signing_key
-from registry.signing import ManifestRejected, sign_manifest, verify_and_load
+from registry.keys import PublicKeys, load_signing_key, trusted_keys
+from registry.signing import ManifestRejected, check_signature, sign_manifest, verify_and_load
 from schemas import ModelManifest
 
 
@@ -51,8 +54,8 @@ def read_model_records(settings: Settings, timeout: float = 15.0) -> list[Manife
     return [parse_record(r) for r in records]
 
 
-def publish_manifest(settings: Settings, manifest: ModelManifest, timeout: float = 15.0) -> None:
-    """Produce one manifest and wait for the broker's acknowledgement."""
+def produce_manifest(settings: Settings, manifest: ModelManifest, timeout: float = 15.0) -> None:
+    """Produce one record as it is and wait for the broker's acknowledgement (no signing)."""
     from confluent_kafka import KafkaException, Producer
 
     producer = Producer(producer_config(settings))
@@ -80,33 +83,89 @@ def publish_manifest(settings: Settings, manifest: ModelManifest, timeout: float
         )
 
 
-def _manifests(records: list[ManifestRecord], model_name: str) -> list[ModelManifest]:
-    return [r.manifest for r in records if r.manifest and r.manifest.model_name == model_name]
+def publish_manifest(
+    settings: Settings, manifest: ModelManifest, timeout: float = 15.0
+) -> ModelManifest:
+    """Publish `manifest` as the topic's next record for its model: the next sequence, the
+    publication time, signed with the private key. Returns the record as published."""
+    kid, key = load_signing_key(settings)
+    keys = trusted_keys(settings)
+    if kid not in keys:
+        raise CallscoreError(
+            f"the signing key {kid} is not in CALLSCORE_MODEL_TRUSTED_KEYS: no reader would "
+            "accept what it signs"
+        )
+    records = read_model_records(settings, timeout)
+    update = {
+        "sequence": next_sequence(records, manifest.model_name, keys),
+        "published_at": datetime.now(UTC),
+    }
+    signed = sign_manifest(manifest.model_copy(update=update), kid, key)
+    produce_manifest(settings, signed, timeout)
+    return signed
+
+
+def _manifests(
+    records: list[ManifestRecord], model_name: str, keys: PublicKeys | None = None
+) -> list[ModelManifest]:
+    """The model's readable records in topic order; only those a trusted key signed if `keys`."""
+    found = []
+    for record in records:
+        manifest = record.manifest
+        if manifest is None or manifest.model_name != model_name:
+            continue
+        if keys is not None:
+            try:
+                check_signature(manifest, keys)
+            except ManifestRejected:
+                continue
+        found.append(manifest)
+    return found
 
 
 def current_manifest(
-    records: list[ManifestRecord], model_name: str, pinned_version: int | None = None
+    records: list[ManifestRecord],
+    model_name: str,
+    pinned_version: int | None = None,
+    keys: PublicKeys | None = None,
 ) -> ModelManifest | None:
-    """The newest readable record for the model (or for the pinned version), in topic order."""
-    for manifest in reversed(_manifests(records, model_name)):
-        if pinned_version is None or manifest.version == pinned_version:
-            return manifest
-    return None
+    """The record with the highest sequence (of the pinned version when pinned); a replayed
+    older record never wins. Only signed records when `keys` is given."""
+    best: ModelManifest | None = None
+    for manifest in _manifests(records, model_name, keys):
+        if pinned_version is not None and manifest.version != pinned_version:
+            continue
+        if best is None or manifest.sequence > best.sequence:
+            best = manifest
+    return best
 
 
-def next_version(records: list[ManifestRecord], model_name: str) -> int:
-    return max((m.version for m in _manifests(records, model_name)), default=0) + 1
+def next_version(
+    records: list[ManifestRecord], model_name: str, keys: PublicKeys | None = None
+) -> int:
+    return max((m.version for m in _manifests(records, model_name, keys)), default=0) + 1
+
+
+def next_sequence(records: list[ManifestRecord], model_name: str, keys: PublicKeys) -> int:
+    """Max + 1 over the signed records: an unsigned record cannot push the sequence up."""
+    return max((m.sequence for m in _manifests(records, model_name, keys)), default=0) + 1
 
 
 def load_champion(
     settings: Settings, records: list[ManifestRecord]
 ) -> tuple[ModelManifest, ModelArtifact] | None:
     """The currently served model, verified; None when nothing is published yet."""
-    manifest = current_manifest(records, settings.model_name, settings.pinned_model_version)
+    keys = trusted_keys(settings)
+    manifest = current_manifest(records, settings.model_name, settings.pinned_model_version, keys)
     if manifest is None:
+        if _manifests(records, settings.model_name):
+            raise CallscoreError(
+                f"every record of '{settings.model_name}' on '{settings.topic_models}' failed "
+                "verification: none is signed by a key in CALLSCORE_MODEL_TRUSTED_KEYS"
+            )
         return None
     try:
-        return manifest, verify_and_load(manifest, settings)
+        return manifest, verify_and_load(manifest, settings, keys)
     except ManifestRejected as exc:
         raise CallscoreError(
             f"the current model v{manifest.version} on '{settings.topic_models}' failed "
@@ -115,37 +174,33 @@ def load_champion(
 
 
 def promote(settings: Settings, version: int, timeout: float = 15.0) -> ModelManifest:
-    """Serve an existing version again (rollback/forward): its manifest re-signed as a new
-    `promote` record (needs the private key)."""
-    manifests = _manifests(read_model_records(settings, timeout), settings.model_name)
+    """Serve an existing version again (rollback/forward): a new `promote` record naming it,
+    with the next sequence, signed anew (needs the private key)."""
+    load_signing_key(settings)  # fail before anything else: only the publisher signs
+    keys = trusted_keys(settings)
+    manifests = _manifests(read_model_records(settings, timeout), settings.model_name, keys)
     matches = [m for m in manifests if m.version == version]
     if not matches:
         known = sorted({m.version for m in manifests})
         raise CallscoreError(
-            f"no version {version} of '{settings.model_name}' on '{settings.topic_models}' "
-            f"(known: {', '.join(map(str, known)) or 'none'})"
+            f"no version {version} of '{settings.model_name}' signed by a trusted key on "
+            f"'{settings.topic_models}' (known: {', '.join(map(str, known)) or 'none'})"
         )
     original = matches[-1]
-    signer = load_signing_key(settings)  # fail before anything else: only the publisher signs
     try:
-        verify_and_load(original, settings)
+        verify_and_load(original, settings, keys)
     except ManifestRejected as exc:
         raise CallscoreError(f"version {version} failed verification ({exc})") from None
-    # A new record, signed anew: action and published_at are covered by the signature.
-    promoted = sign_manifest(
-        original.model_copy(update={"action": "promote", "published_at": datetime.now(UTC)}),
-        *signer,
-    )
-    publish_manifest(settings, promoted, timeout)
-    return promoted
+    return publish_manifest(settings, original.model_copy(update={"action": "promote"}), timeout)
 
 
 def version_rows(records: list[ManifestRecord], settings: Settings) -> list[dict[str, Any]]:
-    """One row per version (its first publication), newest first, marking the current one."""
-    current = current_manifest(records, settings.model_name, settings.pinned_model_version)
+    """One row per signed version (its first publication), newest first, marking the current."""
+    keys = trusted_keys(settings)
+    current = current_manifest(records, settings.model_name, settings.pinned_model_version, keys)
     first: dict[int, ModelManifest] = {}
     last_published: dict[int, datetime] = {}
-    for m in _manifests(records, settings.model_name):
+    for m in _manifests(records, settings.model_name, keys):
         first.setdefault(m.version, m)
         last_published[m.version] = m.published_at
     return [

@@ -6,8 +6,10 @@ No Kafka here: registry.model_topic moves manifests; this module decides whether
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+import time
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import sklearn
@@ -55,9 +57,11 @@ def check_signature(manifest: ModelManifest, keys: dict[str, Ed25519PublicKey]) 
 
 
 def build_manifest(
-    artifact_bytes: bytes, metadata: ArtifactMetadata, settings: Settings
+    artifact_bytes: bytes, metadata: ArtifactMetadata, settings: Settings, sequence: int = 1
 ) -> ModelManifest:
-    """A signed manifest; the artifact inline when small enough, else written to artifact_dir."""
+    """A signed manifest; the artifact inline when small enough, else written to artifact_dir.
+
+    `publish_manifest` gives it the topic's next sequence (and signs it again) when published."""
     digest = hashlib.sha256(artifact_bytes).hexdigest()
     inline = len(artifact_bytes) <= settings.inline_artifact_max_bytes
     uri = None
@@ -74,6 +78,7 @@ def build_manifest(
         **metadata.description(),
         published_at=datetime.now(UTC),
         artifact_sha256=digest,
+        sequence=sequence,
         key_id="0" * 16,
         signature=UNSIGNED,
         artifact_inline=artifact_bytes if inline else None,
@@ -82,19 +87,76 @@ def build_manifest(
     return sign_manifest(unsigned, *load_signing_key(settings))
 
 
-def _artifact_bytes(manifest: ModelManifest) -> bytes:
+READ_CHUNK_BYTES = 64 * 1024
+
+
+def _artifact_bytes(manifest: ModelManifest, settings: Settings) -> bytes:
+    """The artifact, never more than model_record_max_bytes, from inline bytes or a regular
+    file behind a file:// URI; its digest is checked before anything is unpickled."""
+    limit = settings.model_record_max_bytes
     if manifest.artifact_inline is not None:
-        return manifest.artifact_inline
-    assert manifest.artifact_uri is not None
-    parsed = urlparse(manifest.artifact_uri)
-    if parsed.scheme != "file":
-        raise ManifestRejected("artifact_uri", f"unsupported URI scheme '{parsed.scheme}'")
+        data = manifest.artifact_inline
+        if len(data) > limit:
+            raise ManifestRejected(
+                "artifact_size", f"inline artifact of {len(data)} bytes, more than {limit}"
+            )
+        digest = hashlib.sha256(data).hexdigest()
+    else:
+        assert manifest.artifact_uri is not None
+        parsed = urlparse(manifest.artifact_uri)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise ManifestRejected(
+                "artifact_uri", f"unsupported artifact URI '{manifest.artifact_uri}' (file:// only)"
+            )
+        data, digest = _read_bounded(
+            unquote(parsed.path), limit, settings.artifact_read_timeout_seconds
+        )
+    if digest != manifest.artifact_sha256:
+        raise ManifestRejected("sha256", "artifact bytes do not match artifact_sha256")
+    return data
+
+
+def _read_bounded(path: str, limit: int, timeout: float) -> tuple[bytes, str]:
+    """At most `limit` bytes of a regular file, within `timeout` seconds, and their sha256.
+
+    O_NONBLOCK so that opening a FIFO never waits for a writer; fstat before any read so that
+    FIFOs, devices (/dev/zero) and directories are refused without reading a byte."""
+    deadline = time.monotonic() + timeout
     try:
-        return Path(unquote(parsed.path)).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        raise ManifestRejected(
-            "artifact_uri", f"cannot read {manifest.artifact_uri}: {exc}"
-        ) from exc
+        raise ManifestRejected("artifact_uri", f"cannot open {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ManifestRejected("artifact_uri", f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise ManifestRejected(
+                "artifact_size",
+                f"{path} has {info.st_size} bytes, more than CALLSCORE_MODEL_RECORD_MAX_BYTES "
+                f"({limit})",
+            )
+        chunks: list[bytes] = []
+        sha = hashlib.sha256()
+        size = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise ManifestRejected("artifact_timeout", f"{path} not read within {timeout:g} s")
+            chunk = os.read(fd, min(READ_CHUNK_BYTES, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            sha.update(chunk)
+            size += len(chunk)
+            if size > limit:  # the file grew after fstat
+                raise ManifestRejected(
+                    "artifact_size", f"{path} grew past {limit} bytes while being read"
+                )
+        return b"".join(chunks), sha.hexdigest()
+    except OSError as exc:
+        raise ManifestRejected("artifact_uri", f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def sklearn_compatible(trained_with: str, running: str = sklearn.__version__) -> bool:
@@ -122,9 +184,7 @@ def verify_and_load(
             f"trained with scikit-learn {manifest.sklearn_version}, "
             f"this process runs {sklearn.__version__}",
         )
-    data = _artifact_bytes(manifest)
-    if hashlib.sha256(data).hexdigest() != manifest.artifact_sha256:
-        raise ManifestRejected("sha256", "artifact bytes do not match artifact_sha256")
+    data = _artifact_bytes(manifest, settings)
     try:
         artifact = load_artifact(data)
     except ArtifactError as exc:

@@ -1,7 +1,9 @@
 """ModelManifest: one record on the versioned model topic, keyed by model name.
 
-Every field is signed (Ed25519, `signing_payload` is the one canonical serialisation); the
-newest valid record per model name (in topic order) is the model every scorer serves.
+Every field is signed (Ed25519, `signing_payload` is the one canonical serialisation). Each record
+carries a strictly increasing `sequence` per model name: readers serve the valid record with the
+highest sequence and refuse one that is not above the newest they accepted (a replay), so a
+promotion or rollback is a new signed record naming the version to serve.
 """
 
 from __future__ import annotations
@@ -90,7 +92,15 @@ class ModelManifest(ModelDescription):
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", extra="forbid")
 
     published_at: AwareDatetime = Field(description="When this record was written.")
-    action: Literal["publish", "promote"] = "publish"
+    action: Literal["publish", "promote"] = Field(
+        default="publish",
+        description="publish: a new version; promote: serve `version` again (rollback/forward).",
+    )
+    sequence: int = Field(
+        ge=1,
+        description="Strictly increasing per model name (the single publisher uses the topic's "
+        "max + 1); a record not above the newest accepted one is a replay.",
+    )
     artifact_sha256: str = Field(pattern=HEX_SHA256)
     key_id: str = Field(
         pattern=r"^[0-9a-f]{16}$",

@@ -5,12 +5,18 @@ replicas, but every replica must see every manifest. Each watcher runs a TopicRe
 group id, manual assignment from the beginning, no commits) in a daemon thread.
 
 Rules:
-- the candidate is the newest record in topic order for Settings.model_name (only records of
-  Settings.pinned_model_version when pinned), so `callscore models promote` (a republished older
-  manifest) takes effect;
-- a candidate is verified (HMAC, contract hash, scikit-learn version, sha256) before it is
-  unpickled (registry.signing.verify_and_load); a refused one is logged and counted, and the
-  newest *valid* candidate wins, or the current model keeps serving;
+- every record's Ed25519 signature is checked as it is read (registry.signing.check_signature,
+  cheap, no artifact read): a malformed or unsigned record is refused, logged and counted at once
+  and never kept, so no number of invalid records can push a valid one out of the bounded list
+  of candidates (a fresh replica always finds the newest valid record);
+- a signed record whose `sequence` is not above the highest seen so far for Settings.model_name
+  is a replay of an older record: refused and counted (reason "replay"), whatever its version;
+- the candidate is the signed record with the highest sequence (only records of
+  Settings.pinned_model_version when pinned), so `callscore models promote` (a new record) takes
+  effect and a replayed old record never does;
+- a candidate is then fully verified (contract hash, scikit-learn version, bounded artifact read,
+  sha256) before it is unpickled (registry.signing.verify_and_load); a refused one is logged and
+  counted, and the next newest candidate wins, or the current model keeps serving;
 - the swap is one reference assignment; the stream reads `current` once per batch, so each batch
   is scored by exactly one version and no event is lost or scored twice by a reload.
 """
@@ -25,16 +31,18 @@ from datetime import UTC, datetime
 from core.errors import CallscoreError
 from core.settings import Settings
 from core.topic_reader import TopicReader
+from registry.keys import trusted_keys
 from registry.model_topic import ManifestRecord, parse_record
-from registry.signing import ManifestRejected, verify_and_load
+from registry.signing import ManifestRejected, check_signature, verify_and_load
 from schemas import ModelManifest
 from streamer.metrics import StreamMetrics
 from streamer.scoring import ServedModel
 
 log = logging.getLogger(__name__)
 
-# Candidates kept while catching up: enough to fall back past a few refused records without
-# holding every (possibly inline, ~100 KiB) manifest of an uncompacted topic in memory.
+# Signed candidates kept while catching up, in increasing sequence: enough to fall back past a few
+# signed-but-unloadable records (which only the key holder can write) without holding every
+# (possibly inline, up to model_record_max_bytes) manifest of an uncompacted topic in memory.
 MAX_PENDING = 16
 
 
@@ -51,6 +59,8 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending: deque[tuple[int, ModelManifest]] = deque(maxlen=MAX_PENDING)
+        self._keys = trusted_keys(settings)
+        self.newest_sequence = 0  # highest sequence of a signed record of this model seen so far
         self.current: ServedModel | None = None
         self.caught_up = threading.Event()
         self.records_read = 0
@@ -106,17 +116,45 @@ class ModelWatcher:
             return
         if manifest.model_name != self._settings.model_name:
             return
+        try:
+            check_signature(manifest, self._keys)
+        except ManifestRejected as exc:
+            self._refuse(manifest, record.offset, exc.reason, exc.message)
+            return
+        if manifest.sequence <= self.newest_sequence:
+            self._refuse(
+                manifest,
+                record.offset,
+                "replay",
+                f"sequence {manifest.sequence} is not above {self.newest_sequence}, the newest "
+                "already seen",
+            )
+            return
+        self.newest_sequence = manifest.sequence
         pinned = self._settings.pinned_model_version
         if pinned is not None and manifest.version != pinned:
             return
         self._pending.append((record.offset, manifest))
 
+    def _refuse(self, manifest: ModelManifest, offset: int, reason: str, message: str) -> None:
+        current = self.current
+        log.error(
+            "model %s v%d (offset %d) refused: %s: %s; %s",
+            manifest.model_name,
+            manifest.version,
+            offset,
+            reason,
+            message,
+            f"still serving v{current.version}" if current else "no model loaded",
+        )
+        self._metrics.reloads.labels("rejected", reason).inc()
+
     def _apply_newest_valid(self) -> None:
-        candidates = list(self._pending)
+        candidates = list(self._pending)  # increasing sequence
         self._pending.clear()
         for offset, manifest in reversed(candidates):
             current = self.current
-            if current is not None and offset <= current.record_offset:
+            if current is not None and manifest.sequence <= current.manifest.sequence:
                 return
             if (
                 current is not None
@@ -129,21 +167,12 @@ class ModelWatcher:
                 self._metrics.reloads.labels("unchanged", "").inc()
                 return
             try:
-                artifact = verify_and_load(manifest, self._settings)
+                artifact = verify_and_load(manifest, self._settings, self._keys)
             except ManifestRejected as exc:
-                log.error(
-                    "model %s v%d (offset %d) refused: %s; %s",
-                    manifest.model_name,
-                    manifest.version,
-                    offset,
-                    exc,
-                    f"still serving v{current.version}" if current else "no model loaded",
-                )
-                self._metrics.reloads.labels("rejected", exc.reason).inc()
+                self._refuse(manifest, offset, exc.reason, exc.message)
                 continue
             except CallscoreError as exc:
-                log.error("model v%d (offset %d) refused: %s", manifest.version, offset, exc)
-                self._metrics.reloads.labels("rejected", "error").inc()
+                self._refuse(manifest, offset, "error", str(exc))
                 continue
             self._swap(ServedModel(artifact, manifest, offset, datetime.now(UTC)))
             return

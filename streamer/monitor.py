@@ -35,7 +35,7 @@ from core.errors import BrokerUnavailableError, CallscoreError
 from core.kafka import producer_config
 from core.settings import Settings
 from core.topic_reader import Record, TopicReader, read_topics
-from feedback.baselines import check_manifest
+from feedback.baselines import ManifestFilter
 from feedback.join import Labelled, OutcomeJoin
 from feedback.quality import Quality, quality
 from registry.keys import trusted_keys
@@ -132,7 +132,7 @@ class Monitor:
         already_dead_lettered: Collection[SourceKey] = (),
     ) -> None:
         self._settings = settings
-        self._keys = keys
+        self._manifests = ManifestFilter(keys, settings.model_name)
         self._join = OutcomeJoin(
             settings.monitor_window_max_predictions,
             timedelta(days=settings.monitor_window_max_age_days),
@@ -179,7 +179,7 @@ class Monitor:
                 counts.outcomes += 1
                 self._outcome(record, now, counts, letters, new, labelled)
             elif record.topic == topics.topic_models:
-                check = check_manifest(record, self._keys, topics.model_name)
+                check = self._manifests.check(record)
                 counts.manifests[(check.result, check.reason)] += 1
                 if check.version is not None and check.baseline is not None:
                     self.baselines[check.version] = check.baseline

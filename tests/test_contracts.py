@@ -197,6 +197,7 @@ def manifest_fields(**overrides: object) -> dict[str, object]:
         "published_at": "2026-11-26T00:00:00Z",
         "artifact_sha256": "a" * 64,
         "key_id": "c" * 16,
+        "sequence": 1,
         "signature": "b" * 128,
         "sklearn_version": "1.9.1",
         "python_version": "3.11.7",

@@ -31,7 +31,7 @@ from feedback.join import Labelled
 from feedback.quality import latest_per_event, quality
 from registry.artifact import dump_artifact
 from registry.keys import trusted_keys
-from registry.model_topic import publish_manifest
+from registry.model_topic import produce_manifest
 from registry.signing import build_manifest
 from schemas import FEATURES, PRIORITIES, CallOutcome, DeadLetter, PredictionRecord, task_id_for
 from streamer.monitor import VERSIONS_TRACKED, Monitor, MonitorAccountingError, MonitorResult
@@ -389,7 +389,7 @@ def test_monitor_online_quality_dead_letters_and_restart(kafka_settings, tmp_pat
     forged = build_manifest(
         dump_artifact(small_artifact(2, seed=2)), small_artifact(2, seed=2).metadata, settings
     ).model_copy(update={"version": 3})  # v2's signature does not cover version 3
-    publish_manifest(settings, forged)
+    produce_manifest(settings, forged)
     preds = (
         predictions(150, 1, seed=21, prefix="a")
         + predictions(150, 2, seed=22, prefix="b")

@@ -21,7 +21,7 @@ from callscore.harness import (
 from core.kafka import ensure_topics
 from registry.artifact import dump_artifact
 from registry.keys import load_signing_key
-from registry.model_topic import publish_manifest
+from registry.model_topic import produce_manifest
 from registry.signing import build_manifest, sign_manifest
 from streamer.scoring import feature_frame
 
@@ -102,8 +102,10 @@ def _bad_manifests(settings):
     data = dump_artifact(artifact)
     good = build_manifest(data, artifact.metadata, settings)
 
+    sequences = iter(range(2, 10))  # above v1's: refused for their content, not as replays
+
     def resigned(**update):
-        unsigned = good.model_copy(update=update)
+        unsigned = good.model_copy(update={**update, "sequence": next(sequences)})
         return sign_manifest(unsigned, *signer)
 
     truncated = data[: len(data) // 2]
@@ -125,7 +127,7 @@ def test_refused_manifests_keep_v1_serving(kafka_settings, tmp_path, workers):
     worker.wait_ready()
     bad = _bad_manifests(settings)
     for manifest in bad.values():
-        publish_manifest(settings, manifest)
+        produce_manifest(settings, manifest)  # as they are: not re-signed
     worker.wait_until(
         lambda: worker.metric("callscore_model_reloads_total", 'result="rejected"') == len(bad),
         30,

@@ -30,7 +30,7 @@ def _incoming(value: bytes | None, offset: int = 0) -> Incoming:
 
 def _served(settings, version: int = 1, seed: int = 1, offset: int = 0) -> ServedModel:
     artifact = small_artifact(version, seed=seed)
-    manifest = build_manifest(dump_artifact(artifact), artifact.metadata, settings)
+    manifest = build_manifest(dump_artifact(artifact), artifact.metadata, settings, version)
     return ServedModel(artifact, manifest, offset, NOW)
 
 
@@ -87,7 +87,7 @@ def test_watcher_follows_newest_record_and_refuses_bad_ones(settings):
     v1 = _served(settings, 1).manifest
     v2 = _served(settings, 2, seed=2).manifest
     forged = v2.model_copy(update={"version": 3, "signature": "f" * 128})
-    old_sklearn = v2.model_copy(update={"version": 4, "sklearn_version": "0.24.2"})
+    old_sklearn = v2.model_copy(update={"version": 4, "sklearn_version": "0.24.2", "sequence": 4})
     old_sklearn = sign_manifest(old_sklearn, *load_signing_key(settings))
     # catch-up: v1, v2, forged -> the newest *valid* one (v2) wins, forged counted
     watcher.step([_record(0, v1), _record(1, v2), _record(2, forged)], at_end=False)
@@ -96,7 +96,7 @@ def test_watcher_follows_newest_record_and_refuses_bad_ones(settings):
     assert watcher.current is not None and watcher.current.version == 2
     watcher.step([_record(3, old_sklearn), ManifestRecord(4, None, "malformed")], at_end=True)
     assert watcher.current.version == 2
-    unsigned_promote = v1.model_copy(update={"action": "promote"})  # action is signed too
+    unsigned_promote = v1.model_copy(update={"action": "promote", "sequence": 5})  # signed too
     watcher.step([_record(5, unsigned_promote)], at_end=True)
     assert watcher.current.version == 2
     promoted = sign_manifest(unsigned_promote, *load_signing_key(settings))
@@ -111,6 +111,11 @@ def test_watcher_follows_newest_record_and_refuses_bad_ones(settings):
     assert samples[("rejected", "sklearn_version")] == 1
     assert samples[("rejected", "malformed")] == 1
     assert samples[("loaded", "")] == 2
+    # the raw bytes of an older signed record, produced again: refused, v1 keeps serving
+    watcher.step([_record(7, v2)], at_end=True)
+    assert watcher.current.version == 1
+    replays = metrics.reloads.labels("rejected", "replay")._value.get()
+    assert replays == 1
 
 
 def test_watcher_pinned_version(settings):

@@ -44,6 +44,7 @@ from feedback.drift import psi
 from feedback.join import Labelled
 from feedback.labels import LabelSet
 from feedback.quality import quality
+from registry.keys import trusted_keys
 from registry.model_topic import current_manifest, read_model_records
 from schemas import ModelManifest
 
@@ -246,7 +247,9 @@ def observe(settings: Settings) -> Observation:
     from trainer.outcomes import read_labels
 
     records = read_model_records(settings)
-    served = current_manifest(records, settings.model_name, settings.pinned_model_version)
+    served = current_manifest(
+        records, settings.model_name, settings.pinned_model_version, trusted_keys(settings)
+    )
     return Observation(served, read_labels(settings))
 
 

@@ -314,8 +314,7 @@ def _importance(final: FinalModel, rows: int) -> pd.DataFrame:
 
 def _publish(settings: Settings, built: BuiltArtifact) -> ModelManifest:
     manifest = build_manifest(built.data, built.artifact.metadata, settings)
-    publish_manifest(settings, manifest)
-    return manifest
+    return publish_manifest(settings, manifest)  # as published: next sequence, signed
 
 
 def _model_card(
