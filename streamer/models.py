@@ -35,6 +35,7 @@ from registry.keys import trusted_keys
 from registry.model_topic import ManifestRecord, parse_record
 from registry.signing import ManifestRejected, check_signature, verify_and_load
 from schemas import ModelManifest
+from streamer.log_limit import LIBRDKAFKA_LOGGER
 from streamer.metrics import StreamMetrics
 from streamer.scoring import ServedModel
 
@@ -82,13 +83,24 @@ class ModelWatcher:
             try:
                 if reader is None:
                     topic = self._settings.topic_models
-                    reader = TopicReader(self._settings, [topic], "callscore-model-reader")
+                    # librdkafka's own lines (one per failed reconnection while the broker is
+                    # away) go to the rate-limited logger of streamer/log_limit.py.
+                    reader = TopicReader(
+                        self._settings,
+                        [topic],
+                        "callscore-model-reader",
+                        logger=logging.getLogger(LIBRDKAFKA_LOGGER),
+                    )
                 records = reader.poll(self._poll_seconds)
                 self.step([parse_record(r) for r in records], reader.at_end)
+                if self.last_error is not None:
+                    log.info("model watcher: reading again")
                 self.last_error = None
             except CallscoreError as exc:  # broker trouble: keep serving, retry
+                # Logged once per spell of trouble, not once per retry (about 1/s).
+                if self.last_error is None:
+                    log.warning("model watcher: %s; retrying every second", exc)
                 self.last_error = str(exc)
-                log.warning("model watcher: %s; retrying", exc)
                 self._stop.wait(1.0)
             except Exception as exc:  # never let the thread die silently
                 self.last_error = f"{type(exc).__name__}: {exc}"
