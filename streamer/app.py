@@ -46,20 +46,16 @@ from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
 from streamer.log_limit import RateLimitFilter, limit_kafka_logs
 from streamer.metrics import StreamMetrics
 from streamer.models import ModelWatcher
+from streamer.retry import retry_with_backoff
 from streamer.scoring import Incoming
 from streamer.web import ApiOnlyWeb, ScorePool, register_routes
 
 log = logging.getLogger(__name__)
 
 MODEL_WAIT_POLL_SECONDS = 0.05
-FIRST_RETRY_BACKOFF_SECONDS = 0.1
 # The Kafka clients' log lines while the broker is away (streamer/log_limit.py).
 KAFKA_LOG_LINES_PER_SECOND = 1.0
 KAFKA_LOG_BURST = 20
-
-
-class BrokerRetryExhausted(RuntimeError):
-    """A batch's outputs were not acknowledged within Settings.broker_retry_seconds."""
 
 
 @dataclass
@@ -109,40 +105,27 @@ class Streamer:
     async def publish(self, outgoing: Sequence[Outgoing]) -> None:
         """send_all, again with backoff while the broker is away, within the retry budget."""
         settings = self.settings
-        deadline = time.monotonic() + settings.broker_retry_seconds
-        backoff = FIRST_RETRY_BACKOFF_SECONDS
-        attempt = 1
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                # A send can wait on the broker far longer than the budget (Faust's producer
-                # request timeout): the budget bounds every attempt too.
-                async with asyncio.timeout(max(remaining, 0.0)):
-                    await send_all(self.app, outgoing)
-            except (KafkaError, TimeoutError) as exc:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BrokerRetryExhausted(
-                        f"outputs not acknowledged after {attempt} attempts in "
-                        f"{settings.broker_retry_seconds:.0f} s (broker_retry_seconds): "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                self.metrics.send_retries.inc()
-                log.warning(
-                    "batch of %d outputs not acknowledged (%s: %s); attempt %d again in %.1f s",
-                    len(outgoing),
-                    type(exc).__name__,
-                    exc,
-                    attempt + 1,
-                    min(backoff, remaining),
-                )
-                await asyncio.sleep(min(backoff, remaining))
-                backoff = min(backoff * 2, settings.broker_retry_max_backoff_seconds)
-                attempt += 1
-                continue
-            if attempt > 1:
-                log.info("batch of %d outputs acknowledged at attempt %d", len(outgoing), attempt)
-            return
+
+        def on_retry(failed: int, exc: BaseException, delay: float) -> None:
+            self.metrics.send_retries.inc()
+            log.warning(
+                "batch of %d outputs not acknowledged (%s: %s); attempt %d in %.1f s",
+                len(outgoing),
+                type(exc).__name__,
+                exc,
+                failed + 1,
+                delay,
+            )
+
+        attempts = await retry_with_backoff(
+            lambda: send_all(self.app, outgoing),
+            budget_seconds=settings.broker_retry_seconds,
+            max_backoff_seconds=settings.broker_retry_max_backoff_seconds,
+            retry_on=(KafkaError,),
+            on_retry=on_retry,
+        )
+        if attempts > 1:
+            log.info("batch of %d outputs acknowledged at attempt %d", len(outgoing), attempts)
 
 
 def incoming(event: EventT) -> Incoming:
