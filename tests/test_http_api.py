@@ -128,7 +128,6 @@ def test_deep_json_is_refused_before_parsing(settings):
 # --- against a worker ------------------------------------------------------------------------
 
 
-@pytest.mark.kafka
 def test_hostile_requests_get_4xx_never_5xx(kafka_settings, tmp_path, workers):
     worker = started_worker(kafka_settings, tmp_path, workers, http_max_body_bytes=64 * 1024)
     event = json.dumps(valid_event()).encode()
@@ -216,7 +215,6 @@ def test_hostile_requests_get_4xx_never_5xx(kafka_settings, tmp_path, workers):
     assert worker.http("GET", "/healthz").status == 200, "the worker survived every request"
 
 
-@pytest.mark.kafka
 def test_full_score_queue_answers_503_with_retry_after(kafka_settings, tmp_path, workers):
     worker = started_worker(
         kafka_settings, tmp_path, workers, http_score_processes=1, http_score_queue=1

@@ -24,7 +24,6 @@ EXAMPLES = 60
 
 
 @pytest.mark.slow
-@pytest.mark.kafka
 def test_fuzzing_from_the_openapi_description_finds_no_5xx(kafka_settings, tmp_path, workers):
     settings = worker_settings(kafka_settings, tmp_path, api_token=TOKEN)
     ensure_topics(settings)

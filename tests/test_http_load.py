@@ -64,7 +64,6 @@ def percentile(values: list[float], q: int) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.kafka
 def test_stream_latency_with_and_without_score_load(kafka_settings, tmp_path, workers):
     settings = worker_settings(kafka_settings, tmp_path, api_token=TOKEN)
     ensure_topics(settings)
