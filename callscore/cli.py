@@ -59,6 +59,14 @@ def _cmd_schemas_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schemas_settings_table(args: argparse.Namespace) -> int:
+    from callscore.settings_table import write_table
+
+    table = write_table(Path(args.readme) if args.readme else None)
+    print(args.readme or table, end="\n" if args.readme else "")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from callscore.demo import run_demo
 
@@ -86,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     openapi.add_argument("file", help="e.g. docs/openapi.yaml")
     openapi.set_defaults(handler=_cmd_schemas_openapi)
+    table = schemas_sub.add_parser(
+        "settings-table", help="print the configuration table (Markdown) generated from Settings"
+    )
+    table.add_argument("--readme", help="rewrite the table between its markers in this file")
+    table.set_defaults(handler=_cmd_schemas_settings_table)
 
     demo = sub.add_parser(
         "demo",

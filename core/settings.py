@@ -30,49 +30,104 @@ class Settings(BaseSettings):
     )
 
     # --- Kafka connection, applied to every client (confluent-kafka and Faust/aiokafka) ---
-    bootstrap_servers: str = "localhost:9092"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_file: Path | None = None
+    bootstrap_servers: str = Field(
+        default="localhost:9092", description="Kafka bootstrap servers, comma-separated host:port."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every client talks to Kafka (SASL_* needs the three sasl settings).",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism, with a SASL_* security protocol."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (a secret: never logged or printed)."
+    )
+    ssl_ca_file: Path | None = Field(
+        default=None, description="CA certificate (PEM) that signed the brokers' certificates."
+    )
 
     # --- Topics: the only place their names and partition counts are defined ---
-    topic_prospects: str = "prospects"
-    topic_tasks_prefix: str = Field(
-        default="call-tasks", description="Tier topics are '<prefix>.high|medium|low'."
+    topic_prospects: str = Field(
+        default="prospects", description="Prospect events in (ProspectEvent), keyed by prospect_id."
     )
-    topic_dead_letters: str = "prospects.dead-letters"
-    topic_models: str = "models"
-    topic_outcomes: str = "call-outcomes"
-    topic_outcome_dead_letters: str = "call-outcomes.dead-letters"
+    topic_tasks_prefix: str = Field(
+        default="call-tasks",
+        description="Tier topics are `<prefix>.high`, `<prefix>.medium`, `<prefix>.low`.",
+    )
+    topic_dead_letters: str = Field(
+        default="prospects.dead-letters",
+        description="Prospect events that could not be scored (DeadLetter: bytes and reason).",
+    )
+    topic_models: str = Field(
+        default="models", description="Signed model manifests; one partition, keyed by model name."
+    )
+    topic_outcomes: str = Field(
+        default="call-outcomes", description="What dialers report after a call (CallOutcome)."
+    )
+    topic_outcome_dead_letters: str = Field(
+        default="call-outcomes.dead-letters", description="Invalid call outcomes (DeadLetter)."
+    )
     topic_predictions: str = Field(
         default="predictions",
         description="The prediction log: what each model saw and said, keyed by event_id.",
     )
-    partitions: int = Field(default=4, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    partitions: int = Field(
+        default=4,
+        ge=1,
+        description="Partitions of every keyed topic `callscore topics` creates: the most scorer "
+        "replicas that share the work.",
+    )
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of each topic `callscore topics` creates (3 on a cluster).",
+    )
 
     # --- Consumer-group timing (fast values for the local broker: 3 s / 0.5 s) ---
-    session_timeout_seconds: float = Field(default=30.0, gt=0)
-    heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
+    session_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Consumer-group session timeout (3 for the local broker).",
+    )
+    heartbeat_interval_seconds: float = Field(
+        default=3.0, gt=0, description="Consumer-group heartbeat (0.5 for the local broker)."
+    )
     fetch_max_wait_ms: int = Field(
-        default=100, ge=1, le=10_000, description="Overrides Faust's hard-coded 1500 ms."
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Consumer fetch wait; overrides Faust's hard-coded 1500 ms.",
     )
 
     # --- Scoring ---
-    batch_max_size: int = Field(default=500, ge=1)
-    batch_max_wait_seconds: float = Field(default=0.05, gt=0)
-    max_message_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
-    dedupe_window: int = Field(
-        default=100_000, ge=0, description="Recent event_ids remembered to drop duplicates."
+    batch_max_size: int = Field(default=500, ge=1, description="Most events in one scoring batch.")
+    batch_max_wait_seconds: float = Field(
+        default=0.05, gt=0, description="Longest wait to fill a scoring batch."
     )
-    model_name: str = "term-deposit"
+    max_message_bytes: int = Field(
+        default=DEFAULT_MAX_EVENT_BYTES,
+        ge=1024,
+        description="Larger prospect events and outcomes are dead-lettered (too_large).",
+    )
+    dedupe_window: int = Field(
+        default=100_000,
+        ge=0,
+        description="Recent event_ids a replica remembers to drop duplicates (0: off).",
+    )
+    model_name: str = Field(
+        default="term-deposit", description="The model the scorers serve (key on the model topic)."
+    )
     streamer_app_id: str = Field(
         default="callscore-streamer", description="Faust app id = consumer group of the scorers."
     )
-    streamer_data_dir: Path = Path("streamer-data")
-    producer_linger_ms: int = Field(default=5, ge=0, le=1000)
+    streamer_data_dir: Path = Field(
+        default=Path("streamer-data"), description="Faust's data folder of a scorer replica."
+    )
+    producer_linger_ms: int = Field(
+        default=5, ge=0, le=1000, description="Producer linger of every client (batches sends)."
+    )
     commit_interval_seconds: float = Field(
         default=1.0, gt=0, description="How often the scorer commits acknowledged offsets."
     )
@@ -106,7 +161,10 @@ class Settings(BaseSettings):
         description="Ed25519 public keys a model record may be signed with: comma-separated PEM "
         "files or directories of *.pem files (scorers, monitor, report, trainer).",
     )
-    artifact_dir: Path = Path("artifacts")
+    artifact_dir: Path = Field(
+        default=Path("artifacts"),
+        description="Where the publisher writes artifacts too large to go inline (file:// URI).",
+    )
     model_record_max_bytes: int = Field(
         default=2 * 1024 * 1024,
         ge=256 * 1024,
@@ -122,13 +180,24 @@ class Settings(BaseSettings):
         description="Larger artifacts go to artifact_dir (a file:// URI) instead of inline; "
         "base64 of an inline artifact must fit model_record_max_bytes.",
     )
-    tier_high_fraction: float = Field(default=0.10, gt=0, lt=1)
-    tier_medium_fraction: float = Field(default=0.20, gt=0, lt=1)
+    tier_high_fraction: float = Field(
+        default=0.10, gt=0, lt=1, description="Share of validation scores above the high cut point."
+    )
+    tier_medium_fraction: float = Field(
+        default=0.20, gt=0, lt=1, description="Share of validation scores in the medium tier."
+    )
 
     # --- Training ---
     data: Path | None = Field(default=None, description="Path to bank-full.csv(.gz).")
-    data_cache_dir: Path = Path.home() / ".cache" / "callqueue-scorer"
-    champion_tolerance: float = Field(default=0.005, ge=0)
+    data_cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "callqueue-scorer",
+        description="Where `callscore data fetch` keeps the verified UCI download.",
+    )
+    champion_tolerance: float = Field(
+        default=0.005,
+        ge=0,
+        description="A candidate is published unless its ROC-AUC is this far below the champion's.",
+    )
     base_data_until: str | None = Field(
         default=None,
         pattern=r"^\d{4}-\d{2}$",
@@ -181,7 +250,9 @@ class Settings(BaseSettings):
         ge=50,
         description="Latest labelled outcomes per model version behind the online metrics.",
     )
-    monitor_http_port: int = Field(default=6067, ge=1, le=65535)
+    monitor_http_port: int = Field(
+        default=6067, ge=1, le=65535, description="Port of `callscore monitor`'s /metrics."
+    )
 
     # --- Nightly export ---
     export_url: str = Field(
@@ -190,9 +261,13 @@ class Settings(BaseSettings):
         "which is the package's folder in a checkout.",
     )
     export_time: str = Field(
-        default="02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local HH:MM."
+        default="02:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="When the scheduled export runs: local HH:MM.",
     )
-    export_timezone: str = "UTC"
+    export_timezone: str = Field(
+        default="UTC", description="Zoneinfo zone of export_time and of an exported day."
+    )
     export_read_timeout_seconds: float = Field(
         default=600.0,
         gt=0,
@@ -203,9 +278,16 @@ class Settings(BaseSettings):
     )
 
     # --- HTTP API ---
-    http_host: str = "0.0.0.0"
-    http_port: int = Field(default=6066, ge=1, le=65535)
-    api_token: SecretStr | None = None
+    http_host: str = Field(
+        default="0.0.0.0", description="Interface of the scorer's and the monitor's HTTP servers."
+    )
+    http_port: int = Field(
+        default=6066, ge=1, le=65535, description="Port of the scorer's HTTP API."
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token required by POST /score and GET /model when set (a secret).",
+    )
     http_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest /score request body (else 413)."
     )
