@@ -183,3 +183,94 @@ def test_cadence_table_counts_fits_per_cadence(frame):
     fits = dict(zip(table["retrain_every"], table["fits"], strict=True))
     assert fits["1"] > fits["3"] > fits["never"] == 1
     assert table["backtest_monthly_roc_auc"].between(0, 1).all()
+
+
+# --- the vectorised transform against the per-column pandas one it replaced -------------------
+def _old_transform(features: BankFeatures, frame: pd.DataFrame) -> pd.DataFrame:
+    """BankFeatures.transform as it was before it was vectorised (commit dd3f0e5), frozen."""
+    from schemas import CATEGORICAL_FEATURES, CATEGORIES, MONTHS
+
+    def old_periods() -> np.ndarray:
+        if "period" not in frame.columns:
+            return np.full(len(frame), features.last_period_, dtype=object)
+        fitted = np.asarray(features.periods_, dtype=object)
+        given = frame["period"].astype(str).to_numpy(dtype=object)
+        position = np.searchsorted(fitted, given, side="right") - 1
+        return fitted[np.clip(position, 0, len(fitted) - 1)]
+
+    def old_period_number(periods: np.ndarray) -> np.ndarray:
+        text = pd.Series(np.asarray(periods, dtype=object)).astype(str)
+        return (text.str[:4].astype(int) * 12 + text.str[5:7].astype(int) - 1).to_numpy(float)
+
+    x = frame[list(FEATURES)]
+    out = pd.DataFrame(index=x.index)
+    if features.period == "index":
+        out["period_index"] = old_period_number(old_periods())
+    elif features.period == "onehot":
+        out["period"] = pd.Categorical(old_periods(), categories=features.periods_)
+    out["age"] = x["age"].astype(float)
+    balance = x["balance"].astype(float).clip(-5_000, 50_000)
+    out["balance_log"] = np.sign(balance) * np.log1p(np.abs(balance))
+    out["campaign_capped"] = x["campaign"].clip(upper=10).astype(float)
+    out["previous_capped"] = x["previous"].clip(upper=10).astype(float)
+    if features.pdays == "engineer":
+        never = x["pdays"] < 0
+        out["never_contacted"] = never.astype(float)
+        out["log_days_since_contact"] = np.where(never, 0.0, np.log1p(x["pdays"].clip(0)))
+    elif features.pdays == "raw":
+        out["pdays"] = x["pdays"].astype(float)
+    if features.calendar:
+        month_number = x["month"].map({m: i for i, m in enumerate(MONTHS)}).astype(float)
+        out["day"] = x["day"].astype(float)
+        out["month_sin"] = np.sin(2 * np.pi * month_number / 12)
+        out["month_cos"] = np.cos(2 * np.pi * month_number / 12)
+    for name in CATEGORICAL_FEATURES:
+        if name == "month" and not features.calendar:
+            continue
+        values = list(CATEGORIES[name])
+        out[name] = pd.Categorical(x[name].where(x[name].isin(values)), categories=values)
+    return out
+
+
+def _edge_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows at and beyond every clip and cap, never-contacted and contacted pdays, values
+    outside the contract, and periods before, between and after the fitted ones."""
+    rows = frame.iloc[:8].copy().reset_index(drop=True)
+    rows["balance"] = [-10_000_000, -5_001, -5_000, -1, 0, 1, 50_000, 100_000_000]
+    rows["campaign"] = [1, 9, 10, 11, 1000, 2, 3, 4]
+    rows["previous"] = [0, 9, 10, 11, 10_000, 1, 2, 3]
+    rows["pdays"] = [-1, 0, 1, 999, 10_000, -1, 5, 6]
+    rows["age"] = [18, 100, 40, 41, 42, 43, 44, 45]
+    rows["day"] = [1, 31, 15, 2, 3, 4, 5, 6]
+    rows["month"] = ["jan", "dec", "june", "may", "oct", "feb", "jul", "aug"]
+    rows["job"] = ["astronaut", "admin.", "unknown", "retired", "student", "services", "x", ""]
+    rows["poutcome"] = ["success", "other", "failure", "unknown", "?", "success", "other", "no"]
+    periods = sorted(frame["period"].unique())
+    rows["period"] = ["2001-01", periods[0], periods[1], "2099-12", periods[-1], *periods[2:5]]
+    return rows.set_index(pd.Index(range(100, 108)))  # a non-default index is kept
+
+
+@pytest.mark.parametrize("period", ["none", "index", "onehot"])
+@pytest.mark.parametrize(
+    ("pdays", "calendar"), [("engineer", False), ("raw", True), ("drop", True)]
+)
+def test_vectorised_transform_equals_the_per_column_one(frame, period, pdays, calendar):
+    features = BankFeatures(pdays, calendar, period).fit(frame)
+    edges = _edge_rows(frame)
+    for rows in (frame, frame[list(FEATURES)], edges, edges[list(FEATURES)], frame.iloc[:1]):
+        pd.testing.assert_frame_equal(features.transform(rows), _old_transform(features, rows))
+    names = list(features.get_feature_names_out())
+    assert names == list(_old_transform(features, frame).columns)
+
+
+def test_feature_arrays_from_columns_equal_the_frame_transform(frame):
+    """`arrays` takes plain column lists too (what the scorer builds), with the same values."""
+    features = BankFeatures(calendar=True, period="index").fit(frame)
+    served = _edge_rows(frame)[list(FEATURES)]
+    from_lists = features.arrays({name: served[name].tolist() for name in FEATURES})
+    from_frame = features.transform(served)
+    for name, values in from_lists.numeric.items():
+        np.testing.assert_array_equal(values, from_frame[name].to_numpy())
+    for name, (codes, categories) in from_lists.categorical.items():
+        np.testing.assert_array_equal(codes, from_frame[name].cat.codes.to_numpy())
+        assert categories == list(from_frame[name].cat.categories)

@@ -6,7 +6,10 @@ other column in the input frame can never reach the model.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,16 +24,39 @@ CALENDAR_FEATURES: tuple[str, ...] = ("day", "month")
 CAMPAIGN_CAP = 10
 PREVIOUS_CAP = 10
 BALANCE_CLIP = (-5_000, 50_000)
+MONTH_NUMBERS: dict[str, float] = {m: float(i) for i, m in enumerate(MONTHS)}
 
 
-def signed_log(values: pd.Series) -> np.ndarray:
+@cache
+def _category_positions(name: str) -> dict[Any, int]:
+    return {value: i for i, value in enumerate(CATEGORIES[name])}
+
+
+def signed_log(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
 
 def period_number(periods: pd.Series | np.ndarray) -> np.ndarray:
     """'YYYY-MM' -> months since year 0 (a monotone index for trees)."""
-    text = pd.Series(np.asarray(periods, dtype=object)).astype(str)
-    return (text.str[:4].astype(int) * 12 + text.str[5:7].astype(int) - 1).to_numpy(float)
+    return np.array([int(p[:4]) * 12 + int(p[5:7]) - 1 for p in map(str, periods)], dtype=float)
+
+
+def _codes(values: Iterable[Any], positions: dict[Any, int]) -> np.ndarray:
+    """Each value's position in its category list, -1 (missing) for a value outside it."""
+    return np.fromiter((positions.get(v, -1) for v in values), dtype=np.int16)
+
+
+@dataclass(frozen=True)
+class FeatureArrays:
+    """The engineered features as plain arrays, in output column order (no pandas).
+
+    numeric: name -> float64 values; categorical: name -> (codes into categories, categories),
+    code -1 for a value outside the category list (a missing value to the encoders).
+    """
+
+    numeric: dict[str, np.ndarray]
+    categorical: dict[str, tuple[np.ndarray, list[str]]]
+    rows: int
 
 
 class BankFeatures(TransformerMixin, BaseEstimator):
@@ -68,45 +94,72 @@ class BankFeatures(TransformerMixin, BaseEstimator):
             self.last_period_ = self.periods_[-1]
         return self
 
-    def _periods(self, frame: pd.DataFrame) -> np.ndarray:
-        """Each row's fitted period: its own (nearest earlier fitted), or the latest if absent."""
-        if PERIOD_COLUMN not in frame.columns:
-            return np.full(len(frame), self.last_period_, dtype=object)
+    def _period_positions(self, frame: Mapping[str, Any], rows: int) -> np.ndarray:
+        """Each row's fitted period, as a position in periods_: its own (the nearest earlier
+        fitted one), or the latest when the frame has no period column (serving)."""
+        if PERIOD_COLUMN not in frame:
+            return np.full(rows, len(self.periods_) - 1, dtype=np.int16)
+        given = np.array([str(p) for p in frame[PERIOD_COLUMN]], dtype=object)
         fitted = np.asarray(self.periods_, dtype=object)
-        given = frame[PERIOD_COLUMN].astype(str).to_numpy(dtype=object)
         position = np.searchsorted(fitted, given, side="right") - 1
-        return fitted[np.clip(position, 0, len(fitted) - 1)]
+        return np.clip(position, 0, len(fitted) - 1).astype(np.int16)
 
-    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        x = frame[list(FEATURES)]
-        out = pd.DataFrame(index=x.index)
+    def arrays(self, frame: Mapping[str, Any]) -> FeatureArrays:
+        """The features of `frame` (a DataFrame, or a mapping of column name -> values holding
+        the contract's FEATURES) as numpy arrays: one vectorised pass per column, no pandas.
+        `transform` is this, as a DataFrame."""
+        rows = len(frame[FEATURES[0]])
+        numeric: dict[str, np.ndarray] = {}
+        categorical: dict[str, tuple[np.ndarray, list[str]]] = {}
         if self.period == "index":
-            out["period_index"] = period_number(self._periods(frame))
+            numbers = period_number(self.periods_)
+            numeric["period_index"] = numbers[self._period_positions(frame, rows)]
         elif self.period == "onehot":
-            out["period"] = pd.Categorical(self._periods(frame), categories=self.periods_)
-        out["age"] = x["age"].astype(float)
-        balance = x["balance"].astype(float).clip(*BALANCE_CLIP)
-        out["balance_log"] = signed_log(balance)
-        out["campaign_capped"] = x["campaign"].clip(upper=CAMPAIGN_CAP).astype(float)
-        out["previous_capped"] = x["previous"].clip(upper=PREVIOUS_CAP).astype(float)
+            categorical["period"] = (self._period_positions(frame, rows), list(self.periods_))
+
+        def column(name: str) -> np.ndarray:
+            return np.asarray(frame[name], dtype=float)
+
+        numeric["age"] = column("age")
+        numeric["balance_log"] = signed_log(np.clip(column("balance"), *BALANCE_CLIP))
+        numeric["campaign_capped"] = np.minimum(column("campaign"), CAMPAIGN_CAP)
+        numeric["previous_capped"] = np.minimum(column("previous"), PREVIOUS_CAP)
         if self.pdays == "engineer":
-            never = x["pdays"] < 0
-            out["never_contacted"] = never.astype(float)
-            out["log_days_since_contact"] = np.where(never, 0.0, np.log1p(x["pdays"].clip(0)))
+            pdays = column("pdays")
+            never = pdays < 0
+            numeric["never_contacted"] = never.astype(float)
+            numeric["log_days_since_contact"] = np.where(
+                never, 0.0, np.log1p(np.maximum(pdays, 0.0))
+            )
         elif self.pdays == "raw":
-            out["pdays"] = x["pdays"].astype(float)
+            numeric["pdays"] = column("pdays")
         if self.calendar:
-            month_number = x["month"].map({m: i for i, m in enumerate(MONTHS)}).astype(float)
-            out["day"] = x["day"].astype(float)
-            out["month_sin"] = np.sin(2 * np.pi * month_number / 12)
-            out["month_cos"] = np.cos(2 * np.pi * month_number / 12)
+            month_number = np.fromiter(
+                (MONTH_NUMBERS.get(m, np.nan) for m in frame["month"]), dtype=float, count=rows
+            )
+            numeric["day"] = column("day")
+            numeric["month_sin"] = np.sin(2 * np.pi * month_number / 12)
+            numeric["month_cos"] = np.cos(2 * np.pi * month_number / 12)
         for name in CATEGORICAL_FEATURES:
             if name == "month" and not self.calendar:
                 continue
-            values = list(CATEGORIES[name])
             # Values outside the contract become missing (ignored by the encoders).
-            out[name] = pd.Categorical(x[name].where(x[name].isin(values)), categories=values)
-        return out
+            codes = _codes(frame[name], _category_positions(name))
+            categorical[name] = (codes, list(CATEGORIES[name]))
+        return FeatureArrays(numeric, categorical, rows)
+
+    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        features = self.arrays(frame)
+        columns: dict[str, Any] = {}
+        if "period" in features.categorical:  # the period comes first, as it always did
+            codes, categories = features.categorical["period"]
+            columns["period"] = pd.Categorical.from_codes(codes, categories=categories)
+        columns.update(features.numeric)
+        for name, (codes, categories) in features.categorical.items():
+            if name != "period":
+                columns[name] = pd.Categorical.from_codes(codes, categories=categories)
+        index = frame.index if isinstance(frame, pd.DataFrame) else None
+        return pd.DataFrame(columns, index=index)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         sample = pd.DataFrame([dict.fromkeys(FEATURES, 0)])
