@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from callscore.commands import (
+    demo,
     feedback,
     keys,
     lake,
@@ -67,12 +68,6 @@ def _cmd_schemas_settings_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from callscore.demo import run_demo
-
-    return run_demo(Path(args.out), events=args.events, search=args.search)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callscore",
@@ -100,23 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--readme", help="rewrite the table between its markers in this file")
     table.set_defaults(handler=_cmd_schemas_settings_table)
 
-    demo = sub.add_parser(
-        "demo",
-        help="run the whole flow locally: broker, train + publish, stream-score a few events",
-    )
-    demo.add_argument("--events", type=int, default=20, help="valid events to publish")
-    demo.add_argument(
-        "--out", default="out/demo", help="folder for the model card (default: out/demo)"
-    )
-    demo.add_argument(
-        "--search",
-        choices=["full", "fast"],
-        default="full",
-        help="hyperparameter search of `callscore train` (fast: tiny, for a quick look)",
-    )
-    demo.set_defaults(handler=_cmd_demo)
-
-    for area in (training, scoring, feedback, recalibration, lake, simulation, keys):
+    for area in (demo, training, scoring, feedback, recalibration, lake, simulation, keys):
         area.register(sub)
     return parser
 

@@ -1,161 +1,552 @@
-"""`callscore demo`: the whole flow on one machine, as an operator would run it.
+"""`callscore demo`: the whole system on one machine, live, ending by itself with a reconciliation.
 
-Starts a local broker (unless CALLSCORE_BOOTSTRAP_SERVERS is set), creates the topics, trains and
-publishes a model with `callscore train`, starts `callscore stream`, publishes prospect events
-(two of them invalid) and prints the call tasks and dead letters that come back.
+1. A broker: the embedded Tansu unless Kafka is configured (CALLSCORE_BOOTSTRAP_SERVERS or .env);
+   on a configured Kafka the demo's topics and consumer group get a per-run suffix.
+2. Data: the real UCI file if found or quickly downloadable, else synthetic rows (with a warning).
+3. `callscore train --search reference` on the months before the replay window publishes v1,
+   while `callscore stream` and `callscore monitor` start.
+4. `callscore simulate` replays the window (with malformed events and outcomes) in about
+   `replay_seconds`; halfway `callscore recalibrate` publishes v2 and the scorer hot-reloads it.
+5. `callscore report` writes the quality report; every process is stopped; the summary checks
+   produced = scored + dead-lettered on the topics themselves.
+
+Every child writes to `<out>/logs/<name>.log` and is listed in `<out>/pids`; the terminal shows
+only the view and the summary. Ctrl-C (or SIGTERM) stops every child before the demo exits.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.error
 import urllib.request
-from contextlib import ExitStack
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from callscore.factories import events_from_frame
-from callscore.harness import event_bytes, produce
+from callscore.demo_data import DemoData, replay_start, resolve_demo_data
+from callscore.demo_processes import Child, Children
+from callscore.demo_summary import Reconciliation, reconcile, render_summary
+from callscore.demo_view import (
+    DemoState,
+    plain_event,
+    plain_status,
+    render,
+    version_of,
+)
+from callscore.harness import CALLSCORE
+from callscore.simulator import ReplayOptions, count_plan, parse_delay, plan_replay
 from core.errors import CallscoreError
 from core.local_broker import LOCAL_BROKER_TIMINGS, free_port, start_tansu
-from core.settings import Settings, env_vars
-from core.topic_reader import Record, read_topics
+from core.settings import Settings, load_settings
+from core.topic_reader import TopicReader
 from registry.keys import generate_keypair
 
-console = Console()
+# Folders and files the demo owns inside --out; only these are removed at the start of a run.
+OWNED = ("logs", "keys", "faust", "artifacts", "data", "model-card", "quality")
+OWNED_FILES = ("pids", "summary.json")
+TRAIN_TIMEOUT_SECONDS = 300.0
+READY_TIMEOUT_SECONDS = 90.0
+DRAIN_TIMEOUT_SECONDS = 60.0
+REPORT_TIMEOUT_SECONDS = 120.0
+# How long the monitor may take to join the last outcomes before the summary.
+MONITOR_SETTLE_SECONDS = 10.0
+# Share of the replay's wall time after which `callscore recalibrate` runs (again if the first
+# had too few outcomes), early enough that the new version scores a good part of the replay.
+RECALIBRATE_AT = (0.3, 0.6)
+# Outcomes of the served version it waits for (a calibration on fewer is mostly noise).
+RECALIBRATE_MIN_OUTCOMES = 100
+PLAIN_STATUS_SECONDS = 5.0
+HTTP_POLL_SECONDS = 1.0
+HTTP_TIMEOUT_SECONDS = 0.5
+TICK_SECONDS = 0.2
 
 
-def _run(step: str, argv: list[str]) -> None:
-    console.rule(f"[bold]{step}")
-    console.print(f"$ {' '.join(argv)}", style="dim")
-    if subprocess.run(argv).returncode != 0:
-        raise CallscoreError(f"demo step failed: {step}")
+@dataclass(frozen=True)
+class DemoOptions:
+    out: Path = Path("out/demo")
+    data: Path | None = None
+    synthetic: bool = False
+    download_timeout: float = 10.0  # 0: never download
+    prospects: int = 5000  # about this many prospect rows are replayed
+    start: str | None = None  # first replayed month; default: from `prospects`
+    replay_seconds: float = 40.0
+    bad_rate: float = 0.02
+    outcome_delay: str = "2d"
+    search: str = "reference"
 
 
-def _training_data(workdir: Path, settings: Settings) -> tuple[Path, Any]:
-    """The UCI data when available, else a synthetic file with the same schema."""
-    from trainer.data import DataError, load_bank, resolve_data_path
+@dataclass
+class Run:
+    """What one run set up: settings, children, where things are."""
+
+    options: DemoOptions
+    out: Path
+    settings: Settings
+    children: Children
+    broker: Child | None
+    broker_label: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        return self.out / "logs"
+
+    def start(self, name: str, *args: str) -> Child:
+        return self.children.start(name, [CALLSCORE, *args], self.env, cwd=self.out)
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> int:
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    started = time.monotonic()
+    out = options.out.resolve()
+    _clean(out)
+    children = Children(out / "logs", out / "pids")
+    _log_to_file(out / "logs" / "demo.log")
+    with _sigterm_as_interrupt():
+        try:
+            run = _setup(options, out, children, console)
+            code = _main(run, console, started)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+            console.print("[yellow]interrupted: stopping every process the demo started...")
+            raise
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            broker = [c for c in children.all if c.name == "broker"]
+            children.stop_all(last=broker)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return code
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+
+def _clean(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OWNED:
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in OWNED_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def _log_to_file(path: Path) -> None:
+    """In-process library logs (Kafka clients, warnings) go to the demo's log, not the screen."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.captureWarnings(True)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _setup(options: DemoOptions, out: Path, children: Children, console: Console) -> Run:
+    base = load_settings()
+    run_id = uuid.uuid4().hex[:8]
+    updates: dict[str, Any] = {}
+    if "bootstrap_servers" in base.model_fields_set:
+        # Someone's Kafka: topics and group of this run only, never the real ones.
+        broker_label = f"Kafka at {base.bootstrap_servers} (topics demo-{run_id}.*)"
+        prefix = f"demo-{run_id}"
+        updates |= {
+            "topic_prospects": f"{prefix}.prospects",
+            "topic_tasks_prefix": f"{prefix}.call-tasks",
+            "topic_dead_letters": f"{prefix}.prospects.dead-letters",
+            "topic_models": f"{prefix}.models",
+            "topic_outcomes": f"{prefix}.call-outcomes",
+            "topic_outcome_dead_letters": f"{prefix}.call-outcomes.dead-letters",
+            "topic_predictions": f"{prefix}.predictions",
+        }
+        broker = None
+    else:
+        log_path = out / "logs" / "broker.log"
+        local = start_tansu(log_path=str(log_path))
+        assert local.process is not None
+        broker = children.adopt("broker", local.process, log_path)
+        broker_label = f"embedded Tansu at {local.bootstrap_servers}"
+        updates |= {"bootstrap_servers": local.bootstrap_servers, **LOCAL_BROKER_TIMINGS}
+    _kid, private, public = generate_keypair(out / "keys")
+    updates |= {
+        "streamer_app_id": f"callscore-demo-{run_id}",
+        "streamer_data_dir": out / "faust",
+        "artifact_dir": out / "artifacts",
+        "model_signing_key_file": private,
+        "model_trusted_keys": str(public),
+        "pinned_model_version": None,
+        "api_token": None,
+        "http_host": "127.0.0.1",
+        "http_port": free_port(),
+        "monitor_http_port": free_port(),
+    }
+    settings = base.model_copy(update=updates)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCORE_")}
+    run = Run(options, out, settings, children, broker, broker_label, env)
+    run.env = {**env, **settings.as_env()}
+    return run
+
+
+def _data(run: Run, console: Console) -> DemoData:
+    options = run.options
+    if not options.synthetic and options.data is None:
+        console.print("looking for the UCI data...", style="dim")
+    return resolve_demo_data(
+        run.settings,
+        run.out / "data",
+        options.data,
+        options.synthetic,
+        options.download_timeout,
+    )
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where the run is; the main loop advances it one tick at a time."""
+
+    deadline: float  # the current phase must be over by then
+    replay_started: float | None = None
+    replay_done: float | None = None
+    drained: float | None = None
+    recalibrations: int = 0
+    recalibrate: Child | None = None
+    recalibrate_reported: bool = False
+    published: list[str] = field(default_factory=list)
+    reloads: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Replay:
+    options: ReplayOptions
+    records: int  # everything the plan publishes
+    prospects: int  # prospect records (valid and malformed): what must be scored or dead-lettered
+    valid: int
+    first: str
+    last: str
+    speedup: float
+
+
+def _plan(run: Run, data: DemoData) -> Replay:
+    options = run.options
+    start = options.start or replay_start(data.frame, options.prospects)
+    replay = ReplayOptions(
+        start=start, outcome_delay=parse_delay(options.outcome_delay), bad_rate=options.bad_rate
+    )
+    plan = plan_replay(data.frame, replay)
+    counts = count_plan(plan).values()
+    span = (plan[-1].at - plan[0].at).total_seconds()
+    return Replay(
+        options=replay,
+        records=len(plan),
+        prospects=sum(c.events + c.bad_events for c in counts),
+        valid=sum(c.events for c in counts),
+        first=start,
+        last=plan[-1].period,
+        speedup=max(span / options.replay_seconds, 1.0),
+    )
+
+
+def _main(run: Run, console: Console, started: float) -> int:
+    options = run.options
+    data = _data(run, console)
+    replay = _plan(run, data)
+    settings = run.settings.model_copy(update={"base_data_until": replay.first, "data": data.path})
+    run.settings = settings
+    run.env = {**run.env, **settings.as_env()}
+    day = timedelta(days=1).total_seconds() / replay.speedup
+    header = (
+        f"callscore demo · {run.broker_label} · data {data.source} · replay {replay.first}.."
+        f"{replay.last}: {replay.valid:,} prospects + {replay.prospects - replay.valid:,} "
+        f"malformed, x{replay.speedup:,.0f} (a day of calls in {day:.2f} s)"
+    )
+    state = DemoState(settings, started)
+    state.expected = replay.prospects
+    if data.warning:
+        state.event(data.warning, "bold yellow")
+
+    model_card = run.out / "model-card"
+    trainer = run.start(
+        "train", "train", "--data", str(data.path), "--out", str(model_card),
+        "--search", options.search, "--no-outcomes",
+    )  # fmt: skip
+    state.phase = "training"
+    state.event(
+        f"training v1 on the months before {replay.first} (callscore train --search "
+        f"{options.search}); scorer and monitor starting"
+    )
+    stream = run.start("stream", "stream", "-l", "info")
+    monitor = run.start("monitor", "monitor")
+    progress = Progress(deadline=time.monotonic() + TRAIN_TIMEOUT_SECONDS)
+    topics = [
+        settings.topic_prospects,
+        *settings.task_topics.values(),
+        settings.topic_dead_letters,
+        settings.topic_outcomes,
+    ]
+    kafka_log = logging.getLogger("callscore.demo.kafka")
+    with (
+        TopicReader(settings, topics, group_prefix="callscore-demo", logger=kafka_log) as reader,
+        _screen(console, state, header, data.warning) as refresh,
+    ):
+        next_http = 0.0
+        while True:
+            state.add_records(reader.poll(TICK_SECONDS))
+            now = time.monotonic()
+            if now >= next_http:
+                next_http = now + HTTP_POLL_SECONDS
+                _poll_http(run, state, stream, monitor, progress)
+            _require_running(run, (stream, monitor))
+            if _advance(run, state, progress, trainer, replay, now):
+                break
+            refresh()
+        state.phase = "finishing: quality report, stopping the scorer and the monitor"
+        refresh()
+        report = run.start("report", "report", "--out", str(run.out / "quality"))
+        run.children.stop([stream, monitor])
+        _wait(report, REPORT_TIMEOUT_SECONDS)
+        state.phase = "done"
+        refresh()
+    reconciliation = reconcile(settings, kafka_log)
+    report_page = run.out / "quality" / "report.html"
+    card_page = model_card / "report.html"
+    elapsed = time.monotonic() - started
+    summary = {
+        "elapsed_seconds": round(elapsed, 1),
+        "broker": run.broker_label,
+        "data": data.source,
+        "synthetic": data.synthetic,
+        "replay": {"from": replay.first, "to": replay.last, "speedup": replay.speedup},
+        "reconciliation": reconciliation.as_dict(),
+        "model_versions_scoring": {str(v): n for v, n in sorted(state.by_version.items())},
+        "published": progress.published,
+        "hot_reloads": progress.reloads,
+        "online_quality": {
+            str(v): {"outcomes": q.outcomes, "roc_auc": q.roc_auc, "conversion": q.conversion}
+            for v, q in state.quality.items()
+        },
+        "model_card": str(card_page) if card_page.is_file() else None,
+        "quality_report": str(report_page) if report_page.is_file() else None,
+        "logs": str(run.logs),
+    }
+    (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(render_summary(summary, reconciliation, data.warning))
+    return 0 if reconciliation.reconciles else 1
+
+
+def _advance(
+    run: Run, state: DemoState, progress: Progress, trainer: Child, replay: Replay, now: float
+) -> bool:
+    """One step of the run's phases; True when the replay is drained and the monitor settled."""
+    if now > progress.deadline:
+        raise CallscoreError(f"the demo is stuck in '{state.phase}': see the logs in {run.logs}")
+    if state.phase == "training":
+        if trainer.running:
+            return False
+        if trainer.process.returncode != 0:
+            raise CallscoreError(f"training failed: see {trainer.log_path}")
+        line = _published_line(trainer)
+        progress.published.append(line)
+        state.event(f"trainer: {line}; model card in {run.out / 'model-card'}")
+        state.phase = "waiting for the scorer"
+        progress.deadline = now + READY_TIMEOUT_SECONDS
+        return False
+    if state.phase == "waiting for the scorer":
+        if state.serving is not None:
+            _start_replay(run, state, progress, replay, now)
+        return False
+    if state.phase == "replay":
+        _recalibration(run, state, progress, now)
+        simulate = next(c for c in run.children.all if c.name == "simulate")
+        if simulate.running:
+            return False
+        if simulate.process.returncode != 0:
+            raise CallscoreError(f"the replay failed: see {simulate.log_path}")
+        progress.replay_done = now
+        progress.deadline = now + DRAIN_TIMEOUT_SECONDS + MONITOR_SETTLE_SECONDS
+        state.event(f"replay done: {simulate.last_line()}")
+        state.phase = "draining"
+        return False
+    if state.phase == "draining":
+        _recalibration(run, state, progress, now)
+        done = state.expected is not None and state.handled >= state.expected
+        recalibrating = progress.recalibrate is not None and progress.recalibrate.running
+        assert progress.replay_done is not None
+        if (done and not recalibrating) or now > progress.replay_done + DRAIN_TIMEOUT_SECONDS:
+            progress.drained = now
+            state.phase = "settling: the monitor joins the last outcomes"
+        return False
+    assert progress.drained is not None
+    # The monitor's numbers lag by a second or two: wait until it has joined every outcome.
+    return state.matched >= state.outcomes or now > progress.drained + MONITOR_SETTLE_SECONDS
+
+
+def _start_replay(
+    run: Run, state: DemoState, progress: Progress, replay: Replay, now: float
+) -> None:
+    options = run.options
+    run.start(
+        "simulate", "simulate", "--data", str(run.settings.data), "--from", replay.first,
+        "--speedup", f"{replay.speedup:.6g}", "--outcome-delay", options.outcome_delay,
+        "--bad-rate", str(options.bad_rate), "--seed", str(replay.options.seed),
+    )  # fmt: skip
+    progress.replay_started = now
+    # The replay itself, the last events' scoring and a slow start of the simulator.
+    progress.deadline = now + 2 * options.replay_seconds + READY_TIMEOUT_SECONDS
+    state.phase = "replay"
+    state.event(
+        f"replaying {replay.records:,} records (prospects, their outcomes, malformed ones) "
+        "with callscore simulate"
+    )
+
+
+def _recalibration(run: Run, state: DemoState, progress: Progress, now: float) -> None:
+    """Halfway through the replay: `callscore recalibrate` (retried once if it could not)."""
+    job = progress.recalibrate
+    if job is not None and not job.running and not progress.recalibrate_reported:
+        progress.recalibrate_reported = True
+        line = job.last_line().split("; read ")[0]
+        if job.process.returncode == 0 and line.startswith("published"):
+            progress.published.append(line)
+            state.event(f"recalibrate: {line}", "magenta")
+        else:
+            state.event(f"recalibrate: {line or 'failed'} (see {job.log_path})", "yellow")
+    if job is not None and (job.running or len(progress.published) > 1):
+        return
+    if progress.recalibrations >= len(RECALIBRATE_AT) or state.phase != "replay":
+        return
+    assert progress.replay_started is not None
+    share = (now - progress.replay_started) / run.options.replay_seconds
+    if share < RECALIBRATE_AT[progress.recalibrations] or state.outcomes < RECALIBRATE_MIN_OUTCOMES:
+        return
+    progress.recalibrations += 1
+    attempt = progress.recalibrations
+    name = "recalibrate" if attempt == 1 else f"recalibrate-{attempt}"
+    progress.recalibrate = run.start(name, "recalibrate")
+    progress.recalibrate_reported = False
+    state.event(
+        f"{state.outcomes:,} outcomes so far: recalibrating v{state.serving} on them "
+        "(callscore recalibrate)"
+    )
+
+
+def _published_line(trainer: Child) -> str:
+    for line in reversed(trainer.log_text().splitlines()):
+        if line.startswith("published "):
+            return line.strip()
+    return "trained (no new version published)"
+
+
+def _poll_http(
+    run: Run, state: DemoState, stream: Child, monitor: Child, progress: Progress
+) -> None:
+    settings = run.settings
+    if stream.running:
+        document = _get_json(f"http://127.0.0.1:{settings.http_port}/model")
+        version = version_of(document)
+        previous = state.serving
+        reload = state.set_serving(version)
+        if reload is not None and previous is not None:
+            progress.reloads.append(f"v{previous} -> v{version} at {reload.elapsed:.1f} s")
+    if monitor.running:
+        text = _get_text(f"http://127.0.0.1:{settings.monitor_http_port}/metrics")
+        if text:
+            state.set_monitor_metrics(text)
+
+
+def _get_text(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_SECONDS) as reply:
+            return str(reply.read().decode())
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def _get_json(url: str) -> Any:
+    text = _get_text(url)
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
+        return None
+
+
+def _require_running(run: Run, children: tuple[Child, ...]) -> None:
+    for child in children:
+        if not child.running:
+            raise CallscoreError(
+                f"`callscore {child.name}` exited ({child.process.returncode}): "
+                f"see {child.log_path}"
+            )
+    if run.broker is not None and not run.broker.running:
+        raise CallscoreError(f"the embedded broker exited: see {run.broker.log_path}")
+
+
+def _wait(child: Child, timeout: float) -> None:
+    """Wait for a one-shot command; one still running after `timeout` is stopped with the rest
+    (its output is then reported missing)."""
+    with suppress(subprocess.TimeoutExpired):
+        child.process.wait(timeout)
+
+
+@contextmanager
+def _screen(console: Console, state: DemoState, header: str, warning: str | None) -> Iterator[Any]:
+    """A refresh() that redraws the live view (terminal) or prints plain lines (pipes, CI)."""
+    if console.is_terminal:
+        from rich.live import Live
+
+        with Live(
+            render(state, header, warning),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as live:
+            yield lambda: live.update(render(state, header, warning))
+        return
+    console.print(header, highlight=False, soft_wrap=True)
+    if warning:
+        console.print(f"WARNING: {warning}", highlight=False, soft_wrap=True)
+    last: dict[str, Any] = {"at": 0.0, "status": None}
+
+    def refresh(final: bool = False) -> None:
+        for item in state.drain_new_events():
+            console.print(plain_event(item), highlight=False, soft_wrap=True)
+        now = time.monotonic()
+        # A line when something moved, at most every few seconds (and always the last one).
+        status = (state.phase, state.produced, state.handled, state.outcomes, state.serving)
+        if final or (status != last["status"] and now - last["at"] >= PLAIN_STATUS_SECONDS):
+            last.update(at=now, status=status)
+            console.print(plain_status(state), highlight=False, soft_wrap=True)
 
     try:
-        path = resolve_data_path(None, settings)
-        frame, _ = load_bank(path)
-        return path, frame
-    except DataError as exc:
-        from trainer.synthetic import synthetic_bank_frame
-
-        console.print(f"[yellow]{exc}; using synthetic data (model quality means nothing).")
-        frame = synthetic_bank_frame(rows=6000)
-        path = workdir / "synthetic-bank.csv"
-        frame.to_csv(path, sep=";", index=False)
-        return path, frame
+        yield refresh
+    finally:
+        refresh(final=True)
 
 
-def _events(frame: Any, count: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) pairs: `count` valid events drawn from the data plus two invalid ones."""
-    events = events_from_frame(frame.sample(count, random_state=3), "demo")
-    leaky = dict(events[0], event_id="demo-leaky", duration=312)
-    wrong_type = dict(events[1], event_id="demo-bad-age", age="forty")
-    return [event_bytes(e) for e in [*events, leaky, wrong_type]]
-
-
-def _wait_ready(port: int, stream: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if stream.poll() is not None:
-            raise CallscoreError("the scorer exited during start-up (see its log above)")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise CallscoreError(f"the scorer was not ready within {timeout:.0f} s")
-
-
-def _collect(settings: Settings, expected: int, timeout: float = 60.0) -> list[Record]:
-    topics = [*settings.task_topics.values(), settings.topic_dead_letters]
-    return read_topics(settings, topics, done=lambda r: len(r) >= expected, timeout=timeout)
-
-
-def _print_results(settings: Settings, records: list[Record]) -> None:
-    from schemas import CallTask, DeadLetter
-
-    dead = settings.topic_dead_letters
-    tasks = [CallTask.model_validate_json(r.value or b"") for r in records if r.topic != dead]
-    letters = [DeadLetter.model_validate_json(r.value or b"") for r in records if r.topic == dead]
-    table = Table(title="Call tasks, highest score first (dialers drain 'high' first)")
-    for column in ("prospect", "score", "priority", "percentile", "model", "task_id"):
-        table.add_column(column)
-    for task in sorted(tasks, key=lambda t: -t.score):
-        table.add_row(
-            task.prospect_id,
-            f"{task.score:.3f}",
-            task.priority,
-            f"{task.percentile:.1f}",
-            f"v{task.model_version}",
-            task.task_id[:8],
-        )
-    console.print(table)
-    dead_table = Table(title="Dead letters")
-    for column in ("offset", "kind", "message"):
-        dead_table.add_column(column)
-    for letter in letters:
-        dead_table.add_row(str(letter.source_offset), letter.error_kind, letter.message)
-    console.print(dead_table)
-
-
-def run_demo(out: Path, events: int = 20, search: str = "full") -> int:
-    # The demo configures itself through the environment, so its child processes inherit it.
-    env = os.environ
-    with ExitStack() as stack:
-        if "CALLSCORE_BOOTSTRAP_SERVERS" not in env:
-            broker = start_tansu()
-            stack.callback(broker.stop)
-            env["CALLSCORE_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-            for name, value in env_vars(LOCAL_BROKER_TIMINGS).items():
-                env.setdefault(name, value)
-            console.print(f"local broker (Tansu) on {broker.bootstrap_servers}")
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callscore-")))
-        if "CALLSCORE_MODEL_SIGNING_KEY_FILE" not in env:
-            kid, private, public = generate_keypair(workdir / "keys")
-            env["CALLSCORE_MODEL_SIGNING_KEY_FILE"] = str(private)
-            env["CALLSCORE_MODEL_TRUSTED_KEYS"] = str(public)
-            console.print(f"no model signing key set: using a new key pair ({kid}) for this demo")
-        env.setdefault("CALLSCORE_HTTP_PORT", str(free_port()))
-        env.setdefault("CALLSCORE_ARTIFACT_DIR", str(workdir / "artifacts"))
-        settings = Settings()
-        exe = [sys.executable, "-m", "callscore.cli"]
-        _run("create topics", [*exe, "topics"])
-        data_path, frame = _training_data(workdir, settings)
-        _run(
-            "train and publish a model",
-            [*exe, "train", "--data", str(data_path), "--out", str(out), "--search", search],
-        )
-
-        console.rule("[bold]start the scorer")
-        stream = subprocess.Popen([*exe, "stream"], cwd=workdir)
-
-        def stop_stream() -> None:
-            stream.send_signal(signal.SIGTERM)
-            try:
-                stream.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                stream.kill()
-
-        stack.callback(stop_stream)
-        _wait_ready(settings.http_port, stream)
-
-        console.rule(f"[bold]publish {events} prospect events and 2 invalid ones")
-        messages = _events(frame, events)
-        produce(settings, messages)
-        _print_results(settings, _collect(settings, expected=len(messages)))
-        console.print(f"model card: {out / 'report.html'}")
-    return 0
+__all__ = ["DemoOptions", "Reconciliation", "run_demo"]

@@ -1,0 +1,132 @@
+"""The demo's data: the real UCI file when it can be had quickly, else synthetic rows (said loudly).
+
+Order: `--data` / CALLSCORE_DATA / ../shared/data / the `callscore data fetch` cache (as the
+trainer resolves it), then one download from UCI bounded by a short timeout (it fills the same
+cache, checksum verified), then synthetic rows with bank-full.csv's schema.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from core.errors import CallscoreError
+from core.settings import Settings
+from trainer.data import DataError, load_bank, resolve_data_path
+
+# Enough synthetic rows for a base model and a replay of a few thousand prospects.
+SYNTHETIC_ROWS = 8000
+# The replay never takes more than this share of the rows: the rest is the model's base data.
+MAX_REPLAY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class DemoData:
+    path: Path
+    frame: pd.DataFrame
+    source: str  # where it came from, for the header and the summary
+    synthetic: bool
+    warning: str | None = None  # why it is synthetic, shown until the end
+
+
+def download_bank_full(
+    settings: Settings, workdir: Path, timeout: float, url: str | None = None
+) -> Path:
+    """UCI's zip into the `data fetch` cache within `timeout` seconds in total, else DataError."""
+    from trainer.fetch import UCI_URL, download, fetch_bank_full
+
+    source = url or UCI_URL
+    result: dict[str, bytes | BaseException] = {}
+
+    def fetch() -> None:
+        try:
+            result["zip"] = download(source, timeout=timeout)
+        except BaseException as exc:  # reported by the caller's thread
+            result["error"] = exc
+
+    # A thread bounds the whole download, not just each socket operation.
+    thread = threading.Thread(target=fetch, name="uci-download", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "zip" not in result:
+        error = result.get("error")
+        if isinstance(error, DataError):
+            raise error
+        raise DataError(f"could not download {source} within {timeout:g} s")
+    zip_bytes = result["zip"]
+    assert isinstance(zip_bytes, bytes)
+    workdir.mkdir(parents=True, exist_ok=True)
+    archive = workdir / "bank+marketing.zip"
+    archive.write_bytes(zip_bytes)
+    try:
+        # Extraction, sha256 check and the atomic write into the cache are fetch's own.
+        return fetch_bank_full(settings.data_cache_dir, str(archive))
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def synthetic_data(workdir: Path, warning: str) -> DemoData:
+    from trainer.synthetic import synthetic_bank_frame
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "synthetic-bank.csv"
+    synthetic_bank_frame(rows=SYNTHETIC_ROWS).to_csv(path, sep=";", index=False)
+    frame, _sha = load_bank(path)
+    return DemoData(path, frame, f"synthetic ({SYNTHETIC_ROWS:,} rows)", True, warning)
+
+
+def resolve_demo_data(
+    settings: Settings,
+    workdir: Path,
+    explicit: Path | None,
+    synthetic: bool,
+    download_timeout: float,
+) -> DemoData:
+    """The real data if found or downloadable within `download_timeout` (0: no download)."""
+    if synthetic:
+        return synthetic_data(workdir, "synthetic data (--synthetic): model quality means nothing")
+    try:
+        path = resolve_data_path(explicit, settings)
+        source = str(path)
+    except DataError as missing:
+        if explicit is not None or download_timeout <= 0:
+            if explicit is not None:
+                raise
+            return synthetic_data(
+                workdir, f"{missing.args[0]}; using synthetic data: model quality means nothing"
+            )
+        try:
+            path = download_bank_full(settings, workdir, download_timeout)
+            source = f"{path} (downloaded from UCI)"
+        except DataError as failed:
+            return synthetic_data(
+                workdir,
+                f"no UCI data found and the download failed ({failed.args[0]}); using synthetic "
+                "data: model quality means nothing",
+            )
+    frame, _sha = load_bank(path)
+    return DemoData(path, frame, f"{source} ({len(frame):,} rows)", False)
+
+
+def replay_start(frame: pd.DataFrame, prospects: int) -> str:
+    """The latest month from which the replay holds at least `prospects` rows (to the end of
+    the data), leaving at least half of the rows before it for the base model."""
+    if prospects < 1:
+        raise CallscoreError(f"--prospects must be at least 1 (got {prospects})")
+    counts = frame["period"].astype(str).value_counts().sort_index()
+    wanted = min(prospects, int(len(frame) * MAX_REPLAY_SHARE))
+    replayed = 0
+    start = str(counts.index[-1])
+    for period, rows in reversed(list(counts.items())):
+        if replayed + int(rows) > len(frame) * MAX_REPLAY_SHARE and replayed > 0:
+            break
+        replayed += int(rows)
+        start = str(period)
+        if replayed >= wanted:
+            break
+    if start == str(counts.index[0]):
+        raise CallscoreError("the data covers a single month: nothing is left to train on")
+    return start
