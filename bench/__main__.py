@@ -1,0 +1,74 @@
+"""The side-by-side benchmark suite (issue 10): one command, one broker it starts itself, every
+figure that matters a ratio of two scenarios measured in the same run.
+
+    .venv/bin/python -m bench [--only NAME ...] [--quick] [--set FIELD=VALUE ...] [--name NAME]
+
+Scenarios, in order (--only picks some; see bench/README.md):
+  confluent_loop      ceiling: confluent-kafka consume -> json decode -> produce, no framework
+  faust_passthrough   ceiling: a Faust agent built like the scorer, decode + send, no scoring
+  scorer_production   `callscore stream`, the production model (trained by the bench), 1 worker
+  scorer_small        the same with the small test model
+  scorer_two_workers  two workers, one consumer group, Settings.partitions partitions
+  per_event           the production model with batch_max_size=1: one event per predict_proba
+  latency             latency at 500 ev/s, then POST /score alone and beside the stream
+  latency_only        the latency phase without /score
+  reload              a new version published while streaming at a fixed rate
+Prints the tables and the targets; writes bench/results/<name>.json (default: suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.context import Options
+from bench.report import render
+from bench.results_file import write_results
+from bench.suite import DEFAULT, SCENARIOS, run, settings_overrides
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Side-by-side benchmark suite: ceilings, scorer, per-event peer, /score, "
+        "latency, reload, resources; one broker, one run.",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=list(SCENARIOS), metavar="NAME", help="run only these"
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run, < 4 min)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a Settings field for every scenario, e.g. --set batch_max_wait_seconds=0.01",
+    )
+    parser.add_argument("--backlog", type=int, help="events per throughput scenario")
+    parser.add_argument("--rate", type=float, help="events/s of the latency phases")
+    parser.add_argument("--seconds", type=float, help="measured steady latency phase, seconds")
+    parser.add_argument("--warmup", type=float, help="unmeasured start of that phase, seconds")
+    parser.add_argument("--name", default="suite", help="results file bench/results/NAME.json")
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    options = Options().quick() if args.quick else Options()
+    changes = {
+        "backlog": args.backlog,
+        "rate": args.rate,
+        "latency_seconds": args.seconds,
+        "warmup_seconds": args.warmup,
+    }
+    return Options(**{**options.as_dict(), **{k: v for k, v in changes.items() if v is not None}})
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    only = [name for name in SCENARIOS if name in args.only] if args.only else DEFAULT
+    result = run(only, options_from(args), settings_overrides(args.set))
+    render(result)
+    print(write_results(args.name, result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""What every scenario shares: the one broker, the options, the payloads, the models, and a fresh
+set of topics (and consumer group) per scenario with the same Settings."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bench.payloads import Payloads
+from bench.production_model import as_version
+from callscore.harness import StreamWorker, isolated_settings, worker_settings
+from core.kafka import ensure_topics
+from core.local_broker import LocalBroker
+from core.settings import Settings
+from registry.artifact import ModelArtifact, dump_artifact
+from registry.model_topic import publish_manifest
+from registry.signing import build_manifest
+from schemas import ModelManifest
+
+
+@dataclass(frozen=True)
+class Options:
+    """Sizes and durations; `quick()` is the smoke-run variant."""
+
+    backlog: int = 20_000  # events per throughput scenario
+    per_event_backlog: int = 1_000  # the one-event-per-predict_proba peer is ~100x slower
+    rate: float = 500.0  # events/s of the latency scenarios
+    warmup_seconds: float = 3.0
+    latency_seconds: float = 20.0
+    http_seconds: float = 8.0  # /score alone, per request size
+    loaded_seconds: float = 12.0  # the stream at `rate` under /score load, per request size
+    reload_rate: float = 300.0
+    reload_seconds: float = 10.0
+
+    def quick(self) -> Options:
+        return replace(
+            self,
+            backlog=5_000,
+            per_event_backlog=300,
+            warmup_seconds=2.0,
+            latency_seconds=8.0,
+            http_seconds=4.0,
+            loaded_seconds=6.0,
+            reload_seconds=6.0,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Context:
+    broker: LocalBroker
+    workdir: Path
+    options: Options
+    overrides: dict[str, str]  # --set FIELD=VALUE, applied to every scenario
+    payloads: Payloads
+    production: ModelArtifact
+    small: ModelArtifact
+    data_source: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def settings(self, scenario: str, **extra: Any) -> Settings:
+        """Fresh topics (created) and keys for one scenario; --set, then `extra`, on top."""
+        name = f"{scenario}-{self.run_id}"
+        settings = isolated_settings(
+            name,
+            self.workdir,
+            bootstrap_servers=self.broker.bootstrap_servers,
+            **{**self.overrides, **extra},
+        )
+        ensure_topics(settings)
+        return settings
+
+    def worker(self, settings: Settings, name: str) -> StreamWorker:
+        """`callscore stream` on these settings (its own HTTP port and data dir)."""
+        configured = worker_settings(settings, self.workdir, name)
+        return StreamWorker(configured, self.workdir / f"{name}.log")
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    @property
+    def broker_pid(self) -> int:
+        assert self.broker.process is not None, "the bench starts its own broker"
+        return self.broker.process.pid
+
+
+def manifest_for(settings: Settings, artifact: ModelArtifact, version: int) -> ModelManifest:
+    """A signed manifest of `artifact` as `version` (publish it with publish_manifest)."""
+    announced = as_version(artifact, version, settings.model_name)
+    return build_manifest(dump_artifact(announced), announced.metadata, settings)
+
+
+def publish(settings: Settings, artifact: ModelArtifact, version: int = 1) -> ModelManifest:
+    return publish_manifest(settings, manifest_for(settings, artifact, version))

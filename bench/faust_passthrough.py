@@ -1,0 +1,46 @@
+"""Ceiling 1: a Faust agent that passes events through, no scoring.
+
+Built like the scorer: the same Faust app (streamer.app.new_faust_app: raw serializers, the fetch
+wait work-around, acks=all, linger, commit interval from Settings), batches from
+`take_events(batch_max_size, within=batch_max_wait_seconds)`, each event JSON-decoded and sent
+twice (bench/passthrough.py) through the scorer's own send path
+(streamer.faust_workarounds.send_all), which returns once the broker acknowledged the batch.
+
+    python -m bench.faust_passthrough      # configured by CALLSCORE_* variables
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from bench.passthrough import outputs
+from core.settings import load_settings
+from streamer.app import new_faust_app
+from streamer.batch import Outgoing
+from streamer.faust_workarounds import send_all
+
+
+def main() -> None:
+    settings = load_settings()
+    app = new_faust_app(settings)
+
+    @app.agent(app.topic(settings.topic_prospects), name="pass-through")
+    async def pass_through(stream: Any) -> None:
+        batches = stream.take_events(
+            settings.batch_max_size, within=settings.batch_max_wait_seconds
+        )
+        async for events in batches:
+            records = [
+                Outgoing(topic, key, value, [])
+                for event in events
+                for topic, key, value in outputs(settings, event.message.key, event.message.value)
+            ]
+            await send_all(app, records)
+
+    faust.Worker(app, loglevel="info").execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

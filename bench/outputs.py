@@ -1,0 +1,83 @@
+"""Throughput on a backlog, measured the same way for every consumer (ceilings and scorers).
+
+The backlog is produced before the consumer starts. The rate is the outputs' count over the span
+from the first output's Kafka timestamp to the last one's (timestamps set by the consumer's own
+producer when it sends), so neither start-up nor the bench's own reading is in it. Every output
+is read back: each input event must come out exactly once (none lost, none twice).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bench.resources import CpuWindow, per_10k
+from core.settings import Settings
+from core.topic_reader import Record, TopicReader
+
+# The bench's reader of the outputs must not add to the broker's load more than it must: it
+# waits up to this long per fetch (the measured consumers use Settings.fetch_max_wait_ms).
+READER_FETCH_WAIT_MS = 100
+# Read a little past the expected count, to see an output produced twice.
+SETTLE_SECONDS = 1.0
+
+
+def output_reader(settings: Settings, topics: Iterable[str]) -> TopicReader:
+    wait = {"fetch.wait.max.ms": READER_FETCH_WAIT_MS}
+    return TopicReader(settings, topics, group_prefix="bench-outputs", **wait)
+
+
+def drain(
+    settings: Settings,
+    topics: Iterable[str],
+    expected_ids: list[str],
+    cpu: CpuWindow,
+    check_alive: Callable[[], None],
+    timeout: float,
+) -> dict[str, Any]:
+    """Wait for one output per expected event; the rate, losses, repeats and CPU per 10k events.
+
+    The CPU window opens when the first outputs are seen and closes when the last expected one
+    is: CPU per 10k events counts the events output in between.
+    """
+    expected = len(expected_ids)
+    records: list[Record] = []
+    opened_at_count = 0
+    deadline = time.monotonic() + timeout
+    with output_reader(settings, topics) as reader:
+        while len(records) < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{len(records)} of {expected} outputs after {timeout:.0f} s on {topics}"
+                )
+            check_alive()
+            batch = reader.poll(0.5, max_records=10_000)
+            if batch and cpu.started is None:
+                cpu.start()
+                opened_at_count = len(records) + len(batch)
+            records.extend(batch)
+        spent = cpu.stop()
+        settle_until = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < settle_until:
+            records.extend(reader.poll(0.2, max_records=10_000))
+    result = backlog_result(records, expected_ids)
+    window_events = expected - opened_at_count
+    result["cpu_window_events"] = window_events
+    result["cpu_seconds_per_10k"] = {name: per_10k(s, window_events) for name, s in spent.items()}
+    return result
+
+
+def backlog_result(records: list[Record], expected_ids: list[str]) -> dict[str, Any]:
+    counts = Counter(str(r.json()["event_id"]) for r in records)
+    stamps = [r.timestamp_ms for r in records]
+    span = (max(stamps) - min(stamps)) / 1000.0 if stamps else 0.0
+    return {
+        "events": len(expected_ids),
+        "outputs": len(records),
+        "lost": sum(1 for i in expected_ids if i not in counts),
+        "repeated": sum(1 for n in counts.values() if n > 1),
+        "span_seconds": round(span, 3),
+        "events_per_s": round(len(counts) / span) if span > 0 else None,
+    }

@@ -1,0 +1,125 @@
+"""The model `callscore train` ships, trained by the bench: the reference selected configuration
+(calibrated random forest with the contact-period effects) fitted by the trainer's own
+`fit_final`, on ../shared/data when it exists, else on synthetic rows of the same size.
+
+No search and no model card: the configuration was chosen once (trainer/candidates.py
+REFERENCE_SELECTED); only its cost per prediction matters here. The artifact is cached under
+bench/results/ keyed by the data's sha256, the scikit-learn version and the configuration, so a
+rerun loads it in a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import sklearn
+
+from bench.results_file import RESULTS
+from feedback.drift import build_baseline
+from registry.artifact import (
+    ArtifactMetadata,
+    ModelArtifact,
+    dump_artifact,
+    load_artifact,
+    score_quantiles,
+    tier_cut_points,
+)
+from schemas import FEATURES, TrainingWindow, feature_contract_hash
+from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED
+from trainer.data import SHARED_COPY, add_periods, load_bank, sha256_hex
+from trainer.evaluation import score_metrics
+from trainer.final import HOLDOUT_METRIC_PREFIX, fit_final
+from trainer.synthetic import synthetic_bank_frame
+
+# bank-full.csv's size: synthetic data of the same size trains a forest of similar cost.
+SYNTHETIC_ROWS = 45_211
+SYNTHETIC_SEED = 11
+# The shipped defaults (Settings.tier_high_fraction / tier_medium_fraction) cut the tiers.
+TIER_FRACTIONS = (0.10, 0.20)
+
+
+@dataclass(frozen=True)
+class BankData:
+    frame: pd.DataFrame  # with `period`
+    sha256: str
+    source: str  # "real: <path>" or "synthetic: ..."
+
+    @property
+    def real(self) -> bool:
+        return self.source.startswith("real")
+
+
+def bank_data() -> BankData:
+    """bank-full from ../shared/data, or synthetic rows (said so in `source`)."""
+    if SHARED_COPY.is_file():
+        frame, sha = load_bank(SHARED_COPY)
+        return BankData(frame, sha, f"real: {SHARED_COPY}")
+    frame = add_periods(synthetic_bank_frame(rows=SYNTHETIC_ROWS, seed=SYNTHETIC_SEED))
+    sha = sha256_hex(pd.util.hash_pandas_object(frame).to_numpy().tobytes())
+    return BankData(
+        frame, sha, f"synthetic: trainer.synthetic, {SYNTHETIC_ROWS} rows (no ../shared/data)"
+    )
+
+
+def _cache_path(data: BankData) -> Path:
+    config = REFERENCE_CONFIGS[REFERENCE_SELECTED]
+    key = hashlib.sha256(f"{data.sha256}|{sklearn.__version__}|{config.label}".encode())
+    return RESULTS / f"production-model-{key.hexdigest()[:16]}.joblib"
+
+
+def production_artifact(
+    data: BankData, log: Callable[[str], None] = print
+) -> tuple[ModelArtifact, bool]:
+    """(the artifact as version 1, whether it came from the cache)."""
+    path = _cache_path(data)
+    if path.is_file():
+        return load_artifact(path.read_bytes()), True
+    log(f"training the production model on {data.source} (cached at {path})")
+    artifact = train(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(dump_artifact(artifact))
+    return artifact, False
+
+
+def train(data: BankData) -> ModelArtifact:
+    """What `callscore train --search reference` builds, less the backtest and the card."""
+    config = REFERENCE_CONFIGS[REFERENCE_SELECTED]
+    final = fit_final(data.frame, config)
+    validation = [float(v) for v in final.holdout_scores]
+    holdout = score_metrics(final.holdout_y, final.holdout_scores)
+    periods = data.frame["period"]
+    metadata = ArtifactMetadata(
+        model_name="term-deposit",
+        version=1,
+        created_at=datetime.now(UTC),
+        candidate=config.candidate,
+        features=list(FEATURES),
+        feature_contract_hash=feature_contract_hash(),
+        data_rows=len(data.frame),
+        data_sha256=data.sha256,
+        training_window=TrainingWindow(
+            start=str(periods.iloc[0]), end=str(periods.iloc[-1]), rows=len(data.frame)
+        ),
+        metrics={HOLDOUT_METRIC_PREFIX + k: v for k, v in holdout.items()},
+        tier_cut_points=tier_cut_points(validation, *TIER_FRACTIONS),
+        sklearn_version=sklearn.__version__,
+        python_version=platform.python_version(),
+        validation_scores=score_quantiles(validation),
+        drift_baseline=build_baseline(final.holdout[list(FEATURES)], validation),
+        reason="bench: the reference selected configuration",
+    )
+    return ModelArtifact(final.pipeline, metadata)
+
+
+def as_version(artifact: ModelArtifact, version: int, model_name: str) -> ModelArtifact:
+    """The same fitted pipeline announced as another version (a reload needs a new version)."""
+    metadata = artifact.metadata.model_copy(
+        update={"version": version, "model_name": model_name, "created_at": datetime.now(UTC)}
+    )
+    return ModelArtifact(artifact.pipeline, metadata)

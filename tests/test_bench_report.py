@@ -1,0 +1,132 @@
+"""The bench suite's pure parts on a made-up result document: ratios, targets, tables, CLI
+parsing. No broker and no timing (the suite itself is run by hand: `python -m bench`)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from bench.__main__ import options_from, parser
+from bench.reload import largest_gap
+from bench.report import ratios, render, summary, targets
+from bench.suite import DEFAULT, SCENARIOS, settings_overrides
+
+
+def backlog(rate: float, consumer_cpu: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "events": 20_000,
+        "outputs": 20_000,
+        "lost": 0,
+        "repeated": 0,
+        "span_seconds": 20_000 / rate,
+        "events_per_s": rate,
+        "cpu_seconds_per_10k": {"worker-0": consumer_cpu, "broker": 0.5},
+        "peak_rss_mb": [300.0],
+        **extra,
+    }
+
+
+def document() -> dict[str, Any]:
+    return {
+        "machine": {"cpus": 2, "cpu_model": "test", "python": "3.11", "product_commit": "abc"},
+        "load_average": {"start": [1.0, 1.0, 1.0], "end": [2.0, 1.0, 1.0]},
+        "data_source": "synthetic: test",
+        "settings": {"batch_max_size": 500},
+        "scenarios": {
+            "confluent_loop": backlog(40_000, 0.2),
+            "faust_passthrough": backlog(5_000, 2.0),
+            "scorer_production": backlog(4_500, 2.5, mean_batch_size=480.0),
+            "scorer_small": backlog(5_000, 2.1),
+            "scorer_two_workers": backlog(6_000, 2.6),
+            "per_event": backlog(90, 150.0),
+            "latency": {
+                "rate_events_per_s": 500.0,
+                "warmup": {"events": 1500, "p50_ms": 40.0, "p99_ms": 150.0, "max_ms": 200.0},
+                "steady": {"events": 10_000, "p50_ms": 40.0, "p99_ms": 80.0, "max_ms": 95.0},
+                "loaded-1": {"events": 6000, "p50_ms": 45.0, "p99_ms": 100.0, "max_ms": 120.0},
+                "loaded-100": {"events": 6000, "p50_ms": 50.0, "p99_ms": 140.0, "max_ms": 160.0},
+                "http_alone": {
+                    "1": {
+                        "concurrency": 2,
+                        "requests_per_s": 60.0,
+                        "events_per_s": 60.0,
+                        "p50_ms": 30.0,
+                        "p99_ms": 50.0,
+                        "statuses": {"200": 480},
+                    }
+                },
+            },
+            "reload": {
+                "rate_events_per_s": 300.0,
+                "largest_gap_ms": 400,
+                "lost": 0,
+                "scored_twice": 0,
+                "tasks_per_version": {"1": 1500, "2": 1500},
+            },
+        },
+    }
+
+
+def test_ratios_are_side_by_side_quotients() -> None:
+    r = ratios(document()["scenarios"])
+    assert r["production_vs_faust_passthrough"] == 0.9
+    assert r["batching_vs_per_event"] == 50.0
+    assert r["two_workers_vs_one"] == 1.33
+    assert r["stream_p99_under_score_load"] == 1.75  # the worse request size: 140 / 80
+    assert r["production_cpu_per_event_vs_faust_passthrough"] == 1.25
+
+
+def test_each_target_met_or_not_with_its_ratio() -> None:
+    found = {t.name: t for t in targets(document())}
+    assert len(found) == 5
+    met = {name: t.met for name, t in found.items()}
+    assert met["scorer (production model) ≥ 0.8x Faust pass-through"] is True
+    assert met["batching ≥ 10x the per-event peer"] is True
+    assert met["p99 ≤ 100 ms at 500 ev/s (local broker)"] is True
+    assert met["reload gap ≤ 1 s with 0 lost, 0 twice"] is True
+    assert met["/score load raises stream p99 ≤ 1.5x"] is False
+    assert found["/score load raises stream p99 ≤ 1.5x"].ratio == 1.75
+
+
+def test_a_reload_that_loses_an_event_or_shows_one_version_is_not_met() -> None:
+    result = document()
+    result["scenarios"]["reload"]["lost"] = 1
+    assert not {t.name: t for t in targets(result)}["reload gap ≤ 1 s with 0 lost, 0 twice"].met
+    result["scenarios"]["reload"].update(lost=0, tasks_per_version={"1": 3000})
+    assert not {t.name: t for t in targets(result)}["reload gap ≤ 1 s with 0 lost, 0 twice"].met
+
+
+def test_unmeasured_targets_say_so() -> None:
+    result = document()
+    result["scenarios"] = {"faust_passthrough": result["scenarios"]["faust_passthrough"]}
+    assert all(t.met is None for t in targets(result))
+    assert summary(result)["ratios"]["production_vs_faust_passthrough"] is None
+
+
+def test_render_prints_every_table_and_a_failed_scenario() -> None:
+    result = document()
+    result["scenarios"]["scorer_small"] = {"error": "TimeoutError: boom"}
+    out = io.StringIO()
+    render(result, Console(file=out, width=200))
+    text = out.getvalue()
+    for expected in ("Throughput", "End-to-end latency", "POST /score", "Hot reload", "Targets"):
+        assert expected in text
+    assert "scorer_small failed" in text and "boom" in text
+    assert "NOT met" in text
+
+
+def test_cli_options_and_settings_overrides() -> None:
+    quick = options_from(parser().parse_args(["--quick", "--backlog", "123"]))
+    assert quick.backlog == 123 and quick.per_event_backlog < 1000
+    assert settings_overrides(["batch_max_wait_seconds=0.01"]) == {"batch_max_wait_seconds": "0.01"}
+    with pytest.raises(SystemExit):
+        settings_overrides(["no_such_field=1"])
+    assert set(DEFAULT) <= set(SCENARIOS) and "latency_only" not in DEFAULT
+
+
+def test_largest_gap() -> None:
+    assert largest_gap([5, 1, 2, 10]) == (5, 5)
+    assert largest_gap([7]) == (0, 0)
