@@ -278,27 +278,32 @@ def _declared() -> dict[str, set[str]]:
     return names
 
 
+def query_problems(expr: str, legend: str, declared: dict[str, set[str]]) -> list[str]:
+    """What in one PromQL query (and the legend or annotation naming its labels) is not declared."""
+    metrics = set(re.findall(r"\b(callscore_[a-z_]+|up)\b(?!\s*\()", expr))
+    unknown = metrics - set(declared)
+    if not metrics or unknown:
+        return [f"{expr}: metrics {sorted(unknown)} are not declared in streamer/"]
+    labels = set().union(*(declared[m] for m in metrics)) | {"instance", "job"}
+    used = {
+        label.strip() for group in re.findall(r"by \(([^)]*)\)", expr) for label in group.split(",")
+    }
+    for matchers in re.findall(r"\{([^}]*)\}", expr):
+        used |= set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers))
+    used |= set(re.findall(r"\{\{\s*(?:\$labels\.)?(\w+)\s*\}\}", legend))
+    return [f"{expr}: labels {sorted(used - labels)} unknown"] if used - labels else []
+
+
 def test_dashboard_queries_only_declared_metrics_and_labels():
     declared = _declared()
     dashboard = json.loads(DASHBOARD.read_text())
-    queried = set()
+    queried: set[str] = set()
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == "prometheus"
         for target in panel["targets"]:
-            expr = target["expr"]
-            metrics = set(re.findall(r"\b(callscore_[a-z_]+|up)\b(?!\s*\()", expr))
-            assert metrics, expr
-            unknown = metrics - set(declared)
-            assert not unknown, f"{panel['title']}: {sorted(unknown)} is not declared in streamer/"
-            labels = set(declared["up"]).union(*(declared[m] for m in metrics)) | {
-                "instance",
-                "job",
-            }
-            used = set(re.findall(r"by \(([^)]*)\)", expr))
-            used = {label.strip() for group in used for label in group.split(",")}
-            used |= set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
-            assert used <= labels, f"{panel['title']}: labels {sorted(used - labels)} unknown"
-            queried |= metrics
+            problems = query_problems(target["expr"], target["legendFormat"], declared)
+            assert not problems, f"{panel['title']}: {problems}"
+            queried |= set(re.findall(r"callscore_[a-z_]+", target["expr"]))
     # what the issue asks the dashboard to show
     for metric in (
         "callscore_events_consumed_total",
@@ -314,6 +319,22 @@ def test_dashboard_queries_only_declared_metrics_and_labels():
         (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
     )
     assert provisioning["datasources"][0]["uid"] == "prometheus"
+
+
+def test_alert_rules_query_declared_metrics_with_the_settings_thresholds():
+    declared = _declared()
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    by_name = {r["alert"]: r for group in rules["groups"] for r in group["rules"]}
+    for name, rule in by_name.items():
+        problems = query_problems(rule["expr"], rule["annotations"]["summary"], declared)
+        assert not problems, f"{name}: {problems}"
+    defaults = Settings(_env_file=None)
+    auc = by_name["CallscoreOnlineAucLow"]["expr"]
+    psi = by_name["CallscoreScoreDrift"]["expr"]
+    assert float(auc.rsplit("<", 1)[1]) == defaults.retrain_auc_floor
+    assert float(psi.rsplit(">", 1)[1]) == defaults.retrain_psi_threshold
 
 
 # --- the image ----------------------------------------------------------------------------------
