@@ -19,6 +19,7 @@ Prints the tables and the targets; writes bench/results/<name>.json (default: su
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bench.context import Options
 from bench.report import render
@@ -47,6 +48,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, help="events/s of the latency phases")
     parser.add_argument("--seconds", type=float, help="measured steady latency phase, seconds")
     parser.add_argument("--warmup", type=float, help="unmeasured start of that phase, seconds")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="bank-full.csv(.gz) for the model and the payloads "
+        "(default: ../shared/data when it exists, else synthetic)",
+    )
     parser.add_argument("--name", default="suite", help="results file bench/results/NAME.json")
     return parser
 
@@ -65,7 +72,7 @@ def options_from(args: argparse.Namespace) -> Options:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     only = [name for name in SCENARIOS if name in args.only] if args.only else DEFAULT
-    result = run(only, options_from(args), settings_overrides(args.set))
+    result = run(only, options_from(args), settings_overrides(args.set), args.data)
     render(result)
     print(write_results(args.name, result))
 

@@ -55,11 +55,13 @@ class BankData:
         return self.source.startswith("real")
 
 
-def bank_data() -> BankData:
-    """bank-full from ../shared/data, or synthetic rows (said so in `source`)."""
-    if SHARED_COPY.is_file():
-        frame, sha = load_bank(SHARED_COPY)
-        return BankData(frame, sha, f"real: {SHARED_COPY}")
+def bank_data(path: Path | None = None) -> BankData:
+    """bank-full from `path`, else from ../shared/data, else synthetic rows (said so in
+    `source`)."""
+    path = path or (SHARED_COPY if SHARED_COPY.is_file() else None)
+    if path is not None:
+        frame, sha = load_bank(path)
+        return BankData(frame, sha, f"real: {path}")
     frame = add_periods(synthetic_bank_frame(rows=SYNTHETIC_ROWS, seed=SYNTHETIC_SEED))
     sha = sha256_hex(pd.util.hash_pandas_object(frame).to_numpy().tobytes())
     return BankData(

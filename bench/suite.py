@@ -57,7 +57,9 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run(only: list[str], options: Options, overrides: dict[str, str]) -> dict[str, Any]:
+def run(
+    only: list[str], options: Options, overrides: dict[str, str], data_path: Path | None = None
+) -> dict[str, Any]:
     started = time.monotonic()
     result: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -66,7 +68,7 @@ def run(only: list[str], options: Options, overrides: dict[str, str]) -> dict[st
         "options": options.as_dict(),
         "overrides": overrides,
     }
-    data = bank_data()
+    data = bank_data(data_path)
     result["data_source"] = data.source
     log(f"data: {data.source}")
     production, cached = production_artifact(data, log)
