@@ -115,15 +115,29 @@ def pipeline_parts(pipeline: Any) -> tuple[Any, Any] | None:
 
 
 def predict_breakdown(artifact: ModelArtifact, frame: Any, repeats: int) -> dict[str, float]:
+    """Inside predict: the compiled plan's parts if the artifact has one, else the pipeline's."""
     from schemas import FEATURES
 
+    plan = getattr(artifact, "plan", None)
+    if plan is not None:
+        columns = {name: frame[name].tolist() for name in FEATURES}
+        arrays = plan.features.arrays(columns)
+        total = best_seconds(lambda: plan.predict(columns), repeats)
+        out = {"features": best_seconds(lambda: plan.features.arrays(columns), repeats)}
+        matrix = np.zeros((arrays.rows, plan.width))
+        out["model"] = best_seconds(lambda: plan.positive(matrix), repeats)
+        if plan.calibrator is not None:
+            positive = plan.positive(matrix)
+            out["calibrate"] = best_seconds(lambda: plan.calibrator.predict(positive), repeats)
+        out["encode"] = max(total - sum(out.values()), 0.0)
+        return out
     parts = pipeline_parts(artifact.pipeline)
     if parts is None:
         return {}
     inner, calibrator = parts
     steps = dict(inner.steps)
     x = frame[list(FEATURES)]
-    out: dict[str, float] = {}
+    out = {}
     if "features" in steps:
         out["features"] = best_seconds(lambda: steps["features"].transform(x), repeats)
         x = steps["features"].transform(x)
@@ -138,6 +152,16 @@ def predict_breakdown(artifact: ModelArtifact, frame: Any, repeats: int) -> dict
     return out
 
 
+def model_input(events: list[Any]) -> tuple[Callable[[], Any], Callable[[ModelArtifact, Any], Any]]:
+    """What score_events builds and calls: plain columns and predict_columns where the scorer
+    has them (after commit 0734a15), else a DataFrame and predict."""
+    import streamer.scoring as scoring
+
+    if hasattr(scoring, "feature_columns"):
+        return (lambda: scoring.feature_columns(events)), (lambda a, c: a.predict_columns(c))
+    return (lambda: feature_frame(events)), (lambda a, f: a.predict(f))
+
+
 def micro_size(size: int, artifact: ModelArtifact, settings: Any) -> dict[str, Any]:
     from streamer.batch import BatchScorer
 
@@ -148,12 +172,14 @@ def micro_size(size: int, artifact: ModelArtifact, settings: Any) -> dict[str, A
     valid, _dead = decode_batch(records, settings.max_message_bytes, now)
     events = [event for _m, event in valid]
     frame = feature_frame(events)
+    build, predict = model_input(events)
+    built = build()
     stage = {
         "decode": best_seconds(
             lambda: decode_batch(records, settings.max_message_bytes, now), repeats
         ),
-        "frame": best_seconds(lambda: feature_frame(events), repeats),
-        "predict": best_seconds(lambda: artifact.predict(frame), repeats),
+        "frame": best_seconds(build, repeats),
+        "predict": best_seconds(lambda: predict(artifact, built), repeats),
     }
     inside = predict_breakdown(artifact, frame, repeats)
     score_events_s = best_seconds(lambda: score_events(events, model, now), repeats)
@@ -211,6 +237,37 @@ def print_micro(result: dict[str, Any]) -> None:
 
 
 # --- the stream -----------------------------------------------------------------------------
+def _events(prefix: str, n: int) -> list[dict[str, Any]]:
+    return events_from_frame(synthetic_bank_frame(rows=n, seed=11), prefix)
+
+
+def _produce_paced(settings: Any, events: list[dict[str, Any]], rate: float) -> None:
+    from confluent_kafka import Producer
+
+    from core.kafka import producer_config
+
+    producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+    start = time.monotonic()
+    for i, event in enumerate(events):
+        due = start + i / rate
+        while (now := time.monotonic()) < due:
+            producer.poll(min(due - now, 0.005))
+        producer.produce(
+            settings.topic_prospects,
+            key=event["prospect_id"].encode(),
+            value=json.dumps(event).encode(),
+            timestamp=int(time.time() * 1000),
+        )
+    producer.flush(30)
+
+
+def _prospect_timestamps(settings: Any) -> dict[str, int]:
+    from core.topic_reader import read_topics
+
+    records = read_topics(settings, [settings.topic_prospects], timeout=60)
+    return {r.json()["event_id"]: r.timestamp_ms for r in records}
+
+
 def stream(
     model_path: str | None,
     backlog: int,
@@ -220,7 +277,6 @@ def stream(
     overrides: dict[str, str],
     label: str,
 ) -> dict[str, Any]:
-    from bench.stream_bench import _events, _produce_paced, _prospect_timestamps
     from callscore.harness import (
         StreamWorker,
         collect,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import joblib
@@ -18,6 +18,7 @@ from pydantic import Field
 
 from core.errors import CallscoreError
 from registry.calibration import apply_calibration
+from registry.serving_plan import Columns, ServingPlan, compile_plan
 from schemas import FEATURES, PRIORITIES, ModelDescription, TierCutPoints
 from schemas.tasks import Priority
 
@@ -40,14 +41,29 @@ class ArtifactMetadata(ModelDescription):
 class ModelArtifact:
     pipeline: Any  # a fitted sklearn Pipeline with predict_proba
     metadata: ArtifactMetadata
+    # The pipeline's probabilities without its per-call overhead (registry/serving_plan.py),
+    # when the pipeline has a shape it compiles and reproduces exactly; else None.
+    plan: ServingPlan | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", compile_plan(self.pipeline))
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """P(subscribe) for each row; the frame must hold the contract's FEATURES columns.
 
         The pipeline's probability, recalibrated when the artifact carries a calibration.
         """
+        if self.plan is not None:
+            return self.predict_columns({name: frame[name].to_numpy() for name in FEATURES})
         raw = np.asarray(self.pipeline.predict_proba(frame[list(FEATURES)])[:, 1], dtype=float)
         return apply_calibration(raw, self.metadata.calibration)
+
+    def predict_columns(self, columns: Columns) -> np.ndarray:
+        """`predict` for columns given as name -> values (one value per row, FEATURES names),
+        without building a DataFrame when the compiled plan serves."""
+        if self.plan is None:
+            return self.predict(pd.DataFrame({name: columns[name] for name in FEATURES}))
+        return apply_calibration(self.plan.predict(columns), self.metadata.calibration)
 
     def percentiles(self, scores: np.ndarray) -> np.ndarray:
         reference = np.asarray(self.metadata.validation_scores)

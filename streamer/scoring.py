@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -94,9 +94,14 @@ def decode_batch(
     return valid, dead
 
 
+def feature_columns(events: Sequence[ProspectEvent]) -> dict[str, list[Any]]:
+    """The model input for a batch, built once: the contract's columns, one value per event."""
+    return {name: [getattr(event, name) for event in events] for name in FEATURES}
+
+
 def feature_frame(events: Sequence[ProspectEvent]) -> pd.DataFrame:
-    """The model input for a batch, built once: one row per event, the contract's columns."""
-    return pd.DataFrame([event.features() for event in events], columns=list(FEATURES))
+    """The model input as a DataFrame: one row per event, the contract's columns."""
+    return pd.DataFrame(feature_columns(events), columns=list(FEATURES))
 
 
 def score_events(
@@ -106,7 +111,7 @@ def score_events(
     if not events:
         return []
     artifact = model.artifact
-    scores = artifact.predict(feature_frame(events))
+    scores = artifact.predict_columns(feature_columns(events))
     percentiles = artifact.percentiles(scores)
     priorities = artifact.priorities(scores)
     return [
