@@ -69,7 +69,9 @@ async function main() {
   const kafka = new Kafka({
     clientId: "callscore-node-roundtrip",
     brokers: options.bootstrap.split(","),
-    logLevel: logLevel.ERROR,
+    // Failures reach the user as rejected calls (below); the log would add noise such as the
+    // local broker answering LeaveGroup at disconnect with "not aware of this member".
+    logLevel: logLevel.NOTHING,
     retry: { retries: 3 },
   });
 
@@ -88,9 +90,11 @@ async function main() {
     allowAutoTopicCreation: false,
     createPartitioner: Partitioners.DefaultPartitioner,
   });
+  let step = `connect to Kafka at ${options.bootstrap}`;
   try {
     await producer.connect();
     await consumer.connect();
+    step = `subscribe to ${options.topics.tasks.join(", ")} (do they exist? \`callscore topics\`)`;
     await consumer.subscribe({ topics: options.topics.tasks, fromBeginning: true });
     const task = new Promise((resolve, reject) => {
       consumer
@@ -103,6 +107,7 @@ async function main() {
         .catch(reject);
     });
 
+    step = `produce to ${options.topics.prospects}`;
     await producer.send({
       topic: options.topics.prospects,
       acks: -1,
@@ -113,17 +118,21 @@ async function main() {
         `(key ${event.prospect_id})`,
     );
 
+    step = "wait for the call task (is a scorer running with a published model?)";
     const found = await withTimeout(task, options.timeoutSeconds, `call task for ${event.event_id}`);
     console.log(`call task from ${found.topic}: ${JSON.stringify(found.task)}`);
 
     // The dialer called: the README's outcome, for this task.
     const outcome = { ...example("call-outcome.json"), task_id: found.task.task_id };
+    step = `produce to ${options.topics.outcomes}`;
     await producer.send({
       topic: options.topics.outcomes,
       acks: -1,
       messages: [{ key: outcome.prospect_id, value: JSON.stringify(outcome) }],
     });
     console.log(`published call outcome to ${options.topics.outcomes}: ${JSON.stringify(outcome)}`);
+  } catch (error) {
+    throw new Error(`${step}: ${error.message}`);
   } finally {
     await consumer.disconnect().catch(() => {});
     await producer.disconnect().catch(() => {});
