@@ -187,6 +187,27 @@ def test_the_keys_script_makes_one_pair_and_keeps_it(tmp_path):
     assert set(trusted_keys(settings)) == {kid}
 
 
+def test_the_entrypoint_turns_secret_files_into_settings_variables(tmp_path):
+    secrets, fake_bin = tmp_path / "secrets", tmp_path / "bin"
+    secrets.mkdir()
+    fake_bin.mkdir()
+    (secrets / "CALLSCORE_API_TOKEN").write_text("t0k3n\n")
+    (secrets / "unrelated").write_text("x")
+    (fake_bin / "callscore").write_text(
+        '#!/bin/sh\necho "$CALLSCORE_API_TOKEN|$*|${unrelated:-}"\n'
+    )
+    (fake_bin / "callscore").chmod(0o755)
+    done = subprocess.run(
+        [DEPLOY / "docker-entrypoint.sh", "stream", "-l", "info"],
+        env={"PATH": f"{fake_bin}{os.pathsep}/usr/bin:/bin", "SECRETS_DIR": str(secrets)},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    assert done.stdout == "t0k3n|stream -l info|\n"
+
+
 # --- services: Kafka, scaling, the one-shot jobs ----------------------------------------------
 
 
