@@ -34,7 +34,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "callscore.json"
 PRODUCT_IMAGE = "callqueue-scorer:"
 # The README scales the scorers to three replicas: the topics need at least that many partitions.
 README_REPLICAS = 3
-SECRET_FIELDS = {name for name, f in Settings.model_fields.items() if "SecretStr" in repr(f)}
+SECRET_FIELDS = {n for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
 SETTINGS_VARIABLES = set(env_vars(dict.fromkeys(Settings.model_fields, "")))
 
 
