@@ -83,7 +83,7 @@ class DemoOptions:
     download_timeout: float = 10.0  # 0: never download
     prospects: int = 5000  # about this many prospect rows are replayed
     start: str | None = None  # first replayed month; default: from `prospects`
-    replay_seconds: float = 40.0
+    replay_seconds: float = 30.0
     bad_rate: float = 0.02
     outcome_delay: str = "2d"
     search: str = "reference"
@@ -236,6 +236,7 @@ class Progress:
     recalibrations: int = 0
     recalibrate: Child | None = None
     recalibrate_reported: bool = False
+    report: Child | None = None
     published: list[str] = field(default_factory=list)
     reloads: list[str] = field(default_factory=list)
 
@@ -280,7 +281,7 @@ def _main(run: Run, console: Console, started: float) -> int:
     run.env = {**run.env, **settings.as_env()}
     day = timedelta(days=1).total_seconds() / replay.speedup
     header = (
-        f"callscore demo · {run.broker_label} · data {data.source} · replay {replay.first}.."
+        f"{run.broker_label} · data {data.source} · replay {replay.first}.."
         f"{replay.last}: {replay.valid:,} prospects + {replay.prospects - replay.valid:,} "
         f"malformed, x{replay.speedup:,.0f} (a day of calls in {day:.2f} s)"
     )
@@ -326,8 +327,9 @@ def _main(run: Run, console: Console, started: float) -> int:
             refresh()
         state.phase = "finishing: quality report, stopping the scorer and the monitor"
         refresh()
-        report = run.start("report", "report", "--out", str(run.out / "quality"))
         run.children.stop([stream, monitor])
+        assert progress.report is not None
+        report = progress.report
         _wait(report, REPORT_TIMEOUT_SECONDS)
         state.phase = "done"
         refresh()
@@ -399,6 +401,9 @@ def _advance(
         if (done and not recalibrating) or now > progress.replay_done + DRAIN_TIMEOUT_SECONDS:
             progress.drained = now
             state.phase = "settling: the monitor joins the last outcomes"
+            # Everything is on the topics now: the report reads them while the monitor settles.
+            progress.report = run.start("report", "report", "--out", str(run.out / "quality"))
+            state.event(f"writing the quality report (callscore report) to {run.out / 'quality'}")
         return False
     assert progress.drained is not None
     # The monitor's numbers lag by a second or two: wait until it has joined every outcome.
@@ -528,7 +533,7 @@ def _screen(console: Console, state: DemoState, header: str, warning: str | None
         ) as live:
             yield lambda: live.update(render(state, header, warning))
         return
-    console.print(header, highlight=False, soft_wrap=True)
+    console.print(f"callscore demo · {header}", highlight=False, soft_wrap=True)
     if warning:
         console.print(f"WARNING: {warning}", highlight=False, soft_wrap=True)
     last: dict[str, Any] = {"at": 0.0, "status": None}
@@ -539,7 +544,8 @@ def _screen(console: Console, state: DemoState, header: str, warning: str | None
         now = time.monotonic()
         # A line when something moved, at most every few seconds (and always the last one).
         status = (state.phase, state.produced, state.handled, state.outcomes, state.serving)
-        if final or (status != last["status"] and now - last["at"] >= PLAIN_STATUS_SECONDS):
+        due = now - last["at"] >= PLAIN_STATUS_SECONDS or final
+        if status != last["status"] and due:
             last.update(at=now, status=status)
             console.print(plain_status(state), highlight=False, soft_wrap=True)
 

@@ -231,22 +231,16 @@ def _quality_text(state: DemoState) -> list[str]:
 
 def _queue_table(state: DemoState) -> Table:
     table = Table(expand=True, box=None, padding=(0, 1), show_edge=False)
-    for column, justify in (
-        ("tier", "left"),
-        ("prospect", "left"),
-        ("score", "right"),
-        ("pct", "right"),
-        ("model", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("prospect")
+    for column in ("score", "pct", "model"):
+        table.add_column(column, justify="right")
     for tier in PRIORITIES:
-        waiting = len(state.queue[tier])
         style = TIER_STYLE[tier]
-        table.add_row(Text(f"{tier} ({waiting:,} waiting)", style=style), "", "", "", "")
+        waiting = f"{tier}: {len(state.queue[tier]):,} waiting"
+        table.add_row(Text(waiting, style=f"{style} underline"), "", "", "")
         for task in state.top(tier):
             table.add_row(
-                "",
-                task.prospect_id,
+                f"  {task.prospect_id}",
                 f"{task.score:.3f}",
                 f"{task.percentile:.0f}",
                 f"v{task.model_version}",
@@ -277,7 +271,10 @@ def _stats_table(state: DemoState) -> Table:
 def render(state: DemoState, header: str, warning: str | None) -> RenderableType:
     """The live view: header, call queue | stream and quality, events log."""
     title = Text.assemble(
-        (f"{header}  ", "bold"), (f"{state.phase}  {state.elapsed:5.1f} s", "cyan")
+        ("callscore demo  ", "bold"),
+        (f"{state.elapsed:5.1f} s  ", "bold cyan"),
+        (state.phase, "cyan"),
+        (f"\n{header}", "dim"),
     )
     body = Table.grid(expand=True, padding=(0, 1))
     body.add_column(ratio=1)

@@ -1,8 +1,9 @@
-"""The README's first command, `callscore demo`, end to end and interrupted, in a subprocess.
+"""The README's first command, `callscore demo`, end to end and interrupted, in a subprocess;
+its parts (data fallback, live state, reconciliation) without a broker.
 
-Synthetic data and no download (tests never use the network). The end-to-end run uses the
-session's broker as a "configured Kafka" (topics of its own); the interrupted one starts its
-embedded broker, so Ctrl-C must take the broker down too.
+Synthetic data and no download (tests never use the network; the download is tried against a
+local server). The end-to-end run uses the session's broker as a "configured Kafka" (topics of
+its own); the interrupted one starts its embedded broker, so Ctrl-C must take the broker down too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from callscore.demo_data import download_bank_full, replay_start, resolve_demo_data
+from callscore.demo_summary import count
+from callscore.demo_view import DemoState, plain_status, render
+from core.topic_reader import Record
+from schemas import DeadLetter, task_id_for
+from trainer.data import DataError, add_periods
+from trainer.synthetic import synthetic_bank_frame
 
 DEMO = [sys.executable, "-m", "callscore.cli", "demo", "--synthetic", "--no-download"]
 # A short replay: enough outcomes for the recalibration halfway, a few malformed events.
@@ -63,6 +70,7 @@ def _group_members(pgids: set[int]) -> list[int]:
     return members
 
 
+@pytest.mark.slow
 def test_demo_runs_reloads_and_reconciles_on_a_configured_kafka(kafka_broker, tmp_path):
     out = tmp_path / "demo"
     env = _env(CALLSCORE_BOOTSTRAP_SERVERS=kafka_broker.bootstrap_servers)
@@ -109,6 +117,7 @@ def test_demo_runs_reloads_and_reconciles_on_a_configured_kafka(kafka_broker, tm
     assert _group_members(set(pids.values())) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_process_including_the_embedded_broker(tmp_path):
     out = tmp_path / "demo"
     demo = subprocess.Popen(
@@ -139,3 +148,144 @@ def test_ctrl_c_stops_every_process_including_the_embedded_broker(tmp_path):
     assert [name for name, pid in pids.items() if _alive(pid)] == []
     assert _group_members(set(pids.values())) == []
     assert "Traceback" not in output
+
+
+# --- without a broker ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers (a download that hangs)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/bank+marketing.zip"
+    server.close()
+
+
+def test_a_hanging_download_gives_up_within_its_timeout(settings, tmp_path, silent_server):
+    started = time.monotonic()
+    with pytest.raises(DataError, match="within 1 s"):
+        download_bank_full(settings, tmp_path, timeout=1.0, url=silent_server)
+    assert time.monotonic() - started < 30  # bounded, whatever the machine
+
+
+def test_without_data_a_failed_download_falls_back_to_synthetic_with_a_warning(
+    settings, tmp_path, monkeypatch, silent_server
+):
+    import trainer.data
+    import trainer.fetch
+
+    monkeypatch.setattr(trainer.data, "SHARED_COPY", tmp_path / "absent.csv.gz")
+    monkeypatch.setattr(trainer.fetch, "UCI_URL", silent_server)
+    empty = settings.model_copy(update={"data": None, "data_cache_dir": tmp_path / "cache"})
+    data = resolve_demo_data(empty, tmp_path / "work", None, synthetic=False, download_timeout=1)
+    assert data.synthetic and data.warning is not None
+    assert "download failed" in data.warning and "synthetic" in data.warning
+    # --no-download (timeout 0) skips the attempt; an explicit missing file is an error.
+    data = resolve_demo_data(empty, tmp_path / "work", None, synthetic=False, download_timeout=0)
+    assert data.synthetic and "no training data" in (data.warning or "")
+    with pytest.raises(DataError, match="not found"):
+        resolve_demo_data(empty, tmp_path / "w", tmp_path / "missing.csv", False, 0)
+
+
+def test_the_replay_takes_the_latest_months_and_leaves_half_for_training():
+    frame = add_periods(synthetic_bank_frame(rows=3000))
+    start = replay_start(frame, prospects=400)
+    replayed = (frame["period"] >= start).sum()
+    assert replayed >= 400
+    # One month earlier would have been enough already: it is the latest such month.
+    assert (frame["period"] > start).sum() < 400
+    huge = replay_start(frame, prospects=10**6)
+    assert (frame["period"] >= huge).sum() <= len(frame) / 2
+
+
+def _record(topic: str, value: bytes, partition: int = 0, offset: int = 0) -> Record:
+    return Record(topic, partition, offset, None, value, {}, 0)
+
+
+def _task(event_id: str, priority: str, score: float, version: int = 1) -> bytes:
+    return json.dumps(
+        {
+            "task_id": task_id_for(event_id),
+            "event_id": event_id,
+            "prospect_id": f"p-{event_id}",
+            "score": score,
+            "priority": priority,
+            "percentile": 50.0,
+            "model_version": version,
+            "scored_at": "2026-11-26T10:00:00+00:00",
+        }
+    ).encode()
+
+
+def _dead(offset: int, kind: str, topic: str) -> bytes:
+    letter = DeadLetter(
+        payload=b"{", payload_size=1, source_topic=topic, source_partition=0,
+        source_offset=offset, error_kind=kind, message="bad",
+        received_at="2026-11-26T10:00:00+00:00",
+    )  # fmt: skip
+    return letter.model_dump_json().encode()
+
+
+def _records(settings) -> list[Record]:
+    high, low = settings.task_topic("high"), settings.task_topic("low")
+    prospects = settings.topic_prospects
+    return [
+        _record(prospects, b'{"event_id": "e1"}', offset=0),
+        _record(prospects, b'{"event_id": "e2"}', offset=1),
+        _record(prospects, b"{", offset=2),
+        _record(high, _task("e1", "high", 0.9)),
+        _record(low, _task("e2", "low", 0.1, version=2)),
+        _record(low, _task("e2", "low", 0.1, version=2)),  # rescored: counted once
+        _record(settings.topic_dead_letters, _dead(2, "not_json", prospects)),
+    ]
+
+
+def test_counts_reconcile_from_distinct_ids_and_offsets(settings):
+    result = count(settings, _records(settings))
+    assert (result.produced, result.scored, result.dead_lettered) == (3, 2, 1)
+    assert result.reconciles
+    assert result.dead_by_kind == {"not_json": 1}
+
+    lost = count(settings, _records(settings)[:-1])  # a dead letter missing
+    assert not lost.reconciles
+    stranger = _record(settings.task_topic("high"), _task("e9", "high", 0.5))
+    assert not count(settings, [*_records(settings), stranger]).reconciles
+
+
+def test_live_state_queue_counters_reload_and_quality(settings):
+    state = DemoState(settings, time.monotonic())
+    state.expected = 3
+    state.add_records(_records(settings))
+    assert (state.produced, state.scored, state.dead_lettered) == (3, 2, 1)
+    assert state.by_version == {1: 1, 2: 1}
+    assert [t.event_id for t in state.top("high")] == ["e1"]
+    # An outcome takes its task off the queue (the dialer called it).
+    outcome = json.dumps({"event_id": "e1", "task_id": task_id_for("e1")}).encode()
+    state.add_records([_record(settings.topic_outcomes, outcome)])
+    assert state.top("high") == [] and state.outcomes == 1
+
+    assert state.set_serving(1) is not None
+    assert state.set_serving(1) is None
+    reload = state.set_serving(2)
+    assert reload is not None and "hot reload: v1 → v2" in reload.text
+    state.set_monitor_metrics(
+        'callscore_online_outcomes{model_version="2"} 400.0\n'
+        'callscore_online_roc_auc{model_version="2"} 0.71\n'
+        'callscore_online_conversion_rate{model_version="2",priority="high"} 0.5\n'
+        "callscore_outcomes_matched_total 400.0\n"
+        'callscore_outcomes_dead_lettered_total{reason="not_json"} 2.0\n'
+    )
+    assert state.quality[2].roc_auc == pytest.approx(0.71) and state.matched == 400
+    assert state.outcomes_dead == {"not_json": 2}
+    line = plain_status(state)
+    assert "produced 3/3" in line and "v2: 400 outcomes, AUC 0.710" in line
+    from rich.console import Console
+
+    console = Console(width=150, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(render(state, "header", "synthetic data"))
+    screen = console.export_text()
+    assert "call queue" in screen and "hot reload: v1 → v2" in screen and "synthetic" in screen

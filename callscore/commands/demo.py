@@ -76,8 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--replay-seconds",
         type=_positive,
-        default=40.0,
-        help="wall time the replay takes; sets the speedup (default 40)",
+        default=30.0,
+        help="wall time the replay takes; sets the speedup (default 30)",
     )
     demo.add_argument(
         "--bad-rate",
