@@ -177,30 +177,47 @@ def _onehot_block(
     return OneHotBlock(columns, output, base, tables)
 
 
+@dataclass(frozen=True)
+class ForestOutput:
+    """RandomForestClassifier.predict_proba's positive column: float32 input, the trees'
+    probabilities summed in order (as its one-job accumulation does), divided by their count."""
+
+    trees: list[Any]
+    n_classes: int
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(matrix, dtype=np.float32)
+        total = np.zeros((x.shape[0], self.n_classes), dtype=np.float64)
+        for tree in self.trees:
+            total += tree.predict_proba(x, check_input=False)
+        total /= len(self.trees)
+        return total[:, 1]
+
+
+@dataclass(frozen=True)
+class EstimatorOutput:
+    """The estimator's own decision_function, or its predict_proba's positive column."""
+
+    model: Any
+    decision_function: bool
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        if self.decision_function:
+            return np.asarray(self.model.decision_function(matrix), dtype=float)
+        return np.asarray(self.model.predict_proba(matrix)[:, 1], dtype=float)
+
+
 def _positive_output(model: Any, calibrated: bool) -> Callable[[np.ndarray], np.ndarray]:
     """The positive class's predict_proba column; under a calibrator, what
-    CalibratedClassifierCV reads: decision_function if the estimator has one."""
+    CalibratedClassifierCV reads: decision_function if the estimator has one.
+    Classes, not closures: a plan is pickled with its model (the /score process pool)."""
     from sklearn.ensemble import RandomForestClassifier
 
     if len(getattr(model, "classes_", ())) != 2:
         raise NotCompilable("not a binary classifier")
     if isinstance(model, RandomForestClassifier) and model.n_outputs_ == 1:
-        trees = list(model.estimators_)
-
-        def forest(matrix: np.ndarray) -> np.ndarray:
-            # RandomForestClassifier.predict_proba: float32 input, the trees' probabilities
-            # summed in order (as its one-job accumulation does), divided by their count.
-            x = np.ascontiguousarray(matrix, dtype=np.float32)
-            total = np.zeros((x.shape[0], model.n_classes_), dtype=np.float64)
-            for tree in trees:
-                total += tree.predict_proba(x, check_input=False)
-            total /= len(trees)
-            return total[:, 1]
-
-        return forest
-    if calibrated and hasattr(model, "decision_function"):
-        return lambda matrix: np.asarray(model.decision_function(matrix), dtype=float)
-    return lambda matrix: np.asarray(model.predict_proba(matrix)[:, 1], dtype=float)
+        return ForestOutput(list(model.estimators_), int(model.n_classes_))
+    return EstimatorOutput(model, calibrated and hasattr(model, "decision_function"))
 
 
 def _plan(pipeline: Any) -> ServingPlan:

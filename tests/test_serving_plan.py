@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,10 @@ def test_the_reference_model_is_compiled_and_exact(frame, served_rows):
         plan.predict({name: served_rows[name].tolist() for name in FEATURES}),
         _pipeline_scores(pipeline, served_rows),
     )
+    # Pickled with its model (the /score process pool), it still serves the same numbers.
+    again = pickle.loads(pickle.dumps(plan))
+    columns = {name: served_rows[name].tolist() for name in FEATURES}
+    np.testing.assert_array_equal(again.predict(columns), plan.predict(columns))
     # One row at a time gives each row's number from the batch.
     one = served_rows.iloc[:3]
     for i in range(3):
@@ -83,6 +88,9 @@ def test_every_candidate_is_exact_or_served_by_its_pipeline(
     np.testing.assert_array_equal(artifact.predict(served_rows), expected)
     columns = {name: served_rows[name].tolist() for name in FEATURES}
     np.testing.assert_array_equal(artifact.predict_columns(columns), expected)
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(artifact)).predict(served_rows), expected
+    )
 
 
 def test_a_plan_that_differs_from_its_pipeline_is_not_used(frame, caplog):
