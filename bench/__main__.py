@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
         help="a Settings field for every scenario, e.g. --set batch_max_wait_seconds=0.01",
     )
     parser.add_argument("--backlog", type=int, help="events per throughput scenario")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds of the throughput scenarios (best reported)"
+    )
     parser.add_argument("--rate", type=float, help="events/s of the latency phases")
     parser.add_argument("--seconds", type=float, help="measured steady latency phase, seconds")
     parser.add_argument("--warmup", type=float, help="unmeasured start of that phase, seconds")
@@ -62,6 +65,7 @@ def options_from(args: argparse.Namespace) -> Options:
     options = Options().quick() if args.quick else Options()
     changes = {
         "backlog": args.backlog,
+        "rounds": args.rounds,
         "rate": args.rate,
         "latency_seconds": args.seconds,
         "warmup_seconds": args.warmup,

@@ -3,7 +3,9 @@ set of topics (and consumer group) per scenario with the same Settings."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ class Options:
     """Sizes and durations; `quick()` is the smoke-run variant."""
 
     backlog: int = 20_000  # events per throughput scenario
+    rounds: int = 2  # of every throughput scenario, interleaved; the best is reported
     per_event_backlog: int = 1_000  # the one-event-per-predict_proba peer is ~100x slower
     rate: float = 500.0  # events/s of the latency scenarios
     warmup_seconds: float = 3.0
@@ -38,11 +41,12 @@ class Options:
         return replace(
             self,
             backlog=5_000,
-            per_event_backlog=300,
+            rounds=1,
+            per_event_backlog=200,
             warmup_seconds=2.0,
-            latency_seconds=8.0,
-            http_seconds=4.0,
-            loaded_seconds=6.0,
+            latency_seconds=6.0,
+            http_seconds=3.0,
+            loaded_seconds=5.0,
             reload_seconds=6.0,
         )
 
@@ -61,10 +65,11 @@ class Context:
     small: ModelArtifact
     data_source: str
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    _names: Iterator[int] = field(default_factory=itertools.count)
 
     def settings(self, scenario: str, **extra: Any) -> Settings:
         """Fresh topics (created) and keys for one scenario; --set, then `extra`, on top."""
-        name = f"{scenario}-{self.run_id}"
+        name = f"{scenario}-{self.run_id}-{next(self._names)}"
         settings = isolated_settings(
             name,
             self.workdir,

@@ -6,15 +6,21 @@ wait work-around, acks=all, linger, commit interval from Settings), batches from
 twice (bench/passthrough.py) through the scorer's own send path
 (streamer.faust_workarounds.send_all), which returns once the broker acknowledged the batch.
 
-    python -m bench.faust_passthrough      # configured by CALLSCORE_* variables
+It touches READY_FILE once it holds the prospects' partitions and consumes once GO_FILE exists
+(bench/gate.py), as the scorer consumes once a model is published.
+
+    python -m bench.faust_passthrough READY_FILE GO_FILE   # configured by CALLSCORE_* variables
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
 import faust
 
+from bench.gate import POLL_SECONDS, Gate
 from bench.passthrough import outputs
 from core.settings import load_settings
 from streamer.app import new_faust_app
@@ -24,10 +30,21 @@ from streamer.faust_workarounds import send_all
 
 def main() -> None:
     settings = load_settings()
+    gate = Gate.from_args(sys.argv[1:3])
+    del sys.argv[1:3]  # Faust's worker reads the command line too
     app = new_faust_app(settings)
+
+    def assigned() -> bool:
+        topics = {tp.topic for tp in app.consumer.assignment()}
+        return settings.topic_prospects in topics and not app.rebalancing
 
     @app.agent(app.topic(settings.topic_prospects), name="pass-through")
     async def pass_through(stream: Any) -> None:
+        while not assigned():
+            await asyncio.sleep(POLL_SECONDS)
+        gate.ready.touch()
+        while not gate.go.exists():
+            await asyncio.sleep(POLL_SECONDS)
         batches = stream.take_events(
             settings.batch_max_size, within=settings.batch_max_wait_seconds
         )

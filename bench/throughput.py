@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.context import Context, publish
+from bench.gate import Gate
 from bench.outputs import drain
 from bench.passthrough import output_topics
 from bench.processes import ModuleProcess
@@ -29,9 +30,14 @@ def ceiling(ctx: Context, module: str, name: str) -> dict[str, Any]:
     events = ctx.payloads.events(name, ctx.options.backlog)
     produce(settings, events.records())
     configured = worker_settings(settings, ctx.workdir, name)
-    process = ModuleProcess(module, configured, ctx.log_path(name))
+    gate = Gate.in_dir(ctx.workdir, name)
+    process = ModuleProcess(module, configured, ctx.log_path(name), gate.args())
     try:
+        gate.wait_ready(ASSIGNMENT_TIMEOUT_SECONDS, process.check_alive)
+        time.sleep(ASSIGNMENT_SETTLE_SECONDS)
         cpu = CpuWindow({"consumer": process.process.pid, "broker": ctx.broker_pid})
+        cpu.start()
+        gate.go.touch()
         result = drain(
             settings,
             [output_topics(settings)[0]],
@@ -78,6 +84,7 @@ def scorer(
         time.sleep(ASSIGNMENT_SETTLE_SECONDS)
         pids = {f"worker-{i}": w.process.pid for i, w in enumerate(started)}
         cpu = CpuWindow({**pids, "broker": ctx.broker_pid})
+        cpu.start()  # model loading included: a one-off cost, small beside a backlog
 
         def check_alive() -> None:
             for worker in started:

@@ -127,6 +127,13 @@ def test_cli_options_and_settings_overrides() -> None:
     assert set(DEFAULT) <= set(SCENARIOS) and "latency_only" not in DEFAULT
 
 
+def test_score_errors_make_the_load_target_unmeasured() -> None:
+    result = document()
+    result["scenarios"]["latency"]["http_alone"]["1"]["statuses"] = {"500": 10, "503": 2}
+    target = {t.name: t for t in targets(result)}["/score load raises stream p99 ≤ 1.5x"]
+    assert target.met is None and "500" in target.value
+
+
 def test_largest_gap() -> None:
     assert largest_gap([5, 1, 2, 10]) == (5, 5)
     assert largest_gap([7]) == (0, 0)
