@@ -73,6 +73,7 @@ PLAIN_STATUS_SECONDS = 5.0
 HTTP_POLL_SECONDS = 1.0
 HTTP_TIMEOUT_SECONDS = 0.5
 TICK_SECONDS = 0.2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -116,19 +117,18 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     _clean(out)
     children = Children(out / "logs", out / "pids")
     _log_to_file(out / "logs" / "demo.log")
-    with _sigterm_as_interrupt():
+    with _stop_signals_as_interrupt():
         try:
             run = _setup(options, out, children, console)
             code = _main(run, console, started)
         except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
-            console.print("[yellow]interrupted: stopping every process the demo started...")
+            with suppress(OSError):  # the terminal may be gone (SIGHUP)
+                console.print("[yellow]interrupted: stopping every process the demo started...")
             raise
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            broker = [c for c in children.all if c.name == "broker"]
-            children.stop_all(last=broker)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            with _ignored(STOP_SIGNALS):  # a second Ctrl-C must not cut the cleanup short
+                broker = [c for c in children.all if c.name == "broker"]
+                children.stop_all(last=broker)
     return code
 
 
@@ -153,15 +153,29 @@ def _log_to_file(path: Path) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _stop_signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (the terminal closed) clean up like Ctrl-C: the children run in
+    sessions of their own, so nothing else would stop them."""
+
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _ignored(signals: tuple[signal.Signals, ...]) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _setup(options: DemoOptions, out: Path, children: Children, console: Console) -> Run:
@@ -211,14 +225,13 @@ def _setup(options: DemoOptions, out: Path, children: Children, console: Console
 
 def _data(run: Run, console: Console) -> DemoData:
     options = run.options
-    if not options.synthetic and options.data is None:
-        console.print("looking for the UCI data...", style="dim")
     return resolve_demo_data(
         run.settings,
         run.out / "data",
         options.data,
         options.synthetic,
         options.download_timeout,
+        say=lambda message: console.print(message, style="yellow", highlight=False),
     )
 
 

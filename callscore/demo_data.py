@@ -8,6 +8,7 @@ cache, checksum verified), then synthetic rows with bank-full.csv's schema.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def resolve_demo_data(
     explicit: Path | None,
     synthetic: bool,
     download_timeout: float,
+    say: Callable[[str], None] = lambda _message: None,
 ) -> DemoData:
-    """The real data if found or downloadable within `download_timeout` (0: no download)."""
+    """The real data if found or downloadable within `download_timeout` (0: no download);
+    `say` tells the user before the download is tried."""
     if synthetic:
         return synthetic_data(workdir, "synthetic data (--synthetic): model quality means nothing")
     try:
@@ -98,6 +101,7 @@ def resolve_demo_data(
             return synthetic_data(
                 workdir, f"{missing.args[0]}; using synthetic data: model quality means nothing"
             )
+        say(f"{missing.args[0]}: trying UCI's download (at most {download_timeout:g} s)...")
         try:
             path = download_bank_full(settings, workdir, download_timeout)
             source = f"{path} (downloaded from UCI)"
