@@ -396,7 +396,7 @@ def stream(
 # --- py-spy raw output, grouped -----------------------------------------------------------
 OUR_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the innermost (nearest the leaf) of our stages a sample is in
-    ("serialisation", ("_task_record", "_prediction_record", "dead_letter_record", "outgoing_for")),
+    ("serialisation", ("_task_record", "_prediction_record", "dead_letter_record", "._outgoing")),
     ("validation", ("decode_batch", "decode_prospect", "decode_json")),
     ("feature building", ("feature_frame", "feature_columns", "trainer/features.py")),
     ("predict_proba", ("predict (registry/", "registry/serving")),

@@ -173,6 +173,35 @@ def test_every_task_has_exactly_one_prediction_record_with_its_event_and_score(s
         assert (logged_as.model_version, logged_as.scored_at) == (4, NOW)
 
 
+def test_outputs_are_the_bytes_of_model_dump_json(settings):
+    """The serializer-direct bytes are exactly what model_dump_json gave, records included."""
+    settings = _settings(settings)
+    records, events, _, _ = _mixed_batch(settings.topic_prospects)
+    result = BatchScorer(settings, RecentIds(1000)).score(records.items, _served(settings), NOW)
+    by_id = {e["event_id"]: as_event(e) for e in events}
+    for task, task_record, prediction in zip(
+        result.tasks,
+        result.outgoing[: result.scored],
+        result.outgoing[result.scored : 2 * result.scored],
+        strict=True,
+    ):
+        event = by_id[task.event_id]
+        assert task_record.value == task.model_dump_json().encode()
+        expected = PredictionRecord(
+            event_id=event.event_id,
+            task_id=task.task_id,
+            prospect_id=event.prospect_id,
+            occurred_at=event.occurred_at,
+            features=event.features(),
+            score=task.score,
+            priority=task.priority,
+            percentile=task.percentile,
+            model_version=task.model_version,
+            scored_at=task.scored_at,
+        )
+        assert prediction.value == expected.model_dump_json().encode()
+
+
 def test_scores_equal_offline_predict(settings):
     settings = _settings(settings)
     served = _served(settings, seed=2)
