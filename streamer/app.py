@@ -146,7 +146,19 @@ def log_outcome(result: BatchResult) -> None:
         log.info("dropped %d repeated event ids (dedupe window)", result.duplicates)
 
 
+def use_uvloop() -> None:
+    """Run the worker (and Faust's consumer thread, which makes its own loop) on uvloop.
+
+    Sets the process's event loop policy, so call it before the worker's loop exists; mode's
+    own switch (`mode.loop.use`). Measured in docs/streamer.md (Performance).
+    """
+    import mode.loop
+
+    mode.loop.use("uvloop")
+
+
 def build_app(settings: Settings) -> Streamer:
+    use_uvloop()
     metrics = StreamMetrics()
     watcher = ModelWatcher(settings, metrics)
     broker = BrokerCheck(settings, metrics)
