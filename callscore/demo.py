@@ -40,13 +40,7 @@ from rich.console import Console
 from callscore.demo_data import DemoData, replay_start, resolve_demo_data
 from callscore.demo_processes import Child, Children
 from callscore.demo_summary import Reconciliation, reconcile, render_summary
-from callscore.demo_view import (
-    DemoState,
-    plain_event,
-    plain_status,
-    render,
-    version_of,
-)
+from callscore.demo_view import DemoState, screen, version_of
 from callscore.harness import CALLSCORE
 from callscore.simulator import ReplayOptions, count_plan, parse_delay, plan_replay
 from core.errors import CallscoreError
@@ -69,7 +63,6 @@ MONITOR_SETTLE_SECONDS = 10.0
 RECALIBRATE_AT = (0.3, 0.6)
 # Outcomes of the served version it waits for (a calibration on fewer is mostly noise).
 RECALIBRATE_MIN_OUTCOMES = 100
-PLAIN_STATUS_SECONDS = 5.0
 HTTP_POLL_SECONDS = 1.0
 HTTP_TIMEOUT_SECONDS = 0.5
 TICK_SECONDS = 0.2
@@ -100,11 +93,16 @@ class Run:
     children: Children
     broker: Child | None
     broker_label: str
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def logs(self) -> Path:
         return self.out / "logs"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """A child's environment: the demo's settings only (no other CALLSCORE_* variable)."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCORE_")}
+        return {**inherited, **self.settings.as_env()}
 
     def start(self, name: str, *args: str) -> Child:
         return self.children.start(name, [CALLSCORE, *args], self.env, cwd=self.out)
@@ -216,11 +214,7 @@ def _setup(options: DemoOptions, out: Path, children: Children, console: Console
         "http_port": free_port(),
         "monitor_http_port": free_port(),
     }
-    settings = base.model_copy(update=updates)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCORE_")}
-    run = Run(options, out, settings, children, broker, broker_label, env)
-    run.env = {**env, **settings.as_env()}
-    return run
+    return Run(options, out, base.model_copy(update=updates), children, broker, broker_label)
 
 
 def _data(run: Run, console: Console) -> DemoData:
@@ -289,9 +283,9 @@ def _main(run: Run, console: Console, started: float) -> int:
     options = run.options
     data = _data(run, console)
     replay = _plan(run, data)
+    # The trainer's base data stops where the replay starts: no row is used twice.
     settings = run.settings.model_copy(update={"base_data_until": replay.first, "data": data.path})
     run.settings = settings
-    run.env = {**run.env, **settings.as_env()}
     day = timedelta(days=1).total_seconds() / replay.speedup
     header = (
         f"{run.broker_label} · data {data.source} · replay {replay.first}.."
@@ -325,7 +319,7 @@ def _main(run: Run, console: Console, started: float) -> int:
     kafka_log = logging.getLogger("callscore.demo.kafka")
     with (
         TopicReader(settings, topics, group_prefix="callscore-demo", logger=kafka_log) as reader,
-        _screen(console, state, header, data.warning) as refresh,
+        screen(console, state, header, data.warning) as refresh,
     ):
         next_http = 0.0
         while True:
@@ -528,44 +522,6 @@ def _wait(child: Child, timeout: float) -> None:
     (its output is then reported missing)."""
     with suppress(subprocess.TimeoutExpired):
         child.process.wait(timeout)
-
-
-@contextmanager
-def _screen(console: Console, state: DemoState, header: str, warning: str | None) -> Iterator[Any]:
-    """A refresh() that redraws the live view (terminal) or prints plain lines (pipes, CI)."""
-    if console.is_terminal:
-        from rich.live import Live
-
-        with Live(
-            render(state, header, warning),
-            console=console,
-            refresh_per_second=4,
-            transient=False,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        ) as live:
-            yield lambda: live.update(render(state, header, warning))
-        return
-    console.print(f"callscore demo · {header}", highlight=False, soft_wrap=True)
-    if warning:
-        console.print(f"WARNING: {warning}", highlight=False, soft_wrap=True)
-    last: dict[str, Any] = {"at": 0.0, "status": None}
-
-    def refresh(final: bool = False) -> None:
-        for item in state.drain_new_events():
-            console.print(plain_event(item), highlight=False, soft_wrap=True)
-        now = time.monotonic()
-        # A line when something moved, at most every few seconds (and always the last one).
-        status = (state.phase, state.produced, state.handled, state.outcomes, state.serving)
-        due = now - last["at"] >= PLAIN_STATUS_SECONDS or final
-        if status != last["status"] and due:
-            last.update(at=now, status=status)
-            console.print(plain_status(state), highlight=False, soft_wrap=True)
-
-    try:
-        yield refresh
-    finally:
-        refresh(final=True)
 
 
 __all__ = ["DemoOptions", "Reconciliation", "run_demo"]

@@ -12,11 +12,13 @@ import json
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -29,6 +31,8 @@ from schemas import PRIORITIES, CallTask, DeadLetter
 QUEUE_ROWS = 4
 # Events/s is measured over this many recent seconds.
 RATE_WINDOW_SECONDS = 5.0
+# Plain rendering: a status line at most this often (and only when something moved).
+PLAIN_STATUS_SECONDS = 5.0
 # Lines kept in the events log.
 EVENT_LINES = 7
 TIER_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
@@ -308,6 +312,46 @@ def plain_status(state: DemoState) -> str:
 
 def plain_event(item: DemoEvent) -> str:
     return f"[{item.elapsed:5.1f} s] {item.text}"
+
+
+@contextmanager
+def screen(
+    console: Console, state: DemoState, header: str, warning: str | None
+) -> Iterator[Callable[[], None]]:
+    """A refresh() that redraws the live view (terminal) or prints plain lines (pipes, CI)."""
+    if console.is_terminal:
+        from rich.live import Live
+
+        with Live(
+            render(state, header, warning),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as live:
+            yield lambda: live.update(render(state, header, warning))
+        return
+    console.print(f"callscore demo · {header}", highlight=False, soft_wrap=True)
+    if warning:
+        console.print(f"WARNING: {warning}", highlight=False, soft_wrap=True)
+    last: dict[str, Any] = {"at": 0.0, "status": None}
+
+    def refresh(final: bool = False) -> None:
+        for item in state.drain_new_events():
+            console.print(plain_event(item), highlight=False, soft_wrap=True)
+        now = time.monotonic()
+        # A line when something moved, at most every few seconds (and always the last one).
+        status = (state.phase, state.produced, state.handled, state.outcomes, state.serving)
+        due = now - last["at"] >= PLAIN_STATUS_SECONDS or final
+        if status != last["status"] and due:
+            last.update(at=now, status=status)
+            console.print(plain_status(state), highlight=False, soft_wrap=True)
+
+    try:
+        yield refresh
+    finally:
+        refresh(final=True)
 
 
 def version_of(document: Any) -> int | None:

@@ -167,7 +167,7 @@ def silent_server():
 
 def test_a_hanging_download_gives_up_within_its_timeout(settings, tmp_path, silent_server):
     started = time.monotonic()
-    with pytest.raises(DataError, match="within 1 s"):
+    with pytest.raises(DataError, match="could not download"):
         download_bank_full(settings, tmp_path, timeout=1.0, url=silent_server)
     assert time.monotonic() - started < 30  # bounded, whatever the machine
 
