@@ -27,7 +27,7 @@ class Options:
     """Sizes and durations; `quick()` is the smoke-run variant."""
 
     backlog: int = 20_000  # events per throughput scenario
-    rounds: int = 2  # of every throughput scenario, interleaved; the best is reported
+    rounds: int = 3  # of every throughput scenario, interleaved; the best is reported
     per_event_backlog: int = 1_000  # the one-event-per-predict_proba peer is ~100x slower
     rate: float = 500.0  # events/s of the latency scenarios
     warmup_seconds: float = 3.0
