@@ -244,6 +244,7 @@ class Progress:
     recalibrate: Child | None = None
     recalibrate_reported: bool = False
     report: Child | None = None
+    quality_mark: int | None = None  # the monitor's quality updates once it joined everything
     published: list[str] = field(default_factory=list)
     reloads: list[str] = field(default_factory=list)
 
@@ -413,8 +414,15 @@ def _advance(
             state.event(f"writing the quality report (callscore report) to {run.out / 'quality'}")
         return False
     assert progress.drained is not None
-    # The monitor's numbers lag by a second or two: wait until it has joined every outcome.
-    return state.matched >= state.outcomes or now > progress.drained + MONITOR_SETTLE_SECONDS
+    if now > progress.drained + MONITOR_SETTLE_SECONDS:
+        return True
+    # The monitor's gauges lag: wait until it joined every outcome, then for one more
+    # recomputation of its quality, so the summary's online numbers cover the whole replay.
+    if progress.quality_mark is None:
+        if state.matched >= state.outcomes:
+            progress.quality_mark = state.quality_updates
+        return False
+    return state.quality_updates > progress.quality_mark
 
 
 def _start_replay(

@@ -73,6 +73,7 @@ class DemoState:
         self.events: deque[DemoEvent] = deque(maxlen=EVENT_LINES)
         self._unprinted: list[DemoEvent] = []
         self.matched = 0  # outcomes the monitor joined to their prediction
+        self.quality_updates = 0  # times the monitor recomputed its quality gauges
         self.phase = "starting"
         self.expected: int | None = None  # prospect records the replay publishes
         self._handled: deque[tuple[float, int]] = deque()
@@ -172,6 +173,9 @@ class DemoState:
                 continue
             if name == "callscore_outcomes_matched_total":
                 self.matched = int(value)
+                continue
+            if name == "callscore_online_quality_updates_total":
+                self.quality_updates = int(value)
                 continue
             version = labels.get("model_version")
             if version is None or not version.isdigit() or math.isnan(value):

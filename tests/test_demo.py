@@ -95,6 +95,8 @@ def test_demo_runs_reloads_and_reconciles_on_a_configured_kafka(kafka_broker, tm
     assert summary["hot_reloads"] and summary["hot_reloads"][0].startswith("v1 -> v2")
     assert "hot reload: v1 → v2" in result.stdout
     assert any("recalibration of v1" in line for line in summary["published"])
+    # Outcomes flowed: the monitor's online quality of the first version is in the summary.
+    assert summary["online_quality"]["1"]["outcomes"] > 0
 
     # The model card and the quality report exist where the summary says.
     assert Path(summary["model_card"]).is_file()
