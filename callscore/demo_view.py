@@ -239,7 +239,7 @@ def _quality_text(state: DemoState) -> list[str]:
 
 def _queue_table(state: DemoState) -> Table:
     table = Table(expand=True, box=None, padding=(0, 1), show_edge=False)
-    table.add_column("prospect")
+    table.add_column("prospect", no_wrap=True, overflow="ellipsis")
     for column in ("score", "pct", "model"):
         table.add_column(column, justify="right")
     for tier in PRIORITIES:
@@ -288,12 +288,12 @@ def render(state: DemoState, header: str, warning: str | None) -> RenderableType
     body.add_column(ratio=1)
     body.add_column(ratio=1)
     body.add_row(
-        Panel(_queue_table(state), title="call queue (top prospects per tier)"),
+        Panel(_queue_table(state), title="call queue (top per tier)"),
         Panel(_stats_table(state), title="stream"),
     )
     log = Text()
-    for item in state.events:
-        log.append(f"{item.elapsed:6.1f} s  {item.text}\n", style=item.style)
+    for n, item in enumerate(state.events):
+        log.append(("\n" if n else "") + f"{item.elapsed:6.1f} s  {item.text}", style=item.style)
     parts: list[RenderableType] = [title]
     if warning:
         parts.append(Text(f"⚠ {warning}", style="bold yellow"))
