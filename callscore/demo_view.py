@@ -226,22 +226,26 @@ def _dead_text(dead: Counter[str]) -> str:
     return f"{sum(dead.values())} ({parts})"
 
 
-def _quality_text(state: DemoState) -> list[str]:
+def _quality_text(state: DemoState, separator: str = ", ") -> list[str]:
+    """Per version: outcomes and online AUC, then conversion by tier (after `separator`)."""
     lines = []
     for version, q in sorted(state.quality.items()):
         auc = "-" if q.roc_auc is None else f"{q.roc_auc:.3f}"
         conversion = " ".join(
             f"{tier} {q.conversion[tier]:.0%}" for tier in PRIORITIES if tier in q.conversion
         )
-        lines.append(f"v{version}: {q.outcomes:,} outcomes, AUC {auc}, conversion {conversion}")
+        lines.append(
+            f"v{version}: {q.outcomes:,} outcomes, AUC {auc}{separator}conversion {conversion}"
+        )
     return lines
 
 
 def _queue_table(state: DemoState) -> Table:
-    table = Table(expand=True, box=None, padding=(0, 1), show_edge=False)
-    table.add_column("prospect", no_wrap=True, overflow="ellipsis")
-    for column in ("score", "pct", "model"):
-        table.add_column(column, justify="right")
+    table = Table(box=None, padding=(0, 1), show_edge=False)
+    # Wide enough for the replay's ids, so the panel does not change width as they change.
+    table.add_column("prospect", no_wrap=True, overflow="ellipsis", min_width=20)
+    for column, width in (("score", 5), ("pct", 3), ("model", 5)):
+        table.add_column(column, justify="right", no_wrap=True, min_width=width)
     for tier in PRIORITIES:
         style = TIER_STYLE[tier]
         waiting = f"{tier}: {len(state.queue[tier]):,} waiting"
@@ -271,7 +275,7 @@ def _stats_table(state: DemoState) -> Table:
     table.add_row("bad outcomes", _dead_text(state.outcomes_dead))
     serving = "-" if state.serving is None else f"v{state.serving}"
     table.add_row("model serving", Text(serving, style="bold green"))
-    quality = _quality_text(state) or ["waiting for outcomes"]
+    quality = _quality_text(state, separator="\n  ") or ["waiting for outcomes"]
     table.add_row("online quality", "\n".join(quality))
     return table
 
@@ -284,11 +288,12 @@ def render(state: DemoState, header: str, warning: str | None) -> RenderableType
         (state.phase, "cyan"),
         (f"\n{header}", "dim"),
     )
+    # The queue as wide as its rows; the counters and quality take the rest.
     body = Table.grid(expand=True, padding=(0, 1))
-    body.add_column(ratio=1)
+    body.add_column()
     body.add_column(ratio=1)
     body.add_row(
-        Panel(_queue_table(state), title="call queue (top per tier)"),
+        Panel(_queue_table(state), title="call queue (top per tier)", expand=False),
         Panel(_stats_table(state), title="stream"),
     )
     log = Text()
