@@ -14,6 +14,7 @@ Scenarios, in order (--only picks some; see bench/README.md):
   latency_only        the latency phase without /score
   reload              a new version published while streaming at a fixed rate
 Prints the tables and the targets; writes bench/results/<name>.json (default: suite).
+`python -m bench.compare A.json B.json` puts two such results side by side.
 """
 
 from __future__ import annotations
