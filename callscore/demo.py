@@ -243,6 +243,8 @@ class Progress:
     recalibrations: int = 0
     recalibrate: Child | None = None
     recalibrate_reported: bool = False
+    recalibrated: bool = False  # a recalibration was published
+    trainer_reported: bool = False
     report: Child | None = None
     quality_mark: int | None = None  # the monitor's quality updates once it joined everything
     published: list[str] = field(default_factory=list)
@@ -374,16 +376,14 @@ def _advance(
     """One step of the run's phases; True when the replay is drained and the monitor settled."""
     if now > progress.deadline:
         raise CallscoreError(f"the demo is stuck in '{state.phase}': see the logs in {run.logs}")
+    _report_trainer(run, state, progress, trainer)
     if state.phase == "training":
-        if trainer.running:
-            return False
-        if trainer.process.returncode != 0:
-            raise CallscoreError(f"training failed: see {trainer.log_path}")
-        line = _published_line(trainer)
-        progress.published.append(line)
-        state.event(f"trainer: {line}; model card in {run.out / 'model-card'}")
-        state.phase = "waiting for the scorer"
-        progress.deadline = now + READY_TIMEOUT_SECONDS
+        if state.serving is not None:
+            # v1 is published and loaded; the trainer is only writing its model card now.
+            _start_replay(run, state, progress, replay, now)
+        elif not trainer.running:
+            state.phase = "waiting for the scorer"
+            progress.deadline = now + READY_TIMEOUT_SECONDS
         return False
     if state.phase == "waiting for the scorer":
         if state.serving is not None:
@@ -425,6 +425,18 @@ def _advance(
     return state.quality_updates > progress.quality_mark
 
 
+def _report_trainer(run: Run, state: DemoState, progress: Progress, trainer: Child) -> None:
+    """Once the trainer has exited: what it published, or a one-line error if it failed."""
+    if progress.trainer_reported or trainer.running:
+        return
+    progress.trainer_reported = True
+    if trainer.process.returncode != 0:
+        raise CallscoreError(f"training failed: see {trainer.log_path}")
+    line = _published_line(trainer)
+    progress.published.insert(0, line)
+    state.event(f"trainer: {line}; model card in {run.out / 'model-card'}")
+
+
 def _start_replay(
     run: Run, state: DemoState, progress: Progress, replay: Replay, now: float
 ) -> None:
@@ -451,11 +463,12 @@ def _recalibration(run: Run, state: DemoState, progress: Progress, now: float) -
         progress.recalibrate_reported = True
         line = job.last_line().split("; read ")[0]
         if job.process.returncode == 0 and line.startswith("published"):
+            progress.recalibrated = True
             progress.published.append(line)
             state.event(f"recalibrate: {line}", "magenta")
         else:
             state.event(f"recalibrate: {line or 'failed'} (see {job.log_path})", "yellow")
-    if job is not None and (job.running or len(progress.published) > 1):
+    if job is not None and (job.running or progress.recalibrated):
         return
     if progress.recalibrations >= len(RECALIBRATE_AT) or state.phase != "replay":
         return
