@@ -393,6 +393,75 @@ def stream(
     }
 
 
+# --- a batch-native loop: the same scoring without Faust ------------------------------------
+def native(model_path: str | None, backlog: int, overrides: dict[str, str], label: str) -> dict:
+    """BatchScorer.score between a confluent-kafka `consume(num_messages)` and a producer whose
+    outputs are flushed (acks=all) before the batch's offsets are committed: the scorer's work
+    and guarantees in a loop with no framework. Drains a backlog produced before it starts."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    from callscore.harness import event_bytes, isolated_settings, produce
+    from core.kafka import consumer_config, ensure_topics, producer_config
+    from core.local_broker import start_tansu
+    from streamer.batch import BatchScorer
+
+    model = served(load_model(model_path))
+    broker = start_tansu()
+    workdir = Path(tempfile.mkdtemp(prefix="profile-native-"))
+    try:
+        settings = isolated_settings(
+            "native",
+            workdir,
+            bootstrap_servers=broker.bootstrap_servers,
+            partitions=int(overrides.pop("partitions", 4)),
+            **overrides,
+        )
+        ensure_topics(settings)
+        produce(settings, map(event_bytes, _events("burst", backlog)))
+        consumer = Consumer(consumer_config(settings, "native-scorer"))
+        consumer.assign(
+            [
+                TopicPartition(settings.topic_prospects, p, OFFSET_BEGINNING)
+                for p in range(settings.partitions)
+            ]
+        )
+        producer = Producer(producer_config(settings))
+        scorer = BatchScorer(settings, RecentIds(settings.dedupe_window))
+        consumed = batches = 0
+        started = time.perf_counter()
+        while consumed < backlog:
+            messages = consumer.consume(
+                settings.batch_max_size, timeout=settings.batch_max_wait_seconds
+            )
+            records = [
+                Incoming(m.key(), m.value(), str(m.topic()), m.partition() or 0, m.offset() or 0)
+                for m in messages
+                if m.error() is None
+            ]
+            if not records:
+                continue
+            result = scorer.score(records, model, datetime.now(UTC))
+            for out in result.outgoing:
+                headers: list[tuple[str, str | bytes | None]] = list(out.headers)
+                producer.produce(out.topic, out.value, out.key, headers=headers)
+            if producer.flush(30) != 0:
+                raise RuntimeError("outputs not acknowledged")
+            consumer.commit(asynchronous=True)
+            consumed += result.consumed
+            batches += 1
+        elapsed = time.perf_counter() - started
+        consumer.close()
+    finally:
+        broker.stop()
+    return {
+        "label": label,
+        "model": model_path or "small_artifact",
+        "loop": "confluent-kafka consume(batch_max_size) -> BatchScorer.score -> produce, flush",
+        "backlog": {"events": backlog, "throughput_events_per_s": round(backlog / elapsed)},
+        "mean_batch_size": round(consumed / batches, 1),
+    }
+
+
 # --- py-spy raw output, grouped -----------------------------------------------------------
 OUR_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the innermost (nearest the leaf) of our stages a sample is in
@@ -459,6 +528,11 @@ def main() -> None:
     s.add_argument("--seconds", type=float, default=10.0)
     s.add_argument("--py-spy", dest="py_spy")
     s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    n = sub.add_parser("native")
+    n.add_argument("--model", help="model.joblib (default: the small test model)")
+    n.add_argument("--label", default="current")
+    n.add_argument("--backlog", type=int, default=20_000)
+    n.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     summary = sub.add_parser("py-spy-summary")
     summary.add_argument("file")
     args = parser.parse_args()
@@ -471,6 +545,11 @@ def main() -> None:
             result["py_spy_summary"] = summarise_py_spy(args.py_spy)
         print(json.dumps(result, indent=2))
         print(write_results(f"profile_stream_{args.label}", result))
+    elif args.command == "native":
+        overrides = dict(item.split("=", 1) for item in args.set)
+        result = native(args.model, args.backlog, overrides, args.label)
+        print(json.dumps(result, indent=2))
+        print(write_results(f"profile_native_{args.label}", result))
     elif args.command == "py-spy-summary":
         print(json.dumps(summarise_py_spy(args.file), indent=2))
     else:
