@@ -6,12 +6,13 @@
 3. `callscore train --search reference` on the months before the replay window publishes v1,
    while `callscore stream` and `callscore monitor` start.
 4. `callscore simulate` replays the window (with malformed events and outcomes) in about
-   `replay_seconds`; halfway `callscore recalibrate` publishes v2 and the scorer hot-reloads it.
+   `replay_seconds`; a third of the way in, `callscore recalibrate` publishes v2 on the outcomes
+   so far and the scorer hot-reloads it.
 5. `callscore report` writes the quality report; every process is stopped; the summary checks
    produced = scored + dead-lettered on the topics themselves.
 
 Every child writes to `<out>/logs/<name>.log` and is listed in `<out>/pids`; the terminal shows
-only the view and the summary. Ctrl-C (or SIGTERM) stops every child before the demo exits.
+only the view and the summary. Ctrl-C (or SIGTERM, SIGHUP) stops every child before it exits.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from rich.console import Console
 
 from callscore.demo_data import DemoData, replay_start, resolve_demo_data
 from callscore.demo_processes import Child, Children
-from callscore.demo_summary import Reconciliation, reconcile, render_summary
+from callscore.demo_summary import reconcile, render_summary
 from callscore.demo_view import DemoState, screen, version_of
 from callscore.harness import CALLSCORE
 from callscore.simulator import ReplayOptions, count_plan, parse_delay, plan_replay
@@ -349,6 +350,7 @@ def _main(run: Run, console: Console, started: float) -> int:
     elapsed = time.monotonic() - started
     summary = {
         "elapsed_seconds": round(elapsed, 1),
+        "phase_seconds": _phase_seconds(progress, started, elapsed),
         "broker": run.broker_label,
         "data": data.source,
         "synthetic": data.synthetic,
@@ -368,6 +370,16 @@ def _main(run: Run, console: Console, started: float) -> int:
     (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(render_summary(summary, reconciliation, data.warning))
     return 0 if reconciliation.reconciles else 1
+
+
+def _phase_seconds(progress: Progress, started: float, elapsed: float) -> dict[str, float]:
+    """Wall time of start-up and training, the replay (to its last event handled), the end."""
+    assert progress.replay_started is not None and progress.drained is not None
+    return {
+        "start_and_training": round(progress.replay_started - started, 1),
+        "replay": round(progress.drained - progress.replay_started, 1),
+        "finishing": round(started + elapsed - progress.drained, 1),
+    }
 
 
 def _advance(
@@ -545,4 +557,4 @@ def _wait(child: Child, timeout: float) -> None:
         child.process.wait(timeout)
 
 
-__all__ = ["DemoOptions", "Reconciliation", "run_demo"]
+__all__ = ["DemoOptions", "run_demo"]

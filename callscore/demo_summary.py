@@ -120,6 +120,12 @@ def render_summary(
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
     table.add_column()
+    phases = summary["phase_seconds"]
+    table.add_row(
+        "time",
+        f"{summary['elapsed_seconds']:.1f} s: start-up and training {phases['start_and_training']}"
+        f" s, replay {phases['replay']} s, report and shutdown {phases['finishing']} s",
+    )
     table.add_row("broker", summary["broker"])
     table.add_row("data", summary["data"])
     replay = summary["replay"]
