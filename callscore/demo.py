@@ -6,7 +6,7 @@
 3. `callscore train --search reference` on the months before the replay window publishes v1,
    while `callscore stream` and `callscore monitor` start.
 4. `callscore simulate` replays the window (with malformed events and outcomes) in about
-   `replay_seconds`; a third of the way in, `callscore recalibrate` publishes v2 on the outcomes
+   `replay_seconds`; a quarter of the way in, `callscore recalibrate` publishes v2 on the outcomes
    so far and the scorer hot-reloads it.
 5. `callscore report` writes the quality report; every process is stopped; the summary checks
    produced = scored + dead-lettered on the topics themselves.
@@ -59,9 +59,9 @@ DRAIN_TIMEOUT_SECONDS = 60.0
 REPORT_TIMEOUT_SECONDS = 120.0
 # How long the monitor may take to join the last outcomes before the summary.
 MONITOR_SETTLE_SECONDS = 10.0
-# Share of the replay's wall time after which `callscore recalibrate` runs (again if the first
-# had too few outcomes), early enough that the new version scores a good part of the replay.
-RECALIBRATE_AT = (0.3, 0.6)
+# Share of the replay's prospects published after which `callscore recalibrate` runs (again if
+# the first had too few outcomes): early, so that the new version scores much of the replay.
+RECALIBRATE_AT = (0.25, 0.5)
 # Outcomes of the served version it waits for (a calibration on fewer is mostly noise).
 RECALIBRATE_MIN_OUTCOMES = 100
 HTTP_POLL_SECONDS = 1.0
@@ -402,7 +402,7 @@ def _advance(
             _start_replay(run, state, progress, replay, now)
         return False
     if state.phase == "replay":
-        _recalibration(run, state, progress, now)
+        _recalibration(run, state, progress)
         simulate = next(c for c in run.children.all if c.name == "simulate")
         if simulate.running:
             return False
@@ -414,7 +414,7 @@ def _advance(
         state.phase = "draining"
         return False
     if state.phase == "draining":
-        _recalibration(run, state, progress, now)
+        _recalibration(run, state, progress)
         done = state.expected is not None and state.handled >= state.expected
         recalibrating = progress.recalibrate is not None and progress.recalibrate.running
         assert progress.replay_done is not None
@@ -468,8 +468,8 @@ def _start_replay(
     )
 
 
-def _recalibration(run: Run, state: DemoState, progress: Progress, now: float) -> None:
-    """Halfway through the replay: `callscore recalibrate` (retried once if it could not)."""
+def _recalibration(run: Run, state: DemoState, progress: Progress) -> None:
+    """A quarter into the replay: `callscore recalibrate` (retried once if it could not)."""
     job = progress.recalibrate
     if job is not None and not job.running and not progress.recalibrate_reported:
         progress.recalibrate_reported = True
@@ -484,8 +484,7 @@ def _recalibration(run: Run, state: DemoState, progress: Progress, now: float) -
         return
     if progress.recalibrations >= len(RECALIBRATE_AT) or state.phase != "replay":
         return
-    assert progress.replay_started is not None
-    share = (now - progress.replay_started) / run.options.replay_seconds
+    share = state.produced / max(state.expected or 0, 1)
     if share < RECALIBRATE_AT[progress.recalibrations] or state.outcomes < RECALIBRATE_MIN_OUTCOMES:
         return
     progress.recalibrations += 1
