@@ -79,10 +79,11 @@ class Context:
         ensure_topics(settings)
         return settings
 
-    def worker(self, settings: Settings, name: str) -> StreamWorker:
-        """`callscore stream` on these settings (its own HTTP port and data dir)."""
+    def worker(self, settings: Settings, role: str) -> StreamWorker:
+        """`callscore stream` on these settings (its own HTTP port, data dir and log)."""
+        name = instance_name(settings, role)
         configured = worker_settings(settings, self.workdir, name)
-        return StreamWorker(configured, self.workdir / f"{name}.log")
+        return StreamWorker(configured, self.log_path(name))
 
     def log_path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
@@ -91,6 +92,12 @@ class Context:
     def broker_pid(self) -> int:
         assert self.broker.process is not None, "the bench starts its own broker"
         return self.broker.process.pid
+
+
+def instance_name(settings: Settings, role: str) -> str:
+    """A name for files of one process (log, data dir, gate) unique across scenarios and rounds:
+    the scenario's topics are (see Context.settings)."""
+    return f"{settings.topic_prospects.removeprefix('prospects-')}-{role}"
 
 
 def manifest_for(settings: Settings, artifact: ModelArtifact, version: int) -> ModelManifest:

@@ -20,7 +20,11 @@ class Gate:
 
     @classmethod
     def in_dir(cls, directory: Path, name: str) -> Gate:
-        return cls(directory / f"{name}.ready", directory / f"{name}.go")
+        """A new gate: a file left by an earlier process would let this one go at once."""
+        gate = cls(directory / f"{name}.ready", directory / f"{name}.go")
+        if gate.ready.exists() or gate.go.exists():
+            raise FileExistsError(f"gate {name} was used before: give each process its own")
+        return gate
 
     def args(self) -> tuple[str, str]:
         return str(self.ready), str(self.go)

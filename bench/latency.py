@@ -113,7 +113,7 @@ def _load(ctx: Context, worker: StreamWorker, size: int, seconds: float) -> Load
 def latency_and_http(ctx: Context, http: bool = True) -> dict[str, Any]:
     options = ctx.options
     settings = ctx.settings("latency")
-    worker = ctx.worker(settings, "latency-w0")
+    worker = ctx.worker(settings, "w0")
     phases: dict[str, Events] = {}
     lags: dict[str, float] = {}
     result: dict[str, Any] = {"rate_events_per_s": options.rate}

@@ -33,7 +33,7 @@ def largest_gap(stamps_ms: Iterable[int]) -> tuple[int, int]:
 def reload_under_load(ctx: Context) -> dict[str, Any]:
     options = ctx.options
     settings = ctx.settings("reload")
-    worker = ctx.worker(settings, "reload-w0")
+    worker = ctx.worker(settings, "w0")
     events = ctx.payloads.events("reload", int(options.reload_rate * options.reload_seconds))
     version_two = manifest_for(settings, ctx.production, version=2)
     published_at_ms: list[int] = []

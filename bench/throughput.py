@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.context import Context, publish
+from bench.context import Context, instance_name, publish
 from bench.gate import Gate
 from bench.outputs import drain
 from bench.passthrough import output_topics
@@ -29,9 +29,10 @@ def ceiling(ctx: Context, module: str, name: str) -> dict[str, Any]:
     settings = ctx.settings(name)
     events = ctx.payloads.events(name, ctx.options.backlog)
     produce(settings, events.records())
-    configured = worker_settings(settings, ctx.workdir, name)
-    gate = Gate.in_dir(ctx.workdir, name)
-    process = ModuleProcess(module, configured, ctx.log_path(name), gate.args())
+    unique = instance_name(settings, "consumer")
+    configured = worker_settings(settings, ctx.workdir, unique)
+    gate = Gate.in_dir(ctx.workdir, unique)
+    process = ModuleProcess(module, configured, ctx.log_path(unique), gate.args())
     try:
         gate.wait_ready(ASSIGNMENT_TIMEOUT_SECONDS, process.check_alive)
         time.sleep(ASSIGNMENT_SETTLE_SECONDS)
@@ -76,7 +77,7 @@ def scorer(
     started: list[StreamWorker] = []
     try:
         for i in range(workers):
-            started.append(ctx.worker(settings, f"{name}-w{i}"))
+            started.append(ctx.worker(settings, f"w{i}"))
         for worker in started:
             worker.wait_until(
                 partitions_assigned(worker), ASSIGNMENT_TIMEOUT_SECONDS, "partitions assigned"
