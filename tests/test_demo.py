@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from callscore.demo_data import download_bank_full, replay_start, resolve_demo_data
+from callscore.demo_processes import Children
 from callscore.demo_summary import count
 from callscore.demo_view import DemoState, plain_status, render
 from core.topic_reader import Record
@@ -291,3 +292,23 @@ def test_live_state_queue_counters_reload_and_quality(settings):
     console.print(render(state, "header", "synthetic data"))
     screen = console.export_text()
     assert "call queue" in screen and "hot reload: v1 → v2" in screen and "synthetic" in screen
+
+
+def test_children_are_listed_logged_and_stopped_with_their_process_groups(tmp_path):
+    children = Children(tmp_path / "logs", tmp_path / "pids")
+    # A child that leaves a grandchild behind, and one that ignores SIGTERM.
+    spawner = children.start("spawner", ["sh", "-c", "echo started; sleep 300 & wait"], os.environ)
+    stubborn = children.start(
+        "stubborn", ["sh", "-c", "trap '' TERM; echo started; while :; do sleep 1; done"],
+        os.environ,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "started" not in spawner.log_text() or "started" not in stubborn.log_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pids = _pids(tmp_path)
+    assert pids == {"spawner": spawner.process.pid, "stubborn": stubborn.process.pid}
+    assert len(_group_members(set(pids.values()))) >= 3
+    children.stop([spawner, stubborn], grace=1.0)
+    assert not spawner.running and not stubborn.running
+    assert _group_members(set(pids.values())) == []
