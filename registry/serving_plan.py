@@ -238,6 +238,9 @@ def compile_plan(pipeline: Any) -> ServingPlan | None:
     except NotCompilable as exc:
         log.debug("model served by its pipeline: %s", exc)
         return None
+    except Exception as exc:  # e.g. a step pickled by an older version: never stop a load
+        log.warning("the predict path could not be compiled (%r): served by the pipeline", exc)
+        return None
     probe = _probe_columns(PROBE_ROWS)
     try:
         expected = np.asarray(pipeline.predict_proba(pd.DataFrame(probe))[:, 1], dtype=float)

@@ -107,6 +107,15 @@ def test_a_plan_that_differs_from_its_pipeline_is_not_used(frame, caplog):
     assert "differs from the pipeline" in caplog.text
 
 
+def test_a_step_that_fails_to_compile_leaves_the_pipeline_serving(frame, caplog):
+    pipeline = build_pipeline("random_forest", params={"n_estimators": 3}, period="index")
+    pipeline.fit(frame, labels(frame))
+    del pipeline.named_steps["features"].periods_  # as if pickled by a version without it
+    with caplog.at_level(logging.WARNING, logger="registry.serving_plan"):
+        assert compile_plan(pipeline) is None
+    assert "could not be compiled" in caplog.text
+
+
 def test_other_shapes_serve_through_their_pipeline():
     artifact = small_artifact()  # encoder + scaler + logistic regression, no feature step
     assert artifact.plan is None
