@@ -61,7 +61,9 @@ class Settings(BaseSettings):
         description="Prospect events that could not be scored (DeadLetter: bytes and reason).",
     )
     topic_models: str = Field(
-        default="models", description="Signed model manifests; one partition, keyed by model name."
+        default="models",
+        description="Signed model manifests; one partition, compacted, keyed by model name and "
+        "version.",
     )
     topic_outcomes: str = Field(
         default="call-outcomes", description="What dialers report after a call (CallOutcome)."
@@ -302,6 +304,13 @@ class Settings(BaseSettings):
         default=4,
         ge=1,
         description="Most /score requests in flight (running or waiting); more get 503.",
+    )
+    http_score_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Added to the /score processes' nice value, so that under heavy /score load "
+        "the CPU goes to the stream first (0: same priority).",
     )
     http_retry_after_seconds: int = Field(
         default=1, ge=1, description="Retry-After of a 503 when the /score queue is full."

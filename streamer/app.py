@@ -169,7 +169,9 @@ def build_app(settings: Settings) -> Streamer:
     app.service(watcher_service(watcher))
     app.service(broker_check_service(broker, limiter))
     add_scoring_agent(streamer)
-    pool = ScorePool(settings.http_score_processes, settings.http_score_queue)
+    pool = ScorePool(
+        settings.http_score_processes, settings.http_score_queue, settings.http_score_niceness
+    )
     app.service(score_pool_service(pool))
     register_routes(app, settings, metrics, lambda: watcher.current, streamer.readiness, pool)
     return streamer

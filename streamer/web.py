@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import multiprocessing
+import os
 import pickle
 import re
 from collections.abc import Callable
@@ -110,10 +111,11 @@ class ScorePool:
     only touched on the event loop, so it needs no lock.
     """
 
-    def __init__(self, processes: int, queue: int) -> None:
+    def __init__(self, processes: int, queue: int, niceness: int = 0) -> None:
         self.capacity = queue
         self.in_flight = 0
         self._processes = processes
+        self._niceness = niceness
         self._executor = self._new_executor()
         self._pickled: tuple[tuple[int, int], bytes] | None = None
 
@@ -121,7 +123,9 @@ class ScorePool:
         # spawn: the worker has threads (Kafka clients, the model reader) a fork would copy
         # mid-operation.
         context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self._processes, mp_context=context)
+        return ProcessPoolExecutor(
+            self._processes, mp_context=context, initializer=os.nice, initargs=(self._niceness,)
+        )
 
     def try_acquire(self) -> bool:
         if self.in_flight >= self.capacity:
@@ -133,7 +137,7 @@ class ScorePool:
         self, body: bytes, model: ServedModel, settings: Settings
     ) -> tuple[int, bytes] | None:
         """Score in a process; the caller must have acquired a slot. None if a process died
-        (the pool is replaced; the client may retry)."""
+        (the pool is replaced) or the model could not reach it: the client may retry."""
         loop = asyncio.get_running_loop()
         key = (model.version, model.record_offset)
         try:
@@ -146,6 +150,11 @@ class ScorePool:
         except BrokenProcessPool:
             log.warning("a /score process died; starting new ones")
             self._executor = self._new_executor()
+            return None
+        except Exception:
+            # Not the request's fault (its body is parsed in the process, which answers 4xx):
+            # the model could not be handed to the process. Answered, never left hanging.
+            log.exception("a /score request could not be scored")
             return None
         finally:
             self.in_flight -= 1
@@ -330,7 +339,7 @@ def register_routes(
                 return json_response(_error(message), status=503, headers=retry)
             answer = await pool.score(body, model, settings)
             if answer is None:
-                message = "the scoring process stopped; retry"
+                message = "scoring is unavailable for a moment (see the worker's log); retry"
                 retry = {"Retry-After": str(settings.http_retry_after_seconds)}
                 return json_response(_error(message), status=503, headers=retry)
             status, document = answer
