@@ -1,9 +1,11 @@
 """The model topic: publish manifests, read its history, the current and next versions, promote.
 
-The topic has one partition and is keyed by model name. It may not be compacted (the local broker
-never compacts), so readers keep what they need themselves. The current model is the record with
-the highest `sequence` among those a trusted key signed; a promotion or rollback is a new record
-(next sequence, signed anew). Single writer: one publisher at a time (the trainer, recalibrate or
+The topic has one partition and is compacted, keyed by model name and version (`record_key`):
+compaction keeps each version's newest record, so every version stays promotable (a key of the name
+alone would leave only the newest record, and rollback nothing to roll back to). The local broker
+never compacts, so readers keep what they need themselves. The current model is the record with the
+highest `sequence` among those a trusted key signed; a promotion or rollback is a new record (next
+sequence, signed anew). Single writer: one publisher at a time (the trainer, recalibrate or
 `callscore models promote`) reads the topic and uses max + 1; two concurrent publishers could pick
 the same sequence, and readers then keep the first and refuse the second as a replay.
 """
@@ -31,6 +33,11 @@ class ManifestRecord:
     offset: int
     manifest: ModelManifest | None
     error: str | None = None  # why the record is not a readable manifest
+
+
+def record_key(manifest: ModelManifest) -> bytes:
+    """The record's compaction key: one per model version."""
+    return f"{manifest.model_name}/v{manifest.version}".encode()
 
 
 def parse_record(record: Record) -> ManifestRecord:
@@ -68,7 +75,7 @@ def produce_manifest(settings: Settings, manifest: ModelManifest, timeout: float
     try:
         producer.produce(
             settings.topic_models,
-            key=manifest.model_name.encode(),
+            key=record_key(manifest),
             value=manifest.model_dump_json().encode(),
             on_delivery=on_delivery,
         )

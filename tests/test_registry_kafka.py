@@ -6,6 +6,7 @@ import pytest
 
 from callscore.factories import small_artifact
 from core.kafka import ensure_topics
+from core.topic_reader import read_topics
 from registry.artifact import dump_artifact
 from registry.model_topic import (
     current_manifest,
@@ -25,6 +26,9 @@ def test_publish_read_verify_load(kafka_settings):
         publish_manifest(kafka_settings, manifest)
     records = read_model_records(kafka_settings)
     assert [r.manifest.version for r in records if r.manifest] == [1, 2]
+    # Compaction keeps each key's newest record: one key per version keeps every version.
+    keys = [r.key for r in read_topics(kafka_settings, [kafka_settings.topic_models])]
+    assert keys == [b"term-deposit/v1", b"term-deposit/v2"]
     assert next_version(records, "term-deposit") == 3
     current = current_manifest(records, "term-deposit")
     assert current is not None and current.version == 2
