@@ -23,7 +23,7 @@ from trainer.data import (
     resolve_data_path,
     sha256_hex,
 )
-from trainer.fetch import extract_bank_full, fetch_bank_full
+from trainer.fetch import extract_bank_full, fetch_bank_full, verified_cache
 from trainer.outcomes import outcome_rows, with_outcomes
 from trainer.synthetic import synthetic_bank_frame
 
@@ -136,6 +136,17 @@ def test_fetch_accepts_the_real_file(tmp_path):
     archive.write_bytes(_uci_zip(gzip.decompress(REAL.read_bytes())))
     path = fetch_bank_full(tmp_path / "cache", str(archive))
     assert load_bank(path)[0].shape[0] == 45_211
+
+
+def test_verified_cache_needs_the_file_with_its_checksum(tmp_path):
+    cache = tmp_path / "cache"
+    data = csv_bytes(synthetic_bank_frame(50))
+    assert verified_cache(cache, sha256_hex(data)) is None
+    cache.mkdir()
+    (cache / "bank-full.csv").write_bytes(data)
+    assert verified_cache(cache, sha256_hex(data)) == cache / "bank-full.csv"
+    (cache / "bank-full.csv").write_bytes(data[:-10])
+    assert verified_cache(cache, sha256_hex(data)) is None
 
 
 def _prediction(event: dict, version: int = 1) -> PredictionRecord:

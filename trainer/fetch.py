@@ -49,6 +49,16 @@ def download(url: str = UCI_URL, timeout: float = 60.0) -> bytes:
         raise DataError(f"could not download {url}: {reason}") from None
 
 
+def verified_cache(cache_dir: Path, expected_sha256: str = BANK_FULL_SHA256) -> Path | None:
+    """The cached bank-full.csv if it is there with the expected sha256, else None."""
+    target = cache_dir / BANK_FULL_NAME
+    try:
+        data = target.read_bytes()
+    except OSError:
+        return None
+    return target if sha256_hex(data) == expected_sha256 else None
+
+
 def fetch_bank_full(cache_dir: Path, source: str = UCI_URL) -> Path:
     """Download (or read a local zip when `source` is a path) into cache_dir; return the CSV."""
     if "://" in source:

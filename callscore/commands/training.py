@@ -227,9 +227,12 @@ def _cmd_models_promote(args: argparse.Namespace) -> int:
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from core.settings import load_settings
-    from trainer.fetch import UCI_URL, fetch_bank_full
+    from trainer.fetch import UCI_URL, fetch_bank_full, verified_cache
 
     settings = load_settings()
+    if args.if_missing and (cached := verified_cache(settings.data_cache_dir)) is not None:
+        print(f"already there and verified: {cached}")
+        return 0
     path = fetch_bank_full(settings.data_cache_dir, args.source or UCI_URL)
     print(f"verified {path}")
     return 0
@@ -313,4 +316,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = data_sub.add_parser("fetch", help="download UCI bank-full.csv and verify it")
     fetch.add_argument("--source", help="URL or local path of bank+marketing.zip")
+    fetch.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when the cache already holds the file with the right sha256",
+    )
     fetch.set_defaults(handler=_cmd_data_fetch)
