@@ -46,8 +46,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.latency import latencies_by_id, produce_paced
+from bench.payloads import Events
 from bench.results_file import write_results
 from callscore.factories import events_from_frame, small_artifact
+from core.topic_reader import read_topics
 from registry.artifact import ModelArtifact, load_artifact
 from streamer.dedupe import RecentIds
 from streamer.scoring import Incoming, ServedModel, decode_batch, feature_frame, score_events
@@ -241,33 +244,6 @@ def _events(prefix: str, n: int) -> list[dict[str, Any]]:
     return events_from_frame(synthetic_bank_frame(rows=n, seed=11), prefix)
 
 
-def _produce_paced(settings: Any, events: list[dict[str, Any]], rate: float) -> None:
-    from confluent_kafka import Producer
-
-    from core.kafka import producer_config
-
-    producer = Producer(producer_config(settings, **{"linger.ms": 0}))
-    start = time.monotonic()
-    for i, event in enumerate(events):
-        due = start + i / rate
-        while (now := time.monotonic()) < due:
-            producer.poll(min(due - now, 0.005))
-        producer.produce(
-            settings.topic_prospects,
-            key=event["prospect_id"].encode(),
-            value=json.dumps(event).encode(),
-            timestamp=int(time.time() * 1000),
-        )
-    producer.flush(30)
-
-
-def _prospect_timestamps(settings: Any) -> dict[str, int]:
-    from core.topic_reader import read_topics
-
-    records = read_topics(settings, [settings.topic_prospects], timeout=60)
-    return {r.json()["event_id"]: r.timestamp_ms for r in records}
-
-
 def stream(
     model_path: str | None,
     backlog: int,
@@ -314,15 +290,10 @@ def stream(
             warm = int(rate * 2)
             steady = _events("steady", warm + int(rate * seconds))
             warm_ids = {e["event_id"] for e in steady[:warm]}
-            _produce_paced(settings, steady, rate)
+            produce_paced(settings, Events(steady), rate)
             tasks = collect(settings, tiers, lambda r: len(r) >= len(steady), timeout=120)
-            stamps = _prospect_timestamps(settings)
             latencies = np.array(
-                [
-                    (t.timestamp_ms - stamps[t.json()["event_id"]]) / 1000.0
-                    for t in tasks
-                    if t.json()["event_id"] not in warm_ids
-                ]
+                [v for k, v in latencies_by_id(settings, tasks).items() if k not in warm_ids]
             )
             burst = _events("burst", backlog)
             before = len(tasks)
@@ -351,7 +322,10 @@ def stream(
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(60)
-            stamps = _prospect_timestamps(settings)
+            stamps = {
+                r.json()["event_id"]: r.timestamp_ms
+                for r in read_topics(settings, [settings.topic_prospects], timeout=60)
+            }
             burst_ids = {e["event_id"] for e in burst}
             burst_tasks = [t for t in everything if t.json()["event_id"] in burst_ids]
             first_in = min(stamps[i] for i in burst_ids)
