@@ -12,7 +12,6 @@ from typing import Any
 
 from bench.payloads import Payloads
 from bench.production_model import as_version
-from callscore.harness import StreamWorker, isolated_settings, worker_settings
 from core.kafka import ensure_topics
 from core.local_broker import LocalBroker
 from core.settings import Settings
@@ -20,6 +19,7 @@ from registry.artifact import ModelArtifact, dump_artifact
 from registry.model_topic import publish_manifest
 from registry.signing import build_manifest
 from schemas import ModelManifest
+from testkit.harness import StreamWorker, isolated_settings, worker_settings
 
 
 @dataclass(frozen=True)

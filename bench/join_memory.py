@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.results_file import write_results
-from callscore.factories import events_from_frame
+from callscore.simulator.events import events_from_frame
 from feedback.join import OutcomeJoin
 from schemas import FEATURES, PredictionRecord, task_id_for
 from trainer.synthetic import synthetic_bank_frame

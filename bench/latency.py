@@ -24,10 +24,10 @@ from bench.context import Context, publish
 from bench.http_load import LoadProcess
 from bench.payloads import Events
 from bench.resources import children, peak_rss_mb
-from callscore.harness import StreamWorker, collect
 from core.kafka import producer_config
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
+from testkit.harness import StreamWorker, collect
 
 REQUEST_SIZES = (1, 100)
 # Between phases: the previous phase's last events are scored before the next one starts.

@@ -1,5 +1,5 @@
 """The events every scenario sends: rows of the same bank data the production model trains on,
-made into prospect events by callscore.factories.events_from_frame, sampled with one seed so that
+made into prospect events by simulator.events.events_from_frame, sampled with one seed so that
 every scenario (and every run) sends the same payloads."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from callscore.factories import events_from_frame
+from callscore.simulator.events import events_from_frame
 
 SEED = 11
 

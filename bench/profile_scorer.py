@@ -1,7 +1,7 @@
 """Where a scorer batch's time goes, in process without a broker; and the stream, with any model.
 
 `micro` (default) times each stage of `BatchScorer.score` on realistic raw records (the bytes
-producers send: callscore.factories.events_from_frame, JSON-encoded) for batch sizes 1, 50 and
+producers send: simulator.events.events_from_frame, JSON-encoded) for batch sizes 1, 50 and
 500, the fastest of many repetitions (the others measure a shared machine's neighbours):
 
   decode        bytes -> validated ProspectEvents (streamer.scoring.decode_batch)
@@ -49,11 +49,12 @@ import numpy as np
 from bench.latency import latencies_by_id, produce_paced
 from bench.payloads import Events
 from bench.results_file import write_results
-from callscore.factories import events_from_frame, small_artifact
+from callscore.simulator.events import events_from_frame
 from core.topic_reader import read_topics
 from registry.artifact import ModelArtifact, load_artifact
 from streamer.dedupe import RecentIds
 from streamer.scoring import Incoming, ServedModel, decode_batch, feature_frame, score_events
+from testkit.factories import small_artifact
 from trainer.synthetic import synthetic_bank_frame
 
 SIZES = (1, 50, 500)
@@ -253,7 +254,12 @@ def stream(
     overrides: dict[str, str],
     label: str,
 ) -> dict[str, Any]:
-    from callscore.harness import (
+    from core.kafka import ensure_topics
+    from core.local_broker import start_tansu
+    from registry.artifact import dump_artifact
+    from registry.model_topic import publish_manifest
+    from registry.signing import build_manifest
+    from testkit.harness import (
         StreamWorker,
         collect,
         event_bytes,
@@ -261,11 +267,6 @@ def stream(
         produce,
         worker_settings,
     )
-    from core.kafka import ensure_topics
-    from core.local_broker import start_tansu
-    from registry.artifact import dump_artifact
-    from registry.model_topic import publish_manifest
-    from registry.signing import build_manifest
 
     artifact = load_model(model_path)
     data = Path(model_path).read_bytes() if model_path else dump_artifact(artifact)
@@ -374,10 +375,10 @@ def native(model_path: str | None, backlog: int, overrides: dict[str, str], labe
     and guarantees in a loop with no framework. Drains a backlog produced before it starts."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    from callscore.harness import event_bytes, isolated_settings, produce
     from core.kafka import consumer_config, ensure_topics, producer_config
     from core.local_broker import start_tansu
     from streamer.batch import BatchScorer
+    from testkit.harness import event_bytes, isolated_settings, produce
 
     model = served(load_model(model_path))
     broker = start_tansu()

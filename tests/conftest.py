@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from callscore.harness import isolated_settings
-from core.local_broker import LocalBroker, kafka_for_tests
+from core.local_broker import LocalBroker
 from core.settings import Settings
+from testkit.brokers import kafka_for_tests
+from testkit.harness import isolated_settings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,7 +49,7 @@ def kafka_settings(settings: Settings, kafka_broker: LocalBroker) -> Settings:
 @pytest.fixture
 def workers(tmp_path):  # type: ignore[no-untyped-def]
     """Start `callscore stream` subprocesses; every one is killed at teardown."""
-    from callscore.harness import StreamWorker
+    from testkit.harness import StreamWorker
 
     started: list[StreamWorker] = []
 

@@ -1,10 +1,12 @@
 """The import rule of docs/architecture.md, checked on the source (ast), so that it stays true.
 
-    schemas  <-  core  <-  registry  <-  feedback | lake  <-  trainer | streamer  <-  callscore
+    schemas  <-  core  <-  registry  <-  feedback | lake  <-  trainer | streamer | monitor
+             <-  callscore
 
 A package may import its own modules and any package to its left; packages of one layer never
-import each other (trainer and streamer; feedback and lake); nothing in the product imports
-tests/ or bench/, nor imports a module by name.
+import each other (trainer, streamer and monitor; feedback and lake); nothing in the product
+imports the scaffolding (tests/, bench/, testkit/), nor imports a module by name; and inside a
+package, its modules and subpackages import each other without a cycle.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ LAYERS: dict[str, int] = {
     "lake": 3,
     "trainer": 4,
     "streamer": 4,
+    "monitor": 4,
     "callscore": 5,
 }
-OUTSIDE_THE_PRODUCT = ("tests", "bench")
+OUTSIDE_THE_PRODUCT = ("tests", "bench", "testkit")
 BY_NAME = {"import_module", "__import__"}
 
 
@@ -76,6 +79,42 @@ def violations(files: list[Path], root: Path = ROOT) -> list[str]:
     return found
 
 
+def _unit(module: str) -> str | None:
+    """The part of its package a module belongs to: `callscore.demo.view` -> `callscore.demo`."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else None
+
+
+def package_cycles(files: list[Path], root: Path = ROOT) -> list[str]:
+    """Import cycles between the modules and subpackages of one package (each drawn once)."""
+    edges: dict[str, set[str]] = {}
+    for path in files:
+        own = _unit(".".join(path.relative_to(root).with_suffix("").parts))
+        if own is None or own.endswith(".__init__"):
+            continue
+        for _line, module in imported_modules(path, root):
+            target = _unit(module)
+            if target and target != own and target.split(".")[0] == own.split(".")[0]:
+                edges.setdefault(own, set()).add(target)
+    cycles: list[str] = []
+    done: set[str] = set()
+
+    def visit(unit: str, path: list[str]) -> None:
+        for target in sorted(edges.get(unit, ())):
+            if target in path:
+                cycle = [*path[path.index(target) :], target]
+                if not any(set(cycle) <= set(c.split(" -> ")) for c in cycles):
+                    cycles.append(" -> ".join(cycle))
+            elif target not in done:
+                visit(target, [*path, target])
+        done.add(unit)
+
+    for unit in sorted(edges):
+        if unit not in done:
+            visit(unit, [unit])
+    return cycles
+
+
 def product_files() -> list[Path]:
     return sorted(p for package in LAYERS for p in (ROOT / package).rglob("*.py"))
 
@@ -84,6 +123,10 @@ def test_imports_run_one_way():
     files = product_files()
     assert len(files) > 40  # the walk found the product
     assert violations(files) == []
+
+
+def test_no_import_cycle_inside_a_package():
+    assert package_cycles(product_files()) == []
 
 
 def test_bench_does_not_import_tests():
@@ -111,3 +154,23 @@ def test_the_checker_sees_wrong_way_and_by_name_imports(tmp_path):
     assert any("core/mod.py:1 imports registry.artifact" in v for v in found)
     assert any("trainer/mod.py:2 imports streamer" in v for v in found)
     assert any("streamer/mod.py:2 imports a module by name" in v for v in found)
+
+
+def test_the_checker_sees_scaffolding_imports_and_cycles(tmp_path):
+    """A product module importing the test scaffolding is reported, and so is a cycle between
+    the parts of one package (the CLI -> commands -> demo -> CLI kind)."""
+    for rel, source in {
+        "streamer/mod.py": "from testkit.harness import StreamWorker\n",
+        "callscore/cli.py": "from callscore.commands import demo\n",
+        "callscore/commands/demo.py": "from callscore.demo import run\n",
+        "callscore/demo/run.py": "def f():\n    from callscore.cli import main\n",
+        "callscore/demo/view.py": "from callscore.demo import run\n",
+    }.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(source)
+    files = sorted(tmp_path.rglob("*.py"))
+    found = violations(files, root=tmp_path)
+    assert found == ["streamer/mod.py:1 imports testkit.harness: the product never imports it"]
+    assert package_cycles(files, root=tmp_path) == [
+        "callscore.cli -> callscore.commands -> callscore.demo -> callscore.cli"
+    ]

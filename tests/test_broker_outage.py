@@ -18,16 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from callscore.factories import valid_event
-from callscore.harness import (
-    collect,
-    event_bytes,
-    isolated_settings,
-    publish_model,
-    worker_settings,
-)
 from core.kafka import ensure_topics, producer_config
 from core.local_broker import LocalBroker, free_port, start_tansu
+from testkit.factories import valid_event
+from testkit.harness import collect, event_bytes, isolated_settings, publish_model, worker_settings
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from callscore.factories import valid_event
 from schemas import (
     CATEGORIES,
     FEATURES,
@@ -24,6 +23,7 @@ from schemas import (
     task_id_for,
 )
 from schemas.decode import DEFAULT_MAX_EVENT_BYTES
+from testkit.factories import valid_event
 
 
 def encode(event: object) -> bytes:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from callscore.demo_data import download_bank_full, replay_start, resolve_demo_data
-from callscore.demo_processes import Children
 from callscore.demo_summary import count
 from callscore.demo_view import DemoState, plain_status, render
+from callscore.processes import Children
 from core.topic_reader import Record
 from schemas import DeadLetter, task_id_for
 from trainer.data import DataError, add_periods

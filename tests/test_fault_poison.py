@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from callscore.factories import events_from_frame, valid_event
-from callscore.harness import collect, event_bytes, produce, publish_model, worker_settings
+from callscore.simulator.events import events_from_frame
 from core.kafka import ensure_topics
+from testkit.factories import valid_event
+from testkit.harness import collect, event_bytes, produce, publish_model, worker_settings
 from trainer.synthetic import synthetic_bank_frame
 
 pytestmark = pytest.mark.slow

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from callscore.cli import main
-from callscore.factories import valid_event
-from callscore.harness import collect, event_bytes, produce, worker_settings
 from core.kafka import ensure_topics
 from registry.model_topic import current_manifest, read_model_records
 from registry.signing import verify_and_load
 from schemas import CallOutcome, TrainingWindow
+from testkit.factories import valid_event
+from testkit.harness import collect, event_bytes, produce, worker_settings
 from tests.test_schedule import labelled_records, produce_labels
 from trainer.data import add_periods, validate_frame
 from trainer.gate import NEWEST_WINDOW_MIN_ROWS, gate, newest_window, roc_auc

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from callscore.factories import valid_event
 from feedback.drift import build_baseline, categorical_distribution, numeric_distribution, psi
 from feedback.join import Labelled, OutcomeJoin
 from feedback.quality import quality, quality_by_period, quality_by_version
@@ -22,6 +21,7 @@ from schemas import (
     task_id_for,
 )
 from schemas.decode import InvalidEvent
+from testkit.factories import valid_event
 from trainer.synthetic import synthetic_bank_frame
 
 T0 = datetime(2009, 6, 1, tzinfo=UTC)

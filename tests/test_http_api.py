@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from callscore.factories import valid_event
-from callscore.harness import StreamWorker, publish_model, worker_settings
 from core.kafka import ensure_topics
 from core.settings import Settings
 from streamer.app import build_app
 from streamer.openapi import openapi_document
 from streamer.web import MAX_JSON_DEPTH, ROUTES, authorized, json_depth, score_request
+from testkit.factories import valid_event
+from testkit.harness import StreamWorker, publish_model, worker_settings
 
 TOKEN = "s3cret"
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}

@@ -14,8 +14,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from callscore.harness import publish_model, worker_settings
 from core.kafka import ensure_topics
+from testkit.harness import publish_model, worker_settings
 
 OPENAPI = Path(__file__).parents[1] / "docs" / "openapi.yaml"
 TOKEN = "s3cret"

@@ -14,10 +14,10 @@ from collections import Counter
 
 import pytest
 
-from callscore.factories import valid_event
-from callscore.harness import collect, publish_model, worker_settings
 from core.kafka import ensure_topics, producer_config
 from core.settings import Settings
+from testkit.factories import valid_event
+from testkit.harness import collect, publish_model, worker_settings
 
 TOKEN = "s3cret"
 RATE = 200  # events per second, as in the finding

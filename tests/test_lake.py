@@ -23,8 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from callscore.cli import main
-from callscore.factories import valid_event
-from callscore.harness import CALLSCORE, isolated_settings
+from callscore.processes import CALLSCORE
 from core.errors import CallscoreError
 from core.kafka import ensure_topics, producer_config
 from core.local_broker import LocalBroker, free_port
@@ -39,6 +38,8 @@ from lake.scheduler import run_schedule
 from lake.store import LakeError, write_day
 from lake.tables import TABLES, TABLES_BY_NAME
 from schemas import FEATURES, CallTask, DeadLetter, FieldError, PredictionRecord, task_id_for
+from testkit.factories import valid_event
+from testkit.harness import isolated_settings
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # Berlin springs forward on this day: the local day lasts 23 hours.

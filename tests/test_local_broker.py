@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core import local_broker
-from core.local_broker import kafka_for_tests, start_tansu, wait_for_port
+from core.local_broker import start_tansu, wait_for_port
+from testkit import brokers
+from testkit.brokers import kafka_for_tests
 
 
 def test_explicit_bootstrap_servers_win(monkeypatch):
@@ -17,7 +18,7 @@ def test_explicit_bootstrap_servers_win(monkeypatch):
 
 def test_without_docker_a_tansu_broker_is_started_and_stopped(monkeypatch):
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    monkeypatch.setattr(local_broker, "_docker_answers", lambda: False)
+    monkeypatch.setattr(brokers, "_docker_answers", lambda: False)
     with kafka_for_tests() as broker:
         assert broker.origin == "tansu"
         host, port = broker.bootstrap_servers.split(":")

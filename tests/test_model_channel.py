@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 
 from callscore.cli import main
-from callscore.factories import small_artifact
-from callscore.harness import produce, publish_model, worker_settings
 from core.errors import CallscoreError
 from core.kafka import ensure_topics
 from core.settings import Settings
@@ -36,6 +34,8 @@ from registry.signing import (
     verify_and_load,
 )
 from schemas import ModelManifest
+from testkit.factories import small_artifact
+from testkit.harness import produce, publish_model, worker_settings
 
 
 def _signed(settings: Settings, version: int = 1) -> ModelManifest:

@@ -13,15 +13,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from callscore.factories import events_from_frame, small_artifact
-from callscore.harness import (
-    MonitorWorker,
-    collect,
-    event_bytes,
-    produce,
-    publish_model,
-    worker_settings,
-)
+from callscore.simulator.events import events_from_frame
 from core.kafka import ensure_topics
 from core.local_broker import free_port
 from core.settings import Settings
@@ -36,6 +28,15 @@ from registry.signing import build_manifest
 from schemas import FEATURES, PRIORITIES, CallOutcome, DeadLetter, PredictionRecord, task_id_for
 from streamer.monitor import VERSIONS_TRACKED, Monitor, MonitorAccountingError, MonitorResult
 from streamer.monitor_metrics import MonitorMetrics
+from testkit.factories import small_artifact
+from testkit.harness import (
+    MonitorWorker,
+    collect,
+    event_bytes,
+    produce,
+    publish_model,
+    worker_settings,
+)
 from trainer.synthetic import synthetic_bank_frame
 
 T0 = datetime(2009, 3, 1, tzinfo=UTC)

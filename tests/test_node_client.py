@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from callscore.harness import publish_model, worker_settings
 from core.kafka import ensure_topics
 from core.topic_reader import read_topics
 from schemas import CallTask, task_id_for
 from schemas.decode import decode_outcome
+from testkit.harness import publish_model, worker_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "clients" / "node"

@@ -18,12 +18,12 @@ from urllib.parse import unquote
 
 import pytest
 
-from callscore.harness import collect, produce, publish_model, worker_settings
 from callscore.settings_table import REGENERATE, SECRET, current_block, render_table
 from core.kafka import ensure_topics
 from core.settings import Settings
 from schemas import CallOutcome, DeadLetter, ProspectEvent, task_id_for
 from schemas.decode import decode_outcome
+from testkit.harness import collect, produce, publish_model, worker_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -10,15 +10,7 @@ import numpy as np
 import pytest
 
 from callscore.cli import main
-from callscore.factories import events_from_frame, small_artifact
-from callscore.harness import (
-    as_event,
-    collect,
-    event_bytes,
-    produce,
-    publish_model,
-    worker_settings,
-)
+from callscore.simulator.events import events_from_frame
 from core.kafka import ensure_topics
 from feedback.join import Labelled
 from feedback.recalibrate import (
@@ -35,6 +27,8 @@ from registry.model_topic import read_model_records
 from registry.signing import build_manifest, verify_and_load
 from schemas import FEATURES, CallOutcome, PredictionRecord, ScoreCalibration, task_id_for
 from streamer.scoring import feature_frame
+from testkit.factories import small_artifact
+from testkit.harness import as_event, collect, event_bytes, produce, publish_model, worker_settings
 from trainer.synthetic import synthetic_bank_frame
 
 # The "drift": the true log-odds sit this far above what the pipeline learned.

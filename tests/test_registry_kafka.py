@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from callscore.factories import small_artifact
 from core.kafka import ensure_topics
 from core.topic_reader import read_topics
 from registry.artifact import dump_artifact
@@ -15,6 +14,7 @@ from registry.model_topic import (
     read_model_records,
 )
 from registry.signing import ManifestRejected, build_manifest, verify_and_load
+from testkit.factories import small_artifact
 
 
 def test_publish_read_verify_load(kafka_settings):

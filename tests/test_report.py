@@ -10,13 +10,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from callscore.factories import events_from_frame, small_artifact
-from callscore.harness import CALLSCORE, produce, publish_model
+from callscore.processes import CALLSCORE
+from callscore.simulator.events import events_from_frame
 from core.kafka import ensure_topics
 from feedback.join import Labelled
 from feedback.quality import latest_per_event, period_of, quality_by_period, quality_by_version
 from feedback.report import QUALITY_FILE, REPORT_FILE, ReportInputs, reliability, write_report
 from schemas import FEATURES, CallOutcome, PredictionRecord, task_id_for
+from testkit.factories import small_artifact
+from testkit.harness import produce, publish_model
 from trainer.synthetic import synthetic_bank_frame
 
 T0 = datetime(2009, 1, 10, tzinfo=UTC)

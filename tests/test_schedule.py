@@ -15,8 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from callscore.factories import small_artifact
-from callscore.harness import produce
 from core.errors import BrokerUnavailableError
 from feedback.join import Labelled
 from feedback.labels import label_set
@@ -31,6 +29,8 @@ from schemas import (
     PredictionRecord,
     task_id_for,
 )
+from testkit.factories import small_artifact
+from testkit.harness import produce
 from trainer.schedule import (
     Observation,
     Scheduler,

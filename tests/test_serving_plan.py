@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from callscore.factories import small_artifact
 from registry.artifact import ModelArtifact
 from registry.serving_plan import compile_plan
 from schemas import FEATURES
+from testkit.factories import small_artifact
 from trainer.candidates import CANDIDATES, REFERENCE_CONFIGS, build_pipeline
 from trainer.data import add_periods, labels, validate_frame
 from trainer.final import calibrated

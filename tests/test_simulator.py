@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from callscore.cli import main
-from callscore.simulator import (
+from callscore.simulator.replay import (
     BAD_EVENT_KINDS,
     BAD_OUTCOME_KINDS,
     ReplayOptions,

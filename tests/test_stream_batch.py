@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from callscore.factories import events_from_frame, small_artifact, valid_event
-from callscore.harness import as_event
+from callscore.simulator.events import events_from_frame
 from core.settings import Settings
 from registry.artifact import dump_artifact
 from registry.signing import build_manifest
@@ -21,6 +20,8 @@ from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import abandon_batch, send_all
 from streamer.metrics import StreamMetrics
 from streamer.scoring import Incoming, ServedModel, feature_frame
+from testkit.factories import small_artifact, valid_event
+from testkit.harness import as_event
 from trainer.synthetic import synthetic_bank_frame
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from callscore.factories import valid_event
-from callscore.harness import collect, event_bytes, produce, publish_model, worker_settings
 from core.kafka import ensure_topics
+from testkit.factories import valid_event
+from testkit.harness import collect, event_bytes, produce, publish_model, worker_settings
 
 pytestmark = pytest.mark.slow
 

@@ -10,18 +10,11 @@ from collections import Counter
 
 import pytest
 
-from callscore.factories import valid_event
-from callscore.harness import (
-    as_event,
-    collect,
-    event_bytes,
-    produce,
-    publish_model,
-    worker_settings,
-)
 from core.kafka import ensure_topics
 from schemas import FEATURES, task_id_for
 from streamer.scoring import feature_frame
+from testkit.factories import valid_event
+from testkit.harness import as_event, collect, event_bytes, produce, publish_model, worker_settings
 
 
 def invalid_records(big: int) -> list[tuple[bytes | None, bytes | None, str]]:
@@ -41,7 +34,7 @@ def invalid_records(big: int) -> list[tuple[bytes | None, bytes | None, str]]:
 
 
 def test_tasks_dead_letters_http_and_metrics(kafka_settings, tmp_path, workers):
-    from callscore.factories import events_from_frame
+    from callscore.simulator.events import events_from_frame
     from trainer.synthetic import synthetic_bank_frame
 
     settings = worker_settings(kafka_settings, tmp_path, api_token="s3cret", max_message_bytes=2048)

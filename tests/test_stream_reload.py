@@ -9,21 +9,14 @@ from collections import Counter
 
 import pytest
 
-from callscore.factories import small_artifact, valid_event
-from callscore.harness import (
-    as_event,
-    collect,
-    event_bytes,
-    produce,
-    publish_model,
-    worker_settings,
-)
 from core.kafka import ensure_topics
 from registry.artifact import dump_artifact
 from registry.keys import load_signing_key
 from registry.model_topic import produce_manifest
 from registry.signing import build_manifest, sign_manifest
 from streamer.scoring import feature_frame
+from testkit.factories import small_artifact, valid_event
+from testkit.harness import as_event, collect, event_bytes, produce, publish_model, worker_settings
 
 
 def _events(prefix: str, n: int) -> list[dict]:

@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from callscore.factories import small_artifact, valid_event
-from callscore.harness import as_event
 from registry.artifact import dump_artifact
 from registry.keys import load_signing_key
 from registry.model_topic import ManifestRecord
@@ -20,6 +18,8 @@ from streamer.metrics import StreamMetrics
 from streamer.models import ModelWatcher
 from streamer.scoring import Incoming, ServedModel, decode_batch, feature_frame, score_events
 from streamer.web import authorized, score_request
+from testkit.factories import small_artifact, valid_event
+from testkit.harness import as_event
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from callscore.factories import valid_event
 from feedback.labels import label_set
 from schemas import CallOutcome, PredictionRecord, ProspectEvent, task_id_for
+from testkit.factories import valid_event
 from trainer.data import (
     SHARED_COPY,
     DataError,

@@ -103,9 +103,9 @@ def test_train_publish_read_verify_load_predict(kafka_settings, frame, tmp_path)
 
 
 def test_corrupted_or_truncated_artifact_is_refused(kafka_settings, frame, tmp_path):
-    from callscore.factories import small_artifact
     from registry.artifact import dump_artifact
     from registry.signing import build_manifest
+    from testkit.factories import small_artifact
 
     data = dump_artifact(small_artifact(1))
     with pytest.raises(ArtifactError, match="corrupted or truncated"):
@@ -159,10 +159,10 @@ def test_cli_models_list_and_promote_errors(kafka_settings, monkeypatch, capsys)
 
 
 def test_schedule_retrains_on_outcomes_and_survives_errors(kafka_settings):
-    from callscore.factories import small_artifact
     from registry.artifact import dump_artifact
     from registry.model_topic import publish_manifest
     from registry.signing import build_manifest
+    from testkit.factories import small_artifact
     from tests.test_schedule import T0, calls_at, produce_labels
     from trainer.schedule import TrainAttempt, observe
 

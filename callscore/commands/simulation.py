@@ -20,7 +20,7 @@ def _console(stderr: bool) -> Any:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from callscore.simulator import (
+    from callscore.simulator.replay import (
         MonthCounts,
         ReplayOptions,
         load_rows,

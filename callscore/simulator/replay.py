@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from callscore.factories import events_from_frame
+from callscore.simulator.events import events_from_frame
 from core.errors import BrokerUnavailableError, CallscoreError
 from core.kafka import ensure_topics, producer_config
 from core.settings import Settings

@@ -1,4 +1,4 @@
-"""Helpers for tests, the bench and the demo: the scorer as a subprocess, produce, collect, HTTP.
+"""Helpers for tests and the bench: the scorer as a subprocess, produce, collect, HTTP.
 
 A worker here is `callscore stream` in its own process, configured only through CALLSCORE_*
 variables, exactly as an operator runs it.
@@ -7,10 +7,6 @@ variables, exactly as an operator runs it.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from callscore.factories import small_artifact
+from callscore.processes import CALLSCORE, Child, settings_env
 from core.kafka import producer_config
 from core.local_broker import LOCAL_BROKER_TIMINGS, free_port
 from core.settings import Settings
@@ -28,8 +24,7 @@ from registry.artifact import ModelArtifact, dump_artifact
 from registry.keys import generate_keypair
 from registry.model_topic import publish_manifest
 from registry.signing import build_manifest
-
-CALLSCORE = str(Path(sys.executable).with_name("callscore"))
+from testkit.factories import small_artifact
 
 
 def isolated_settings(name: str, workdir: Path, **updates: Any) -> Settings:
@@ -76,21 +71,20 @@ class HttpResult:
 
 
 class StreamWorker:
+    """`callscore stream` as an operator runs it, as a `callscore.processes.Child`."""
+
     COMMAND: tuple[str, ...] = ("stream",)
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.settings = settings
         self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCORE_")}
-        env.update(settings.as_env())
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
+        self.child = Child.start(
+            self.COMMAND[0],
             [CALLSCORE, *self.COMMAND, "-l", "info"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log_path,
+            settings_env(settings),
         )
+        self.process = self.child.process
 
     @property
     def base_url(self) -> str:
@@ -145,22 +139,13 @@ class StreamWorker:
         return total
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+        return self.child.log_tail()
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        self.child.kill()
 
     def stop(self, timeout: float = 20) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-        return self.process.returncode
+        return self.child.stop(timeout)
 
 
 class MonitorWorker(StreamWorker):
