@@ -23,8 +23,8 @@ import faust
 from bench.gate import POLL_SECONDS, Gate
 from bench.passthrough import outputs
 from core.settings import load_settings
+from core.topic_writer import Outgoing
 from streamer.app import new_faust_app
-from streamer.batch import Outgoing
 from streamer.faust_workarounds import send_all
 
 

@@ -19,9 +19,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.errors import BrokerUnavailableError, CallscoreError
-from core.kafka import producer_config
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
+from core.topic_writer import Outgoing, publish
 from registry.artifact import ModelArtifact
 from registry.keys import PublicKeys, load_signing_key, trusted_keys
 from registry.signing import ManifestRejected, check_signature, sign_manifest, verify_and_load
@@ -63,31 +63,10 @@ def read_model_records(settings: Settings, timeout: float = 15.0) -> list[Manife
 
 def produce_manifest(settings: Settings, manifest: ModelManifest, timeout: float = 15.0) -> None:
     """Produce one record as it is and wait for the broker's acknowledgement (no signing)."""
-    from confluent_kafka import KafkaException, Producer
-
-    producer = Producer(producer_config(settings))
-    errors: list[str] = []
-
-    def on_delivery(err: object, _msg: object) -> None:
-        if err is not None:
-            errors.append(str(err))
-
-    try:
-        producer.produce(
-            settings.topic_models,
-            key=record_key(manifest),
-            value=manifest.model_dump_json().encode(),
-            on_delivery=on_delivery,
-        )
-    except KafkaException as exc:
-        raise BrokerUnavailableError(f"could not publish the manifest: {exc}") from exc
-    remaining = producer.flush(timeout)
-    if remaining or errors:
-        reason = errors[0] if errors else f"no acknowledgement within {timeout:.0f} s"
-        raise BrokerUnavailableError(
-            f"could not publish to '{settings.topic_models}' at {settings.bootstrap_servers}: "
-            f"{reason}"
-        )
+    record = Outgoing(
+        settings.topic_models, record_key(manifest), manifest.model_dump_json().encode()
+    )
+    publish(settings, [record], f"the manifest to '{settings.topic_models}'", timeout)
 
 
 def publish_manifest(

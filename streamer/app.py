@@ -39,7 +39,8 @@ from faust.types import EventT
 
 from core.kafka import faust_broker_kwargs
 from core.settings import Settings
-from streamer.batch import BatchResult, BatchScorer, Outgoing
+from core.topic_writer import Outgoing
+from streamer.batch import BatchResult, BatchScorer
 from streamer.broker_check import BrokerCheck
 from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import StreamApp, abandon_batch, send_all

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.settings import Settings
+from core.topic_writer import Outgoing
 from schemas import FEATURES, CallTask, DeadLetter, PredictionRecord, ProspectEvent
 from streamer.dedupe import RecentIds
 from streamer.scoring import Incoming, ServedModel, decode_batch, score_events
@@ -29,16 +30,6 @@ from streamer.scoring import Incoming, ServedModel, decode_batch, score_events
 
 class BatchAccountingError(RuntimeError):
     """A batch result that would lose or invent events; never published."""
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One record to produce, already serialized: the producer is given raw bytes."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
 
 
 @dataclass(frozen=True)

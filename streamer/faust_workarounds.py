@@ -19,7 +19,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 
-from streamer.batch import Outgoing
+from core.topic_writer import Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,14 @@ from core.errors import BrokerUnavailableError, CallscoreError
 from core.kafka import producer_config
 from core.settings import Settings
 from core.topic_reader import Record, TopicReader, read_topics
+from core.topic_writer import Outgoing
 from feedback.baselines import ManifestFilter
 from feedback.join import Labelled, OutcomeJoin
 from feedback.quality import Quality, quality
 from registry.keys import trusted_keys
 from schemas import DeadLetter, DriftBaseline, PredictionRecord, decode_outcome
 from schemas.decode import InvalidEvent
-from streamer.batch import Outgoing, dead_letter_record
+from streamer.batch import dead_letter_record
 from streamer.monitor_metrics import MonitorMetrics
 from streamer.scoring import dead_letter_for
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from callscore.processes import CALLSCORE, Child, settings_env
-from core.kafka import producer_config
 from core.local_broker import LOCAL_BROKER_TIMINGS, free_port
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
+from core.topic_writer import Outgoing, publish
 from registry.artifact import ModelArtifact, dump_artifact
 from registry.keys import generate_keypair
 from registry.model_topic import publish_manifest
@@ -164,16 +164,9 @@ def produce(
     topic: str | None = None,
 ) -> int:
     """Produce to `topic` (default: the prospects topic) and wait for every acknowledgement."""
-    from confluent_kafka import Producer
-
-    producer = Producer(producer_config(settings, **{"enable.idempotence": False}))
-    count = 0
-    for key, value in records:
-        producer.produce(topic or settings.topic_prospects, key=key, value=value)
-        producer.poll(0)
-        count += 1
-    assert producer.flush(15) == 0, "events not acknowledged by the broker"
-    return count
+    target = topic or settings.topic_prospects
+    outgoing = (Outgoing(target, key, value) for key, value in records)
+    return publish(settings, outgoing, "test records", **{"enable.idempotence": False})
 
 
 def event_bytes(event: dict[str, Any]) -> tuple[bytes, bytes]:
