@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from core.dead_letters import dead_letter_record
 from core.settings import Settings
 from core.topic_writer import Outgoing
 from schemas import FEATURES, CallTask, DeadLetter, PredictionRecord, ProspectEvent
@@ -145,16 +146,6 @@ class BatchScorer:
 
 _TASK_JSON = CallTask.__pydantic_serializer__
 _RECORD_JSON = PredictionRecord.__pydantic_serializer__
-
-
-def dead_letter_record(topic: str, letter: DeadLetter) -> Outgoing:
-    """A dead letter as a record: keyed like its source, its reason in the error_kind header."""
-    return Outgoing(
-        topic=topic,
-        key=letter.key,
-        value=letter.model_dump_json().encode(),
-        headers=[("error_kind", letter.error_kind.encode())],
-    )
 
 
 def prediction_record(event: ProspectEvent, task: CallTask) -> PredictionRecord:

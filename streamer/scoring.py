@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
+from core.dead_letters import dead_letter_for
 from registry.artifact import ModelArtifact
 from schemas import FEATURES, CallTask, DeadLetter, ModelManifest, ProspectEvent, task_id_for
 from schemas.decode import InvalidEvent, decode_prospect
@@ -41,43 +42,6 @@ class ServedModel:
     @property
     def version(self) -> int:
         return self.manifest.version
-
-
-class SourceRecord(Protocol):
-    """Where a dead letter's bytes came from: an `Incoming` prospect or a topic reader's Record
-    (an outcome read by the monitor)."""
-
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-
-
-def dead_letter_for(
-    message: SourceRecord, error: InvalidEvent, max_bytes: int, now: datetime
-) -> DeadLetter:
-    """The dead letter of any rejected Kafka record: its bytes (truncated), origin and reason."""
-    payload = message.value or b""
-    truncated = len(payload) > max_bytes
-    return DeadLetter(
-        payload=payload[:max_bytes] if truncated else payload,
-        payload_size=len(payload),
-        payload_truncated=truncated,
-        key=message.key,
-        source_topic=message.topic,
-        source_partition=message.partition,
-        source_offset=message.offset,
-        error_kind=error.kind,
-        message=error.message,
-        field_errors=error.field_errors,
-        received_at=now,
-    )
 
 
 def decode_batch(
