@@ -19,6 +19,7 @@ COPY feedback/ feedback/
 COPY lake/ lake/
 COPY trainer/ trainer/
 COPY streamer/ streamer/
+COPY monitor/ monitor/
 COPY callscore/ callscore/
 RUN pip install --constraint constraints.txt . && rm -rf /src
 

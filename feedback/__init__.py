@@ -1,5 +1,5 @@
 """The feedback loop's logic: join outcomes to predictions, online quality, drift, calibration.
 
 Pure functions and bounded in-memory structures; the workers and commands that feed them live
-above (streamer/monitor, trainer/schedule, callscore/commands).
+above (monitor/, trainer/schedule, callscore/commands).
 """

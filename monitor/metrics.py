@@ -1,6 +1,6 @@
 """Prometheus metrics of `callscore monitor` (own registry per instance, `_total` counters).
 
-Counters follow the accounting of `streamer.monitor.MonitorResult`; gauges are the online quality
+Counters follow the accounting of `monitor.online.MonitorResult`; gauges are the online quality
 per model version, refreshed from `Monitor.quality()`. A quality number that cannot be computed
 yet (one class only, too few rows for PSI, no drift baseline) reads NaN, not a stale value.
 """
@@ -16,7 +16,7 @@ from schemas import PRIORITIES
 
 if TYPE_CHECKING:
     from feedback.quality import Quality
-    from streamer.monitor import MonitorResult
+    from monitor.online import MonitorResult
 
 NAN = math.nan
 

@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry
 
 from callscore.cli import build_parser
 from core.settings import ENV_PREFIX, Settings, env_vars
+from monitor.metrics import MonitorMetrics
 from streamer.metrics import StreamMetrics
-from streamer.monitor_metrics import MonitorMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -21,13 +21,13 @@ from core.topic_reader import Record, read_topics
 from feedback.drift import feature_psi, psi
 from feedback.join import Labelled
 from feedback.quality import latest_per_event, quality
+from monitor.metrics import MonitorMetrics
+from monitor.online import VERSIONS_TRACKED, Monitor, MonitorAccountingError, MonitorResult
 from registry.artifact import dump_artifact
 from registry.keys import trusted_keys
 from registry.model_topic import produce_manifest
 from registry.signing import build_manifest
 from schemas import FEATURES, PRIORITIES, CallOutcome, DeadLetter, PredictionRecord, task_id_for
-from streamer.monitor import VERSIONS_TRACKED, Monitor, MonitorAccountingError, MonitorResult
-from streamer.monitor_metrics import MonitorMetrics
 from testkit.factories import small_artifact
 from testkit.harness import (
     MonitorWorker,

@@ -17,8 +17,8 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
     from core.kafka import ensure_topics
     from core.settings import load_settings
+    from monitor.worker import run_monitor
     from registry.keys import trusted_keys
-    from streamer.monitor import run_monitor
 
     logging.basicConfig(
         level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

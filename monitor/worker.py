@@ -1,0 +1,124 @@
+"""`callscore monitor`: online quality and drift of the served models, derived from Kafka alone.
+
+A worker of its own, not an agent of the scorer app (docs/feedback-loop.md): the join needs every
+prediction and every outcome of all partitions in one place, quality is per model version across
+all replicas, and none of it may slow down scoring.
+
+`run_monitor` is the thin confluent-kafka loop around the pure `monitor.online.Monitor`: poll a
+`TopicReader` (every input from the beginning, so a restart rebuilds the window), send the dead
+letters through a `TopicWriter` and wait for the broker's acknowledgement, then count; refresh
+the quality gauges every QUALITY_INTERVAL_SECONDS. A send that fails raises `PublishError` and
+ends the worker: nothing was counted for that batch, and a restart re-reads every topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from core.errors import CallscoreError
+from core.settings import Settings
+from core.topic_reader import TopicReader, read_topics
+from core.topic_writer import TopicWriter
+from monitor.metrics import MonitorMetrics
+from monitor.online import Monitor, MonitorResult, SourceKey
+from registry.keys import trusted_keys
+from schemas import DeadLetter
+
+log = logging.getLogger(__name__)
+
+# How often the quality gauges are recomputed (each pass scores every tracked version's window).
+QUALITY_INTERVAL_SECONDS = 2.0
+POLL_SECONDS = 0.5
+MAX_RECORDS_PER_POLL = 2000
+DELIVERY_TIMEOUT_SECONDS = 30.0
+# Reading the outcome dead-letter topic at start (what a previous run already published).
+STARTUP_READ_TIMEOUT_SECONDS = 120.0
+
+
+def published_dead_letters(settings: Settings, timeout: float) -> set[SourceKey]:
+    """Sources of the outcome dead letters already on their topic (a previous run's work)."""
+    found = set()
+    for record in read_topics(settings, [settings.topic_outcome_dead_letters], timeout=timeout):
+        try:
+            letter = DeadLetter.model_validate_json(record.value or b"")
+        except ValidationError:
+            continue  # not one of ours: nothing to skip for it
+        if letter.source_topic == settings.topic_outcomes:
+            found.add((letter.source_topic, letter.source_partition, letter.source_offset))
+    return found
+
+
+def run_monitor(settings: Settings, stop: threading.Event) -> None:
+    """Serve /metrics and follow the prediction log, outcomes and models until `stop` is set."""
+    from prometheus_client import start_http_server
+
+    keys = trusted_keys(settings)
+    metrics = MonitorMetrics()
+    try:
+        server, _thread = start_http_server(
+            settings.monitor_http_port, settings.http_host, registry=metrics.registry
+        )
+    except OSError as exc:
+        raise CallscoreError(
+            f"cannot serve the monitor's metrics on {settings.http_host}:"
+            f"{settings.monitor_http_port} (CALLSCORE_MONITOR_HTTP_PORT): {exc.strerror}"
+        ) from None
+    log.info("monitor metrics on http://%s:%d/metrics", settings.http_host, server.server_port)
+    try:
+        known = published_dead_letters(settings, STARTUP_READ_TIMEOUT_SECONDS)
+        monitor = Monitor(settings, keys, known)
+        writer = TopicWriter(settings, "outcome dead letters")
+        topics = [settings.topic_models, settings.topic_predictions, settings.topic_outcomes]
+        with TopicReader(settings, topics, group_prefix="callscore-monitor") as reader:
+            _follow(reader, monitor, writer, metrics, stop)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _follow(
+    reader: TopicReader,
+    monitor: Monitor,
+    writer: TopicWriter,
+    metrics: MonitorMetrics,
+    stop: threading.Event,
+) -> None:
+    caught_up = False
+    next_quality = 0.0
+    while not stop.is_set():
+        result = monitor.handle(reader.poll(POLL_SECONDS, MAX_RECORDS_PER_POLL), datetime.now(UTC))
+        writer.send_all(result.outgoing, DELIVERY_TIMEOUT_SECONDS)
+        metrics.record(result)  # only now: the dead letters are acknowledged
+        _log(result)
+        if not caught_up and not reader.missing_topics and reader.at_end:
+            caught_up = True
+            metrics.caught_up.set(1)
+            log.info(
+                "caught up: %d predictions in the window, %d outcomes waiting",
+                monitor.predictions_in_window,
+                monitor.waiting,
+            )
+        if time.monotonic() >= next_quality:
+            metrics.record_quality(monitor.quality())
+            next_quality = time.monotonic() + QUALITY_INTERVAL_SECONDS
+
+
+def _log(result: MonitorResult) -> None:
+    for letter in result.new:
+        log.warning(
+            "outcome dead letter %s[%d]@%d: %s",
+            letter.source_topic,
+            letter.source_partition,
+            letter.source_offset,
+            letter.message,
+        )
+    for problem in result.invalid_predictions:
+        log.warning("invalid prediction record %s", problem)
+    for (outcome, reason), n in result.counts.manifests.items():
+        if outcome == "rejected":
+            log.warning("%d model-topic record(s) rejected: %s", n, reason)
