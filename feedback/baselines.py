@@ -1,9 +1,8 @@
-"""Which model-topic records to trust for a version's drift baseline (no unpickling needed).
+"""Each model version's drift baseline, from the records the registry's trust rule accepts.
 
-The monitor and `callscore report` only need the manifest's fields, not its artifact, so they
-check the Ed25519 signature against the trusted public keys and read the baseline; a record that
-fails is counted with its reason and never used, and so is a signed record whose sequence is not
-above the newest one accepted (a replay).
+The monitor and `callscore report` only need the manifest's fields, not its artifact, so the
+rule of registry/trust.py (signature, no replay) is all they check before reading the baseline;
+a record that fails is counted with its reason and never used.
 """
 
 from __future__ import annotations
@@ -12,11 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from core.topic_reader import Record
-from registry.model_topic import parse_record
-from registry.signing import ManifestRejected, check_signature
+from registry.keys import PublicKeys
+from registry.trust import ModelTrust, parse_record
 from schemas import DriftBaseline
 
 
@@ -25,55 +22,33 @@ class ManifestCheck:
     """What one model-topic record tells a reader of drift baselines."""
 
     result: Literal["trusted", "rejected", "ignored"]
-    reason: str
+    reason: str  # the trust rule's reason, or `no_drift_baseline` for a trusted record without
     version: int | None = None
     baseline: DriftBaseline | None = None
-    sequence: int = 0
-
-
-def check_manifest(
-    record: Record, keys: dict[str, Ed25519PublicKey], model_name: str
-) -> ManifestCheck:
-    """Trust a manifest of `model_name` only when a trusted key signed every field of it."""
-    parsed = parse_record(record)
-    manifest = parsed.manifest
-    if manifest is None:
-        return ManifestCheck("rejected", "malformed")
-    if manifest.model_name != model_name:
-        return ManifestCheck("ignored", "other_model", manifest.version)
-    try:
-        check_signature(manifest, keys)
-    except ManifestRejected as exc:
-        return ManifestCheck("rejected", exc.reason, manifest.version)
-    if manifest.drift_baseline is None:
-        return ManifestCheck(
-            "trusted", "no_drift_baseline", manifest.version, None, manifest.sequence
-        )
-    return ManifestCheck(
-        "trusted", "verified", manifest.version, manifest.drift_baseline, manifest.sequence
-    )
 
 
 class ManifestFilter:
-    """`check_manifest` in topic order, also refusing replays (sequence not above the newest)."""
+    """The trust rule over raw model-topic records, in topic order, yielding baselines."""
 
-    def __init__(self, keys: dict[str, Ed25519PublicKey], model_name: str) -> None:
-        self._keys = keys
-        self._model_name = model_name
-        self.newest_sequence = 0
+    def __init__(self, keys: PublicKeys, model_name: str) -> None:
+        self._trust = ModelTrust(keys, model_name)
+
+    @property
+    def newest_sequence(self) -> int:
+        return self._trust.newest_sequence
 
     def check(self, record: Record) -> ManifestCheck:
-        check = check_manifest(record, self._keys, self._model_name)
-        if check.result != "trusted":
-            return check
-        if check.sequence <= self.newest_sequence:
-            return ManifestCheck("rejected", "replay", check.version)
-        self.newest_sequence = check.sequence
-        return check
+        verdict = self._trust.check(parse_record(record))
+        manifest = verdict.manifest
+        if not verdict.trusted or manifest is None:
+            return ManifestCheck(verdict.result, verdict.reason, verdict.version)
+        if manifest.drift_baseline is None:
+            return ManifestCheck("trusted", "no_drift_baseline", manifest.version)
+        return ManifestCheck("trusted", "verified", manifest.version, manifest.drift_baseline)
 
 
 def trusted_baselines(
-    records: Iterable[Record], keys: dict[str, Ed25519PublicKey], model_name: str
+    records: Iterable[Record], keys: PublicKeys, model_name: str
 ) -> dict[int, DriftBaseline]:
     """The drift baseline of every version, from its newest trusted manifest in topic order."""
     baselines = {}

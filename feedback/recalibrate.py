@@ -32,6 +32,7 @@ from feedback.join import Labelled
 from feedback.quality import latest_per_event
 from registry.artifact import ArtifactMetadata, ModelArtifact, dump_artifact
 from registry.calibration import logit
+from registry.keys import trusted_keys
 from registry.model_topic import (
     load_champion,
     next_version,
@@ -200,7 +201,7 @@ def run_recalibration(settings: Settings, labelled: Sequence[Labelled]) -> Recal
     )
     if fallback:
         reason = f"{reason} ({fallback[0]})"
-    version = next_version(records, settings.model_name)
+    version = next_version(records, settings.model_name, trusted_keys(settings))
     derived = recalibrated_artifact(artifact, calibration, version, reason)
     built = build_manifest(dump_artifact(derived), derived.metadata, settings)
     manifest = publish_manifest(settings, built)

@@ -12,40 +12,23 @@ the same sequence, and readers then keep the first and refuse the second as a re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from core.errors import BrokerUnavailableError, CallscoreError
 from core.settings import Settings
-from core.topic_reader import Record, read_topics
+from core.topic_reader import read_topics
 from core.topic_writer import Outgoing, publish
 from registry.artifact import ModelArtifact
 from registry.keys import PublicKeys, load_signing_key, trusted_keys
-from registry.signing import ManifestRejected, check_signature, sign_manifest, verify_and_load
+from registry.signing import ManifestRejected, sign_manifest, verify_and_load
+from registry.trust import ManifestRecord, parse_record, trusted_manifests
 from schemas import ModelManifest
-
-
-@dataclass(frozen=True)
-class ManifestRecord:
-    offset: int
-    manifest: ModelManifest | None
-    error: str | None = None  # why the record is not a readable manifest
 
 
 def record_key(manifest: ModelManifest) -> bytes:
     """The record's compaction key: one per model version."""
     return f"{manifest.model_name}/v{manifest.version}".encode()
-
-
-def parse_record(record: Record) -> ManifestRecord:
-    try:
-        manifest = ModelManifest.model_validate_json(record.value or b"")
-    except ValidationError as exc:
-        return ManifestRecord(record.offset, None, f"malformed manifest: {exc.errors()[0]['msg']}")
-    return ManifestRecord(record.offset, manifest)
 
 
 def read_model_records(settings: Settings, timeout: float = 15.0) -> list[ManifestRecord]:
@@ -91,34 +74,16 @@ def publish_manifest(
     return signed
 
 
-def _manifests(
-    records: list[ManifestRecord], model_name: str, keys: PublicKeys | None = None
-) -> list[ModelManifest]:
-    """The model's readable records in topic order; only those a trusted key signed if `keys`."""
-    found = []
-    for record in records:
-        manifest = record.manifest
-        if manifest is None or manifest.model_name != model_name:
-            continue
-        if keys is not None:
-            try:
-                check_signature(manifest, keys)
-            except ManifestRejected:
-                continue
-        found.append(manifest)
-    return found
-
-
 def current_manifest(
     records: list[ManifestRecord],
     model_name: str,
+    keys: PublicKeys,
     pinned_version: int | None = None,
-    keys: PublicKeys | None = None,
 ) -> ModelManifest | None:
-    """The record with the highest sequence (of the pinned version when pinned); a replayed
-    older record never wins. Only signed records when `keys` is given."""
+    """The trusted record with the highest sequence (of the pinned version when pinned); a
+    replayed older record never wins (registry/trust.py)."""
     best: ModelManifest | None = None
-    for manifest in _manifests(records, model_name, keys):
+    for manifest in trusted_manifests(records, model_name, keys):
         if pinned_version is not None and manifest.version != pinned_version:
             continue
         if best is None or manifest.sequence > best.sequence:
@@ -126,15 +91,14 @@ def current_manifest(
     return best
 
 
-def next_version(
-    records: list[ManifestRecord], model_name: str, keys: PublicKeys | None = None
-) -> int:
-    return max((m.version for m in _manifests(records, model_name, keys)), default=0) + 1
+def next_version(records: list[ManifestRecord], model_name: str, keys: PublicKeys) -> int:
+    """Max + 1 over the trusted records: an unsigned one claiming v999 changes nothing."""
+    return max((m.version for m in trusted_manifests(records, model_name, keys)), default=0) + 1
 
 
 def next_sequence(records: list[ManifestRecord], model_name: str, keys: PublicKeys) -> int:
-    """Max + 1 over the signed records: an unsigned record cannot push the sequence up."""
-    return max((m.sequence for m in _manifests(records, model_name, keys)), default=0) + 1
+    """Max + 1 over the trusted records: an unsigned record cannot push the sequence up."""
+    return max((m.sequence for m in trusted_manifests(records, model_name, keys)), default=0) + 1
 
 
 def load_champion(
@@ -142,9 +106,9 @@ def load_champion(
 ) -> tuple[ModelManifest, ModelArtifact] | None:
     """The currently served model, verified; None when nothing is published yet."""
     keys = trusted_keys(settings)
-    manifest = current_manifest(records, settings.model_name, settings.pinned_model_version, keys)
+    manifest = current_manifest(records, settings.model_name, keys, settings.pinned_model_version)
     if manifest is None:
-        if _manifests(records, settings.model_name):
+        if any(r.manifest and r.manifest.model_name == settings.model_name for r in records):
             raise CallscoreError(
                 f"every record of '{settings.model_name}' on '{settings.topic_models}' failed "
                 "verification: none is signed by a key in CALLSCORE_MODEL_TRUSTED_KEYS"
@@ -164,7 +128,7 @@ def promote(settings: Settings, version: int, timeout: float = 15.0) -> ModelMan
     with the next sequence, signed anew (needs the private key)."""
     load_signing_key(settings)  # fail before anything else: only the publisher signs
     keys = trusted_keys(settings)
-    manifests = _manifests(read_model_records(settings, timeout), settings.model_name, keys)
+    manifests = trusted_manifests(read_model_records(settings, timeout), settings.model_name, keys)
     matches = [m for m in manifests if m.version == version]
     if not matches:
         known = sorted({m.version for m in manifests})
@@ -183,10 +147,10 @@ def promote(settings: Settings, version: int, timeout: float = 15.0) -> ModelMan
 def version_rows(records: list[ManifestRecord], settings: Settings) -> list[dict[str, Any]]:
     """One row per signed version (its first publication), newest first, marking the current."""
     keys = trusted_keys(settings)
-    current = current_manifest(records, settings.model_name, settings.pinned_model_version, keys)
+    current = current_manifest(records, settings.model_name, keys, settings.pinned_model_version)
     first: dict[int, ModelManifest] = {}
     last_published: dict[int, datetime] = {}
-    for m in _manifests(records, settings.model_name, keys):
+    for m in trusted_manifests(records, settings.model_name, keys):
         first.setdefault(m.version, m)
         last_published[m.version] = m.published_at
     return [

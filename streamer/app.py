@@ -46,7 +46,7 @@ from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
 from streamer.log_limit import RateLimitFilter, limit_kafka_logs
 from streamer.metrics import StreamMetrics
-from streamer.models import ModelWatcher
+from streamer.model_watcher import ModelWatcher
 from streamer.retry import retry_with_backoff
 from streamer.scoring import Incoming
 from streamer.web import ApiOnlyWeb, ScorePool, register_routes

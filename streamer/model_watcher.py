@@ -5,12 +5,11 @@ replicas, but every replica must see every manifest. Each watcher runs a TopicRe
 group id, manual assignment from the beginning, no commits) in a daemon thread.
 
 Rules:
-- every record's Ed25519 signature is checked as it is read (registry.signing.check_signature,
-  cheap, no artifact read): a malformed or unsigned record is refused, logged and counted at once
-  and never kept, so no number of invalid records can push a valid one out of the bounded list
-  of candidates (a fresh replica always finds the newest valid record);
-- a signed record whose `sequence` is not above the highest seen so far for Settings.model_name
-  is a replay of an older record: refused and counted (reason "replay"), whatever its version;
+- every record goes through the project's one trust rule as it is read (registry/trust.py:
+  signature, no artifact read; a sequence not above the newest trusted one is a replay): a
+  refused record is logged and counted at once and never kept, so no number of invalid records
+  can push a valid one out of the bounded list of candidates (a fresh replica always finds the
+  newest valid record);
 - the candidate is the signed record with the highest sequence (only records of
   Settings.pinned_model_version when pinned), so `callscore models promote` (a new record) takes
   effect and a replayed old record never does;
@@ -32,8 +31,8 @@ from core.errors import CallscoreError
 from core.settings import Settings
 from core.topic_reader import TopicReader
 from registry.keys import trusted_keys
-from registry.model_topic import ManifestRecord, parse_record
-from registry.signing import ManifestRejected, check_signature, verify_and_load
+from registry.signing import ManifestRejected, verify_and_load
+from registry.trust import ManifestRecord, ModelTrust, parse_record
 from schemas import ModelManifest
 from streamer.log_limit import LIBRDKAFKA_LOGGER
 from streamer.metrics import StreamMetrics
@@ -61,7 +60,7 @@ class ModelWatcher:
         self._thread: threading.Thread | None = None
         self._pending: deque[tuple[int, ModelManifest]] = deque(maxlen=MAX_PENDING)
         self._keys = trusted_keys(settings)
-        self.newest_sequence = 0  # highest sequence of a signed record of this model seen so far
+        self._trust = ModelTrust(self._keys, settings.model_name)
         self.current: ServedModel | None = None
         self.caught_up = threading.Event()
         self.records_read = 0
@@ -121,28 +120,17 @@ class ModelWatcher:
 
     def _consider(self, record: ManifestRecord) -> None:
         self.records_read += 1
-        manifest = record.manifest
+        verdict = self._trust.check(record)
+        manifest = verdict.manifest
+        if verdict.result == "ignored":
+            return
         if manifest is None:
-            log.warning("model record at offset %d refused: %s", record.offset, record.error)
-            self._metrics.reloads.labels("rejected", "malformed").inc()
+            log.warning("model record at offset %d refused: %s", record.offset, verdict.message)
+            self._metrics.reloads.labels("rejected", verdict.reason).inc()
             return
-        if manifest.model_name != self._settings.model_name:
+        if not verdict.trusted:
+            self._refuse(manifest, record.offset, verdict.reason, verdict.message)
             return
-        try:
-            check_signature(manifest, self._keys)
-        except ManifestRejected as exc:
-            self._refuse(manifest, record.offset, exc.reason, exc.message)
-            return
-        if manifest.sequence <= self.newest_sequence:
-            self._refuse(
-                manifest,
-                record.offset,
-                "replay",
-                f"sequence {manifest.sequence} is not above {self.newest_sequence}, the newest "
-                "already seen",
-            )
-            return
-        self.newest_sequence = manifest.sequence
         pinned = self._settings.pinned_model_version
         if pinned is not None and manifest.version != pinned:
             return

@@ -16,6 +16,7 @@ import pytest
 
 from callscore.cli import main
 from core.kafka import ensure_topics
+from registry.keys import trusted_keys
 from registry.model_topic import current_manifest, read_model_records
 from registry.signing import verify_and_load
 from schemas import CallOutcome, TrainingWindow
@@ -173,7 +174,7 @@ def test_scheduler_retrains_on_replayed_outcomes_and_publishes(kafka_settings, b
         "no served model",
         1,
     )
-    v1 = current_manifest(read_model_records(settings), settings.model_name)
+    v1 = current_manifest(read_model_records(settings), settings.model_name, trusted_keys(settings))
     assert v1 is not None and v1.reason == "no served model" and v1.labelled_until is None
     assert scheduler.step().action == "wait"
 
@@ -181,7 +182,7 @@ def test_scheduler_retrains_on_replayed_outcomes_and_publishes(kafka_settings, b
     decision = scheduler.step()
     assert decision.action == "retrain" and decision.published_version == 2, decision.line()
     assert decision.triggers[0].startswith("interval: newest outcome ")
-    v2 = current_manifest(read_model_records(settings), settings.model_name)
+    v2 = current_manifest(read_model_records(settings), settings.model_name, trusted_keys(settings))
     assert v2 is not None and v2.version == 2 and v2.reason == decision.reason
     assert v2.training_window.end == "2010-11" and v2.training_window.rows == len(bank)
     assert v2.labelled_until == max(o.called_at for o in outcomes)

@@ -17,23 +17,27 @@ from core.errors import CallscoreError
 from core.kafka import ensure_topics
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
-from feedback.baselines import ManifestFilter, check_manifest
+from feedback.baselines import ManifestFilter
 from registry.artifact import dump_artifact
 from registry.keys import _write_new, generate_keypair, key_id, load_signing_key, trusted_keys
 from registry.model_topic import (
-    ManifestRecord,
     current_manifest,
     next_sequence,
+    next_version,
     publish_manifest,
 )
 from registry.signing import (
+    UNSIGNED,
     ManifestRejected,
     build_manifest,
     check_signature,
     sign_manifest,
     verify_and_load,
 )
+from registry.trust import ManifestRecord, parse_record, trusted_manifests
 from schemas import ModelManifest
+from streamer.metrics import StreamMetrics
+from streamer.model_watcher import ModelWatcher
 from testkit.factories import small_artifact
 from testkit.harness import produce, publish_model, worker_settings
 
@@ -93,7 +97,8 @@ def test_a_field_changed_after_signing_is_refused(settings, field):
         verify_and_load(forged, settings)
     # the drift-baseline readers (monitor, report) refuse it for the same reason
     record = Record("models", 0, 0, None, forged.model_dump_json().encode(), {}, 0)
-    assert check_manifest(record, keys, forged.model_name).result in {"rejected", "ignored"}
+    check = ManifestFilter(keys, forged.model_name).check(record)
+    assert check.result in {"rejected", "ignored"}
 
 
 def test_the_signed_record_survives_the_topic_round_trip(settings):
@@ -359,8 +364,50 @@ def test_champion_lookup_takes_the_highest_signed_sequence_not_topic_order(setti
     forged = v1.model_copy(update={"sequence": 99, "metrics": {"holdout_roc_auc": 1.0}})
     records = [ManifestRecord(i, m) for i, m in enumerate([v1, v2, v1, forged])]
     keys = trusted_keys(settings)
-    current = current_manifest(records, settings.model_name, keys=keys)
+    current = current_manifest(records, settings.model_name, keys)
     assert current is not None and (current.version, current.sequence) == (2, 2)
     assert next_sequence(records, settings.model_name, keys) == 3
-    pinned = current_manifest(records, settings.model_name, pinned_version=1, keys=keys)
+    pinned = current_manifest(records, settings.model_name, keys, pinned_version=1)
     assert pinned is not None and pinned.sequence == 1
+
+
+def test_an_unsigned_record_cannot_raise_the_next_version(settings):
+    """The trainer's next version counts trusted records only: an unsigned record claiming v999
+    does not make the next trained model v1000."""
+    v1 = build_manifest(dump_artifact(small_artifact(1)), small_artifact(1).metadata, settings, 1)
+    claim = v1.model_copy(update={"version": 999, "sequence": 999, "signature": UNSIGNED})
+    records = [ManifestRecord(0, v1), ManifestRecord(1, claim)]
+    keys = trusted_keys(settings)
+    assert next_version(records, settings.model_name, keys) == 2
+    assert next_sequence(records, settings.model_name, keys) == 2
+
+
+def test_every_reader_trusts_the_same_records(settings):
+    """The watcher, the drift-baseline readers and the publishers apply one rule: on a mix of
+    valid, forged, replayed, malformed and foreign records they accept exactly the same ones."""
+    v1 = build_manifest(dump_artifact(small_artifact(1)), small_artifact(1).metadata, settings, 1)
+    v2 = build_manifest(
+        dump_artifact(small_artifact(2, seed=2)), small_artifact(2, seed=2).metadata, settings, 2
+    )
+    forged = v2.model_copy(update={"version": 3, "sequence": 3, "signature": "f" * 128})
+    other = sign_manifest(
+        v2.model_copy(update={"model_name": "other", "sequence": 4}), *load_signing_key(settings)
+    )
+    values = [m.model_dump_json().encode() for m in (v1, forged, v2, v1, other)] + [b"{}"]
+    raw = [Record("models", 0, i, None, v, {}, 0) for i, v in enumerate(values)]
+    parsed = [parse_record(r) for r in raw]
+    keys = trusted_keys(settings)
+
+    by_registry = [(m.version, m.sequence) for m in trusted_manifests(parsed, "term-deposit", keys)]
+    baselines = ManifestFilter(keys, "term-deposit")
+    by_monitor = [c.version for c in map(baselines.check, raw) if c.result == "trusted"]
+    metrics = StreamMetrics()
+    watcher = ModelWatcher(settings, metrics)
+    watcher.step(parsed, at_end=False)
+    by_watcher = [(m.version, m.sequence) for _offset, m in watcher._pending]
+
+    assert by_registry == [(1, 1), (2, 2)]
+    assert by_watcher == by_registry
+    assert by_monitor == [version for version, _sequence in by_registry]
+    for reason in ("replay", "signature", "malformed"):
+        assert metrics.reloads.labels("rejected", reason)._value.get() == 1, reason

@@ -7,6 +7,7 @@ import pytest
 from core.kafka import ensure_topics
 from core.topic_reader import read_topics
 from registry.artifact import dump_artifact
+from registry.keys import trusted_keys
 from registry.model_topic import (
     current_manifest,
     next_version,
@@ -29,10 +30,11 @@ def test_publish_read_verify_load(kafka_settings):
     # Compaction keeps each key's newest record: one key per version keeps every version.
     keys = [r.key for r in read_topics(kafka_settings, [kafka_settings.topic_models])]
     assert keys == [b"term-deposit/v1", b"term-deposit/v2"]
-    assert next_version(records, "term-deposit") == 3
-    current = current_manifest(records, "term-deposit")
+    trusted = trusted_keys(kafka_settings)
+    assert next_version(records, "term-deposit", trusted) == 3
+    current = current_manifest(records, "term-deposit", trusted)
     assert current is not None and current.version == 2
-    pinned = current_manifest(records, "term-deposit", pinned_version=1)
+    pinned = current_manifest(records, "term-deposit", trusted, pinned_version=1)
     assert pinned is not None and pinned.version == 1
     loaded = verify_and_load(current, kafka_settings)
     assert loaded.metadata.version == 2

@@ -19,6 +19,7 @@ from core.errors import BrokerUnavailableError
 from feedback.join import Labelled
 from feedback.labels import label_set
 from registry.artifact import ModelArtifact, dump_artifact
+from registry.keys import trusted_keys
 from registry.model_topic import current_manifest, publish_manifest, read_model_records
 from registry.signing import build_manifest
 from schemas import (
@@ -358,7 +359,7 @@ def test_the_hook_publishes_a_recalibrated_version(kafka_settings, tmp_path):
     scheduler = Scheduler.for_cli(settings, None, tmp_path / "runs")
     decision = scheduler.step()
     assert decision.action == "recalibrate" and decision.published_version == 2, decision.line()
-    v2 = current_manifest(read_model_records(settings), settings.model_name)
+    v2 = current_manifest(read_model_records(settings), settings.model_name, trusted_keys(settings))
     assert v2 is not None and v2.calibration is not None and v2.calibration.outcomes == 80
     assert v2.labelled_until == T0  # the retrain clock is not reset by a recalibration
     assert scheduler.step().action == "wait"  # v2 has no outcomes of its own yet

@@ -10,12 +10,12 @@ from pydantic import SecretStr
 
 from registry.artifact import dump_artifact
 from registry.keys import load_signing_key
-from registry.model_topic import ManifestRecord
 from registry.signing import build_manifest, sign_manifest
+from registry.trust import ManifestRecord
 from schemas import task_id_for
 from streamer.dedupe import RecentIds
 from streamer.metrics import StreamMetrics
-from streamer.models import ModelWatcher
+from streamer.model_watcher import ModelWatcher
 from streamer.scoring import Incoming, ServedModel, decode_batch, feature_frame, score_events
 from streamer.web import authorized, score_request
 from testkit.factories import small_artifact, valid_event

@@ -17,7 +17,7 @@ from callscore.cli import main
 from core.errors import CallscoreError
 from core.kafka import BrokerUnavailableError
 from registry.artifact import ArtifactError, load_artifact
-from registry.keys import generate_keypair
+from registry.keys import generate_keypair, trusted_keys
 from registry.model_topic import current_manifest, promote, read_model_records, version_rows
 from registry.signing import ManifestRejected, verify_and_load
 from schemas import FEATURES
@@ -57,7 +57,7 @@ def test_train_publish_read_verify_load_predict(kafka_settings, frame, tmp_path)
     assert "<img" in (out / "report.html").read_text()
 
     records = read_model_records(kafka_settings)
-    manifest = current_manifest(records, kafka_settings.model_name)
+    manifest = current_manifest(records, kafka_settings.model_name, trusted_keys(kafka_settings))
     assert manifest is not None and manifest.version == 1
     loaded = verify_and_load(manifest, kafka_settings)
     sample = frame.iloc[:200]
@@ -80,7 +80,7 @@ def test_train_publish_read_verify_load_predict(kafka_settings, frame, tmp_path)
     assert again.manifest is not None and again.manifest.version == 2
     promoted = promote(kafka_settings, 1)
     records = read_model_records(kafka_settings)
-    current = current_manifest(records, kafka_settings.model_name)
+    current = current_manifest(records, kafka_settings.model_name, trusted_keys(kafka_settings))
     assert current is not None and current.version == 1 and current.action == "promote"
     # A new record signed anew (action and published_at are signed), serving the same artifact.
     assert current.signature != manifest.signature

@@ -248,7 +248,7 @@ def observe(settings: Settings) -> Observation:
 
     records = read_model_records(settings)
     served = current_manifest(
-        records, settings.model_name, settings.pinned_model_version, trusted_keys(settings)
+        records, settings.model_name, trusted_keys(settings), settings.pinned_model_version
     )
     return Observation(served, read_labels(settings))
 

@@ -212,10 +212,10 @@ def reference_selection(
 
 def _read_model_topic(settings: Settings) -> ModelTopicState:
     load_signing_key(settings)  # to sign the new version
-    trusted_keys(settings)  # to verify the champion
+    keys = trusted_keys(settings)  # to verify the champion and count only trusted versions
     records = read_model_records(settings)
     return ModelTopicState(
-        load_champion(settings, records), next_version(records, settings.model_name)
+        load_champion(settings, records), next_version(records, settings.model_name, keys)
     )
 
 
