@@ -2,12 +2,16 @@
 
 Each area registers its own subcommands (`callscore.commands.*.register(subparsers)`); heavy
 imports happen inside the handlers so that `--help` stays fast. Errors that are the user's to
-fix print as one line and exit 1; secrets never reach the output.
+fix print as one line and exit 1; secrets never reach the output. A broker that does not answer
+is one such line too: the commands' Kafka client lines go through one filter
+(core.kafka_logs.CommandKafkaLogs), which holds back their connection failures and hands the
+latest to that line as its reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +26,8 @@ from callscore.commands import (
     simulation,
     training,
 )
-from core.errors import CallscoreError
+from core.errors import BrokerUnavailableError, CallscoreError
+from core.kafka_logs import CommandKafkaLogs, limit_kafka_logs
 from core.settings import load_settings
 
 
@@ -100,16 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(exc: CallscoreError, kafka_logs: CommandKafkaLogs) -> str:
+    """The one line a failed command prints; broker trouble with its client's latest reason."""
+    line = f"callscore: error: {exc}"
+    if isinstance(exc, BrokerUnavailableError) and kafka_logs.connection_failure:
+        line += f" [Kafka client: {kafka_logs.connection_failure}]"
+    return line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A service may put its own limit in place of this one (the scorer: streamer.app).
+    kafka_logs = CommandKafkaLogs()
+    attached = limit_kafka_logs(kafka_logs)
     try:
         return int(args.handler(args) or 0)
     except CallscoreError as exc:
-        print(f"callscore: error: {exc}", file=sys.stderr)
+        print(error_line(exc, kafka_logs), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        for name in attached:  # main() may run inside a test's process
+            logging.getLogger(name).removeFilter(kafka_logs)
 
 
 if __name__ == "__main__":

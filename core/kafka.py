@@ -7,16 +7,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import BrokerUnavailableError
+from core.kafka_logs import librdkafka_logger
 from core.settings import Settings
 
 ADMIN_TIMEOUT_SECONDS = 15.0
 
 
+def broker_unavailable(servers: str, detail: str) -> BrokerUnavailableError:
+    """The one wording of "the broker did not answer": where, why, and what to do."""
+    return BrokerUnavailableError(
+        f"Kafka at {servers} did not answer {detail}: start it, or point "
+        "CALLSCORE_BOOTSTRAP_SERVERS at a running broker"
+    )
+
+
 def client_config(settings: Settings) -> dict[str, Any]:
-    """Connection and security settings common to every confluent-kafka client."""
+    """Connection and security settings common to every confluent-kafka client.
+
+    Its log lines go to the one `librdkafka` logger, never straight to stderr: the process
+    decides what reaches the output (core.kafka_logs)."""
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
+        "logger": librdkafka_logger(),
     }
     if settings.sasl_mechanism:
         config["sasl.mechanism"] = settings.sasl_mechanism
@@ -88,9 +101,8 @@ def ensure_topics(settings: Settings, timeout: float | None = None) -> dict[str,
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise BrokerUnavailableError(
-            f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f} s"
-        ) from exc
+        admin.poll(0)  # hands the client's queued log lines (the reason) to the logger
+        raise broker_unavailable(settings.bootstrap_servers, f"within {timeout:.0f} s") from exc
     specs = topic_specs(settings)
     futures = admin.create_topics(
         [

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import BrokerUnavailableError
-from core.kafka import consumer_config
+from core.kafka import broker_unavailable, consumer_config
 from core.settings import Settings
 
 # How often a reader asks the broker whether a missing topic has appeared.
@@ -84,9 +84,7 @@ class TopicReader:
         try:
             metadata = self._consumer.list_topics(timeout=METADATA_TIMEOUT_SECONDS)
         except KafkaException as exc:
-            raise BrokerUnavailableError(
-                f"Kafka at {self._servers} did not answer: {exc.args[0]}"
-            ) from None
+            raise broker_unavailable(self._servers, f"({exc.args[0].str()})") from None
         fresh = []
         for topic in self.missing_topics:
             meta = metadata.topics.get(topic)

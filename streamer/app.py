@@ -38,13 +38,13 @@ from aiokafka.errors import KafkaError
 from faust.types import EventT
 
 from core.kafka import faust_broker_kwargs
+from core.kafka_logs import RateLimitFilter, limit_kafka_logs
 from core.settings import Settings
 from core.topic_writer import Outgoing
 from streamer.batch import BatchResult, BatchScorer
 from streamer.broker_check import BrokerCheck
 from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
-from streamer.log_limit import RateLimitFilter, limit_kafka_logs
 from streamer.metrics import StreamMetrics
 from streamer.model_watcher import ModelWatcher
 from streamer.retry import retry_with_backoff
@@ -54,7 +54,7 @@ from streamer.web import ApiOnlyWeb, ScorePool, register_routes
 log = logging.getLogger(__name__)
 
 MODEL_WAIT_POLL_SECONDS = 0.05
-# The Kafka clients' log lines while the broker is away (streamer/log_limit.py).
+# The Kafka clients' log lines while the broker is away (core/kafka_logs.py).
 KAFKA_LOG_LINES_PER_SECOND = 1.0
 KAFKA_LOG_BURST = 20
 

@@ -9,7 +9,7 @@ broker_check_seconds, so:
   that check's timeout), 1 s to 2 s with the default;
 - the broker's return is reported at most 2 x broker_check_seconds after it is back.
 Only changes are logged (one line each way); the client's own logs go to the rate-limited
-`librdkafka` logger (streamer/log_limit.py).
+`librdkafka` logger, like every client's (core.kafka.client_config, core/kafka_logs.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 from core.kafka import client_config
 from core.settings import Settings
-from streamer.log_limit import LIBRDKAFKA_LOGGER
 from streamer.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,6 @@ class BrokerCheck:
         return AdminClient(
             client_config(self._settings)
             | {
-                "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
                 "reconnect.backoff.ms": min(100, interval_ms),
                 "reconnect.backoff.max.ms": interval_ms,
             }

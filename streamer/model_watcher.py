@@ -28,13 +28,13 @@ from collections import deque
 from datetime import UTC, datetime
 
 from core.errors import CallscoreError
+from core.kafka_logs import LIBRDKAFKA_LOGGER
 from core.settings import Settings
 from core.topic_reader import TopicReader
 from registry.keys import trusted_keys
 from registry.signing import ManifestRejected, verify_and_load
 from registry.trust import ManifestRecord, ModelTrust, parse_record
 from schemas import ModelManifest
-from streamer.log_limit import LIBRDKAFKA_LOGGER
 from streamer.metrics import StreamMetrics
 from streamer.scoring import ServedModel
 

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
+from core.kafka_logs import RateLimitFilter, limit_kafka_logs
 from core.settings import Settings
 from streamer.broker_check import BrokerCheck
-from streamer.log_limit import RateLimitFilter, limit_kafka_logs
 from streamer.metrics import StreamMetrics
 
 
