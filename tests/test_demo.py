@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from callscore.demo_data import download_bank_full, replay_start, resolve_demo_data
-from callscore.demo_summary import count
-from callscore.demo_view import DemoState, plain_status, render
+from callscore.demo.data import download_bank_full, resolve_demo_data
+from callscore.demo.reconcile import count
+from callscore.demo.state import DemoState
+from callscore.demo.view import plain_status, render
+from callscore.demo.window import replay_start
 from callscore.processes import Children
 from core.topic_reader import Record
 from schemas import DeadLetter, task_id_for

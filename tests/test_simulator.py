@@ -12,19 +12,11 @@ import pandas as pd
 import pytest
 
 from callscore.cli import main
-from callscore.simulator.replay import (
-    BAD_EVENT_KINDS,
-    BAD_OUTCOME_KINDS,
-    ReplayOptions,
-    ScheduledRecord,
-    count_plan,
-    occurred_times,
-    parse_delay,
-    parse_speedup,
-    plan_replay,
-    run_replay,
-    wall_offsets,
-)
+from callscore.commands.arguments import parse_delay, parse_speedup
+from callscore.simulator.malformed import BAD_EVENT_KINDS, BAD_OUTCOME_KINDS
+from callscore.simulator.plan import ReplayOptions, occurred_times, plan_replay, wall_offsets
+from callscore.simulator.publish import run_replay
+from callscore.simulator.records import ScheduledRecord, count_plan
 from core.errors import CallscoreError
 from core.topic_reader import read_topics
 from schemas import POST_CALL_FIELDS, task_id_for

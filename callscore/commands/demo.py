@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from callscore.commands.arguments import parse_delay
+from core.errors import CallscoreError
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from callscore.demo import DemoOptions, run_demo
+    from callscore.demo.options import DemoOptions
+    from callscore.demo.run import run_demo
 
+    if args.prospects < 1:
+        raise CallscoreError(f"--prospects must be at least 1 (got {args.prospects})")
     return run_demo(
         DemoOptions(
             out=Path(args.out),
@@ -19,7 +25,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             start=getattr(args, "from"),
             replay_seconds=args.replay_seconds,
             bad_rate=args.bad_rate,
-            outcome_delay=args.outcome_delay,
+            outcome_delay=parse_delay(args.outcome_delay),
             search=args.search,
         )
     )

@@ -1,11 +1,18 @@
-"""`callscore simulate: replay the UCI rows as prospect events and call outcomes`."""
+"""`callscore simulate`: replay the UCI rows as prospect events and call outcomes."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from callscore.commands.arguments import parse_delay, parse_speedup
+
+if TYPE_CHECKING:
+    from callscore.simulator.plan import ReplayOptions
+    from callscore.simulator.publish import ReplaySummary
+    from callscore.simulator.records import MonthCounts
 
 DEFAULT_SPEEDUP = "259200"  # 30 days of event time in 10 wall seconds
 
@@ -18,29 +25,14 @@ def _console(stderr: bool) -> Any:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from callscore.simulator.replay import (
-        MonthCounts,
-        ReplayOptions,
-        load_rows,
-        parse_delay,
-        parse_speedup,
-        plan_replay,
-        run_replay,
-    )
+    from callscore.simulator.data import load_rows
+    from callscore.simulator.plan import plan_replay
+    from callscore.simulator.publish import run_replay
     from core.settings import load_settings
 
     settings = load_settings()
     speedup = parse_speedup(args.speedup)
-    options = ReplayOptions(
-        # The trainer's base data stops where the replay starts: no row counted twice.
-        start=getattr(args, "from") or settings.base_data_until,
-        months=args.months,
-        outcome_delay=parse_delay(args.outcome_delay),
-        bad_rate=args.bad_rate,
-        seed=args.seed,
-    )
+    options = _replay_options(args, settings.base_data_until)
     frame, path = load_rows(Path(args.data) if args.data else None, settings)
     plan = plan_replay(frame, options)
     log = _console(stderr=True)
@@ -57,7 +49,26 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             f"malformed {counts.bad_events:,} / {counts.bad_outcomes:,}  ({wall:.1f} s)"
         )
 
-    summary = run_replay(settings, plan, speedup, on_month=month_done)
+    _print_summary(run_replay(settings, plan, speedup, on_month=month_done))
+    return 0
+
+
+def _replay_options(args: argparse.Namespace, base_data_until: str | None) -> ReplayOptions:
+    from callscore.simulator.plan import ReplayOptions
+
+    return ReplayOptions(
+        # The trainer's base data stops where the replay starts: no row counted twice.
+        start=getattr(args, "from") or base_data_until,
+        months=args.months,
+        outcome_delay=parse_delay(args.outcome_delay),
+        bad_rate=args.bad_rate,
+        seed=args.seed,
+    )
+
+
+def _print_summary(summary: ReplaySummary) -> None:
+    from rich.table import Table
+
     table = Table(title="Replay (months of publication, event time)")
     for column in ("month", "events", "outcomes", "malformed events", "malformed outcomes"):
         table.add_column(column, justify="left" if column == "month" else "right")
@@ -80,7 +91,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         f"wall_seconds={summary.wall_seconds:.2f}",
         highlight=False,
     )
-    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -14,14 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.errors import CallscoreError
 from core.settings import Settings
 from trainer.data import DataError, load_bank, resolve_data_path
 
 # Enough synthetic rows for a base model and a replay of a few thousand prospects.
 SYNTHETIC_ROWS = 8000
-# The replay never takes more than this share of the rows: the rest is the model's base data.
-MAX_REPLAY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -113,24 +110,3 @@ def resolve_demo_data(
             )
     frame, _sha = load_bank(path)
     return DemoData(path, frame, f"{source} ({len(frame):,} rows)", False)
-
-
-def replay_start(frame: pd.DataFrame, prospects: int) -> str:
-    """The latest month from which the replay holds at least `prospects` rows (to the end of
-    the data), leaving at least half of the rows before it for the base model."""
-    if prospects < 1:
-        raise CallscoreError(f"--prospects must be at least 1 (got {prospects})")
-    counts = frame["period"].astype(str).value_counts().sort_index()
-    wanted = min(prospects, int(len(frame) * MAX_REPLAY_SHARE))
-    replayed = 0
-    start = str(counts.index[-1])
-    for period, rows in reversed(list(counts.items())):
-        if replayed + int(rows) > len(frame) * MAX_REPLAY_SHARE and replayed > 0:
-            break
-        replayed += int(rows)
-        start = str(period)
-        if replayed >= wanted:
-            break
-    if start == str(counts.index[0]):
-        raise CallscoreError("the data covers a single month: nothing is left to train on")
-    return start

@@ -1,4 +1,4 @@
-"""The demo's closing check and summary: produced = scored + dead-lettered, from the topics.
+"""The demo's closing check: produced = scored + dead-lettered, counted on the topics.
 
 The counts come from a fresh read of the topics once the scorer has stopped, not from the live
 view: every record on the prospects topic must have become either a call task (one distinct
@@ -11,18 +11,17 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
 
 from core.settings import Settings
 from core.topic_reader import Record, TopicReader
 from schemas import CallTask, DeadLetter
 
 READ_TIMEOUT_SECONDS = 60.0
+
+Message = TypeVar("Message", CallTask, DeadLetter)
 
 
 @dataclass
@@ -57,6 +56,7 @@ class Reconciliation:
 
 
 def count(settings: Settings, records: list[Record]) -> Reconciliation:
+    """Distinct prospect records, the tasks (by event id) and dead letters (by source) of them."""
     prospects = settings.topic_prospects
     offsets: set[tuple[int, int]] = set()
     event_ids: set[str] = set()
@@ -69,19 +69,12 @@ def count(settings: Settings, records: list[Record]) -> Reconciliation:
             if event_id is not None:
                 event_ids.add(event_id)
         elif record.topic == settings.topic_dead_letters:
-            try:
-                letter = DeadLetter.model_validate_json(record.value or b"")
-            except ValidationError:
-                continue
-            if letter.source_topic == prospects:
+            letter = _parsed(DeadLetter, record.value)
+            if letter is not None and letter.source_topic == prospects:
                 letters[(letter.source_partition, letter.source_offset)] = letter
-        else:
-            try:
-                task = CallTask.model_validate_json(record.value or b"")
-            except ValidationError:
-                continue
+        elif (task := _parsed(CallTask, record.value)) is not None:
             tasks[task.event_id] = task
-    result = Reconciliation(
+    return Reconciliation(
         produced=len(offsets),
         scored=len(tasks),
         dead_lettered=len(letters),
@@ -90,7 +83,13 @@ def count(settings: Settings, records: list[Record]) -> Reconciliation:
         unknown_tasks=len(set(tasks) - event_ids),
         unknown_dead_letters=len(set(letters) - offsets),
     )
-    return result
+
+
+def _parsed(model: type[Message], value: bytes | None) -> Message | None:
+    try:
+        return model.model_validate_json(value or b"")
+    except ValidationError:
+        return None
 
 
 def _event_id(value: bytes | None) -> str | None:
@@ -107,66 +106,3 @@ def reconcile(settings: Settings, kafka_log: logging.Logger) -> Reconciliation:
     topics = [settings.topic_prospects, *settings.task_topics.values(), settings.topic_dead_letters]
     with TopicReader(settings, topics, group_prefix="callscore-demo-check", logger=kafka_log) as r:
         return count(settings, r.read_to_end(READ_TIMEOUT_SECONDS))
-
-
-def _counts(counter: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1]))
-
-
-def render_summary(
-    summary: dict[str, Any], result: Reconciliation, warning: str | None
-) -> RenderableType:
-    title = f"callscore demo: done in {summary['elapsed_seconds']:.1f} s"
-    table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    phases = summary["phase_seconds"]
-    table.add_row(
-        "time",
-        f"{summary['elapsed_seconds']:.1f} s: start-up and training {phases['start_and_training']}"
-        f" s, replay {phases['replay']} s, report and shutdown {phases['finishing']} s",
-    )
-    table.add_row("broker", summary["broker"])
-    table.add_row("data", summary["data"])
-    replay = summary["replay"]
-    table.add_row("replay", f"{replay['from']} to {replay['to']} at x{replay['speedup']:,.0f}")
-    table.add_row("produced", f"{result.produced:,} prospect events")
-    versions = _counts({f"v{k}": v for k, v in summary["model_versions_scoring"].items()})
-    table.add_row(
-        "scored",
-        f"{result.scored:,} call tasks ({_counts(dict(result.tiers))}; by model {versions})",
-    )
-    table.add_row(
-        "dead-lettered", f"{result.dead_lettered:,} ({_counts(dict(result.dead_by_kind))})"
-    )
-    verdict = (
-        Text("reconciles ✓", style="bold green")
-        if result.reconciles
-        else Text("DOES NOT RECONCILE ✗", style="bold red")
-    )
-    check = Text(
-        f"produced {result.produced:,} = scored {result.scored:,} + dead-lettered "
-        f"{result.dead_lettered:,}: "
-    )
-    check.append(verdict)
-    if result.unknown_tasks or result.unknown_dead_letters:
-        check.append(
-            f" ({result.unknown_tasks} tasks and {result.unknown_dead_letters} dead letters "
-            "match no prospect record)"
-        )
-    table.add_row("check", check)
-    table.add_row("models published", "\n".join(summary["published"]) or "-")
-    table.add_row("hot reloads", "\n".join(summary["hot_reloads"]) or "none seen")
-    quality = [
-        f"v{v}: {q['outcomes']:,} outcomes, online AUC "
-        + ("-" if q["roc_auc"] is None else f"{q['roc_auc']:.3f}")
-        for v, q in sorted(summary["online_quality"].items())
-    ]
-    table.add_row("online quality", "\n".join(quality) or "-")
-    table.add_row("model card", summary["model_card"] or "missing (see logs)")
-    table.add_row("quality report", summary["quality_report"] or "missing (see logs)")
-    table.add_row("logs", summary["logs"])
-    parts: list[RenderableType] = [table]
-    if warning:
-        parts.append(Text(f"⚠ {warning}", style="bold yellow"))
-    return Group(*parts)

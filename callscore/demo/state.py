@@ -1,9 +1,9 @@
-"""What the demo shows while it runs: state fed from the topics and the HTTP endpoints, and two
-renderings of it, a rich live view for a terminal and periodic plain lines for pipes and CI.
+"""What the demo knows while it runs: counters, the call queue and the events log.
 
 The state is built only from what the system publishes (the prospects, the call-task topics, the
 dead letters and the outcomes, read from the beginning) plus the scorer's GET /model and the
-monitor's /metrics, so the screen shows what a dialer or an operator would see.
+monitor's /metrics, so the screen (`callscore.demo.view`) shows what a dialer or an operator
+would see.
 """
 
 from __future__ import annotations
@@ -12,17 +12,11 @@ import json
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import ValidationError
-from rich.console import Console, Group, RenderableType
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
 
+from callscore.demo.phases import Phase
 from core.settings import Settings
 from core.topic_reader import Record
 from schemas import PRIORITIES, CallTask, DeadLetter
@@ -31,11 +25,8 @@ from schemas import PRIORITIES, CallTask, DeadLetter
 QUEUE_ROWS = 4
 # Events/s is measured over this many recent seconds.
 RATE_WINDOW_SECONDS = 5.0
-# Plain rendering: a status line at most this often (and only when something moved).
-PLAIN_STATUS_SECONDS = 5.0
 # Lines kept in the events log.
 EVENT_LINES = 7
-TIER_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
 
 
 @dataclass
@@ -74,7 +65,7 @@ class DemoState:
         self._unprinted: list[DemoEvent] = []
         self.matched = 0  # outcomes the monitor joined to their prediction
         self.quality_updates = 0  # times the monitor recomputed its quality gauges
-        self.phase = "starting"
+        self.phase = Phase.STARTING
         self.expected: int | None = None  # prospect records the replay publishes
         self._handled: deque[tuple[float, int]] = deque()
 
@@ -214,157 +205,3 @@ def prometheus_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     except ValueError:
         return []
     return samples
-
-
-# --- rendering ----------------------------------------------------------------------------------
-
-
-def _dead_text(dead: Counter[str]) -> str:
-    if not dead:
-        return "0"
-    parts = ", ".join(f"{kind} {n}" for kind, n in sorted(dead.items(), key=lambda kv: -kv[1]))
-    return f"{sum(dead.values())} ({parts})"
-
-
-def _quality_text(state: DemoState, separator: str = ", ") -> list[str]:
-    """Per version: outcomes and online AUC, then conversion by tier (after `separator`)."""
-    lines = []
-    for version, q in sorted(state.quality.items()):
-        auc = "-" if q.roc_auc is None else f"{q.roc_auc:.3f}"
-        conversion = " ".join(
-            f"{tier} {q.conversion[tier]:.0%}" for tier in PRIORITIES if tier in q.conversion
-        )
-        lines.append(
-            f"v{version}: {q.outcomes:,} outcomes, AUC {auc}{separator}conversion {conversion}"
-        )
-    return lines
-
-
-def _queue_table(state: DemoState) -> Table:
-    table = Table(box=None, padding=(0, 1), show_edge=False)
-    # Wide enough for the replay's ids, so the panel does not change width as they change.
-    table.add_column("prospect", no_wrap=True, overflow="ellipsis", min_width=20)
-    for column, width in (("score", 5), ("pct", 3), ("model", 5)):
-        table.add_column(column, justify="right", no_wrap=True, min_width=width)
-    for tier in PRIORITIES:
-        style = TIER_STYLE[tier]
-        waiting = f"{tier}: {len(state.queue[tier]):,} waiting"
-        table.add_row(Text(waiting, style=f"{style} underline"), "", "", "")
-        for task in state.top(tier):
-            table.add_row(
-                f"  {task.prospect_id}",
-                f"{task.score:.3f}",
-                f"{task.percentile:.0f}",
-                f"v{task.model_version}",
-                style=style,
-            )
-    return table
-
-
-def _stats_table(state: DemoState) -> Table:
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="bold")
-    table.add_column()
-    expected = f" / {state.expected:,}" if state.expected is not None else ""
-    table.add_row("produced", f"{state.produced:,}{expected}")
-    versions = ", ".join(f"v{v} {n:,}" for v, n in sorted(state.by_version.items()))
-    table.add_row("scored", f"{state.scored:,}" + (f" ({versions})" if versions else ""))
-    table.add_row("dead-lettered", _dead_text(state.dead))
-    table.add_row("events/s", f"{state.rate():,.0f}")
-    table.add_row("outcomes", f"{state.outcomes:,}")
-    table.add_row("bad outcomes", _dead_text(state.outcomes_dead))
-    serving = "-" if state.serving is None else f"v{state.serving}"
-    table.add_row("model serving", Text(serving, style="bold green"))
-    quality = _quality_text(state, separator="\n  ") or ["waiting for outcomes"]
-    table.add_row("online quality", "\n".join(quality))
-    return table
-
-
-def render(state: DemoState, header: str, warning: str | None) -> RenderableType:
-    """The live view: header, call queue | stream and quality, events log."""
-    title = Text.assemble(
-        ("callscore demo  ", "bold"),
-        (f"{state.elapsed:5.1f} s  ", "bold cyan"),
-        (state.phase, "cyan"),
-        (f"\n{header}", "dim"),
-    )
-    # The queue as wide as its rows; the counters and quality take the rest.
-    body = Table.grid(expand=True, padding=(0, 1))
-    body.add_column()
-    body.add_column(ratio=1)
-    body.add_row(
-        Panel(_queue_table(state), title="call queue (top per tier)", expand=False),
-        Panel(_stats_table(state), title="stream"),
-    )
-    log = Text()
-    for n, item in enumerate(state.events):
-        log.append(("\n" if n else "") + f"{item.elapsed:6.1f} s  {item.text}", style=item.style)
-    parts: list[RenderableType] = [title]
-    if warning:
-        parts.append(Text(f"⚠ {warning}", style="bold yellow"))
-    parts += [body, Panel(log, title="events")]
-    return Group(*parts)
-
-
-def plain_status(state: DemoState) -> str:
-    """One line for a log or a pipe."""
-    queue = " ".join(f"{tier} {len(state.queue[tier])}" for tier in PRIORITIES)
-    serving = "-" if state.serving is None else f"v{state.serving}"
-    expected = f"/{state.expected}" if state.expected is not None else ""
-    quality = "; ".join(_quality_text(state)) or "no outcomes yet"
-    return (
-        f"[{state.elapsed:5.1f} s] {state.phase}: produced {state.produced}{expected}, "
-        f"scored {state.scored}, dead-lettered {_dead_text(state.dead)}, "
-        f"{state.rate():.0f} events/s, model {serving}, queue {queue}, {quality}"
-    )
-
-
-def plain_event(item: DemoEvent) -> str:
-    return f"[{item.elapsed:5.1f} s] {item.text}"
-
-
-@contextmanager
-def screen(
-    console: Console, state: DemoState, header: str, warning: str | None
-) -> Iterator[Callable[[], None]]:
-    """A refresh() that redraws the live view (terminal) or prints plain lines (pipes, CI)."""
-    if console.is_terminal:
-        from rich.live import Live
-
-        with Live(
-            render(state, header, warning),
-            console=console,
-            refresh_per_second=4,
-            transient=False,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        ) as live:
-            yield lambda: live.update(render(state, header, warning))
-        return
-    console.print(f"callscore demo · {header}", highlight=False, soft_wrap=True)
-    if warning:
-        console.print(f"WARNING: {warning}", highlight=False, soft_wrap=True)
-    last: dict[str, Any] = {"at": 0.0, "status": None}
-
-    def refresh(final: bool = False) -> None:
-        for item in state.drain_new_events():
-            console.print(plain_event(item), highlight=False, soft_wrap=True)
-        now = time.monotonic()
-        # A line when something moved, at most every few seconds (and always the last one).
-        status = (state.phase, state.produced, state.handled, state.outcomes, state.serving)
-        due = now - last["at"] >= PLAIN_STATUS_SECONDS or final
-        if status != last["status"] and due:
-            last.update(at=now, status=status)
-            console.print(plain_status(state), highlight=False, soft_wrap=True)
-
-    try:
-        yield refresh
-    finally:
-        refresh(final=True)
-
-
-def version_of(document: Any) -> int | None:
-    """The version in a GET /model body, if any."""
-    if isinstance(document, dict) and isinstance(document.get("version"), int):
-        return int(document["version"])
-    return None

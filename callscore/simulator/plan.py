@@ -1,11 +1,8 @@
-"""Replay bank-full.csv as the live system would see it: prospect events, then their outcomes.
+"""The replay's plan, pure (no broker): every record to publish, in event-time order.
 
-Two steps, so the benchmark and the tests can use the first without a broker:
-
-* `plan_replay(frame, options)` is pure: every record to publish (a `ProspectEvent` per row, its
-  `CallOutcome` after the outcome delay, and optional malformed extras), in event-time order.
-* `run_replay(settings, plan, speedup)` publishes that plan with one producer, mapping event time
-  to wall time, and returns what it published per month.
+`plan_replay(frame, options)` turns bank-full.csv's rows into a `ProspectEvent` per row, its
+`CallOutcome` after the outcome delay and optional malformed extras; `wall_offsets` maps their
+event time to wall time for a speedup. `callscore.simulator.publish` sends a plan to Kafka.
 
 Ids come from the row's position in the file (`uci-<row>`), so replaying twice yields the same
 event ids and therefore the same task ids downstream. Post-call facts (`duration`, `y`) only ever
@@ -16,60 +13,34 @@ from __future__ import annotations
 
 import calendar
 import heapq
-import json
 import math
 import re
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from callscore.simulator.events import events_from_frame
-from core.errors import BrokerUnavailableError, CallscoreError
-from core.kafka import ensure_topics, producer_config
-from core.settings import Settings
+from callscore.simulator.malformed import bad_records, compact_json
+from callscore.simulator.records import (
+    GOOD_EVENT,
+    GOOD_OUTCOME,
+    RecordKind,
+    ScheduledRecord,
+    sort_key,
+)
+from core.errors import CallscoreError
 from schemas import task_id_for
 from schemas.decode import InvalidEvent, decode_outcome, decode_prospect
-from trainer.data import load_bank, resolve_data_path
-
-RecordKind = Literal["event", "outcome"]
-
-# Malformed extras, one per rule the contracts enforce (each is rejected by the decoders).
-BAD_EVENT_KINDS: tuple[str, ...] = (
-    "not_json",
-    "not_object",
-    "wrong_type",
-    "out_of_range",
-    "unknown_category",
-    "post_call_field",
-    "empty",
-)
-BAD_OUTCOME_KINDS: tuple[str, ...] = (
-    "not_json",
-    "not_object",
-    "wrong_type",
-    "out_of_range",
-    "missing_reference",
-    "empty",
-)
 
 # The file has dates but no times: calls of one day are spread evenly over office hours.
 CALL_DAY_START = timedelta(hours=9)
 CALL_DAY_LENGTH = timedelta(hours=9)
-# How long the last records may take to be acknowledged once everything is produced.
-FLUSH_TIMEOUT_SECONDS = 60.0
 
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-_DELAY = re.compile(r"^(\d+(?:\.\d+)?)([dhms])$")
-_DELAY_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
-# Sub-order of records published at the same instant for the same row: the event, then any
-# malformed event placed next to it, then (delay 0) its outcome, then a malformed outcome.
-_GOOD_EVENT, _BAD_EVENT, _GOOD_OUTCOME, _BAD_OUTCOME = range(4)
 
 
 @dataclass(frozen=True)
@@ -92,117 +63,12 @@ class ReplayOptions:
             raise CallscoreError(f"--bad-rate must be between 0 and 1 (got {self.bad_rate})")
 
 
-@dataclass(frozen=True)
-class ScheduledRecord:
-    """One record of the replay: what, where (`topic(settings)`) and when (event time `at`)."""
-
-    at: datetime
-    order: tuple[int, int]  # tie-break at equal `at`: (rank of the row, sub-order)
-    kind: RecordKind
-    key: bytes
-    value: bytes
-    record_id: str  # the event id it carries (or refers to), or the malformed record's own id
-    row: int | None  # the row of the file; None for a malformed extra
-    malformed: str | None = None  # the rule it breaks (BAD_*_KINDS); None when valid
-
-    @property
-    def period(self) -> str:
-        """The month ('YYYY-MM') in which it is published, in event time."""
-        return f"{self.at.year:04d}-{self.at.month:02d}"
-
-    def topic(self, settings: Settings) -> str:
-        return settings.topic_prospects if self.kind == "event" else settings.topic_outcomes
-
-
-@dataclass
-class MonthCounts:
-    events: int = 0
-    outcomes: int = 0
-    bad_events: int = 0
-    bad_outcomes: int = 0
-
-    def add(self, record: ScheduledRecord) -> None:
-        if record.kind == "event":
-            if record.malformed is None:
-                self.events += 1
-            else:
-                self.bad_events += 1
-        elif record.malformed is None:
-            self.outcomes += 1
-        else:
-            self.bad_outcomes += 1
-
-
-@dataclass
-class ReplaySummary:
-    months: dict[str, MonthCounts] = field(default_factory=dict)
-    wall_seconds: float = 0.0
-
-    @property
-    def total(self) -> MonthCounts:
-        total = MonthCounts()
-        for counts in self.months.values():
-            total.events += counts.events
-            total.outcomes += counts.outcomes
-            total.bad_events += counts.bad_events
-            total.bad_outcomes += counts.bad_outcomes
-        return total
-
-
-def count_plan(plan: list[ScheduledRecord]) -> dict[str, MonthCounts]:
-    """What a plan publishes per month (event time of publication)."""
-    months: dict[str, MonthCounts] = {}
-    for record in plan:
-        months.setdefault(record.period, MonthCounts()).add(record)
-    return months
-
-
-# --- parsing the command's options --------------------------------------------------------------
-
-
 def parse_period(text: str) -> tuple[int, int]:
+    """A month 'YYYY-MM' as (year, month)."""
     match = _PERIOD.match(text)
     if match is None:
         raise CallscoreError(f"--from must be a month as YYYY-MM, e.g. 2009-01 (got {text!r})")
     return int(match.group(1)), int(match.group(2))
-
-
-def parse_delay(text: str) -> timedelta:
-    """'2d', '12h', '30m', '45s' or '0' (event time)."""
-    text = text.strip().lower()
-    if text in ("0", "0.0"):
-        return timedelta(0)
-    match = _DELAY.match(text)
-    if match is None:
-        raise CallscoreError(
-            f"--outcome-delay must be a number with a unit d, h, m or s (e.g. 2d, 12h, 30m), "
-            f"or 0 (got {text!r})"
-        )
-    return timedelta(seconds=float(match.group(1)) * _DELAY_UNITS[match.group(2)])
-
-
-def parse_speedup(text: str) -> float:
-    """Event-time seconds per wall second; '0' and 'inf' mean as fast as possible (inf)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if math.isnan(value) or value < 0:
-        raise CallscoreError(
-            f"--speedup must be a number of event-time seconds per wall second (0 or inf: "
-            f"as fast as possible), e.g. 259200 for a month in 10 s (got {text!r})"
-        )
-    return math.inf if value == 0 else value
-
-
-def load_rows(data: Path | None, settings: Settings) -> tuple[pd.DataFrame, Path]:
-    """The bank-full rows to replay (--data, else where the trainer finds its data)."""
-    path = resolve_data_path(data, settings)
-    frame, _sha = load_bank(path)
-    return frame, path
-
-
-# --- the plan ------------------------------------------------------------------------------------
 
 
 def _shift(year: int, month: int, months: int) -> tuple[int, int]:
@@ -256,10 +122,6 @@ def occurred_times(frame: pd.DataFrame) -> list[datetime]:
     ]
 
 
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
 def _row_numbers(frame: pd.DataFrame) -> list[int]:
     if not pd.api.types.is_integer_dtype(frame.index) or not frame.index.is_unique:
         raise CallscoreError(
@@ -268,153 +130,98 @@ def _row_numbers(frame: pd.DataFrame) -> list[int]:
     return [int(i) for i in frame.index]
 
 
-def _good_records(
-    rows: pd.DataFrame, options: ReplayOptions
-) -> tuple[list[ScheduledRecord], list[ScheduledRecord], list[dict[str, Any]]]:
-    """The valid events and outcomes, each in event-time order, and the event dicts by rank."""
+@dataclass(frozen=True)
+class _Row:
+    """One replayed row: its number in the file, ids, contact time, event and outcome facts."""
+
+    number: int
+    event_id: str
+    prospect_id: str
+    at: datetime
+    event: dict[str, Any]
+    subscribed: bool
+    duration: int
+
+
+def _rows(rows: pd.DataFrame, prefix: str) -> list[_Row]:
+    """The rows in the order their contacts happened (ties: the file's order)."""
     numbers = _row_numbers(rows)
     times = occurred_times(rows)
-    ranked = sorted(range(len(rows)), key=lambda i: (times[i], numbers[i]))
-    prefix = options.id_prefix
-    event_ids = [f"{prefix}-{numbers[i]}" for i in range(len(rows))]
-    prospect_ids = [f"{prefix}-prospect-{numbers[i]}" for i in range(len(rows))]
-    dicts = events_from_frame(
+    event_ids = [f"{prefix}-{n}" for n in numbers]
+    prospect_ids = [f"{prefix}-prospect-{n}" for n in numbers]
+    events = events_from_frame(
         rows, prefix, event_ids=event_ids, prospect_ids=prospect_ids, occurred_at=times
     )
     subscribed = (rows["y"] == "yes").to_list()
     durations = rows["duration"].astype(int).to_list()
+    ranked = sorted(range(len(rows)), key=lambda i: (times[i], numbers[i]))
+    return [
+        _Row(
+            number=numbers[i],
+            event_id=event_ids[i],
+            prospect_id=prospect_ids[i],
+            at=times[i],
+            event=events[i],
+            subscribed=bool(subscribed[i]),
+            duration=durations[i],
+        )
+        for i in ranked
+    ]
+
+
+def _outcome(row: _Row, delay: timedelta) -> dict[str, Any]:
+    return {
+        "event_id": row.event_id,
+        "task_id": task_id_for(row.event_id),
+        "prospect_id": row.prospect_id,
+        "called_at": (row.at + delay).isoformat(),
+        "subscribed": row.subscribed,
+        "duration_seconds": row.duration,
+    }
+
+
+def _good(
+    row: _Row, at: datetime, order: tuple[int, int], kind: RecordKind, value: bytes
+) -> ScheduledRecord:
+    key = row.prospect_id.encode()
+    return ScheduledRecord(at, order, kind, key, value, record_id=row.event_id, row=row.number)
+
+
+def _good_records(
+    rows: list[_Row], delay: timedelta
+) -> tuple[list[ScheduledRecord], list[ScheduledRecord]]:
+    """The valid events and outcomes, each in event-time order (rank = position in `rows`)."""
     events: list[ScheduledRecord] = []
     outcomes: list[ScheduledRecord] = []
-    by_rank: list[dict[str, Any]] = []
-    for rank, i in enumerate(ranked):
-        event_id, key = event_ids[i], prospect_ids[i].encode()
-        value = _json(dicts[i])
-        outcome = {
-            "event_id": event_id,
-            "task_id": task_id_for(event_id),
-            "prospect_id": prospect_ids[i],
-            "called_at": (times[i] + options.outcome_delay).isoformat(),
-            "subscribed": bool(subscribed[i]),
-            "duration_seconds": durations[i],
-        }
-        outcome_value = _json(outcome)
+    for rank, row in enumerate(rows):
+        value = compact_json(row.event)
+        outcome = compact_json(_outcome(row, delay))
         # A row the contracts reject is a data problem: say which row, never publish it as good.
         try:
             decode_prospect(value)
-            decode_outcome(outcome_value)
+            decode_outcome(outcome)
         except InvalidEvent as exc:
-            raise CallscoreError(f"row {numbers[i]} cannot be replayed: {exc.message}") from None
-        events.append(
-            ScheduledRecord(
-                times[i], (rank, _GOOD_EVENT), "event", key, value, event_id, numbers[i]
-            )
-        )
-        outcomes.append(
-            ScheduledRecord(
-                times[i] + options.outcome_delay,
-                (rank, _GOOD_OUTCOME),
-                "outcome",
-                key,
-                outcome_value,
-                event_id,
-                numbers[i],
-            )
-        )
-        by_rank.append(dicts[i])
-    return events, outcomes, by_rank
-
-
-def _bad_event(kind: str, event: dict[str, Any], bad_id: str, rng: np.random.Generator) -> bytes:
-    body = {**event, "event_id": bad_id, "prospect_id": bad_id}
-    if kind == "not_json":
-        text = json.dumps(body)
-        return text[: len(text) // 2].encode()
-    if kind == "not_object":
-        return _json([body])
-    if kind == "wrong_type":
-        return _json({**body, "age": str(body["age"])})
-    if kind == "out_of_range":
-        return _json({**body, "age": 150})
-    if kind == "unknown_category":
-        return _json({**body, "job": "astronaut"})
-    if kind == "post_call_field":
-        # A made-up call length, not the row's: even a rejected event must not carry a label.
-        return _json({**body, "duration": int(rng.integers(1, 1000))})
-    assert kind == "empty", kind
-    return b""
-
-
-def _bad_outcome(kind: str, outcome: dict[str, Any], bad_id: str) -> bytes:
-    body = {k: v for k, v in outcome.items() if k != "task_id"} | {"event_id": bad_id}
-    if kind == "not_json":
-        text = json.dumps(body)
-        return text[: len(text) // 2].encode()
-    if kind == "not_object":
-        return _json([body])
-    if kind == "wrong_type":
-        return _json({**body, "subscribed": "yes"})
-    if kind == "out_of_range":
-        return _json({**body, "duration_seconds": -1})
-    if kind == "missing_reference":
-        return _json({k: v for k, v in body.items() if k != "event_id"})
-    assert kind == "empty", kind
-    return b""
-
-
-def _bad_records(
-    kind: RecordKind,
-    good: list[ScheduledRecord],
-    by_rank: list[dict[str, Any]],
-    options: ReplayOptions,
-    rng: np.random.Generator,
-) -> list[ScheduledRecord]:
-    """round(bad_rate x good) malformed extras, each published right after a good record."""
-    count = round(options.bad_rate * len(good))
-    if count == 0:
-        return []
-    kinds = BAD_EVENT_KINDS if kind == "event" else BAD_OUTCOME_KINDS
-    anchors = np.sort(rng.choice(len(good), size=count, replace=False))
-    # Every rule appears once the count allows it; which record gets which is random.
-    rules = [kinds[j % len(kinds)] for j in range(count)]
-    rng.shuffle(rules)
-    bad = []
-    for n, (anchor, rule) in enumerate(zip(anchors, rules, strict=True)):
-        near = good[int(anchor)]
-        bad_id = f"{options.id_prefix}-bad-{kind}-{n}"
-        if kind == "event":
-            value = _bad_event(rule, by_rank[near.order[0]], bad_id, rng)
-            sub = _BAD_EVENT
-        else:
-            value = _bad_outcome(rule, json.loads(near.value), bad_id)
-            sub = _BAD_OUTCOME
-        bad.append(
-            ScheduledRecord(
-                near.at, (near.order[0], sub), kind, bad_id.encode(), value, bad_id, None, rule
-            )
-        )
-    return bad
-
-
-def _sort_key(record: ScheduledRecord) -> tuple[datetime, tuple[int, int]]:
-    return record.at, record.order
+            raise CallscoreError(f"row {row.number} cannot be replayed: {exc.message}") from None
+        events.append(_good(row, row.at, (rank, GOOD_EVENT), "event", value))
+        outcomes.append(_good(row, row.at + delay, (rank, GOOD_OUTCOME), "outcome", outcome))
+    return events, outcomes
 
 
 def plan_replay(frame: pd.DataFrame, options: ReplayOptions) -> list[ScheduledRecord]:
     """Every record of the replay, in the order (and at the event time) it is published."""
-    rows = select_months(frame, options)
-    events, outcomes, by_rank = _good_records(rows, options)
+    rows = _rows(select_months(frame, options), options.id_prefix)
+    events, outcomes = _good_records(rows, options.outcome_delay)
+    by_rank = [row.event for row in rows]
     rng = np.random.default_rng(options.seed)
-    bad_events = _bad_records("event", events, by_rank, options, rng)
-    bad_outcomes = _bad_records("outcome", outcomes, by_rank, options, rng)
+    extras = (options.bad_rate, options.id_prefix, rng)
+    bad_events = bad_records("event", events, by_rank, *extras)
+    bad_outcomes = bad_records("outcome", outcomes, by_rank, *extras)
     # Each stream is already in order; one heap merge interleaves outcomes with later events.
     streams: list[Iterator[ScheduledRecord]] = [
-        heapq.merge(events, bad_events, key=_sort_key),
-        heapq.merge(outcomes, bad_outcomes, key=_sort_key),
+        heapq.merge(events, bad_events, key=sort_key),
+        heapq.merge(outcomes, bad_outcomes, key=sort_key),
     ]
-    return list(heapq.merge(*streams, key=_sort_key))
-
-
-# --- publishing ----------------------------------------------------------------------------------
+    return list(heapq.merge(*streams, key=sort_key))
 
 
 def wall_offsets(plan: list[ScheduledRecord], speedup: float) -> list[float]:
@@ -423,68 +230,3 @@ def wall_offsets(plan: list[ScheduledRecord], speedup: float) -> list[float]:
         return [0.0] * len(plan)
     origin = plan[0].at
     return [(record.at - origin).total_seconds() / speedup for record in plan]
-
-
-def run_replay(
-    settings: Settings,
-    plan: list[ScheduledRecord],
-    speedup: float,
-    on_month: Callable[[str, MonthCounts, float], None] | None = None,
-) -> ReplaySummary:
-    """Publish the plan with one producer, each record when the wall clock reaches its mapped
-    event time; `on_month(period, counts, wall_seconds)` after each month. Raises
-    BrokerUnavailableError if a record is not acknowledged."""
-    from confluent_kafka import KafkaException, Producer
-
-    ensure_topics(settings)
-    producer = Producer(producer_config(settings))
-    failures: list[str] = []
-
-    def delivered(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    summary = ReplaySummary()
-    offsets = wall_offsets(plan, speedup)
-    started = time.monotonic()
-    current: str | None = None
-    try:
-        for record, offset in zip(plan, offsets, strict=True):
-            if record.period != current:
-                if current is not None and on_month is not None:
-                    on_month(current, summary.months[current], time.monotonic() - started)
-                current = record.period
-                summary.months[current] = MonthCounts()
-            # poll() doubles as the wait, so delivery reports are served meanwhile.
-            while (wait := started + offset - time.monotonic()) > 0:
-                producer.poll(min(wait, 0.1))
-            _produce(producer, record.topic(settings), record, delivered)
-            summary.months[current].add(record)
-            if failures:
-                break
-    except KafkaException as exc:
-        raise BrokerUnavailableError(f"publishing the replay failed: {exc.args[0]}") from None
-    finally:
-        left = producer.flush(FLUSH_TIMEOUT_SECONDS)
-    summary.wall_seconds = time.monotonic() - started
-    if failures:
-        raise BrokerUnavailableError(f"the broker refused a replayed record: {failures[0]}")
-    if left:
-        raise BrokerUnavailableError(
-            f"{left} replayed record(s) not acknowledged by Kafka at {settings.bootstrap_servers} "
-            f"within {FLUSH_TIMEOUT_SECONDS:.0f} s"
-        )
-    if current is not None and on_month is not None:
-        on_month(current, summary.months[current], summary.wall_seconds)
-    return summary
-
-
-def _produce(producer: Any, topic: str, record: ScheduledRecord, delivered: Any) -> None:
-    while True:
-        try:
-            producer.produce(topic, key=record.key, value=record.value, on_delivery=delivered)
-            producer.poll(0)
-            return
-        except BufferError:
-            # The local queue is full (as fast as possible): let the broker catch up.
-            producer.poll(0.5)

@@ -1,0 +1,137 @@
+"""The demo's summary: what the run did (written to summary.json) and its closing table."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from callscore.demo.data import DemoData
+from callscore.demo.progress import Progress
+from callscore.demo.reconcile import Reconciliation
+from callscore.demo.setup import Run
+from callscore.demo.state import DemoState
+from callscore.demo.window import ReplayWindow
+
+
+def summary_of(
+    run: Run,
+    data: DemoData,
+    window: ReplayWindow,
+    state: DemoState,
+    progress: Progress,
+    reconciliation: Reconciliation,
+    started: float,
+) -> dict[str, Any]:
+    """The run as summary.json holds it (and as the closing table shows it)."""
+    elapsed = time.monotonic() - started
+    report_page = run.out / "quality" / "report.html"
+    card_page = run.out / "model-card" / "report.html"
+    return {
+        "elapsed_seconds": round(elapsed, 1),
+        "phase_seconds": phase_seconds(progress, started, elapsed),
+        "broker": run.broker_label,
+        "data": data.source,
+        "synthetic": data.synthetic,
+        "replay": {"from": window.first, "to": window.last, "speedup": window.speedup},
+        "reconciliation": reconciliation.as_dict(),
+        "model_versions_scoring": {str(v): n for v, n in sorted(state.by_version.items())},
+        "published": progress.published,
+        "hot_reloads": progress.reloads,
+        "online_quality": {
+            str(v): {"outcomes": q.outcomes, "roc_auc": q.roc_auc, "conversion": q.conversion}
+            for v, q in state.quality.items()
+        },
+        "model_card": str(card_page) if card_page.is_file() else None,
+        "quality_report": str(report_page) if report_page.is_file() else None,
+        "logs": str(run.logs),
+    }
+
+
+def phase_seconds(progress: Progress, started: float, elapsed: float) -> dict[str, float]:
+    """Wall time of start-up and training, the replay (to its last event handled), the end."""
+    assert progress.replay_started is not None and progress.drained is not None
+    return {
+        "start_and_training": round(progress.replay_started - started, 1),
+        "replay": round(progress.drained - progress.replay_started, 1),
+        "finishing": round(started + elapsed - progress.drained, 1),
+    }
+
+
+def render_summary(
+    summary: dict[str, Any], result: Reconciliation, warning: str | None
+) -> RenderableType:
+    title = f"callscore demo: done in {summary['elapsed_seconds']:.1f} s"
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in _rows(summary, result):
+        table.add_row(name, value)
+    parts: list[RenderableType] = [table]
+    if warning:
+        parts.append(Text(f"⚠ {warning}", style="bold yellow"))
+    return Group(*parts)
+
+
+def _rows(summary: dict[str, Any], result: Reconciliation) -> list[tuple[str, str | Text]]:
+    phases = summary["phase_seconds"]
+    replay = summary["replay"]
+    versions = _counts({f"v{k}": v for k, v in summary["model_versions_scoring"].items()})
+    return [
+        (
+            "time",
+            f"{summary['elapsed_seconds']:.1f} s: start-up and training "
+            f"{phases['start_and_training']} s, replay {phases['replay']} s, report and shutdown "
+            f"{phases['finishing']} s",
+        ),
+        ("broker", summary["broker"]),
+        ("data", summary["data"]),
+        ("replay", f"{replay['from']} to {replay['to']} at x{replay['speedup']:,.0f}"),
+        ("produced", f"{result.produced:,} prospect events"),
+        (
+            "scored",
+            f"{result.scored:,} call tasks ({_counts(dict(result.tiers))}; by model {versions})",
+        ),
+        ("dead-lettered", f"{result.dead_lettered:,} ({_counts(dict(result.dead_by_kind))})"),
+        ("check", _check(result)),
+        ("models published", "\n".join(summary["published"]) or "-"),
+        ("hot reloads", "\n".join(summary["hot_reloads"]) or "none seen"),
+        ("online quality", "\n".join(_quality_lines(summary)) or "-"),
+        ("model card", summary["model_card"] or "missing (see logs)"),
+        ("quality report", summary["quality_report"] or "missing (see logs)"),
+        ("logs", summary["logs"]),
+    ]
+
+
+def _check(result: Reconciliation) -> Text:
+    verdict = (
+        Text("reconciles ✓", style="bold green")
+        if result.reconciles
+        else Text("DOES NOT RECONCILE ✗", style="bold red")
+    )
+    check = Text(
+        f"produced {result.produced:,} = scored {result.scored:,} + dead-lettered "
+        f"{result.dead_lettered:,}: "
+    )
+    check.append(verdict)
+    if result.unknown_tasks or result.unknown_dead_letters:
+        check.append(
+            f" ({result.unknown_tasks} tasks and {result.unknown_dead_letters} dead letters "
+            "match no prospect record)"
+        )
+    return check
+
+
+def _quality_lines(summary: dict[str, Any]) -> list[str]:
+    return [
+        f"v{v}: {q['outcomes']:,} outcomes, online AUC "
+        + ("-" if q["roc_auc"] is None else f"{q['roc_auc']:.3f}")
+        for v, q in sorted(summary["online_quality"].items())
+    ]
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,70 @@
+"""Which months the demo replays, what that plan holds, and how fast it must go.
+
+The replay takes the latest months holding about `--prospects` rows, never more than half of
+the data: the months before it are the trainer's base data, so no row is used twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from callscore.demo.options import DemoOptions
+from callscore.simulator.plan import ReplayOptions, plan_replay
+from callscore.simulator.records import count_plan
+from core.errors import CallscoreError
+
+# The replay never takes more than this share of the rows: the rest is the model's base data.
+MAX_REPLAY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class ReplayWindow:
+    options: ReplayOptions
+    records: int  # everything the plan publishes
+    prospects: int  # prospect records (valid and malformed): what must be scored or dead-lettered
+    valid: int
+    first: str
+    last: str
+    speedup: float  # event-time seconds per wall second, so the replay takes `replay_seconds`
+
+
+def replay_start(frame: pd.DataFrame, prospects: int) -> str:
+    """The latest month from which the replay holds at least `prospects` rows (to the end of
+    the data), leaving at least half of the rows before it for the base model."""
+    counts = frame["period"].astype(str).value_counts().sort_index()
+    most = len(frame) * MAX_REPLAY_SHARE
+    wanted = min(prospects, int(most))
+    replayed = 0
+    start = str(counts.index[-1])
+    for period, rows in reversed(list(counts.items())):
+        if replayed + int(rows) > most and replayed > 0:
+            break
+        replayed += int(rows)
+        start = str(period)
+        if replayed >= wanted:
+            break
+    if start == str(counts.index[0]):
+        raise CallscoreError("the data covers a single month: nothing is left to train on")
+    return start
+
+
+def plan_window(frame: pd.DataFrame, options: DemoOptions) -> ReplayWindow:
+    """The replay of `callscore simulate` as the demo will run it, counted in advance."""
+    start = options.start or replay_start(frame, options.prospects)
+    replay = ReplayOptions(
+        start=start, outcome_delay=options.outcome_delay, bad_rate=options.bad_rate
+    )
+    plan = plan_replay(frame, replay)
+    counts = count_plan(plan).values()
+    span = (plan[-1].at - plan[0].at).total_seconds()
+    return ReplayWindow(
+        options=replay,
+        records=len(plan),
+        prospects=sum(c.events + c.bad_events for c in counts),
+        valid=sum(c.events for c in counts),
+        first=start,
+        last=plan[-1].period,
+        speedup=max(span / options.replay_seconds, 1.0),
+    )
