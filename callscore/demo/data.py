@@ -90,23 +90,33 @@ def resolve_demo_data(
         return synthetic_data(workdir, "synthetic data (--synthetic): model quality means nothing")
     try:
         path = resolve_data_path(explicit, settings)
-        source = str(path)
     except DataError as missing:
-        if explicit is not None or download_timeout <= 0:
-            if explicit is not None:
-                raise
-            return synthetic_data(
-                workdir, f"{missing.args[0]}; using synthetic data: model quality means nothing"
-            )
-        say(f"{missing.args[0]}: trying UCI's download (at most {download_timeout:g} s)...")
-        try:
-            path = download_bank_full(settings, workdir, download_timeout)
-            source = f"{path} (downloaded from UCI)"
-        except DataError as failed:
-            return synthetic_data(
-                workdir,
-                f"no UCI data found and the download failed ({failed.args[0]}); using synthetic "
-                "data: model quality means nothing",
-            )
+        if explicit is not None:
+            raise
+        return _downloaded(settings, workdir, str(missing.args[0]), download_timeout, say)
+    return _real(path, str(path))
+
+
+def _downloaded(
+    settings: Settings, workdir: Path, missing: str, timeout: float, say: Callable[[str], None]
+) -> DemoData:
+    """UCI's file when it downloads within `timeout` (0: not tried), else synthetic rows."""
+    if timeout <= 0:
+        return synthetic_data(
+            workdir, f"{missing}; using synthetic data: model quality means nothing"
+        )
+    say(f"{missing}: trying UCI's download (at most {timeout:g} s)...")
+    try:
+        path = download_bank_full(settings, workdir, timeout)
+    except DataError as failed:
+        return synthetic_data(
+            workdir,
+            f"no UCI data found and the download failed ({failed.args[0]}); using synthetic "
+            "data: model quality means nothing",
+        )
+    return _real(path, f"{path} (downloaded from UCI)")
+
+
+def _real(path: Path, source: str) -> DemoData:
     frame, _sha = load_bank(path)
     return DemoData(path, frame, f"{source} ({len(frame):,} rows)", False)
