@@ -2,9 +2,11 @@
 figure that matters a ratio of two scenarios measured in the same run.
 
     .venv/bin/python -m bench [--only NAME ...] [--quick] [--set FIELD=VALUE ...] [--name NAME]
+    .venv/bin/python -m bench compare BEFORE.json AFTER.json
 
 Scenarios, in order (--only picks some; see bench/README.md):
   confluent_loop      ceiling: confluent-kafka consume -> json decode -> produce, no framework
+  native_loop         the same loop with BatchScorer and the production model: scoring, no Faust
   faust_passthrough   ceiling: a Faust agent built like the scorer, decode + send, no scoring
   scorer_production   `callscore stream`, the production model (trained by the bench), 1 worker
   scorer_small        the same with the small test model
@@ -14,18 +16,24 @@ Scenarios, in order (--only picks some; see bench/README.md):
   latency_only        the latency phase without /score
   reload              a new version published while streaming at a fixed rate
 Prints the tables and the targets; writes bench/results/<name>.json (default: suite).
-`python -m bench.compare A.json B.json` puts two such results side by side.
+`compare` puts two such results side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import replace
 from pathlib import Path
 
+from bench import compare
 from bench.context import Options
+from bench.overrides import add_set_option, overrides_from
 from bench.report import render
-from bench.results_file import write_results
-from bench.suite import DEFAULT, SCENARIOS, run, settings_overrides
+from bench.results import write_results
+from bench.suite import DEFAULT, SCENARIOS, run
+
+COMPARE = "compare"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,18 +41,13 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Side-by-side benchmark suite: ceilings, scorer, per-event peer, /score, "
         "latency, reload, resources; one broker, one run.",
+        epilog=f"python -m bench {COMPARE} BEFORE.json AFTER.json: two results side by side.",
     )
     parser.add_argument(
         "--only", nargs="+", choices=list(SCENARIOS), metavar="NAME", help="run only these"
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run, < 4 min)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="a Settings field for every scenario, e.g. --set batch_max_wait_seconds=0.01",
-    )
+    add_set_option(parser)
     parser.add_argument("--backlog", type=int, help="events per throughput scenario")
     parser.add_argument(
         "--rounds", type=int, help="rounds of the throughput scenarios (best reported)"
@@ -71,13 +74,17 @@ def options_from(args: argparse.Namespace) -> Options:
         "latency_seconds": args.seconds,
         "warmup_seconds": args.warmup,
     }
-    return Options(**{**options.as_dict(), **{k: v for k, v in changes.items() if v is not None}})
+    return replace(options, **{k: v for k, v in changes.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [COMPARE]:
+        compare.main(argv[1:])
+        return
     args = parser().parse_args(argv)
     only = [name for name in SCENARIOS if name in args.only] if args.only else DEFAULT
-    result = run(only, options_from(args), settings_overrides(args.set), args.data)
+    result = run(only, options_from(args), overrides_from(args), args.data)
     render(result)
     print(write_results(args.name, result))
 

@@ -1,6 +1,6 @@
 """Two suite results side by side (e.g. the product before and after a change):
 
-    .venv/bin/python -m bench.compare bench/results/before.json bench/results/suite.json
+    .venv/bin/python -m bench compare bench/results/before.json bench/results/suite.json
 
 The two runs happened at different times on a shared machine, so their raw figures carry the
 load of their moment (both load averages are printed); the within-run ratios (scorer vs
@@ -10,66 +10,78 @@ pass-through, batching vs per-event, ...) are the fairer comparison.
 from __future__ import annotations
 
 import argparse
-import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from bench.report import THROUGHPUT_SCENARIOS, targets
+from bench.results import HttpLoad, PhaseLatency, SuiteResult, read_suite
 
 Row = tuple[str, float | None, float | None]
+Figure = Callable[[SuiteResult], float | None]
 
 
-def _get(document: dict[str, Any], *path: str) -> float | None:
-    value: Any = document
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return float(value) if isinstance(value, int | float) else None
+def _number(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
-def _consumer_cpu(document: dict[str, Any], name: str) -> float | None:
-    cpu = document.get("scenarios", {}).get(name, {}).get("cpu_seconds_per_10k") or {}
-    values = [v for k, v in cpu.items() if k != "broker" and v is not None]
-    return round(sum(values), 3) if values else None
+def _phase(key: str, stat: str) -> Figure:
+    def figure(result: SuiteResult) -> float | None:
+        latency = result.latency()
+        phase: PhaseLatency | None = getattr(latency, key, None) if latency else None
+        return _number(getattr(phase, stat)) if phase else None
+
+    return figure
 
 
-def figures(before: dict[str, Any], after: dict[str, Any]) -> list[Row]:
-    """(figure, before, after) for every figure either run measured."""
-    rows: list[Row] = []
+def _http(key: str, size: str, stat: str) -> Figure:
+    def figure(result: SuiteResult) -> float | None:
+        latency = result.latency()
+        loads: dict[str, HttpLoad] = getattr(latency, key) if latency else {}
+        return _number(getattr(loads[size], stat)) if size in loads else None
+
+    return figure
+
+
+def _figures() -> list[tuple[str, Figure]]:
+    """Every figure a run may have measured, with how to read it from a result."""
+    found: list[tuple[str, Figure]] = []
     for name, label in THROUGHPUT_SCENARIOS.items():
-        rows.append(
-            (
-                f"{label}: events/s",
-                _get(before, "scenarios", name, "events_per_s"),
-                _get(after, "scenarios", name, "events_per_s"),
-            )
-        )
-        rows.append(
-            (f"{label}: CPU s/10k", _consumer_cpu(before, name), _consumer_cpu(after, name))
-        )
-    for phase in ("steady", "loaded-1", "loaded-100"):
+
+        def rate(result: SuiteResult, name: str = name) -> float | None:
+            backlog = result.backlog(name)
+            return _number(backlog.events_per_s) if backlog else None
+
+        def cpu(result: SuiteResult, name: str = name) -> float | None:
+            backlog = result.backlog(name)
+            return backlog.consumer_cpu if backlog else None
+
+        found += [(f"{label}: events/s", rate), (f"{label}: CPU s/10k", cpu)]
+    phases = (("steady", "steady"), ("loaded-1", "loaded_1"), ("loaded-100", "loaded_100"))
+    for phase, field in phases:
         for stat in ("p50_ms", "p99_ms"):
-            at = ("scenarios", "latency", phase, stat)
-            rows.append((f"latency {phase} {stat}", _get(before, *at), _get(after, *at)))
+            found.append((f"latency {phase} {stat}", _phase(field, stat)))
     for key in ("http_alone", "http_under_stream"):
         for size in ("1", "100"):
             for stat in ("requests_per_s", "p99_ms"):
-                path = ("scenarios", "latency", key, size, stat)
                 label = f"/score {key.removeprefix('http_')} {size}/request {stat}"
-                rows.append((label, _get(before, *path), _get(after, *path)))
-    rows.append(
-        (
-            "reload largest gap ms",
-            _get(before, "scenarios", "reload", "largest_gap_ms"),
-            _get(after, "scenarios", "reload", "largest_gap_ms"),
-        )
-    )
-    for key in sorted(set(before.get("ratios", {})) | set(after.get("ratios", {}))):
-        rows.append((f"ratio {key}", _get(before, "ratios", key), _get(after, "ratios", key)))
+                found.append((label, _http(key, size, stat)))
+
+    def reload_gap(result: SuiteResult) -> float | None:
+        reload = result.reload()
+        return _number(reload.largest_gap_ms) if reload else None
+
+    found.append(("reload largest gap ms", reload_gap))
+    return found
+
+
+def figures(before: SuiteResult, after: SuiteResult) -> list[Row]:
+    """(figure, before, after) for every figure either run measured."""
+    rows: list[Row] = [(label, read(before), read(after)) for label, read in _figures()]
+    for key in sorted(set(before.ratios) | set(after.ratios)):
+        rows.append((f"ratio {key}", before.ratios.get(key), after.ratios.get(key)))
     return [row for row in rows if row[1] is not None or row[2] is not None]
 
 
@@ -78,19 +90,18 @@ def _fmt(value: float | None) -> str:
 
 
 def render(
-    before: dict[str, Any],
-    after: dict[str, Any],
+    before: SuiteResult,
+    after: SuiteResult,
     names: tuple[str, str] = ("before", "after"),
     console: Console | None = None,
 ) -> None:
     console = console or Console(width=160)
-    for name, document in zip(names, (before, after), strict=True):
-        machine = document.get("machine", {})
+    for name, result in zip(names, (before, after), strict=True):
+        machine = result.machine
         console.print(
-            f"{name}: product {machine.get('product_commit')} ({machine.get('product_dir')}), "
-            f"started {document.get('started_at')}, load average "
-            f"{document.get('load_average', {}).get('start')} → "
-            f"{document.get('load_average', {}).get('end')}; data {document.get('data_source')}"
+            f"{name}: product {machine.product_commit} ({machine.product_dir}), "
+            f"started {result.started_at}, load average "
+            f"{result.load_average.start} → {result.load_average.end}; data {result.data_source}"
         )
     table = Table(title=f"{names[0]} vs {names[1]}")
     for column in ("figure", names[0], names[1], f"{names[1]}/{names[0]}"):
@@ -113,13 +124,10 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
-    parser.add_argument("before", type=Path)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench compare", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("before", type=Path, help="a results file, e.g. bench/results/before.json")
     parser.add_argument("after", type=Path)
     args = parser.parse_args(argv)
-    before, after = (json.loads(p.read_text()) for p in (args.before, args.after))
-    render(before, after, (args.before.stem, args.after.stem))
-
-
-if __name__ == "__main__":
-    main()
+    render(read_suite(args.before), read_suite(args.after), (args.before.stem, args.after.stem))

@@ -1,11 +1,14 @@
-"""What every scenario shares: the one broker, the options, the payloads, the models, and a fresh
-set of topics (and consumer group) per scenario with the same Settings."""
+"""What every scenario shares: the one broker, the options, the payloads, the models, a fresh
+set of topics (and consumer group) per scenario with the same Settings, and an observer of the
+measured consumers (a profiler, bench/tools/profile_scorer.py stream)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,14 @@ from registry.model_topic import publish_manifest
 from registry.signing import build_manifest
 from schemas import ModelManifest
 from testkit.harness import StreamWorker, isolated_settings, worker_settings
+
+# Given a scenario's name and its consumer processes' pids, what runs beside them while they
+# drain (e.g. py-spy attached to them); the suite's default observes nothing.
+Observer = Callable[[str, dict[str, int]], AbstractContextManager[None]]
+
+
+def no_observer(_scenario: str, _pids: dict[str, int]) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,7 @@ class Options:
             reload_seconds=6.0,
         )
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, float | int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -64,6 +75,7 @@ class Context:
     production: ModelArtifact
     small: ModelArtifact
     data_source: str
+    observe: Observer = no_observer
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _names: Iterator[int] = field(default_factory=itertools.count)
 

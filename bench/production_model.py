@@ -11,7 +11,6 @@ rerun loads it in a second.
 from __future__ import annotations
 
 import hashlib
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,28 +19,25 @@ from pathlib import Path
 import pandas as pd
 import sklearn
 
-from bench.results_file import RESULTS
-from feedback.drift import build_baseline
-from registry.artifact import (
-    ArtifactMetadata,
-    ModelArtifact,
-    dump_artifact,
-    load_artifact,
-    score_quantiles,
-    tier_cut_points,
-)
-from schemas import FEATURES, TrainingWindow, feature_contract_hash
+from bench.results import RESULTS
+from core.settings import Settings
+from registry.artifact import ModelArtifact, dump_artifact, load_artifact
 from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED
 from trainer.data import SHARED_COPY, add_periods, load_bank, sha256_hex
 from trainer.evaluation import score_metrics
 from trainer.final import HOLDOUT_METRIC_PREFIX, fit_final
+from trainer.metadata import build_metadata, window_of
 from trainer.synthetic import synthetic_bank_frame
 
 # bank-full.csv's size: synthetic data of the same size trains a forest of similar cost.
 SYNTHETIC_ROWS = 45_211
 SYNTHETIC_SEED = 11
-# The shipped defaults (Settings.tier_high_fraction / tier_medium_fraction) cut the tiers.
-TIER_FRACTIONS = (0.10, 0.20)
+# The product's defaults, so the bench's model is tiered and named like a trained one.
+DEFAULT_MODEL_NAME: str = Settings.model_fields["model_name"].default
+TIER_FRACTIONS = (
+    Settings.model_fields["tier_high_fraction"].default,
+    Settings.model_fields["tier_medium_fraction"].default,
+)
 
 
 @dataclass(frozen=True)
@@ -93,27 +89,18 @@ def train(data: BankData) -> ModelArtifact:
     """What `callscore train --search reference` builds, less the backtest and the card."""
     config = REFERENCE_CONFIGS[REFERENCE_SELECTED]
     final = fit_final(data.frame, config)
-    validation = [float(v) for v in final.holdout_scores]
     holdout = score_metrics(final.holdout_y, final.holdout_scores)
-    periods = data.frame["period"]
-    metadata = ArtifactMetadata(
-        model_name="term-deposit",
+    metadata = build_metadata(
+        model_name=DEFAULT_MODEL_NAME,
         version=1,
-        created_at=datetime.now(UTC),
         candidate=config.candidate,
-        features=list(FEATURES),
-        feature_contract_hash=feature_contract_hash(),
         data_rows=len(data.frame),
         data_sha256=data.sha256,
-        training_window=TrainingWindow(
-            start=str(periods.iloc[0]), end=str(periods.iloc[-1]), rows=len(data.frame)
-        ),
+        window=window_of(data.frame),
         metrics={HOLDOUT_METRIC_PREFIX + k: v for k, v in holdout.items()},
-        tier_cut_points=tier_cut_points(validation, *TIER_FRACTIONS),
-        sklearn_version=sklearn.__version__,
-        python_version=platform.python_version(),
-        validation_scores=score_quantiles(validation),
-        drift_baseline=build_baseline(final.holdout[list(FEATURES)], validation),
+        validation=final.holdout,
+        validation_scores=final.holdout_scores,
+        tier_fractions=TIER_FRACTIONS,
         reason="bench: the reference selected configuration",
     )
     return ModelArtifact(final.pipeline, metadata)

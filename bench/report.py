@@ -1,16 +1,18 @@
-"""The suite's ratios, targets and tables, computed from its result document only (no broker,
-no timing), so they are unit-tested on a made-up document (tests/test_bench_report.py)."""
+"""The suite's ratios, targets and tables, computed from its result only (no broker, no
+timing), so they are unit-tested on a made-up result (tests/test_bench_report.py)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from bench.results import Latency, Reload, SuiteResult, Target
+
 THROUGHPUT_SCENARIOS: dict[str, str] = {
     "confluent_loop": "ceiling: confluent-kafka loop",
+    "native_loop": "batch-native: confluent-kafka + BatchScorer",
     "faust_passthrough": "ceiling: Faust pass-through",
     "scorer_production": "scorer, production model",
     "scorer_small": "scorer, small test model",
@@ -18,151 +20,144 @@ THROUGHPUT_SCENARIOS: dict[str, str] = {
     "per_event": "per-event peer (batch of 1)",
 }
 BASELINE = "faust_passthrough"
+RELOAD_TARGET = "reload gap ≤ 1 s with 0 lost, 0 twice"
 
 
-@dataclass(frozen=True)
-class Target:
-    name: str
-    value: str
-    ratio: float | None
-    met: bool | None  # None: not measured in this run
+def _rate(result: SuiteResult, name: str) -> float | None:
+    backlog = result.backlog(name)
+    return float(backlog.events_per_s) if backlog and backlog.events_per_s else None
 
 
-def _rate(scenarios: dict[str, Any], name: str) -> float | None:
-    rate = scenarios.get(name, {}).get("events_per_s")
-    return float(rate) if rate else None
-
-
-def _consumer_cpu(scenarios: dict[str, Any], name: str) -> float | None:
-    """CPU seconds per 10k events of the consumer process(es), the broker left out."""
-    cpu = scenarios.get(name, {}).get("cpu_seconds_per_10k")
-    if not cpu:
-        return None
-    return round(sum(v for k, v in cpu.items() if k != "broker" and v is not None), 3)
+def _consumer_cpu(result: SuiteResult, name: str) -> float | None:
+    backlog = result.backlog(name)
+    return backlog.consumer_cpu if backlog else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
 
 
-def ratios(scenarios: dict[str, Any]) -> dict[str, float | None]:
+def ratios(result: SuiteResult) -> dict[str, float | None]:
     """The side-by-side ratios of the run (None when a side was not measured)."""
-    production = _rate(scenarios, "scorer_production")
-    latency = scenarios.get("latency", {})
+    production = _rate(result, "scorer_production")
     return {
-        "production_vs_faust_passthrough": _ratio(production, _rate(scenarios, BASELINE)),
-        "production_vs_confluent_loop": _ratio(production, _rate(scenarios, "confluent_loop")),
+        "production_vs_faust_passthrough": _ratio(production, _rate(result, BASELINE)),
+        "production_vs_confluent_loop": _ratio(production, _rate(result, "confluent_loop")),
         "faust_passthrough_vs_confluent_loop": _ratio(
-            _rate(scenarios, BASELINE), _rate(scenarios, "confluent_loop")
+            _rate(result, BASELINE), _rate(result, "confluent_loop")
         ),
-        "small_vs_production": _ratio(_rate(scenarios, "scorer_small"), production),
-        "two_workers_vs_one": _ratio(_rate(scenarios, "scorer_two_workers"), production),
-        "batching_vs_per_event": _ratio(production, _rate(scenarios, "per_event")),
-        "stream_p99_under_score_load": _score_load_ratio(latency),
+        # What the same scoring reaches without Faust.
+        "native_loop_vs_production": _ratio(_rate(result, "native_loop"), production),
+        "small_vs_production": _ratio(_rate(result, "scorer_small"), production),
+        "two_workers_vs_one": _ratio(_rate(result, "scorer_two_workers"), production),
+        "batching_vs_per_event": _ratio(production, _rate(result, "per_event")),
+        "stream_p99_under_score_load": _score_load_ratio(result.latency()),
         # CPU per event rather than events per second: less at the mercy of other processes.
         "production_cpu_per_event_vs_faust_passthrough": _ratio(
-            _consumer_cpu(scenarios, "scorer_production"), _consumer_cpu(scenarios, BASELINE)
+            _consumer_cpu(result, "scorer_production"), _consumer_cpu(result, BASELINE)
         ),
     }
 
 
-def _score_load_ratio(latency: dict[str, Any]) -> float | None:
-    base = latency.get("steady", {}).get("p99_ms")
-    loaded = [latency.get(f"loaded-{n}", {}).get("p99_ms") for n in (1, 100)]
-    measured = [p for p in loaded if p is not None]
+def _score_load_ratio(latency: Latency | None) -> float | None:
+    if latency is None:
+        return None
+    measured = [p.p99_ms for p in latency.loaded().values() if p.p99_ms is not None]
+    base = latency.steady.p99_ms
     return _ratio(max(measured), base) if measured and base else None
 
 
-def targets(result: dict[str, Any]) -> list[Target]:
+def targets(result: SuiteResult) -> list[Target]:
     """The issue's targets, each met or not with its ratio."""
-    scenarios = result.get("scenarios", {})
-    r = ratios(scenarios)
+    r = ratios(result)
     found: list[Target] = []
 
     def at_least(name: str, ratio: float | None, bound: float, value: str) -> None:
-        found.append(Target(name, value, ratio, None if ratio is None else ratio >= bound))
+        met = None if ratio is None else ratio >= bound
+        found.append(Target(name=name, value=value, ratio=ratio, met=met))
 
-    production = _rate(scenarios, "scorer_production")
+    production = _rate(result, "scorer_production")
     at_least(
         "scorer (production model) ≥ 0.8x Faust pass-through",
         r["production_vs_faust_passthrough"],
         0.8,
-        f"{production or '—'} vs {_rate(scenarios, BASELINE) or '—'} ev/s",
+        f"{production or '—'} vs {_rate(result, BASELINE) or '—'} ev/s",
     )
     at_least(
         "batching ≥ 10x the per-event peer",
         r["batching_vs_per_event"],
         10.0,
-        f"{production or '—'} vs {_rate(scenarios, 'per_event') or '—'} ev/s",
+        f"{production or '—'} vs {_rate(result, 'per_event') or '—'} ev/s",
     )
-    latency = scenarios.get("latency", {})
-    p99 = latency.get("steady", {}).get("p99_ms")
-    rate = latency.get("rate_events_per_s", 500)
+    latency = result.latency()
+    p99 = latency.steady.p99_ms if latency else None
+    rate = latency.rate_events_per_s if latency else 500
     found.append(
         Target(
-            f"p99 ≤ 100 ms at {rate:.0f} ev/s (local broker)",
-            f"p99 {p99} ms" if p99 is not None else "—",
-            _ratio(p99, 100.0),
-            None if p99 is None else p99 <= 100.0,
+            name=f"p99 ≤ 100 ms at {rate:.0f} ev/s (local broker)",
+            value=f"p99 {p99} ms" if p99 is not None else "—",
+            ratio=_ratio(p99, 100.0),
+            met=None if p99 is None else p99 <= 100.0,
         )
     )
-    reload = scenarios.get("reload", {})
-    gap = reload.get("largest_gap_ms")
-    if gap is None:
-        found.append(Target("reload gap ≤ 1 s with 0 lost, 0 twice", "—", None, None))
-    else:
-        versions = reload.get("tasks_per_version", {})
-        clean = reload["lost"] == 0 and reload["scored_twice"] == 0 and len(versions) >= 2
-        found.append(
-            Target(
-                "reload gap ≤ 1 s with 0 lost, 0 twice",
-                f"gap {gap} ms; lost {reload['lost']}, twice {reload['scored_twice']}; "
-                f"tasks per version {versions}",
-                _ratio(float(gap), 1000.0),
-                gap <= 1000 and clean,
-            )
-        )
+    found.append(_reload_target(result.reload()))
     load = r["stream_p99_under_score_load"]
     failing = score_errors(latency)
     noted = f"; /score answered errors: {failing}" if failing else ""
     found.append(
         Target(
-            "/score load raises stream p99 ≤ 1.5x",
-            _score_load_value(latency) + noted,
-            load,
-            None if load is None or failing else load <= 1.5,
+            name="/score load raises stream p99 ≤ 1.5x",
+            value=_score_load_value(latency) + noted,
+            ratio=load,
+            met=None if load is None or failing else load <= 1.5,
         )
     )
     return found
 
 
-def score_errors(latency: dict[str, Any]) -> dict[str, dict[str, int]]:
+def _reload_target(reload: Reload | None) -> Target:
+    if reload is None:
+        return Target(name=RELOAD_TARGET, value="—", ratio=None, met=None)
+    versions = reload.tasks_per_version
+    clean = reload.lost == 0 and reload.scored_twice == 0 and len(versions) >= 2
+    return Target(
+        name=RELOAD_TARGET,
+        value=f"gap {reload.largest_gap_ms} ms; lost {reload.lost}, twice "
+        f"{reload.scored_twice}; tasks per version {versions}",
+        ratio=_ratio(float(reload.largest_gap_ms), 1000.0),
+        met=reload.largest_gap_ms <= 1000 and clean,
+    )
+
+
+def score_errors(latency: Latency | None) -> dict[str, dict[str, int]]:
     """Statuses other than 200 and 503 (the queue's refusal) per /score load: then that load
     did not score, and says nothing about what scoring costs the stream."""
+    if latency is None:
+        return {}
     errors = {}
-    for key in ("http_alone", "http_under_stream"):
-        for size, h in latency.get(key, {}).items():
-            bad = {k: v for k, v in h.get("statuses", {}).items() if k not in ("200", "503")}
+    for key, loads in (
+        ("http_alone", latency.http_alone),
+        ("http_under_stream", latency.http_under_stream),
+    ):
+        for size, h in loads.items():
+            bad = {k: v for k, v in h.statuses.items() if k not in ("200", "503")}
             if bad:
                 errors[f"{key} {size}/request"] = bad
     return errors
 
 
-def _score_load_value(latency: dict[str, Any]) -> str:
-    parts = [f"alone {latency.get('steady', {}).get('p99_ms', '—')} ms"]
-    for n in (1, 100):
-        p99 = latency.get(f"loaded-{n}", {}).get("p99_ms")
-        if p99 is not None:
-            parts.append(f"{n}/request {p99} ms")
+def _score_load_value(latency: Latency | None) -> str:
+    alone = latency.steady.p99_ms if latency else None
+    parts = [f"alone {alone if alone is not None else '—'} ms"]
+    for n, phase in (latency.loaded() if latency else {}).items():
+        if phase.p99_ms is not None:
+            parts.append(f"{n}/request {phase.p99_ms} ms")
     return "p99 " + ", ".join(parts)
 
 
-def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """What the result document gets besides the raw scenario results."""
-    return {
-        "ratios": ratios(result.get("scenarios", {})),
-        "targets": [asdict(t) for t in targets(result)],
-    }
+def summarised(result: SuiteResult) -> SuiteResult:
+    """The result with its ratios and targets, as the results file keeps them."""
+    return result.model_copy(update={"ratios": ratios(result), "targets": targets(result)})
 
 
 def _fmt(value: Any, suffix: str = "") -> str:
@@ -173,43 +168,45 @@ def _fmt(value: Any, suffix: str = "") -> str:
     return f"{value:,}{suffix}" if isinstance(value, int | float) else str(value)
 
 
-def render(result: dict[str, Any], console: Console | None = None) -> None:
+def render(result: SuiteResult, console: Console | None = None) -> None:
     console = console or Console(width=160)
-    scenarios = result.get("scenarios", {})
-    machine = result.get("machine", {})
+    machine = result.machine
     console.print(
-        f"[bold]callscore bench[/bold] — {machine.get('cpus')} CPUs ({machine.get('cpu_model')}), "
-        f"Python {machine.get('python')}, product {machine.get('product_commit')}; load average "
-        f"{result.get('load_average', {}).get('start')} at start, "
-        f"{result.get('load_average', {}).get('end')} at end"
+        f"[bold]callscore bench[/bold] — {machine.cpus} CPUs ({machine.cpu_model}), "
+        f"Python {machine.python}, product {machine.product_commit}; load average "
+        f"{result.load_average.start} at start, {result.load_average.end} at end"
     )
-    console.print(f"data: {result.get('data_source')}; model: {result.get('production_model')}")
-    console.print(f"settings (every scenario): {result.get('settings')}")
-    for name, scenario in scenarios.items():
-        if "error" in scenario:
-            console.print(f"[red]{name} failed:[/red] {scenario['error']}")
-    for load, statuses in score_errors(scenarios.get("latency", {})).items():
+    console.print(f"data: {result.data_source}; model: {result.production_model}")
+    console.print(f"settings (every scenario): {result.settings}")
+    for name, scenario in result.scenarios.items():
+        error = getattr(scenario, "error", None)
+        if error:
+            console.print(f"[red]{name} failed:[/red] {error}")
+    latency = result.latency()
+    for load, statuses in score_errors(latency).items():
         console.print(f"[red]/score answered errors[/red] ({load}): {statuses}")
-    _throughput_table(console, scenarios)
-    _latency_table(console, scenarios.get("latency", {}))
-    _http_table(console, scenarios.get("latency", {}))
-    _reload_table(console, scenarios.get("reload", {}))
+    _throughput_table(console, result)
+    if latency is not None:
+        _latency_table(console, latency)
+        _http_table(console, latency)
+    reload = result.reload()
+    if reload is not None:
+        _reload_table(console, reload)
     _targets_table(console, result)
-    if "scorer_two_workers" in scenarios:
+    if "scorer_two_workers" in result.scenarios:
         console.print(
             "Two workers: on this machine's "
-            f"{machine.get('cpus')} cores the two workers share the CPUs with the broker and the "
+            f"{machine.cpus} cores the two workers share the CPUs with the broker and the "
             "bench, so no linear scaling can show; the row says what a second worker costs or "
             "gains here, not what it does with cores to spare."
         )
 
 
-def _throughput_table(console: Console, scenarios: dict[str, Any]) -> None:
-    rows = [(n, scenarios[n]) for n in THROUGHPUT_SCENARIOS if n in scenarios]
-    rows = [(n, s) for n, s in rows if "error" not in s]
+def _throughput_table(console: Console, result: SuiteResult) -> None:
+    rows = [(n, b) for n in THROUGHPUT_SCENARIOS if (b := result.backlog(n)) is not None]
     if not rows:
         return
-    baseline = _rate(scenarios, BASELINE)
+    baseline = _rate(result, BASELINE)
     table = Table(
         title="Throughput on a backlog produced before start (first → last output), best of the "
         "rounds; CPU per 10k events while it drains; ratios to the Faust pass-through"
@@ -230,64 +227,60 @@ def _throughput_table(console: Console, scenarios: dict[str, Any]) -> None:
     ):
         left = column == "scenario"
         table.add_column(column, justify="left" if left else "right", no_wrap=left)
-    baseline_cpu = _consumer_cpu(scenarios, BASELINE)
+    baseline_cpu = _consumer_cpu(result, BASELINE)
     for name, s in rows:
-        cpu = s.get("cpu_seconds_per_10k", {})
-        consumer = _consumer_cpu(scenarios, name)
         table.add_row(
             THROUGHPUT_SCENARIOS[name],
-            _fmt(s["events"]),
-            _fmt(s["events_per_s"]),
-            _fmt([r.get("events_per_s") for r in s.get("rounds", [])]),
-            _fmt(_ratio(s["events_per_s"], baseline)),
-            _fmt(_ratio(consumer, baseline_cpu)),
-            f"{s['lost']}/{s['repeated']}",
-            _fmt(s.get("mean_batch_size")),
-            _fmt(s.get("scoring_ms_per_batch")),
-            _fmt(consumer),
-            _fmt(cpu.get("broker")),
-            _fmt(s.get("peak_rss_mb")),
+            _fmt(s.events),
+            _fmt(s.events_per_s),
+            _fmt([r.events_per_s for r in s.rounds or []]),
+            _fmt(_ratio(s.events_per_s, baseline)),
+            _fmt(_ratio(s.consumer_cpu, baseline_cpu)),
+            f"{s.lost}/{s.repeated}",
+            _fmt(s.mean_batch_size),
+            _fmt(s.scoring_ms_per_batch),
+            _fmt(s.consumer_cpu),
+            _fmt(s.cpu_seconds_per_10k.get("broker")),
+            _fmt(s.peak_rss_mb),
         )
     console.print(table)
 
 
-def _latency_table(console: Console, latency: dict[str, Any]) -> None:
-    if "steady" not in latency:
-        return
-    rate = latency["rate_events_per_s"]
+def _latency_table(console: Console, latency: Latency) -> None:
     table = Table(
-        title=f"End-to-end latency at {rate:.0f} events/s, production model "
+        title=f"End-to-end latency at {latency.rate_events_per_s:.0f} events/s, production model "
         "(prospect produced → call task sent, Kafka timestamps)"
     )
     for column in ("phase", "events", "p50 ms", "p99 ms", "max ms", "lost", "producer lag ms"):
         table.add_column(column, justify="left" if column == "phase" else "right")
-    labels = {
-        "warmup": "warm-up (first seconds, excluded from 'steady')",
-        "steady": "steady",
-        "loaded-1": "steady, /score under load (1 event/request)",
-        "loaded-100": "steady, /score under load (100 events/request)",
+    phases = {
+        "warm-up (first seconds, excluded from 'steady')": latency.warmup,
+        "steady": latency.steady,
+        **{
+            f"steady, /score under load ({n} event{'s' if n > 1 else ''}/request)": phase
+            for n, phase in latency.loaded().items()
+        },
     }
-    for key, label in labels.items():
-        if key in latency:
-            p = latency[key]
+    for label, p in phases.items():
+        if p is not None:
             table.add_row(
                 label,
-                _fmt(p.get("events")),
-                _fmt(p.get("p50_ms")),
-                _fmt(p.get("p99_ms")),
-                _fmt(p.get("max_ms")),
-                _fmt(p.get("lost")),
-                _fmt(p.get("producer_worst_lag_ms")),
+                _fmt(p.events),
+                _fmt(p.p50_ms),
+                _fmt(p.p99_ms),
+                _fmt(p.max_ms),
+                _fmt(p.lost),
+                _fmt(p.producer_worst_lag_ms),
             )
     console.print(table)
     console.print(
-        f"worker peak RSS {_fmt(latency.get('peak_rss_mb'))} MB; its child processes (/score "
-        f"pool, multiprocessing tracker) {_fmt(latency.get('score_process_peak_rss_mb'))} MB"
+        f"worker peak RSS {_fmt(latency.peak_rss_mb)} MB; its child processes (/score "
+        f"pool, multiprocessing tracker) {_fmt(latency.score_process_peak_rss_mb)} MB"
     )
 
 
-def _http_table(console: Console, latency: dict[str, Any]) -> None:
-    if "http_alone" not in latency:
+def _http_table(console: Console, latency: Latency) -> None:
+    if not latency.http_alone and not latency.http_under_stream:
         return
     table = Table(title="POST /score (production model, clients in their own process)")
     for column in (
@@ -301,44 +294,49 @@ def _http_table(console: Console, latency: dict[str, Any]) -> None:
         "statuses",
     ):
         table.add_column(column, justify="left" if column == "load" else "right")
-    for key, label in (("http_alone", "/score alone"), ("http_under_stream", "beside the stream")):
-        for size, h in latency.get(key, {}).items():
+    for label, loads in (
+        ("/score alone", latency.http_alone),
+        ("beside the stream", latency.http_under_stream),
+    ):
+        for size, h in loads.items():
             table.add_row(
                 label,
                 size,
-                _fmt(h["concurrency"]),
-                _fmt(h["requests_per_s"]),
-                _fmt(h["events_per_s"]),
-                _fmt(h["p50_ms"]),
-                _fmt(h["p99_ms"]),
-                _fmt(h["statuses"]),
+                _fmt(h.concurrency),
+                _fmt(h.requests_per_s),
+                _fmt(h.events_per_s),
+                _fmt(h.p50_ms),
+                _fmt(h.p99_ms),
+                _fmt(h.statuses),
             )
     console.print(table)
 
 
-def _reload_table(console: Console, reload: dict[str, Any]) -> None:
-    if "largest_gap_ms" not in reload:
-        return
-    table = Table(title=f"Hot reload at {reload['rate_events_per_s']:.0f} events/s")
+RELOAD_ROWS = (
+    "events",
+    "largest_gap_ms",
+    "largest_gap_starts_ms_after_publish",
+    "largest_gap_around_reload_ms",
+    "largest_input_gap_ms",
+    "publish_to_first_v2_task_ms",
+    "lost",
+    "scored_twice",
+    "tasks_per_version",
+    "latency",
+)
+
+
+def _reload_table(console: Console, reload: Reload) -> None:
+    table = Table(title=f"Hot reload at {reload.rate_events_per_s:.0f} events/s")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in (
-        "events",
-        "largest_gap_ms",
-        "largest_gap_starts_ms_after_publish",
-        "largest_gap_around_reload_ms",
-        "largest_input_gap_ms",
-        "publish_to_first_v2_task_ms",
-        "lost",
-        "scored_twice",
-        "tasks_per_version",
-        "latency",
-    ):
-        table.add_row(key.replace("_", " "), _fmt(reload.get(key)))
+    figures = reload.model_dump(include=set(RELOAD_ROWS))
+    for key in RELOAD_ROWS:
+        table.add_row(key.replace("_", " "), _fmt(figures.get(key)))
     console.print(table)
 
 
-def _targets_table(console: Console, result: dict[str, Any]) -> None:
+def _targets_table(console: Console, result: SuiteResult) -> None:
     table = Table(title="Targets")
     for column in ("target", "measured", "ratio", "met"):
         table.add_column(column, justify="right" if column == "ratio" else "left")

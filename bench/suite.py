@@ -10,24 +10,25 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from bench import latency, reload, throughput
-from bench.context import Context, Options
+from bench.context import Context, Observer, Options, no_observer
 from bench.machine import load_average, machine_info
 from bench.payloads import Payloads
 from bench.production_model import bank_data, production_artifact
-from bench.report import summary
+from bench.report import summarised
+from bench.results import Backlog, Failed, LoadAverage, Outcome, Round, SuiteResult
+from bench.scenarios import latency, reload, throughput
 from core.local_broker import start_tansu
-from core.settings import Settings
+from registry.artifact import ModelArtifact
 from testkit.factories import small_artifact
 
-Scenario = Callable[[Context], dict[str, Any]]
+Scenario = Callable[[Context], Outcome]
 
 # In running order. "latency" includes /score (alone and beside the stream) unless only
 # "latency_only" is asked for.
 SCENARIOS: dict[str, Scenario] = {
     "confluent_loop": throughput.confluent_loop,
+    "native_loop": throughput.native_loop,
     "faust_passthrough": throughput.faust_passthrough,
     "scorer_production": throughput.scorer_production,
     "scorer_small": throughput.scorer_small,
@@ -41,6 +42,7 @@ DEFAULT = [name for name in SCENARIOS if name != "latency_only"]
 # Run `Options.rounds` times, interleaved, best round reported.
 THROUGHPUT = {
     "confluent_loop",
+    "native_loop",
     "faust_passthrough",
     "scorer_production",
     "scorer_small",
@@ -67,28 +69,31 @@ def log(message: str) -> None:
 
 
 def run(
-    only: list[str], options: Options, overrides: dict[str, str], data_path: Path | None = None
-) -> dict[str, Any]:
+    only: list[str],
+    options: Options,
+    overrides: dict[str, str],
+    data_path: Path | None = None,
+    production: ModelArtifact | None = None,
+    observe: Observer = no_observer,
+) -> SuiteResult:
+    """The scenarios `only`, in the suite's order, on one broker; `production` instead of the
+    model the bench trains, `observe` beside every throughput scenario's consumers."""
     started = time.monotonic()
-    result: dict[str, Any] = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "load_average": {"start": load_average()},
-        "options": options.as_dict(),
-        "overrides": overrides,
-    }
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = machine_info()
+    load_at_start = load_average()
     data = bank_data(data_path)
-    result["data_source"] = data.source
     log(f"data: {data.source}")
-    production, cached = production_artifact(data, log)
-    result["production_model"] = (
+    cached = True
+    if production is None:
+        production, cached = production_artifact(data, log)
+    described = (
         f"{production.metadata.candidate} ({type(production.pipeline).__name__}), "
         f"holdout ROC AUC {production.metadata.metrics.get('holdout_roc_auc', 0):.3f}"
         f"{', cached' if cached else ', trained now'}"
     )
     broker = start_tansu()
     workdir = Path(tempfile.mkdtemp(prefix="callscore-bench-"))
-    result["workdir"] = str(workdir)
     ctx = Context(
         broker=broker,
         workdir=workdir,
@@ -98,13 +103,13 @@ def run(
         production=production,
         small=small_artifact(1),
         data_source=data.source,
+        observe=observe,
     )
-    scenarios: dict[str, Any] = {}
-    rounds: dict[str, list[dict[str, Any]]] = {}
-    result["scenarios"] = scenarios
+    scenarios: dict[str, Outcome] = {}
+    rounds: dict[str, list[Outcome]] = {}
     try:
         shown = ctx.settings("settings-check")
-        result["settings"] = {name: getattr(shown, name) for name in SETTINGS_SHOWN}
+        settings = {name: getattr(shown, name) for name in SETTINGS_SHOWN}
         throughput_names = [n for n in only if n in THROUGHPUT]
         for round_number in range(1, options.rounds + 1):
             for name in throughput_names:
@@ -117,51 +122,45 @@ def run(
                 scenarios[RESULT_KEY.get(name, name)] = _run_one(ctx, name)
     finally:
         broker.stop()
-    result["load_average"]["end"] = load_average()
-    result["duration_seconds"] = round(time.monotonic() - started, 1)
-    result.update(summary(result))
-    return result
+    result = SuiteResult(
+        started_at=started_at,
+        machine=machine,
+        load_average=LoadAverage(start=load_at_start, end=load_average()),
+        options=options.as_dict(),
+        overrides=overrides,
+        data_source=data.source,
+        production_model=described,
+        workdir=str(workdir),
+        settings=settings,
+        scenarios=scenarios,
+        duration_seconds=round(time.monotonic() - started, 1),
+    )
+    return summarised(result)
 
 
-def _run_one(ctx: Context, name: str, label: str = "") -> dict[str, Any]:
+def _run_one(ctx: Context, name: str, label: str = "") -> Outcome:
     log(f"{name}{label} ...")
     began = time.monotonic()
+    outcome: Outcome
     try:
         outcome = SCENARIOS[name](ctx)
     except Exception as exc:  # one failed scenario must not cost the others
         traceback.print_exc()
-        outcome = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-    outcome["seconds"] = round(time.monotonic() - began, 1)
-    outcome["load_average_after"] = load_average()
-    log(f"{name}{label} done in {outcome['seconds']} s")
+        outcome = Failed(error=f"{type(exc).__name__}: {exc}"[:2000])
+    outcome.seconds = round(time.monotonic() - began, 1)
+    outcome.load_average_after = load_average()
+    log(f"{name}{label} done in {outcome.seconds} s")
     return outcome
 
 
-def best_round(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+def best_round(outcomes: list[Outcome]) -> Outcome:
     """The round with the highest rate, with every round's rate and CPU beside it.
 
     Other processes can only slow a round down, so the best one is the least disturbed
     (timeit's rule); a failed round counts only if every round failed.
     """
-    measured = [o for o in outcomes if o.get("events_per_s")]
-    best = dict(max(measured, key=lambda o: o["events_per_s"]) if measured else outcomes[-1])
-    best["rounds"] = [
-        {
-            key: o.get(key)
-            for key in ("events_per_s", "cpu_seconds_per_10k", "lost", "repeated", "error")
-            if key in o
-        }
-        for o in outcomes
-    ]
-    return best
-
-
-def settings_overrides(items: list[str]) -> dict[str, str]:
-    """--set FIELD=VALUE items, each FIELD checked against Settings."""
-    overrides = {}
-    for item in items:
-        field, sep, value = item.partition("=")
-        if not sep or field not in Settings.model_fields:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with a Settings field")
-        overrides[field] = value
-    return overrides
+    measured = [o for o in outcomes if isinstance(o, Backlog) and o.events_per_s]
+    best: Outcome = max(measured, key=lambda o: o.events_per_s or 0) if measured else outcomes[-1]
+    kept = set(Round.model_fields)
+    every = [Round.model_validate(o.model_dump(include=kept)) for o in outcomes]
+    return best.model_copy(update={"rounds": every})

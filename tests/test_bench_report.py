@@ -1,5 +1,6 @@
-"""The bench suite's pure parts on a made-up result document: ratios, targets, tables, CLI
-parsing. No broker and no timing (the suite itself is run by hand: `python -m bench`)."""
+"""The bench suite's pure parts on a made-up result document, read as a results file is: ratios,
+targets, tables, CLI parsing. No broker and no timing (the suite itself is run by hand:
+`python -m bench`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from rich.console import Console
 from bench.__main__ import options_from, parser
 from bench.compare import figures
 from bench.compare import render as render_comparison
-from bench.reload import largest_gap
-from bench.report import ratios, render, summary, targets
-from bench.suite import DEFAULT, SCENARIOS, settings_overrides
+from bench.overrides import settings_overrides
+from bench.report import ratios, render, summarised, targets
+from bench.results import SuiteResult
+from bench.scenarios.reload import largest_gap
+from bench.suite import DEFAULT, SCENARIOS
 
 
 def backlog(rate: float, consumer_cpu: float, **extra: Any) -> dict[str, Any]:
@@ -31,11 +34,65 @@ def backlog(rate: float, consumer_cpu: float, **extra: Any) -> dict[str, Any]:
     }
 
 
+def http_load(requests_per_s: float, p99_ms: float, statuses: dict[str, int]) -> dict[str, Any]:
+    return {
+        "events_per_request": 1,
+        "concurrency": 2,
+        "seconds": 8.0,
+        "warmup_seconds": 0.5,
+        "warmup_status": 200,
+        "requests": sum(statuses.values()),
+        "statuses": statuses,
+        "requests_per_s": requests_per_s,
+        "events_per_s": requests_per_s,
+        "p50_ms": 30.0,
+        "p99_ms": p99_ms,
+        "max_ms": p99_ms,
+    }
+
+
+def reload_result(**figures: Any) -> dict[str, Any]:
+    return {
+        "rate_events_per_s": 300.0,
+        "events": 3000,
+        "largest_gap_ms": 400,
+        "largest_gap_starts_ms_after_publish": 100,
+        "largest_gap_around_reload_ms": 400,
+        "largest_input_gap_ms": 50,
+        "publish_to_first_v2_task_ms": 600,
+        "lost": 0,
+        "scored_twice": 0,
+        "tasks_per_version": {"1": 1500, "2": 1500},
+        "models_loaded_metric": 2.0,
+        "serving_version_at_end": 2.0,
+        "latency": {"events": 3000, "p50_ms": 40.0, "p99_ms": 90.0, "max_ms": 400.0},
+        **figures,
+    }
+
+
+def parsed(document: dict[str, Any]) -> SuiteResult:
+    """The document as `python -m bench compare` reads a results file."""
+    return SuiteResult.model_validate(document)
+
+
 def document() -> dict[str, Any]:
     return {
-        "machine": {"cpus": 2, "cpu_model": "test", "python": "3.11", "product_commit": "abc"},
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "machine": {
+            "cpus": 2,
+            "cpu_model": "test",
+            "python": "3.11",
+            "platform": "test",
+            "packages": {},
+            "product_commit": "abc",
+            "product_dir": "/test",
+        },
         "load_average": {"start": [1.0, 1.0, 1.0], "end": [2.0, 1.0, 1.0]},
+        "options": {"backlog": 20_000},
+        "overrides": {},
         "data_source": "synthetic: test",
+        "production_model": "test",
+        "workdir": "/tmp/test",
         "settings": {"batch_max_size": 500},
         "scenarios": {
             "confluent_loop": backlog(40_000, 0.2),
@@ -50,30 +107,15 @@ def document() -> dict[str, Any]:
                 "steady": {"events": 10_000, "p50_ms": 40.0, "p99_ms": 80.0, "max_ms": 95.0},
                 "loaded-1": {"events": 6000, "p50_ms": 45.0, "p99_ms": 100.0, "max_ms": 120.0},
                 "loaded-100": {"events": 6000, "p50_ms": 50.0, "p99_ms": 140.0, "max_ms": 160.0},
-                "http_alone": {
-                    "1": {
-                        "concurrency": 2,
-                        "requests_per_s": 60.0,
-                        "events_per_s": 60.0,
-                        "p50_ms": 30.0,
-                        "p99_ms": 50.0,
-                        "statuses": {"200": 480},
-                    }
-                },
+                "http_alone": {"1": http_load(60.0, 50.0, {"200": 480})},
             },
-            "reload": {
-                "rate_events_per_s": 300.0,
-                "largest_gap_ms": 400,
-                "lost": 0,
-                "scored_twice": 0,
-                "tasks_per_version": {"1": 1500, "2": 1500},
-            },
+            "reload": reload_result(),
         },
     }
 
 
 def test_ratios_are_side_by_side_quotients() -> None:
-    r = ratios(document()["scenarios"])
+    r = ratios(parsed(document()))
     assert r["production_vs_faust_passthrough"] == 0.9
     assert r["batching_vs_per_event"] == 50.0
     assert r["two_workers_vs_one"] == 1.33
@@ -82,7 +124,7 @@ def test_ratios_are_side_by_side_quotients() -> None:
 
 
 def test_each_target_met_or_not_with_its_ratio() -> None:
-    found = {t.name: t for t in targets(document())}
+    found = {t.name: t for t in targets(parsed(document()))}
     assert len(found) == 5
     met = {name: t.met for name, t in found.items()}
     assert met["scorer (production model) ≥ 0.8x Faust pass-through"] is True
@@ -96,23 +138,25 @@ def test_each_target_met_or_not_with_its_ratio() -> None:
 def test_a_reload_that_loses_an_event_or_shows_one_version_is_not_met() -> None:
     result = document()
     result["scenarios"]["reload"]["lost"] = 1
-    assert not {t.name: t for t in targets(result)}["reload gap ≤ 1 s with 0 lost, 0 twice"].met
+    found = {t.name: t for t in targets(parsed(result))}
+    assert not found["reload gap ≤ 1 s with 0 lost, 0 twice"].met
     result["scenarios"]["reload"].update(lost=0, tasks_per_version={"1": 3000})
-    assert not {t.name: t for t in targets(result)}["reload gap ≤ 1 s with 0 lost, 0 twice"].met
+    found = {t.name: t for t in targets(parsed(result))}
+    assert not found["reload gap ≤ 1 s with 0 lost, 0 twice"].met
 
 
 def test_unmeasured_targets_say_so() -> None:
     result = document()
     result["scenarios"] = {"faust_passthrough": result["scenarios"]["faust_passthrough"]}
-    assert all(t.met is None for t in targets(result))
-    assert summary(result)["ratios"]["production_vs_faust_passthrough"] is None
+    assert all(t.met is None for t in targets(parsed(result)))
+    assert summarised(parsed(result)).ratios["production_vs_faust_passthrough"] is None
 
 
 def test_render_prints_every_table_and_a_failed_scenario() -> None:
     result = document()
     result["scenarios"]["scorer_small"] = {"error": "TimeoutError: boom"}
     out = io.StringIO()
-    render(result, Console(file=out, width=200))
+    render(parsed(result), Console(file=out, width=200))
     text = out.getvalue()
     for expected in ("Throughput", "End-to-end latency", "POST /score", "Hot reload", "Targets"):
         assert expected in text
@@ -132,7 +176,7 @@ def test_cli_options_and_settings_overrides() -> None:
 def test_score_errors_make_the_load_target_unmeasured() -> None:
     result = document()
     result["scenarios"]["latency"]["http_alone"]["1"]["statuses"] = {"500": 10, "503": 2}
-    target = {t.name: t for t in targets(result)}["/score load raises stream p99 ≤ 1.5x"]
+    target = {t.name: t for t in targets(parsed(result))}["/score load raises stream p99 ≤ 1.5x"]
     assert target.met is None and "500" in target.value
 
 
@@ -145,9 +189,9 @@ def test_compare_puts_two_runs_side_by_side() -> None:
     before, after = document(), document()
     after["scenarios"]["scorer_production"]["events_per_s"] = 9_000
     before["scenarios"].pop("reload")
-    rows = {label: (a, b) for label, a, b in figures(before, after)}
+    rows = {label: (a, b) for label, a, b in figures(parsed(before), parsed(after))}
     assert rows["scorer, production model: events/s"] == (4_500.0, 9_000.0)
     assert rows["reload largest gap ms"] == (None, 400.0)
     out = io.StringIO()
-    render_comparison(before, after, ("old", "new"), Console(file=out, width=200))
+    render_comparison(parsed(before), parsed(after), ("old", "new"), Console(file=out, width=200))
     assert "old vs new" in out.getvalue() and "not measured" in out.getvalue()

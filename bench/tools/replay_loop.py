@@ -1,7 +1,7 @@
 """The whole feedback loop on real data: replay UCI months through scorer, outcomes, monitor,
 scheduled retraining and recalibration, then report per month what happened.
 
-    .venv/bin/python -m bench.replay_loop [--from 2009-06] [--months 18] [--month-seconds 30]
+    .venv/bin/python -m bench.tools.replay_loop [--from 2009-06] [--months 18] [--month-seconds 30]
         [--outcome-delay 7d] [--set FIELD=VALUE ...]
 
 On a fresh local broker it trains v1 on the base data before --from (`callscore train --search
@@ -31,9 +31,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bench.results_file import write_results
+from bench.overrides import add_set_option, overrides_from
+from bench.results import write_results
+from callscore.commands.arguments import parse_delay
 from callscore.processes import CALLSCORE
-from callscore.simulator.replay import ReplayOptions, parse_delay, plan_replay, run_replay
+from callscore.simulator.plan import ReplayOptions, plan_replay
+from callscore.simulator.publish import run_replay
 from core.kafka import ensure_topics
 from core.local_broker import free_port, start_tansu
 from core.settings import Settings
@@ -342,9 +345,9 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=None, help="default: to the end of the file")
     parser.add_argument("--month-seconds", type=float, default=30.0)
     parser.add_argument("--outcome-delay", default="7d")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    add_set_option(parser)
     args = parser.parse_args()
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = overrides_from(args)
     result = run(args.start, args.months, args.month_seconds, args.outcome_delay, overrides)
     result["summary"] = summary(result)
     print_tables(result)

@@ -15,11 +15,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
 
 from bench.context import Context, manifest_for, publish
-from bench.latency import latencies_by_id, latency_stats, produce_paced, wait_for_tasks
 from bench.resources import peak_rss_mb
+from bench.results import Reload
+from bench.scenarios.latency import latencies_by_id, latency_stats, produce_paced, wait_for_tasks
 from core.topic_reader import read_topics
 from registry.model_topic import publish_manifest
 
@@ -30,7 +30,7 @@ def largest_gap(stamps_ms: Iterable[int]) -> tuple[int, int]:
     return max(((b - a, a) for a, b in itertools.pairwise(ordered)), default=(0, 0))
 
 
-def reload_under_load(ctx: Context) -> dict[str, Any]:
+def reload_under_load(ctx: Context) -> Reload:
     options = ctx.options
     settings = ctx.settings("reload")
     worker = ctx.worker(settings, "w0")
@@ -69,19 +69,19 @@ def reload_under_load(ctx: Context) -> dict[str, Any]:
     until = (first_v2 or published) + 1000
     around, _ = largest_gap(t.timestamp_ms for t in tasks if published <= t.timestamp_ms <= until)
     latency = latencies_by_id(settings, tasks)
-    return {
-        "rate_events_per_s": options.reload_rate,
-        "events": len(events),
-        "largest_gap_ms": largest,
-        "largest_gap_starts_ms_after_publish": gap_start - published,
-        "largest_gap_around_reload_ms": around,
-        "largest_input_gap_ms": input_gap,
-        "publish_to_first_v2_task_ms": None if first_v2 is None else first_v2 - published,
-        "lost": sum(1 for i in events.ids if i not in by_id),
-        "scored_twice": sum(1 for n in by_id.values() if n > 1),
-        "tasks_per_version": {str(v): n for v, n in sorted(versions.items())},
-        "models_loaded_metric": reloads,
-        "serving_version_at_end": serving,
-        "latency": latency_stats(latency.values()),
-        "peak_rss_mb": [rss],
-    }
+    return Reload(
+        rate_events_per_s=options.reload_rate,
+        events=len(events),
+        largest_gap_ms=largest,
+        largest_gap_starts_ms_after_publish=gap_start - published,
+        largest_gap_around_reload_ms=around,
+        largest_input_gap_ms=input_gap,
+        publish_to_first_v2_task_ms=None if first_v2 is None else first_v2 - published,
+        lost=sum(1 for i in events.ids if i not in by_id),
+        scored_twice=sum(1 for n in by_id.values() if n > 1),
+        tasks_per_version={str(v): n for v, n in sorted(versions.items())},
+        models_loaded_metric=reloads,
+        serving_version_at_end=serving,
+        latency=latency_stats(latency.values()),
+        peak_rss_mb=[rss],
+    )

@@ -1,6 +1,6 @@
 """Memory cost of the monitor's join window (feedback.join.OutcomeJoin), measured with tracemalloc.
 
-    .venv/bin/python -m bench.join_memory [WINDOW ...]
+    .venv/bin/python -m bench.tools.join_memory [WINDOW ...]
 Prints a table and writes bench/results/join_memory.json.
 
 Each prediction is decoded from the JSON the scorer writes (as the monitor does), so the traced
@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from rich.console import Console
 from rich.table import Table
 
-from bench.results_file import write_results
+from bench.results import write_results
 from callscore.simulator.events import events_from_frame
 from feedback.join import OutcomeJoin
 from schemas import FEATURES, PredictionRecord, task_id_for

@@ -2,32 +2,31 @@
 (and its GIL not the paced producer's): `concurrency` clients send the same body back to back
 for `seconds`, after one unmeasured warm-up request (the first one starts /score's process).
 
-    python -m bench.http_load URL BODY_FILE EVENTS_PER_REQUEST SECONDS CONCURRENCY
+    python -m bench.scenarios.http_load URL BODY_FILE EVENTS_PER_REQUEST SECONDS CONCURRENCY
 
-Prints one JSON object: requests, statuses, requests/s, events/s (200s only), p50/p99/max ms.
+Prints one JSON object (results.HttpLoad): requests, statuses, requests/s, events/s (200s only),
+p50/p99/max ms.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from bench.results import HttpLoad
 
 WARMUP_TIMEOUT_SECONDS = 120.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 HEADERS = {"Content-Type": "application/json"}
 
 
-async def _load(
-    url: str, body: bytes, events: int, seconds: float, concurrency: int
-) -> dict[str, Any]:
+async def _load(url: str, body: bytes, events: int, seconds: float, concurrency: int) -> HttpLoad:
     import aiohttp
 
     latencies: list[float] = []
@@ -60,20 +59,20 @@ async def _load(
         elapsed = time.perf_counter() - started
     ms = np.array(latencies) * 1000 if latencies else np.array([0.0])
     ok = statuses.get(200, 0)
-    return {
-        "events_per_request": events,
-        "concurrency": concurrency,
-        "seconds": round(elapsed, 2),
-        "warmup_seconds": round(warmup, 2),
-        "warmup_status": warm_status,
-        "requests": sum(statuses.values()),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "requests_per_s": round(ok / elapsed, 1),
-        "events_per_s": round(ok * events / elapsed, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p99_ms": round(float(np.percentile(ms, 99)), 1),
-        "max_ms": round(float(ms.max()), 1),
-    }
+    return HttpLoad(
+        events_per_request=events,
+        concurrency=concurrency,
+        seconds=round(elapsed, 2),
+        warmup_seconds=round(warmup, 2),
+        warmup_status=warm_status,
+        requests=sum(statuses.values()),
+        statuses={str(k): v for k, v in sorted(statuses.items())},
+        requests_per_s=round(ok / elapsed, 1),
+        events_per_s=round(ok * events / elapsed, 1),
+        p50_ms=round(float(np.percentile(ms, 50)), 1),
+        p99_ms=round(float(np.percentile(ms, 99)), 1),
+        max_ms=round(float(ms.max()), 1),
+    )
 
 
 class LoadProcess:
@@ -86,7 +85,7 @@ class LoadProcess:
             [
                 sys.executable,
                 "-m",
-                "bench.http_load",
+                "bench.scenarios.http_load",
                 url,
                 str(body_file),
                 str(events),
@@ -97,19 +96,18 @@ class LoadProcess:
             stderr=subprocess.PIPE,
         )
 
-    def result(self, timeout: float) -> dict[str, Any]:
+    def result(self, timeout: float) -> HttpLoad:
         out, err = self.process.communicate(timeout=timeout)
         if self.process.returncode != 0:
             raise RuntimeError(f"http load generator failed:\n{err.decode(errors='replace')}")
-        result: dict[str, Any] = json.loads(out)
-        return result
+        return HttpLoad.model_validate_json(out)
 
 
 def main() -> None:
     url, body_file, events, seconds, concurrency = sys.argv[1:6]
     body = Path(body_file).read_bytes()
     result = asyncio.run(_load(url, body, int(events), float(seconds), int(concurrency)))
-    print(json.dumps(result))
+    print(result.model_dump_json())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Memory cost of the dedupe window (streamer.dedupe.RecentIds), measured with tracemalloc.
 
-    .venv/bin/python -m bench.dedupe_memory
+    .venv/bin/python -m bench.tools.dedupe_memory
 Prints a table and writes bench/results/dedupe_memory.json.
 """
 
@@ -12,7 +12,7 @@ import uuid
 from rich.console import Console
 from rich.table import Table
 
-from bench.results_file import write_results
+from bench.results import write_results
 from streamer.dedupe import RecentIds
 
 

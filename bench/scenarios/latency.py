@@ -5,7 +5,7 @@ when it hands the record over) to the Kafka timestamp of its call task (set by t
 producer when it sends it). Phases, back to back in one `callscore stream` worker serving the
 production model:
 1. steady: `rate` events/s; the first `warmup_seconds` are reported apart (first fetches);
-2. /score alone, with 1 and with 100 events per request (bench.http_load, its own process);
+2. /score alone, with 1 and with 100 events per request (scenarios.http_load, its own process);
 3. the stream at `rate` again while /score is under that load, once per request size.
 The ratio of 3's p99 to 1's p99 is what /score load costs the stream.
 """
@@ -21,15 +21,16 @@ from typing import Any
 import numpy as np
 
 from bench.context import Context, publish
-from bench.http_load import LoadProcess
 from bench.payloads import Events
 from bench.resources import children, peak_rss_mb
+from bench.results import HttpLoad, Latency, PhaseLatency
+from bench.scenarios.http_load import LoadProcess
 from core.kafka import producer_config
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
 from testkit.harness import StreamWorker, collect
 
-REQUEST_SIZES = (1, 100)
+REQUEST_SIZES = (1, 100)  # results.Latency has a loaded phase for each
 # Between phases: the previous phase's last events are scored before the next one starts.
 PHASE_PAUSE_SECONDS = 1.0
 # The load generator starts (and warms up) before the paced events, and ends after them.
@@ -57,16 +58,16 @@ def produce_paced(settings: Settings, events: Events, rate: float) -> float:
     return worst_lag
 
 
-def latency_stats(latencies_s: Iterable[float]) -> dict[str, Any]:
+def latency_stats(latencies_s: Iterable[float]) -> PhaseLatency:
     ms = np.array(list(latencies_s)) * 1000
     if not len(ms):
-        return {"events": 0}
-    return {
-        "events": len(ms),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p99_ms": round(float(np.percentile(ms, 99)), 1),
-        "max_ms": round(float(ms.max()), 1),
-    }
+        return PhaseLatency(events=0)
+    return PhaseLatency(
+        events=len(ms),
+        p50_ms=round(float(np.percentile(ms, 50)), 1),
+        p99_ms=round(float(np.percentile(ms, 99)), 1),
+        max_ms=round(float(ms.max()), 1),
+    )
 
 
 def latencies_by_id(
@@ -110,13 +111,14 @@ def _load(ctx: Context, worker: StreamWorker, size: int, seconds: float) -> Load
     return LoadProcess(worker.base_url + "/score", body, size, seconds, HTTP_CONCURRENCY)
 
 
-def latency_and_http(ctx: Context, http: bool = True) -> dict[str, Any]:
+def latency_and_http(ctx: Context, http: bool = True) -> Latency:
     options = ctx.options
     settings = ctx.settings("latency")
     worker = ctx.worker(settings, "w0")
     phases: dict[str, Events] = {}
     lags: dict[str, float] = {}
-    result: dict[str, Any] = {"rate_events_per_s": options.rate}
+    http_alone: dict[str, HttpLoad] = {}
+    http_under_stream: dict[str, HttpLoad] = {}
     try:
         publish(settings, ctx.production)
         worker.wait_ready(90)
@@ -126,12 +128,10 @@ def latency_and_http(ctx: Context, http: bool = True) -> dict[str, Any]:
         lag = produce_paced(settings, Events(warm.dicts + steady.dicts), options.rate)
         lags = {"steady": lag}
         if http:
-            result["http_alone"] = {}
             for size in REQUEST_SIZES:
                 time.sleep(PHASE_PAUSE_SECONDS)
                 load = _load(ctx, worker, size, options.http_seconds)
-                result["http_alone"][str(size)] = load.result(options.http_seconds + 180)
-            result["http_under_stream"] = {}
+                http_alone[str(size)] = load.result(options.http_seconds + 180)
             for size in REQUEST_SIZES:
                 time.sleep(PHASE_PAUSE_SECONDS)
                 name = f"loaded-{size}"
@@ -140,23 +140,32 @@ def latency_and_http(ctx: Context, http: bool = True) -> dict[str, Any]:
                 time.sleep(LOAD_LEAD_SECONDS)
                 lag = produce_paced(settings, phases[name], options.rate)
                 lags[name] = lag
-                result["http_under_stream"][str(size)] = load.result(options.loaded_seconds + 180)
+                http_under_stream[str(size)] = load.result(options.loaded_seconds + 180)
         total = sum(len(e) for e in phases.values())
         tasks = wait_for_tasks(settings, total)
-        result["peak_rss_mb"] = [peak_rss_mb(worker.process.pid)]
-        result["score_process_peak_rss_mb"] = [
-            peak_rss_mb(pid) for pid in children(worker.process.pid)
-        ]
+        rss = [peak_rss_mb(worker.process.pid)]
+        score_rss = [peak_rss_mb(pid) for pid in children(worker.process.pid)]
     finally:
         worker.stop()
     latency = latencies_by_id(settings, tasks)
+    stats: dict[str, PhaseLatency] = {}
     for name, events in phases.items():
-        result[name] = latency_stats(latency[i] for i in events.ids if i in latency)
-        result[name]["lost"] = sum(1 for i in events.ids if i not in latency)
+        stats[name] = latency_stats(latency[i] for i in events.ids if i in latency)
+        stats[name].lost = sum(1 for i in events.ids if i not in latency)
         if name in lags:  # how late the bench's own producer was, at worst
-            result[name]["producer_worst_lag_ms"] = round(lags[name] * 1000, 1)
-    return result
+            stats[name].producer_worst_lag_ms = round(lags[name] * 1000, 1)
+    return Latency(
+        rate_events_per_s=options.rate,
+        warmup=stats["warmup"],
+        steady=stats["steady"],
+        loaded_1=stats.get("loaded-1"),
+        loaded_100=stats.get("loaded-100"),
+        http_alone=http_alone,
+        http_under_stream=http_under_stream,
+        peak_rss_mb=rss,
+        score_process_peak_rss_mb=score_rss,
+    )
 
 
-def latency_only(ctx: Context) -> dict[str, Any]:
+def latency_only(ctx: Context) -> Latency:
     return latency_and_http(ctx, http=False)

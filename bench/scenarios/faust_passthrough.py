@@ -3,13 +3,14 @@
 Built like the scorer: the same Faust app (streamer.app.new_faust_app: raw serializers, the fetch
 wait work-around, acks=all, linger, commit interval from Settings), batches from
 `take_events(batch_max_size, within=batch_max_wait_seconds)`, each event JSON-decoded and sent
-twice (bench/passthrough.py) through the scorer's own send path
+twice (scenarios/passthrough.py) through the scorer's own send path
 (streamer.faust_workarounds.send_all), which returns once the broker acknowledged the batch.
 
 It touches READY_FILE once it holds the prospects' partitions and consumes once GO_FILE exists
-(bench/gate.py), as the scorer consumes once a model is published.
+(scenarios/gate.py), as the scorer consumes once a model is published.
 
-    python -m bench.faust_passthrough READY_FILE GO_FILE   # configured by CALLSCORE_* variables
+    python -m bench.scenarios.faust_passthrough READY_FILE GO_FILE
+    # configured by CALLSCORE_* variables
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any
 
 import faust
 
-from bench.gate import POLL_SECONDS, Gate
-from bench.passthrough import outputs
+from bench.scenarios.gate import POLL_SECONDS, Gate
+from bench.scenarios.passthrough import outputs
 from core.settings import load_settings
 from core.topic_writer import Outgoing
 from streamer.app import new_faust_app

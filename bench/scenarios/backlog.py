@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from bench.resources import CpuWindow, per_10k
+from bench.results import Backlog
 from core.settings import Settings
 from core.topic_reader import Record, TopicReader
 
@@ -36,7 +36,7 @@ def drain(
     cpu: CpuWindow,
     check_alive: Callable[[], None],
     timeout: float,
-) -> dict[str, Any]:
+) -> Backlog:
     """Wait for one output per expected event; the rate, losses, repeats and CPU per 10k events.
 
     `cpu` was started just before the consumer was let go (a published model, a go file): it
@@ -58,19 +58,19 @@ def drain(
         while time.monotonic() < settle_until:
             records.extend(reader.poll(0.2, max_records=10_000))
     result = backlog_result(records, expected_ids)
-    result["cpu_seconds_per_10k"] = {name: per_10k(s, expected) for name, s in spent.items()}
+    result.cpu_seconds_per_10k = {name: per_10k(s, expected) for name, s in spent.items()}
     return result
 
 
-def backlog_result(records: list[Record], expected_ids: list[str]) -> dict[str, Any]:
+def backlog_result(records: list[Record], expected_ids: list[str]) -> Backlog:
     counts = Counter(str(r.json()["event_id"]) for r in records)
     stamps = [r.timestamp_ms for r in records]
     span = (max(stamps) - min(stamps)) / 1000.0 if stamps else 0.0
-    return {
-        "events": len(expected_ids),
-        "outputs": len(records),
-        "lost": sum(1 for i in expected_ids if i not in counts),
-        "repeated": sum(1 for n in counts.values() if n > 1),
-        "span_seconds": round(span, 3),
-        "events_per_s": round(len(counts) / span) if span > 0 else None,
-    }
+    return Backlog(
+        events=len(expected_ids),
+        outputs=len(records),
+        lost=sum(1 for i in expected_ids if i not in counts),
+        repeated=sum(1 for n in counts.values() if n > 1),
+        span_seconds=round(span, 3),
+        events_per_s=round(len(counts) / span) if span > 0 else None,
+    )

@@ -1,0 +1,180 @@
+"""Throughput scenarios on a backlog: the two ceilings (no scoring), the batch-native scorer
+(confluent-kafka + BatchScorer, no Faust) and the scorer (production model, small model, two
+workers, one event per predict_proba). Each gets fresh topics, the same payloads and Settings,
+and is measured by scenarios.backlog.drain while `Context.observe` watches its consumers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.context import Context, instance_name, publish
+from bench.resources import CpuWindow, peak_rss_mb
+from bench.results import Backlog
+from bench.scenarios.backlog import drain
+from bench.scenarios.gate import Gate
+from bench.scenarios.passthrough import output_topics
+from callscore.processes import Child, settings_env
+from registry.artifact import ModelArtifact
+from testkit.harness import StreamWorker, produce, worker_settings
+
+# Generous: the per-event peer on a busy machine is the slowest.
+DRAIN_TIMEOUT_SECONDS = 600.0
+ASSIGNMENT_TIMEOUT_SECONDS = 90.0
+# After every worker reports its partitions, a moment for a late rebalance to show.
+ASSIGNMENT_SETTLE_SECONDS = 1.0
+
+
+def _model_name(artifact: ModelArtifact) -> str:
+    return f"{artifact.metadata.candidate} ({type(artifact.pipeline).__name__})"
+
+
+def gated(
+    ctx: Context,
+    name: str,
+    module: str,
+    mode: list[str],
+    model: ModelArtifact | None = None,
+    counts_batches: bool = False,
+) -> Backlog:
+    """A gated process (scenarios/gate.py: faust_passthrough, kafka_loop) on the backlog;
+    `model` published before it starts, for one that scores; one that `counts_batches` is given
+    a file to write them to when it stops."""
+    settings = ctx.settings(name)
+    events = ctx.payloads.events(name, ctx.options.backlog)
+    produce(settings, events.records())
+    if model is not None:
+        publish(settings, model)
+    unique = instance_name(settings, "consumer")
+    configured = worker_settings(settings, ctx.workdir, unique)
+    gate = Gate.in_dir(ctx.workdir, unique)
+    stats = ctx.workdir / f"{unique}.stats.json"
+    argv = [sys.executable, "-m", module, *mode, *gate.args()]
+    if counts_batches:
+        argv.append(str(stats))
+    process = Child.start(unique, argv, ctx.log_path(unique), settings_env(configured))
+    try:
+        gate.wait_ready(ASSIGNMENT_TIMEOUT_SECONDS, process.check_alive)
+        time.sleep(ASSIGNMENT_SETTLE_SECONDS)
+        consumers = {"consumer": process.process.pid}
+        cpu = CpuWindow({**consumers, "broker": ctx.broker_pid})
+        with ctx.observe(name, consumers):
+            cpu.start()
+            gate.go.touch()
+            topic = settings.task_topics.values() if model else [output_topics(settings)[0]]
+            result = drain(
+                settings, list(topic), events.ids, cpu, process.check_alive, DRAIN_TIMEOUT_SECONDS
+            )
+        result.peak_rss_mb = [peak_rss_mb(process.process.pid)]
+    finally:
+        process.stop()
+    if counts_batches and stats.is_file():  # written when it stopped
+        counted = json.loads(stats.read_text())
+        result.mean_batch_size = round(counted["consumed"] / max(counted["batches"], 1), 1)
+    if model is not None:
+        result.model = _model_name(model)
+    result.batch_max_size = settings.batch_max_size
+    return result
+
+
+def faust_passthrough(ctx: Context) -> Backlog:
+    return gated(ctx, "faust-passthrough", "bench.scenarios.faust_passthrough", [])
+
+
+def confluent_loop(ctx: Context) -> Backlog:
+    return gated(
+        ctx, "confluent-loop", "bench.scenarios.kafka_loop", ["passthrough"], counts_batches=True
+    )
+
+
+def native_loop(ctx: Context) -> Backlog:
+    """The scorer's batch path without Faust: BatchScorer.score in the confluent-kafka loop."""
+    loop = "bench.scenarios.kafka_loop"
+    return gated(ctx, "native-loop", loop, ["score"], ctx.production, counts_batches=True)
+
+
+def scorer(
+    ctx: Context,
+    name: str,
+    artifact: ModelArtifact,
+    events_count: int,
+    workers: int = 1,
+    **extra: Any,
+) -> Backlog:
+    """`callscore stream` worker(s) on the backlog. The model is published only once every worker
+    holds its partitions, so that two workers start together, with no rebalance mid-backlog."""
+    settings = ctx.settings(name, **extra)
+    events = ctx.payloads.events(name, events_count)
+    produce(settings, events.records())
+    started: list[StreamWorker] = []
+    try:
+        for i in range(workers):
+            started.append(ctx.worker(settings, f"w{i}"))
+        for worker in started:
+            worker.wait_until(
+                partitions_assigned(worker), ASSIGNMENT_TIMEOUT_SECONDS, "partitions assigned"
+            )
+        time.sleep(ASSIGNMENT_SETTLE_SECONDS)
+        pids = {f"worker-{i}": w.process.pid for i, w in enumerate(started)}
+        cpu = CpuWindow({**pids, "broker": ctx.broker_pid})
+
+        def check_alive() -> None:
+            for worker in started:
+                if worker.process.poll() is not None:
+                    raise RuntimeError(f"worker exited:\n{worker.log()}")
+
+        with ctx.observe(name, pids):
+            cpu.start()  # model loading included: a one-off cost, small beside a backlog
+            publish(settings, artifact)
+            result = drain(
+                settings,
+                list(settings.task_topics.values()),
+                events.ids,
+                cpu,
+                check_alive,
+                DRAIN_TIMEOUT_SECONDS,
+            )
+        result.model = _model_name(artifact)
+        result.workers = workers
+        result.batch_max_size = settings.batch_max_size
+        result.consumed_per_worker = [
+            int(w.metric("callscore_events_consumed_total")) for w in started
+        ]
+        batches = sum(w.metric("callscore_batch_size_count") for w in started)
+        batched = sum(w.metric("callscore_batch_size_sum") for w in started)
+        scoring = sum(w.metric("callscore_scoring_duration_seconds_sum") for w in started)
+        result.mean_batch_size = round(batched / batches, 1) if batches else None
+        # Frame building + predict_proba per batch, and their share of the measured span.
+        result.scoring_ms_per_batch = round(scoring * 1000 / batches, 2) if batches else None
+        span = result.span_seconds
+        result.scoring_share_of_span = round(scoring / workers / span, 3) if span else None
+        result.peak_rss_mb = [peak_rss_mb(w.process.pid) for w in started]
+    finally:
+        for worker in started:
+            worker.stop()
+    return result
+
+
+def partitions_assigned(worker: StreamWorker) -> Callable[[], bool]:
+    return lambda: worker.readiness().get("partitions_assigned") is True
+
+
+def scorer_production(ctx: Context) -> Backlog:
+    return scorer(ctx, "scorer-production", ctx.production, ctx.options.backlog)
+
+
+def scorer_small(ctx: Context) -> Backlog:
+    return scorer(ctx, "scorer-small", ctx.small, ctx.options.backlog)
+
+
+def scorer_two_workers(ctx: Context) -> Backlog:
+    return scorer(ctx, "scorer-two-workers", ctx.production, ctx.options.backlog, workers=2)
+
+
+def per_event(ctx: Context) -> Backlog:
+    """The naive peer: the same worker with batch_max_size=1, so every batch is one event and
+    every event one predict_proba call (streamer.batch.BatchScorer.score -> score_events)."""
+    return scorer(ctx, "per-event", ctx.production, ctx.options.per_event_backlog, batch_max_size=1)
