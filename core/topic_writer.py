@@ -31,6 +31,7 @@ class Outgoing:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    partition: int | None = None  # None: the producer's partitioner chooses by key
 
 
 class PublishError(BrokerUnavailableError):
@@ -70,6 +71,7 @@ class TopicWriter:
                     value=record.value,
                     headers=headers,
                     on_delivery=self._delivered,
+                    **({} if record.partition is None else {"partition": record.partition}),
                 )
                 break
             except BufferError:

@@ -46,8 +46,13 @@ def read_model_records(settings: Settings, timeout: float = 15.0) -> list[Manife
 
 def produce_manifest(settings: Settings, manifest: ModelManifest, timeout: float = 15.0) -> None:
     """Produce one record as it is and wait for the broker's acknowledgement (no signing)."""
+    # Always partition 0: the trust rule reads the records in topic order, which is only one
+    # order on one partition, even when the topic was auto-created with several.
     record = Outgoing(
-        settings.topic_models, record_key(manifest), manifest.model_dump_json().encode()
+        settings.topic_models,
+        record_key(manifest),
+        manifest.model_dump_json().encode(),
+        partition=0,
     )
     publish(settings, [record], f"the manifest to '{settings.topic_models}'", timeout)
 

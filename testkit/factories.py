@@ -5,27 +5,21 @@ For tests, the bench and the demo's checks only; the product never imports this 
 
 from __future__ import annotations
 
-import platform
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from feedback.drift import build_baseline
-from registry.artifact import (
-    ArtifactMetadata,
-    ModelArtifact,
-    score_quantiles,
-    tier_cut_points,
-)
+from core.settings import Settings
+from registry.artifact import ModelArtifact
 from schemas import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, TrainingWindow
-from schemas import feature_contract_hash as contract_hash
+from trainer.metadata import build_metadata
 from trainer.synthetic import synthetic_bank_frame
+
+DEFAULT_MODEL_NAME: str = Settings.model_fields["model_name"].default
 
 
 def valid_event(**overrides: Any) -> dict[str, Any]:
@@ -79,27 +73,22 @@ def _fitted_pipeline(seed: int) -> Pipeline:
 
 
 def small_artifact(
-    version: int = 1, model_name: str = "term-deposit", seed: int = 1
+    version: int = 1, model_name: str = DEFAULT_MODEL_NAME, seed: int = 1
 ) -> ModelArtifact:
     """A quickly fitted, real scikit-learn pipeline wrapped as a servable artifact."""
     pipeline = _fitted_pipeline(seed)
     frame = synthetic_bank_frame(rows=500, seed=seed + 100)
     scores = pipeline.predict_proba(frame[list(FEATURES)])[:, 1]
-    metadata = ArtifactMetadata(
+    metadata = build_metadata(
         model_name=model_name,
         version=version,
-        created_at=datetime.now(UTC),
         candidate="logistic",
-        features=list(FEATURES),
-        feature_contract_hash=contract_hash(),
         data_rows=len(frame),
         data_sha256="0" * 64,
-        training_window=TrainingWindow(start="2008-05", end="2010-11", rows=1500),
+        window=TrainingWindow(start="2008-05", end="2010-11", rows=1500),
         metrics={"backtest_roc_auc": 0.7},
-        tier_cut_points=tier_cut_points(scores, 0.1, 0.2),
-        sklearn_version=sklearn.__version__,
-        python_version=platform.python_version(),
-        validation_scores=score_quantiles(scores),
-        drift_baseline=build_baseline(frame[list(FEATURES)], scores),
+        validation=frame,
+        validation_scores=scores,
+        tier_fractions=(0.1, 0.2),
     )
     return ModelArtifact(pipeline, metadata)

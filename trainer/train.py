@@ -6,39 +6,34 @@ outcomes on the prediction-log and outcome topics (trainer.outcomes).
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-import sklearn
 from sklearn.inspection import permutation_importance
 
 from core.errors import BrokerUnavailableError
 from core.settings import Settings
-from feedback.drift import build_baseline
 from feedback.labels import LabelCounts, LabelSet
 from registry.artifact import (
     ArtifactMetadata,
     ModelArtifact,
     dump_artifact,
-    score_quantiles,
-    tier_cut_points,
 )
 from registry.keys import load_signing_key, trusted_keys
 from registry.model_topic import load_champion, next_version, publish_manifest, read_model_records
 from registry.signing import build_manifest
-from schemas import FEATURES, ModelManifest, TrainingWindow, feature_contract_hash
+from schemas import FEATURES, ModelManifest
 from trainer import report
 from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED
 from trainer.data import BANK_FULL_SHA256, labels
 from trainer.evaluation import SELECTION_METRIC, random_cv_auc, rolling_backtest, score_metrics
 from trainer.final import HOLDOUT_METRIC_PREFIX, FinalModel, fit_final
 from trainer.gate import GateDecision, GateSkipped, gate
+from trainer.metadata import build_metadata, window_of
 from trainer.model_card import (
     ARTIFACT_FILE,
     CARD_FILE,
@@ -239,29 +234,18 @@ def _build_artifact(
 ) -> BuiltArtifact:
     frame = data.frame
     holdout = score_metrics(final.holdout_y, final.holdout_scores)
-    validation_scores = [float(v) for v in final.holdout_scores]
-    periods = frame["period"]
-    metadata = ArtifactMetadata(
+    metadata = build_metadata(
         model_name=settings.model_name,
         version=topic.next_version,
-        created_at=datetime.now(UTC),
         candidate=best.config.candidate,
-        features=list(FEATURES),
-        feature_contract_hash=feature_contract_hash(),
         data_rows=len(frame),
         data_sha256=data_sha256,
-        training_window=TrainingWindow(
-            start=str(periods.iloc[0]), end=str(periods.iloc[-1]), rows=len(frame)
-        ),
+        window=window_of(frame),
         metrics={**best.metrics(), **{HOLDOUT_METRIC_PREFIX + k: v for k, v in holdout.items()}},
-        tier_cut_points=tier_cut_points(
-            validation_scores, settings.tier_high_fraction, settings.tier_medium_fraction
-        ),
-        sklearn_version=sklearn.__version__,
-        python_version=platform.python_version(),
-        validation_scores=score_quantiles(validation_scores),
         # The holdout is the newest labelled population and the one the tiers were cut on.
-        drift_baseline=build_baseline(final.holdout[list(FEATURES)], validation_scores),
+        validation=final.holdout,
+        validation_scores=final.holdout_scores,
+        tier_fractions=(settings.tier_high_fraction, settings.tier_medium_fraction),
         reason=options.reason,
         labelled_until=data.labelled_until,
     )
