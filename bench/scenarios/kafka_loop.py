@@ -41,20 +41,17 @@ from bench.scenarios.gate import POLL_SECONDS, Gate
 from bench.scenarios.passthrough import outputs
 from core.kafka import consumer_config, producer_config
 from core.settings import Settings, load_settings
-from core.topic_writer import Outgoing
-from registry.model_topic import load_champion, read_model_records
-from streamer.batch import BatchScorer
-from streamer.dedupe import RecentIds
-from streamer.scoring import Incoming, ServedModel
 
+# (topic, key, value, headers) of one record to produce.
+Record = tuple[str, bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]
 # A batch of consumed messages -> the records to produce for them.
-Work = Callable[[list[Message]], list[Outgoing]]
+Work = Callable[[list[Message]], list[Record]]
 
 
 def passthrough(settings: Settings) -> Work:
-    def work(messages: list[Message]) -> list[Outgoing]:
+    def work(messages: list[Message]) -> list[Record]:
         return [
-            Outgoing(topic, key, value, [])
+            (topic, key, value, [])
             for m in messages
             for topic, key, value in outputs(settings, m.key(), m.value())
         ]
@@ -64,7 +61,13 @@ def passthrough(settings: Settings) -> Work:
 
 def score(settings: Settings) -> Work:
     """BatchScorer.score with the champion of the model topic (loaded after the go, as the
-    scorer loads the model the bench publishes after its partitions are held)."""
+    scorer loads the model the bench publishes after its partitions are held). The scorer's
+    modules are imported here only: the pass-through needs none of them."""
+    from registry.model_topic import load_champion, read_model_records
+    from streamer.batch import BatchScorer
+    from streamer.dedupe import RecentIds
+    from streamer.scoring import Incoming, ServedModel
+
     champion = load_champion(settings, read_model_records(settings))
     if champion is None:
         raise SystemExit(f"no model on {settings.topic_models}: the bench publishes one first")
@@ -72,12 +75,13 @@ def score(settings: Settings) -> Work:
     model = ServedModel(artifact, manifest, 0, datetime.now(UTC))
     scorer = BatchScorer(settings, RecentIds(settings.dedupe_window))
 
-    def work(messages: list[Message]) -> list[Outgoing]:
+    def work(messages: list[Message]) -> list[Record]:
         records = [
             Incoming(m.key(), m.value(), str(m.topic()), m.partition() or 0, m.offset() or 0)
             for m in messages
         ]
-        return scorer.score(records, model, datetime.now(UTC)).outgoing
+        outgoing = scorer.score(records, model, datetime.now(UTC)).outgoing
+        return [(o.topic, o.key, o.value, list(o.headers)) for o in outgoing]
 
     return work
 
@@ -114,9 +118,8 @@ def main() -> None:
             )
             valid = [m for m in messages if m.error() is None]
             if valid:
-                for out in work(valid):
-                    headers: list[tuple[str, str | bytes | None]] = list(out.headers)
-                    producer.produce(out.topic, key=out.key, value=out.value, headers=headers)
+                for out_topic, key, value, headers in work(valid):
+                    producer.produce(out_topic, key=key, value=value, headers=headers)
                 unsent = producer.flush(30)
                 if unsent:
                     raise RuntimeError(f"{unsent} outputs not acknowledged")
