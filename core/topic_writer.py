@@ -62,7 +62,9 @@ class TopicWriter:
     def send(self, record: Outgoing) -> None:
         from confluent_kafka import KafkaException
 
-        headers: Any = record.headers or None  # the client's stubs want its own header type
+        # None: the partitioner chooses by key (the client's stubs want their own header type).
+        where: dict[str, Any] = {} if record.partition is None else {"partition": record.partition}
+        headers: Any = record.headers or None
         while True:
             try:
                 self._producer.produce(
@@ -71,7 +73,7 @@ class TopicWriter:
                     value=record.value,
                     headers=headers,
                     on_delivery=self._delivered,
-                    **({} if record.partition is None else {"partition": record.partition}),
+                    **where,
                 )
                 break
             except BufferError:

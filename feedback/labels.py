@@ -52,6 +52,15 @@ class LabelSet:
     def predictions_of(self, version: int) -> list[PredictionRecord]:
         return [p for p in self.predictions if p.model_version == version]
 
+    def summary(self) -> str:
+        """What was read, for a command's last line."""
+        c = self.counts
+        return (
+            f"read {c.predictions} predictions ({c.invalid_predictions} invalid skipped), "
+            f"{c.outcomes} outcomes ({c.invalid_outcomes} invalid skipped), "
+            f"{c.matched} matched, {c.unmatched} unmatched"
+        )
+
     def called_after(self, when: datetime | None) -> list[Labelled]:
         """Labelled predictions whose call is newer than `when` (all of them when None)."""
         return [item for item in self.labelled if when is None or item.outcome.called_at > when]

@@ -32,9 +32,17 @@ READ_TIMEOUT_SECONDS = 120.0
 ROW_COLUMNS: tuple[str, ...] = (*COLUMNS, "year", "period")
 
 
-def read_labels(settings: Settings, timeout: float = READ_TIMEOUT_SECONDS) -> LabelSet:
-    """Every labelled prediction on the prediction log and the outcomes topic, right now."""
+def read_labels(
+    settings: Settings, lake_url: str | None = None, timeout: float = READ_TIMEOUT_SECONDS
+) -> LabelSet:
+    """The one way to read labelled outcomes (`train`, `recalibrate`, `schedule`): every
+    prediction joined with its outcome, from the prediction log and the outcomes topic right
+    now, or from the exported lake at `lake_url` instead (the same records, decoded and joined
+    the same way)."""
     from confluent_kafka import KafkaException
+
+    if lake_url is not None:
+        return read_lake_labels(lake_url, settings.max_message_bytes)
 
     topics = [settings.topic_predictions, settings.topic_outcomes]
     try:

@@ -73,6 +73,7 @@ class TrainOptions:
     importance_rows: int = 3000
     n_jobs: int = 2
     outcomes: bool = True  # append the labelled outcomes on the topics to the base data
+    outcomes_lake: str | None = None  # read those outcomes from this exported lake instead
     reason: str = DEFAULT_REASON  # why this version exists: recorded in its manifest
 
     def __post_init__(self) -> None:
@@ -171,7 +172,7 @@ def _training_data(
 ) -> TrainingData:
     if options.outcomes and labels is None:
         try:
-            labels = read_labels(settings)
+            labels = read_labels(settings, options.outcomes_lake)
         except BrokerUnavailableError as exc:
             raise BrokerUnavailableError(
                 f"{exc}; pass --no-outcomes to train on the base data only"

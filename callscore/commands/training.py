@@ -59,11 +59,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     frame, sha, path = _load(args, settings)
     console = _console()
     console.print(f"data: {path} ({len(frame)} rows, sha256 {sha[:12]}...)")
-    labels = None
-    if args.outcomes_from_lake:
-        from trainer.outcomes import read_lake_labels
-
-        labels = read_lake_labels(args.outcomes_from_lake, settings.max_message_bytes)
     options = TrainOptions(
         out=Path(args.out),
         publish=not args.no_publish,
@@ -72,6 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         reference=args.search == "reference",
         search_seconds=args.search_seconds,
         outcomes=not args.no_outcomes,
+        outcomes_lake=args.outcomes_from_lake,
     )
     # Progress steps: each screened config, a full backtest and a random CV per family, the
     # calibrated final fit (the reference search: one family, no screen).
@@ -83,7 +79,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         def step(label: str) -> None:
             progress.update(task, advance=1, description=label[:70])
 
-        result = run_training(settings, frame, sha, options, step, labels)
+        result = run_training(settings, frame, sha, options, step)
         progress.update(task, completed=total, description="done")
 
     card = result.card
