@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import joblib
@@ -42,11 +42,16 @@ class ModelArtifact:
     pipeline: Any  # a fitted sklearn Pipeline with predict_proba
     metadata: ArtifactMetadata
     # The pipeline's probabilities without its per-call overhead (registry/serving_plan.py),
-    # when the pipeline has a shape it compiles and reproduces exactly; else None.
-    plan: ServingPlan | None = field(init=False, repr=False, compare=False)
+    # when the pipeline has a shape it compiles and reproduces exactly; else None. Built by
+    # `compiled()` where a model is loaded to serve, never by training or recalibration.
+    plan: ServingPlan | None = field(default=None, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "plan", compile_plan(self.pipeline))
+    def compiled(self) -> ModelArtifact:
+        """This artifact with its serving plan compiled and checked on probe rows (about a
+        second for a forest), or as it is when the pipeline does not compile."""
+        if self.plan is not None:
+            return self
+        return replace(self, plan=compile_plan(self.pipeline))
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """P(subscribe) for each row; the frame must hold the contract's FEATURES columns.

@@ -17,9 +17,12 @@ batch's time. The plan computes the same numbers from the same fitted objects wi
              decision_function on the matrix;
   calibrate  the fitted sigmoid calibrator, and CalibratedClassifierCV's binary post-processing.
 
-Any other pipeline shape is not compiled (the pipeline serves). A compiled plan is used only if it
-reproduces the pipeline's probabilities exactly on probe rows covering every category, a value
-outside the contract and the numeric ranges; otherwise the pipeline serves and a warning says so.
+The step names and the feature step's `arrays` are the interface declared in
+registry/pipeline_steps.py. Any other pipeline shape is not compiled (the pipeline serves). A
+compiled plan is used only if it reproduces the pipeline's probabilities exactly on probe rows
+covering every category, a value outside the contract and the numeric ranges; otherwise the
+pipeline serves and a warning says so. It is built where a model is loaded to serve
+(`ModelArtifact.compiled`, called by `streamer.scoring.ServedModel`), not when an artifact is.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from registry.pipeline_steps import (
+    COMPILED_STEPS,
+    ENCODE_STEP,
+    FEATURES_STEP,
+    MODEL_STEP,
+    FeatureStep,
+)
 from schemas import CATEGORIES, FEATURES, ProspectEvent
 
 log = logging.getLogger(__name__)
@@ -64,7 +74,7 @@ class OneHotBlock:
 
 @dataclass(frozen=True)
 class ServingPlan:
-    features: Any  # the fitted feature step (has `arrays`)
+    features: FeatureStep  # the fitted feature step
     numeric: list[NumericBlock]
     onehot: list[OneHotBlock]
     width: int
@@ -119,7 +129,9 @@ def _steps(pipeline: Any) -> tuple[Any, Any | None]:
     return pipeline, None
 
 
-def _blocks(encode: Any, features: Any) -> tuple[list[NumericBlock], list[OneHotBlock], int]:
+def _blocks(
+    encode: Any, features: FeatureStep
+) -> tuple[list[NumericBlock], list[OneHotBlock], int]:
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
@@ -223,11 +235,11 @@ def _positive_output(model: Any, calibrated: bool) -> Callable[[np.ndarray], np.
 def _plan(pipeline: Any) -> ServingPlan:
     inner, calibrator = _steps(pipeline)
     steps = dict(inner.steps)
-    if list(steps) != ["features", "encode", "model"] or not hasattr(steps["features"], "arrays"):
+    if tuple(steps) != COMPILED_STEPS or not isinstance(steps[FEATURES_STEP], FeatureStep):
         raise NotCompilable(f"steps {list(steps)}")
-    numeric, onehot, width = _blocks(steps["encode"], steps["features"])
-    positive = _positive_output(steps["model"], calibrated=calibrator is not None)
-    return ServingPlan(steps["features"], numeric, onehot, width, positive, calibrator)
+    numeric, onehot, width = _blocks(steps[ENCODE_STEP], steps[FEATURES_STEP])
+    positive = _positive_output(steps[MODEL_STEP], calibrated=calibrator is not None)
+    return ServingPlan(steps[FEATURES_STEP], numeric, onehot, width, positive, calibrator)
 
 
 def compile_plan(pipeline: Any) -> ServingPlan | None:

@@ -32,12 +32,16 @@ class Incoming:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A verified, loaded model and the manifest record that announced it."""
+    """A verified, loaded model and the manifest record that announced it. Its artifact is
+    compiled for serving (registry/serving_plan.py) here, once per load."""
 
     artifact: ModelArtifact
     manifest: ModelManifest
     record_offset: int
     loaded_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "artifact", self.artifact.compiled())
 
     @property
     def version(self) -> int:

@@ -79,7 +79,7 @@ def test_every_candidate_is_exact_or_served_by_its_pipeline(
             [("calibrated", CalibratedClassifierCV(pipeline, cv=3, ensemble=False))]
         )
     pipeline.fit(frame, labels(frame))
-    artifact = ModelArtifact(pipeline, small_artifact().metadata)
+    artifact = ModelArtifact(pipeline, small_artifact().metadata).compiled()
     if candidate == "hist_gradient_boosting":
         assert artifact.plan is None  # categoricals by dtype: its pipeline serves
     else:
@@ -117,9 +117,27 @@ def test_a_step_that_fails_to_compile_leaves_the_pipeline_serving(frame, caplog)
 
 
 def test_other_shapes_serve_through_their_pipeline():
-    artifact = small_artifact()  # encoder + scaler + logistic regression, no feature step
+    artifact = small_artifact().compiled()  # encoder + scaler + logistic, no feature step
     assert artifact.plan is None
     rows = synthetic_bank_frame(20, seed=2)
     np.testing.assert_array_equal(
         artifact.predict(rows), _pipeline_scores(artifact.pipeline, rows[list(FEATURES)])
     )
+
+
+def test_the_plan_is_built_where_a_model_is_loaded_to_serve(frame):
+    """Building an artifact (training, recalibration, factories) compiles nothing; serving it
+    (streamer.scoring.ServedModel, made by the model watcher) compiles it once."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from streamer.scoring import ServedModel
+
+    pipeline = build_pipeline("random_forest", params={"n_estimators": 3}, period="index")
+    pipeline.fit(frame, labels(frame))
+    artifact = ModelArtifact(pipeline, small_artifact().metadata)
+    assert artifact.plan is None
+    manifest = SimpleNamespace(version=1)  # the plan depends on the artifact alone
+    served = ServedModel(artifact, manifest, 0, datetime.now(UTC))
+    assert served.artifact.plan is not None
+    assert served.artifact.compiled() is served.artifact  # compiled once

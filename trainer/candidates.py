@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from registry.pipeline_steps import ENCODE_STEP, FEATURES_STEP, MODEL_STEP
+
 if TYPE_CHECKING:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
@@ -91,10 +93,10 @@ def build_pipeline(
 
     from trainer.features import BankFeatures
 
-    steps: list[tuple[str, Any]] = [("features", BankFeatures(pdays, calendar, period))]
+    steps: list[tuple[str, Any]] = [(FEATURES_STEP, BankFeatures(pdays, calendar, period))]
     if candidate != "hist_gradient_boosting":
-        steps.append(("encode", _preprocessor(scale=candidate == "logistic")))
-    steps.append(("model", _estimator(candidate, params or {}, n_jobs)))
+        steps.append((ENCODE_STEP, _preprocessor(scale=candidate == "logistic")))
+    steps.append((MODEL_STEP, _estimator(candidate, params or {}, n_jobs)))
     return Pipeline(steps)
 
 

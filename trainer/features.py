@@ -7,7 +7,6 @@ other column in the input frame can never reach the model.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from registry.pipeline_steps import FeatureArrays
 from schemas import CATEGORICAL_FEATURES, CATEGORIES, FEATURES, MONTHS
 
 PdaysMode = Literal["engineer", "drop", "raw"]
@@ -44,19 +44,6 @@ def period_number(periods: pd.Series | np.ndarray) -> np.ndarray:
 def _codes(values: Iterable[Any], positions: dict[Any, int]) -> np.ndarray:
     """Each value's position in its category list, -1 (missing) for a value outside it."""
     return np.fromiter((positions.get(v, -1) for v in values), dtype=np.int16)
-
-
-@dataclass(frozen=True)
-class FeatureArrays:
-    """The engineered features as plain arrays, in output column order (no pandas).
-
-    numeric: name -> float64 values; categorical: name -> (codes into categories, categories),
-    code -1 for a value outside the category list (a missing value to the encoders).
-    """
-
-    numeric: dict[str, np.ndarray]
-    categorical: dict[str, tuple[np.ndarray, list[str]]]
-    rows: int
 
 
 class BankFeatures(TransformerMixin, BaseEstimator):
