@@ -29,9 +29,9 @@ from pathlib import Path
 from bench import compare
 from bench.context import Options
 from bench.overrides import add_set_option, overrides_from
-from bench.report import render
 from bench.results import write_results
 from bench.suite import DEFAULT, SCENARIOS, run
+from bench.tables import render
 
 COMPARE = "compare"
 

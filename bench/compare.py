@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.report import THROUGHPUT_SCENARIOS, targets
 from bench.results import HttpLoad, PhaseLatency, SuiteResult, read_suite
+from bench.tables import THROUGHPUT_SCENARIOS, targets
 
 Row = tuple[str, float | None, float | None]
 Figure = Callable[[SuiteResult], float | None]

@@ -15,9 +15,9 @@ from bench.context import Context, Observer, Options, no_observer
 from bench.machine import load_average, machine_info
 from bench.payloads import Payloads
 from bench.production_model import bank_data, production_artifact
-from bench.report import summarised
 from bench.results import Backlog, Failed, LoadAverage, Outcome, Round, SuiteResult
 from bench.scenarios import latency, reload, throughput
+from bench.tables import summarised
 from core.local_broker import start_tansu
 from registry.artifact import ModelArtifact
 from testkit.factories import small_artifact

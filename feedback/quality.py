@@ -15,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from feedback.drift import feature_psi, psi
 from feedback.join import Labelled
+from feedback.psi import feature_psi, psi
 from schemas import PRIORITIES, DriftBaseline, PredictionRecord, Priority
 
 

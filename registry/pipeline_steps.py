@@ -3,7 +3,8 @@ and the serving plan (registry/serving_plan.py), which compiles them to plain nu
 
 A pipeline of exactly these named steps, in this order, can be compiled:
 
-  FEATURES_STEP  a `FeatureStep`: contract fields -> `FeatureArrays` (trainer.features.BankFeatures)
+  FEATURES_STEP  a `FeatureStep`: contract fields -> `FeatureArrays`
+                 (trainer.feature_engineering.BankFeatures)
   ENCODE_STEP    a dense ColumnTransformer (one-hot blocks, numeric blocks passed or scaled)
   MODEL_STEP     a binary classifier
 

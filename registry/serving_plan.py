@@ -6,8 +6,8 @@ checking each column, a joblib dispatch per tree. For the shipped model (feature
 transformer -> random forest, sigmoid-calibrated) that was ~20 ms a call, most of a stream
 batch's time. The plan computes the same numbers from the same fitted objects without it:
 
-  features   the feature step's `arrays` (trainer.features.BankFeatures): numpy columns and
-             category codes, no DataFrame;
+  features   the feature step's `arrays` (trainer.feature_engineering.BankFeatures): numpy
+             columns and category codes, no DataFrame;
   encode     numeric blocks passed through (or scaled by the fitted StandardScaler); each
              one-hot block read from a table of the fitted encoder's own output for every code
              (an encoder encodes each column on its own, so a row's block is the sum of its

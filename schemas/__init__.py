@@ -2,8 +2,8 @@
 
 from schemas.dead_letter import DeadLetter, ErrorKind, FieldError
 from schemas.decode import InvalidEvent, decode_outcome, decode_prospect
-from schemas.drift import Distribution, DriftBaseline
-from schemas.features import (
+from schemas.drift_baseline import Distribution, DriftBaseline
+from schemas.feature_contract import (
     CATEGORICAL_FEATURES,
     CATEGORIES,
     FEATURES,

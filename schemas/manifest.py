@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from schemas.drift import DriftBaseline
+from schemas.drift_baseline import DriftBaseline
 
 HEX_SHA256 = r"^[0-9a-f]{64}$"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from schemas.features import FEATURES
+from schemas.feature_contract import FEATURES
 from schemas.tasks import Priority
 
 

@@ -14,10 +14,10 @@ from bench.__main__ import options_from, parser
 from bench.compare import figures
 from bench.compare import render as render_comparison
 from bench.overrides import settings_overrides
-from bench.report import ratios, render, summarised, targets
 from bench.results import SuiteResult
 from bench.scenarios.reload import largest_gap
 from bench.suite import DEFAULT, SCENARIOS
+from bench.tables import ratios, render, summarised, targets
 
 
 def backlog(rate: float, consumer_cpu: float, **extra: Any) -> dict[str, Any]:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from feedback.drift import build_baseline, categorical_distribution, numeric_distribution, psi
 from feedback.join import Labelled, OutcomeJoin
+from feedback.psi import build_baseline, categorical_distribution, numeric_distribution, psi
 from feedback.quality import quality, quality_by_period, quality_by_version
 from registry.calibration import apply_calibration
 from schemas import (

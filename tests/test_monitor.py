@@ -18,8 +18,8 @@ from core.kafka import ensure_topics
 from core.local_broker import free_port
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
-from feedback.drift import feature_psi, psi
 from feedback.join import Labelled
+from feedback.psi import feature_psi, psi
 from feedback.quality import latest_per_event, quality
 from monitor.metrics import MonitorMetrics
 from monitor.online import VERSIONS_TRACKED, Monitor, MonitorAccountingError, MonitorResult

@@ -15,7 +15,13 @@ from callscore.simulator.events import events_from_frame
 from core.kafka import ensure_topics
 from feedback.join import Labelled
 from feedback.quality import latest_per_event, period_of, quality_by_period, quality_by_version
-from feedback.report import QUALITY_FILE, REPORT_FILE, ReportInputs, reliability, write_report
+from feedback.quality_report import (
+    QUALITY_FILE,
+    REPORT_FILE,
+    ReportInputs,
+    reliability,
+    write_report,
+)
 from schemas import FEATURES, CallOutcome, PredictionRecord, task_id_for
 from testkit.factories import small_artifact
 from testkit.harness import produce, publish_model

@@ -22,7 +22,7 @@ from trainer.evaluation import (
     random_cv_auc,
     rolling_backtest,
 )
-from trainer.features import BankFeatures, period_number
+from trainer.feature_engineering import BankFeatures, period_number
 from trainer.gate import decide
 from trainer.synthetic import synthetic_bank_frame
 

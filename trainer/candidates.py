@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
-    from trainer.features import PdaysMode, PeriodMode
+    from trainer.feature_engineering import PdaysMode, PeriodMode
 
 CANDIDATES: tuple[str, ...] = ("logistic", "random_forest", "hist_gradient_boosting")
 
@@ -91,7 +91,7 @@ def build_pipeline(
     natively (pandas category dtype), the others one-hot with unknown categories ignored."""
     from sklearn.pipeline import Pipeline
 
-    from trainer.features import BankFeatures
+    from trainer.feature_engineering import BankFeatures
 
     steps: list[tuple[str, Any]] = [(FEATURES_STEP, BankFeatures(pdays, calendar, period))]
     if candidate != "hist_gradient_boosting":

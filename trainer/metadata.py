@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import sklearn
 
-from feedback.drift import build_baseline
+from feedback.psi import build_baseline
 from registry.artifact import ArtifactMetadata, score_quantiles, tier_cut_points
 from schemas import FEATURES, TrainingWindow, feature_contract_hash
 

@@ -40,9 +40,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from core.errors import CallscoreError
 from core.settings import Settings
-from feedback.drift import psi
 from feedback.join import Labelled
 from feedback.labels import LabelSet
+from feedback.psi import psi
 from feedback.quality import quality
 from registry.keys import trusted_keys
 from registry.model_topic import current_manifest, read_model_records

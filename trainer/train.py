@@ -27,7 +27,7 @@ from registry.keys import load_signing_key, trusted_keys
 from registry.model_topic import load_champion, next_version, publish_manifest, read_model_records
 from registry.signing import build_manifest
 from schemas import FEATURES, ModelManifest
-from trainer import report
+from trainer import card_report
 from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED
 from trainer.data import BANK_FULL_SHA256, labels
 from trainer.evaluation import SELECTION_METRIC, random_cv_auc, rolling_backtest, score_metrics
@@ -272,11 +272,11 @@ def _write_artifact_and_charts(
     out.mkdir(parents=True, exist_ok=True)
     (out / ARTIFACT_FILE).write_bytes(built.data)
     importance = _importance(final, options.importance_rows)
-    report.plot_roc_pr(final.holdout_y, final.holdout_scores, out)
-    report.plot_gain(final.holdout_y, final.holdout_scores, out)
-    report.plot_calibration(final.holdout_y, final.holdout_scores, out)
-    report.plot_backtest(best.backtest.per_period, out)
-    report.plot_importance(importance, out)
+    card_report.plot_roc_pr(final.holdout_y, final.holdout_scores, out)
+    card_report.plot_gain(final.holdout_y, final.holdout_scores, out)
+    card_report.plot_calibration(final.holdout_y, final.holdout_scores, out)
+    card_report.plot_backtest(best.backtest.per_period, out)
+    card_report.plot_importance(importance, out)
     return ImportanceRow.from_table(importance)
 
 
@@ -388,4 +388,4 @@ def _candidate(evaluation: CandidateEvaluation) -> CandidateMetrics:
 
 def _write_card(card: ModelCard, out: Path) -> None:
     card.write(out / CARD_FILE)
-    report.write_report(out, card)
+    card_report.write_report(out, card)

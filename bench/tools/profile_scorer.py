@@ -29,9 +29,9 @@ from pathlib import Path
 
 from bench.context import Options, no_observer
 from bench.overrides import add_set_option, overrides_from
-from bench.report import render
 from bench.results import write_results
 from bench.suite import THROUGHPUT, run
+from bench.tables import render
 from bench.tools.micro import SIZES, load_model, micro, print_micro
 from bench.tools.py_spy import recorder, summarise_py_spy
 

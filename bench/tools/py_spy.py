@@ -75,7 +75,7 @@ OUR_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the innermost (nearest the leaf) of our stages a sample is in
     ("serialisation", ("_task_record", "_prediction_record", "dead_letter_record", "._outgoing")),
     ("validation", ("decode_batch", "decode_prospect", "decode_json")),
-    ("feature building", ("feature_frame", "feature_columns", "trainer/features.py")),
+    ("feature building", ("feature_frame", "feature_columns", "trainer/feature_engineering.py")),
     ("predict_proba", ("predict (registry/", "registry/serving")),
     ("tasks (ranks, tiers, CallTask)", ("score_events",)),
     ("producing (send_all)", ("send_all",)),

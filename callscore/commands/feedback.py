@@ -40,7 +40,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from core.topic_reader import read_topics
     from feedback.baselines import trusted_baselines
     from feedback.labels import label_set
-    from feedback.report import ReportInputs, write_report
+    from feedback.quality_report import ReportInputs, write_report
     from registry.keys import trusted_keys
 
     settings = load_settings()

@@ -156,7 +156,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
     _console(stderr=False).print(table)
     if args.plot:
-        from trainer.report import plot_cadence
+        from trainer.card_report import plot_cadence
 
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         print(Path(args.plot) / plot_cadence(table_frame, Path(args.plot)))
