@@ -1,7 +1,7 @@
 """A bounded memory of recent event ids, to drop repeated events within a window.
 
 The window is a count of distinct event ids (Settings.dedupe_window), oldest forgotten first.
-Memory, measured by `bench/dedupe_memory.py` (see docs/streamer.md): about 150 bytes per id for
+Memory, measured by `bench/tools/dedupe_memory.py` (docs/streamer.md): about 150 bytes per id for
 the OrderedDict plus the id string itself (49 bytes + its length), i.e. 190-240 bytes per id;
 the default window of 100,000 ids costs about 21-23 MiB per replica.
 Duplicates older than the window, or replayed after a restart, are scored again; that is harmless

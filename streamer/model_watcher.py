@@ -28,7 +28,6 @@ from collections import deque
 from datetime import UTC, datetime
 
 from core.errors import CallscoreError
-from core.kafka_logs import LIBRDKAFKA_LOGGER
 from core.settings import Settings
 from core.topic_reader import TopicReader
 from registry.keys import trusted_keys
@@ -81,14 +80,11 @@ class ModelWatcher:
         while not self._stop.is_set():
             try:
                 if reader is None:
-                    topic = self._settings.topic_models
                     # librdkafka's own lines (one per failed reconnection while the broker is
-                    # away) go to the rate-limited logger of streamer/log_limit.py.
+                    # away) go to the one rate-limited logger (core/kafka_logs.py), as for
+                    # every client built from core.kafka's configs.
                     reader = TopicReader(
-                        self._settings,
-                        [topic],
-                        "callscore-model-reader",
-                        logger=logging.getLogger(LIBRDKAFKA_LOGGER),
+                        self._settings, [self._settings.topic_models], "callscore-model-reader"
                     )
                 records = reader.poll(self._poll_seconds)
                 self.step([parse_record(r) for r in records], reader.at_end)
