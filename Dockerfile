@@ -17,6 +17,7 @@ COPY core/ core/
 COPY registry/ registry/
 COPY feedback/ feedback/
 COPY lake/ lake/
+COPY callqueue/ callqueue/
 COPY trainer/ trainer/
 COPY streamer/ streamer/
 COPY monitor/ monitor/

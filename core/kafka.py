@@ -73,6 +73,7 @@ class TopicSpec:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the system uses. The model topic has one partition: order = history."""
     per_key = settings.partitions
+    compacted = {"cleanup.policy": "compact"}
     return [
         TopicSpec(settings.topic_prospects, per_key),
         *(TopicSpec(topic, per_key) for topic in settings.task_topics.values()),
@@ -80,6 +81,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_outcomes, per_key),
         TopicSpec(settings.topic_outcome_dead_letters, per_key),
         TopicSpec(settings.topic_predictions, per_key),
+        TopicSpec(settings.topic_queue, per_key, compacted),
+        TopicSpec(settings.topic_do_not_call, per_key, compacted),
+        TopicSpec(settings.topic_queue_inputs, per_key),
+        TopicSpec(settings.topic_queue_state, per_key, compacted),
         TopicSpec(
             settings.topic_models,
             1,

@@ -75,6 +75,26 @@ class Settings(BaseSettings):
         default="predictions",
         description="The prediction log: what each model saw and said, keyed by event_id.",
     )
+    topic_queue: str = Field(
+        default="call-queue",
+        description="The live call queue: compacted, keyed by prospect_id; the newest record is "
+        "the prospect's open CallTask, or a tombstone (reason in the `withdrawn` header).",
+    )
+    topic_do_not_call: str = Field(
+        default="do-not-call",
+        description="Do-not-call list: compacted, keyed by prospect_id (DoNotCallEntry); a "
+        "tombstone lifts an entry.",
+    )
+    topic_queue_inputs: str = Field(
+        default="call-queue.inputs",
+        description="Internal: scored events, outcomes and do-not-call entries re-keyed to the "
+        "partition of their prospect's queue state, whatever partitioner their producer used.",
+    )
+    topic_queue_state: str = Field(
+        default="call-queue.state",
+        description="Internal: compacted changelog of each prospect's queue state, read back "
+        "when a scorer takes over a partition.",
+    )
     partitions: int = Field(
         default=4,
         ge=1,
@@ -112,6 +132,17 @@ class Settings(BaseSettings):
         default=DEFAULT_MAX_EVENT_BYTES,
         ge=1024,
         description="Larger prospect events and outcomes are dead-lettered (too_large).",
+    )
+    task_ttl_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="A task is withdrawn (expired) this long after its event, in event time.",
+    )
+    recontact_after_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="After a call that reached a prospect, newer events queue nothing for this "
+        "long (event time).",
     )
     dedupe_window: int = Field(
         default=100_000,

@@ -2,6 +2,7 @@
 
 from schemas.dead_letter import DeadLetter, ErrorKind, FieldError
 from schemas.decode import InvalidEvent, decode_outcome, decode_prospect
+from schemas.do_not_call import DoNotCallEntry
 from schemas.drift_baseline import Distribution, DriftBaseline
 from schemas.feature_contract import (
     CATEGORICAL_FEATURES,
@@ -20,7 +21,15 @@ from schemas.manifest import (
 from schemas.outcome import CallOutcome
 from schemas.prediction import PredictionRecord
 from schemas.prospect import MONTHS, POST_CALL_FIELDS, ProspectEvent
-from schemas.tasks import PRIORITIES, CallTask, Priority, task_id_for
+from schemas.tasks import (
+    PRIORITIES,
+    WITHDRAWAL_HEADER,
+    WITHDRAWALS,
+    CallTask,
+    Priority,
+    Withdrawal,
+    task_id_for,
+)
 
 __all__ = [
     "CATEGORICAL_FEATURES",
@@ -30,10 +39,13 @@ __all__ = [
     "NUMERIC_FEATURES",
     "POST_CALL_FIELDS",
     "PRIORITIES",
+    "WITHDRAWALS",
+    "WITHDRAWAL_HEADER",
     "CallOutcome",
     "CallTask",
     "DeadLetter",
     "Distribution",
+    "DoNotCallEntry",
     "DriftBaseline",
     "ErrorKind",
     "FieldError",
@@ -46,6 +58,7 @@ __all__ = [
     "ScoreCalibration",
     "TierCutPoints",
     "TrainingWindow",
+    "Withdrawal",
     "decode_outcome",
     "decode_prospect",
     "feature_contract_hash",

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.dead_letter import DeadLetter
+from schemas.do_not_call import DoNotCallEntry
 from schemas.manifest import ModelManifest
 from schemas.outcome import CallOutcome
 from schemas.prediction import PredictionRecord
@@ -21,6 +22,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "prediction_record": PredictionRecord,
     "model_manifest": ModelManifest,
     "dead_letter": DeadLetter,
+    "do_not_call_entry": DoNotCallEntry,
 }
 
 COMMITTED_DIR = Path(__file__).parent / "json"

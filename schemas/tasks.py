@@ -1,4 +1,8 @@
-"""CallTask: what dialer systems consume, one per scored prospect event."""
+"""CallTask: what dialer systems consume, one per prospect event that opened a task.
+
+The call queue (`call-queue`, compacted, keyed by prospect_id) holds each prospect's open task or
+a tombstone; its withdrawal reasons are `WITHDRAWALS`, sent in the `withdrawn` header.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Priority = Literal["high", "medium", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "medium", "low")
+Withdrawal = Literal["closed", "expired", "suppressed"]
+WITHDRAWALS: tuple[Withdrawal, ...] = ("closed", "expired", "suppressed")
+WITHDRAWAL_HEADER = "withdrawn"
 
 # Fixed namespace: task ids must be stable across processes, versions and replays.
 _TASK_NAMESPACE = uuid.UUID("6f1c1a52-52a5-4c2e-9d7e-0f0c8b8f3a11")
@@ -30,3 +37,11 @@ class CallTask(BaseModel):
     percentile: float = Field(ge=0.0, le=100.0, description="Rank among validation scores.")
     model_version: int = Field(ge=1)
     scored_at: AwareDatetime
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="Event time after which the task is withdrawn if not called "
+        "(the event's occurred_at + CALLSCORE_TASK_TTL).",
+    )
+    supersedes: str | None = Field(
+        default=None, description="task_id of the prospect's open task this one replaces."
+    )

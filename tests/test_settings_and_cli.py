@@ -37,7 +37,7 @@ def test_env_prefix_and_topic_names(monkeypatch):
     }
     assert settings.batch_max_size == 200
     names = [spec.name for spec in topic_specs(settings)]
-    assert len(names) == len(set(names)) == 9
+    assert len(names) == len(set(names)) == 13
 
 
 def test_settings_round_trip_through_the_environment(settings, monkeypatch):

@@ -1,0 +1,354 @@
+"""The call queue's rules for one partition: entries and a batch of inputs in; the new entries,
+the records to publish and the counts out. No I/O (tests/test_queue_rules.py).
+
+Inputs are applied one by one in partition order; the stream time is the newest `occurred_at`
+of the partition's scored events, and a task expires as soon as the stream time reaches its
+`expires_at`, so a replay expires tasks exactly as live traffic did, whatever the batching.
+
+The rules, input by input, are the table "The call queue" in docs/architecture.md: a scored
+event is `suppressed` (do-not-call: nothing published), a `duplicate` (the same records again),
+`late` (not newer than the newest queued event: only its prediction-log line), `cooling_down`
+(within `recontact_after` of a call that reached the prospect: only its prediction-log line) or
+`queued` (its prediction-log line, the task on its tier topic and on the queue, superseding the
+open task); an outcome naming the open task closes it (`closed`), any other is `stale`; a
+do-not-call entry withdraws the open task (`suppressed`), its tombstone lifts it; a task whose
+`expires_at` the stream time reaches is withdrawn (`expired`).
+
+Every changed entry is also published on the state changelog (last change per batch), so the
+partition's next owner resumes it. Accounting, checked whenever a `QueueResult` is built:
+scored = queued + late + cooling_down + suppressed + duplicate; outcomes = closed + stale;
+do-not-call records = do_not_call + lifted.
+
+A `PartitionQueue` changes its entries as it applies a batch: when publishing the result fails
+for good, drop the object and rebuild the partition from the changelog.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from callqueue.inputs import QueueInput
+from callqueue.state import ProspectEntry
+from core.settings import Settings
+from core.topic_writer import Outgoing
+from schemas import (
+    WITHDRAWAL_HEADER,
+    CallOutcome,
+    CallTask,
+    DoNotCallEntry,
+    PredictionRecord,
+    Priority,
+    Withdrawal,
+)
+
+
+class QueueAccountingError(RuntimeError):
+    """A queue result that would lose or invent inputs; never published."""
+
+
+@dataclass(frozen=True)
+class QueueTopics:
+    predictions: str
+    tasks: Mapping[Priority, str]
+    queue: str
+    state: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueueTopics:
+        return cls(
+            settings.topic_predictions,
+            settings.task_topics,
+            settings.topic_queue,
+            settings.topic_queue_state,
+        )
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    task_ttl: timedelta
+    recontact_after: timedelta
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueuePolicy:
+        return cls(
+            timedelta(days=settings.task_ttl_days),
+            timedelta(days=settings.recontact_after_days),
+        )
+
+
+@dataclass
+class QueueCounts:
+    scored: int = 0
+    queued: int = 0
+    superseded: int = 0  # of the queued: they replaced an open task
+    late: int = 0
+    cooling_down: int = 0
+    suppressed: int = 0
+    duplicate: int = 0
+    outcomes: int = 0
+    closed: int = 0
+    stale: int = 0
+    do_not_call_records: int = 0
+    do_not_call: int = 0
+    lifted: int = 0
+    withdrawn: Counter[Withdrawal] = field(default_factory=Counter)
+
+    def check(self, consumed: int) -> None:
+        problems = []
+        decided = self.queued + self.late + self.cooling_down + self.suppressed + self.duplicate
+        if self.scored != decided:
+            problems.append(
+                f"scored {self.scored} != queued {self.queued} + late {self.late} + cooling "
+                f"down {self.cooling_down} + suppressed {self.suppressed} + duplicate "
+                f"{self.duplicate}"
+            )
+        if self.outcomes != self.closed + self.stale:
+            problems.append(
+                f"outcomes {self.outcomes} != closed {self.closed} + stale {self.stale}"
+            )
+        if self.do_not_call_records != self.do_not_call + self.lifted:
+            problems.append(
+                f"do-not-call records {self.do_not_call_records} != entries {self.do_not_call} "
+                f"+ lifts {self.lifted}"
+            )
+        if consumed != self.scored + self.outcomes + self.do_not_call_records:
+            problems.append(
+                f"consumed {consumed} != scored {self.scored} + outcomes {self.outcomes} + "
+                f"do-not-call records {self.do_not_call_records}"
+            )
+        if problems:
+            raise QueueAccountingError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    consumed: int
+    entries: dict[str, ProspectEntry]  # every entry the batch changed, as it is now
+    outgoing: list[Outgoing]
+    counts: QueueCounts
+    stream_time: datetime | None
+
+    def __post_init__(self) -> None:
+        self.counts.check(self.consumed)
+
+
+@dataclass
+class _Batch:
+    """What one `apply` call collects."""
+
+    changed: dict[str, ProspectEntry] = field(default_factory=dict)
+    outgoing: list[Outgoing] = field(default_factory=list)
+    counts: QueueCounts = field(default_factory=QueueCounts)
+
+
+class PartitionQueue:
+    """The entries of one partition of the queue and the rules that change them."""
+
+    def __init__(
+        self,
+        partition: int,
+        topics: QueueTopics,
+        policy: QueuePolicy,
+        entries: Iterable[ProspectEntry] = (),
+    ) -> None:
+        self.partition = partition
+        self._topics = topics
+        self._policy = policy
+        self.entries: dict[str, ProspectEntry] = {e.prospect_id: e for e in entries}
+        seen = [e.newest_seen_at for e in self.entries.values() if e.newest_seen_at is not None]
+        self.stream_time: datetime | None = max(seen, default=None)
+        # (expires_at, prospect_id, task_id) of open tasks; stale items are skipped when popped.
+        self._expiries: list[tuple[datetime, str, str]] = []
+        for entry in self.entries.values():
+            self._remember_expiry(entry.open_task)
+
+    def open_tasks(self) -> list[CallTask]:
+        return [e.open_task for e in self.entries.values() if e.open_task is not None]
+
+    def apply(self, inputs: Sequence[QueueInput]) -> QueueResult:
+        batch = _Batch()
+        for item in inputs:
+            entry = self.entries.get(item.prospect_id) or ProspectEntry(
+                prospect_id=item.prospect_id
+            )
+            if item.kind == "scored":
+                assert item.prediction is not None
+                self._scored(batch, entry, item.prediction, item.value)
+            elif item.kind == "outcome":
+                assert item.outcome is not None
+                self._outcome(batch, entry, item.outcome)
+            else:
+                self._do_not_call(batch, entry, item.entry)
+        for entry in batch.changed.values():
+            batch.outgoing.append(self._state_record(entry))
+        return QueueResult(
+            len(inputs), batch.changed, batch.outgoing, batch.counts, self.stream_time
+        )
+
+    # --- the rules -------------------------------------------------------------------------
+    def _scored(
+        self,
+        batch: _Batch,
+        entry: ProspectEntry,
+        prediction: PredictionRecord,
+        value: bytes | None,
+    ) -> None:
+        counts = batch.counts
+        counts.scored += 1
+        at = prediction.occurred_at
+        if entry.newest_event_id == prediction.event_id:
+            counts.duplicate += 1
+            batch.outgoing.append(self._prediction_record(prediction, value))
+            task = entry.open_task
+            if task is not None and task.event_id == prediction.event_id:
+                batch.outgoing += self._task_records(task)
+            return
+        seen = at if entry.newest_seen_at is None else max(entry.newest_seen_at, at)
+        entry = entry.model_copy(update={"newest_seen_at": seen})
+        if entry.do_not_call:
+            counts.suppressed += 1
+            self._change(batch, entry)
+        elif entry.newest_event_at is not None and at <= entry.newest_event_at:
+            counts.late += 1
+            batch.outgoing.append(self._prediction_record(prediction, value))
+        elif entry.reached_at is not None and at < entry.reached_at + self._policy.recontact_after:
+            counts.cooling_down += 1
+            batch.outgoing.append(self._prediction_record(prediction, value))
+            self._change(batch, entry)
+        else:
+            counts.queued += 1
+            previous = entry.open_task
+            task = self._task(prediction, previous)
+            if previous is not None:
+                counts.superseded += 1
+            batch.outgoing.append(self._prediction_record(prediction, value))
+            batch.outgoing += self._task_records(task)
+            entry = entry.model_copy(
+                update={
+                    "open_task": task,
+                    "newest_event_at": at,
+                    "newest_event_id": prediction.event_id,
+                }
+            )
+            self._change(batch, entry)
+            self._remember_expiry(task)
+        self._advance(batch, at)
+
+    def _outcome(self, batch: _Batch, entry: ProspectEntry, outcome: CallOutcome) -> None:
+        batch.counts.outcomes += 1
+        task = entry.open_task
+        names_it = task is not None and (
+            outcome.task_id == task.task_id or outcome.event_id == task.event_id
+        )
+        if task is None or not names_it:
+            batch.counts.stale += 1
+            return
+        batch.counts.closed += 1
+        reached = outcome.called_at
+        if entry.reached_at is not None:
+            reached = max(reached, entry.reached_at)
+        self._withdraw(batch, entry.model_copy(update={"reached_at": reached}), "closed")
+
+    def _do_not_call(
+        self, batch: _Batch, entry: ProspectEntry, objection: DoNotCallEntry | None
+    ) -> None:
+        batch.counts.do_not_call_records += 1
+        if objection is None:
+            batch.counts.lifted += 1
+            self._change(batch, entry.model_copy(update={"do_not_call": False}))
+            return
+        batch.counts.do_not_call += 1
+        entry = entry.model_copy(update={"do_not_call": True})
+        if entry.open_task is not None:
+            self._withdraw(batch, entry, "suppressed")
+        else:
+            self._change(batch, entry)
+
+    def _advance(self, batch: _Batch, at: datetime) -> None:
+        """Move the stream time to `at` (never back) and expire what it reached."""
+        if self.stream_time is not None and at <= self.stream_time:
+            return
+        self.stream_time = at
+        while self._expiries and self._expiries[0][0] <= at:
+            _expires_at, prospect_id, task_id = heapq.heappop(self._expiries)
+            entry = self.entries.get(prospect_id)
+            if entry is None or entry.open_task is None or entry.open_task.task_id != task_id:
+                continue  # closed, replaced or withdrawn since
+            self._withdraw(batch, entry, "expired")
+
+    # --- changes and records ---------------------------------------------------------------
+    def _change(self, batch: _Batch, entry: ProspectEntry) -> None:
+        self.entries[entry.prospect_id] = entry
+        batch.changed[entry.prospect_id] = entry
+
+    def _withdraw(self, batch: _Batch, entry: ProspectEntry, reason: Withdrawal) -> None:
+        task = entry.open_task
+        assert task is not None
+        batch.counts.withdrawn[reason] += 1
+        batch.outgoing.append(
+            Outgoing(
+                self._topics.queue,
+                entry.prospect_id.encode(),
+                None,
+                [("task_id", task.task_id.encode()), (WITHDRAWAL_HEADER, reason.encode())],
+                partition=self.partition,
+            )
+        )
+        self._change(batch, entry.model_copy(update={"open_task": None}))
+
+    def _remember_expiry(self, task: CallTask | None) -> None:
+        if task is not None and task.expires_at is not None:
+            heapq.heappush(self._expiries, (task.expires_at, task.prospect_id, task.task_id))
+
+    def _task(self, prediction: PredictionRecord, previous: CallTask | None) -> CallTask:
+        return CallTask(
+            task_id=prediction.task_id,
+            event_id=prediction.event_id,
+            prospect_id=prediction.prospect_id,
+            score=prediction.score,
+            priority=prediction.priority,
+            percentile=prediction.percentile,
+            model_version=prediction.model_version,
+            scored_at=prediction.scored_at,
+            expires_at=prediction.occurred_at + self._policy.task_ttl,
+            supersedes=previous.task_id if previous is not None else None,
+        )
+
+    def _task_records(self, task: CallTask) -> list[Outgoing]:
+        """The task on its tier topic (every new task) and as the prospect's queue entry."""
+        value = _TASK_JSON.to_json(task)
+        headers = [
+            ("model_version", str(task.model_version).encode()),
+            ("task_id", task.task_id.encode()),
+        ]
+        key = task.prospect_id.encode()
+        return [
+            Outgoing(self._topics.tasks[task.priority], key, value, headers),
+            Outgoing(self._topics.queue, key, value, headers, partition=self.partition),
+        ]
+
+    def _prediction_record(self, prediction: PredictionRecord, value: bytes | None) -> Outgoing:
+        """The line as the scorer wrote it (the input's bytes), keyed by event id as always."""
+        headers = [
+            ("model_version", str(prediction.model_version).encode()),
+            ("task_id", prediction.task_id.encode()),
+        ]
+        body = value if value is not None else _RECORD_JSON.to_json(prediction)
+        return Outgoing(self._topics.predictions, prediction.event_id.encode(), body, headers)
+
+    def _state_record(self, entry: ProspectEntry) -> Outgoing:
+        return Outgoing(
+            self._topics.state,
+            entry.prospect_id.encode(),
+            _ENTRY_JSON.to_json(entry),
+            partition=self.partition,
+        )
+
+
+_TASK_JSON = CallTask.__pydantic_serializer__
+_RECORD_JSON = PredictionRecord.__pydantic_serializer__
+_ENTRY_JSON = ProspectEntry.__pydantic_serializer__
