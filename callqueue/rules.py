@@ -159,6 +159,9 @@ class PartitionQueue:
         self._topics = topics
         self._policy = policy
         self.entries: dict[str, ProspectEntry] = {e.prospect_id: e for e in entries}
+        self.open_by_tier: Counter[Priority] = Counter(
+            e.open_task.priority for e in self.entries.values() if e.open_task is not None
+        )
         seen = [e.newest_seen_at for e in self.entries.values() if e.newest_seen_at is not None]
         self.stream_time: datetime | None = max(seen, default=None)
         # (expires_at, prospect_id, task_id) of open tasks; stale items are skipped when popped.
@@ -200,18 +203,21 @@ class PartitionQueue:
         counts = batch.counts
         counts.scored += 1
         at = prediction.occurred_at
-        if entry.newest_event_id == prediction.event_id:
+        # The event's time first: a task its time reaches has expired before the event's own
+        # rule applies, so it is withdrawn as expired, not superseded.
+        self._advance(batch, at)
+        entry = self.entries.get(entry.prospect_id, entry)
+        seen = at if entry.newest_seen_at is None else max(entry.newest_seen_at, at)
+        entry = entry.model_copy(update={"newest_seen_at": seen})
+        if entry.do_not_call:  # before the duplicate rule: an objection silences redeliveries too
+            counts.suppressed += 1
+            self._change(batch, entry)
+        elif entry.newest_event_id == prediction.event_id:
             counts.duplicate += 1
             batch.outgoing.append(self._prediction_record(prediction, value))
             task = entry.open_task
             if task is not None and task.event_id == prediction.event_id:
                 batch.outgoing += self._task_records(task)
-            return
-        seen = at if entry.newest_seen_at is None else max(entry.newest_seen_at, at)
-        entry = entry.model_copy(update={"newest_seen_at": seen})
-        if entry.do_not_call:
-            counts.suppressed += 1
-            self._change(batch, entry)
         elif entry.newest_event_at is not None and at <= entry.newest_event_at:
             counts.late += 1
             batch.outgoing.append(self._prediction_record(prediction, value))
@@ -236,7 +242,6 @@ class PartitionQueue:
             )
             self._change(batch, entry)
             self._remember_expiry(task)
-        self._advance(batch, at)
 
     def _outcome(self, batch: _Batch, entry: ProspectEntry, outcome: CallOutcome) -> None:
         batch.counts.outcomes += 1
@@ -282,6 +287,11 @@ class PartitionQueue:
 
     # --- changes and records ---------------------------------------------------------------
     def _change(self, batch: _Batch, entry: ProspectEntry) -> None:
+        old = self.entries.get(entry.prospect_id)
+        if old is not None and old.open_task is not None:
+            self.open_by_tier[old.open_task.priority] -= 1
+        if entry.open_task is not None:
+            self.open_by_tier[entry.open_task.priority] += 1
         self.entries[entry.prospect_id] = entry
         batch.changed[entry.prospect_id] = entry
 

@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="Larger prospect events and outcomes are dead-lettered (too_large).",
     )
+    queue_enabled: bool = Field(
+        default=True,
+        description="Scored events go through the live call queue (call-queue.inputs, then one "
+        "open task per prospect); false: every scored event straight to its tier topic, as "
+        "before the queue existed (the bench compares both).",
+    )
     task_ttl_days: float = Field(
         default=14.0,
         gt=0,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,17 +117,7 @@ class TopicReader:
                     continue
                 raise BrokerUnavailableError(f"reading '{where[0]}': {error}")
             self._unfinished.add(where)
-            records.append(
-                Record(
-                    topic=where[0],
-                    partition=where[1],
-                    offset=message.offset() or 0,
-                    key=message.key(),
-                    value=message.value(),
-                    headers=_headers(message.headers()),
-                    timestamp_ms=message.timestamp()[1],
-                )
-            )
+            records.append(_record(message))
         return records
 
     def read_to_end(self, timeout: float = 15.0) -> list[Record]:
@@ -173,6 +163,52 @@ class TopicReader:
 def _headers(raw: Any) -> dict[str, bytes]:
     pairs = raw.items() if isinstance(raw, dict) else raw or []
     return {k: v if isinstance(v, bytes) else (v or "").encode() for k, v in pairs}
+
+
+def read_partition(
+    settings: Settings, topic: str, partition: int, timeout: float = 60.0
+) -> Iterator[Record]:
+    """Every record of one partition from its beginning to its current end (partition EOF, not
+    watermarks), as they arrive; a topic that does not exist reads as empty. For a reader that
+    takes over one partition's state (the call queue's changelog)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        consumer_config(
+            settings,
+            group_id=f"callscore-partition-{uuid.uuid4()}",
+            **{"enable.partition.eof": True},
+        )
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        while time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=1000, timeout=0.2):
+                error = message.error()
+                if error is None:
+                    yield _record(message)
+                elif error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    return
+                else:
+                    raise BrokerUnavailableError(f"reading '{topic}' [{partition}]: {error}")
+        raise BrokerUnavailableError(
+            f"could not read '{topic}' [{partition}] to the end within {timeout:.0f} s"
+        )
+    finally:
+        consumer.close()
+
+
+def _record(message: Any) -> Record:
+    return Record(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=message.key(),
+        value=message.value(),
+        headers=_headers(message.headers()),
+        timestamp_ms=message.timestamp()[1],
+    )
 
 
 def read_topics(

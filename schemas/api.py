@@ -10,6 +10,10 @@ from schemas.dead_letter import ErrorKind, FieldError
 from schemas.manifest import TierCutPoints
 from schemas.tasks import CallTask, Priority
 
+# GET /queue?limit=N: how many tasks one answer lists.
+QUEUE_LIMIT_DEFAULT = 50
+QUEUE_LIMIT_MAX = 1000
+
 
 class ScoreResult(BaseModel):
     """One scored event: the call task's fields a caller needs, without publishing anything."""
@@ -74,3 +78,19 @@ class Readiness(BaseModel):
     partitions_assigned: bool
     model_loaded: bool
     broker_reachable: bool
+
+
+class QueueTopAnswer(BaseModel):
+    """GET /queue: the best open tasks of the whole call queue, and its counts."""
+
+    tier: Priority | None = Field(description="The tier asked for; null for every tier.")
+    limit: int = Field(ge=1, description="At most this many tasks were asked for.")
+    tasks: list[CallTask] = Field(
+        description="Open tasks by score, highest first; equal scores by task_id."
+    )
+    open_by_tier: dict[Priority, int] = Field(description="Open tasks per tier, all of them.")
+    open_total: int = Field(ge=0)
+    withdrawals: dict[str, int] = Field(
+        description="Open tasks withdrawn since the mirror started reading, by the reason in "
+        "their tombstone's `withdrawn` header (closed, expired, suppressed)."
+    )

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from schemas.dead_letter import ErrorKind, FieldError
+from schemas.do_not_call import DoNotCallEntry
 from schemas.outcome import CallOutcome
 from schemas.prediction import PredictionRecord
 from schemas.prospect import ProspectEvent
@@ -90,6 +91,26 @@ def decode_prospect(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES)
 def decode_outcome(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> CallOutcome:
     """A call outcome from one Kafka value, or InvalidEvent (never counted as a label)."""
     return decode_json(raw, CallOutcome, "call outcome", max_bytes)
+
+
+def decode_do_not_call(
+    key: bytes | None, raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> DoNotCallEntry | None:
+    """A do-not-call record: its entry, or None for a tombstone (the entry lifted); InvalidEvent
+    when it has no key, or names another prospect than its key."""
+    if key is None:
+        raise InvalidEvent("invalid_fields", "a do-not-call record needs its prospect_id as key")
+    if raw is None:
+        return None
+    entry = decode_json(raw, DoNotCallEntry, "do-not-call entry", max_bytes)
+    if entry.prospect_id.encode() != key:
+        raise InvalidEvent(
+            "invalid_fields",
+            f"key {key.decode(errors='replace')!r} is not the entry's prospect_id "
+            f"{entry.prospect_id!r}",
+            [FieldError(field="prospect_id", message="must equal the record's key", rule="key")],
+        )
+    return entry
 
 
 def decode_prediction(

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,13 +47,16 @@ from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
 from streamer.metrics import StreamMetrics
 from streamer.model_watcher import ModelWatcher
+from streamer.queue_worker import QueueWorker
 from streamer.retry import retry_with_backoff
+from streamer.routing import RouteResult, route_do_not_call, route_outcomes
 from streamer.scoring import Incoming
 from streamer.web import ApiOnlyWeb, ScorePool, register_routes
 
 log = logging.getLogger(__name__)
 
 MODEL_WAIT_POLL_SECONDS = 0.05
+QUEUE_WATCH_SECONDS = 1.0
 # The Kafka clients' log lines while the broker is away (core/kafka_logs.py).
 KAFKA_LOG_LINES_PER_SECOND = 1.0
 KAFKA_LOG_BURST = 20
@@ -70,6 +73,7 @@ class Streamer:
     recent: RecentIds
     broker: BrokerCheck
     scorer: BatchScorer = field(init=False)
+    queue: QueueWorker | None = None  # the call queue's writer (Settings.queue_enabled)
 
     def __post_init__(self) -> None:
         self.scorer = BatchScorer(self.settings, self.recent)
@@ -81,6 +85,8 @@ class Streamer:
         except Exception:  # consumer not started yet
             assignment = set()
         assigned = any(tp.topic == prospects for tp in assignment) and not self.app.rebalancing
+        if self.queue is not None:  # its group may have no partition for us: that is fine
+            assigned = assigned and self.queue.assigned.is_set()
         return {
             "partitions_assigned": assigned,
             "model_loaded": self.watcher.current is not None,
@@ -174,6 +180,11 @@ def build_app(settings: Settings) -> Streamer:
         settings.http_score_processes, settings.http_score_queue, settings.http_score_niceness
     )
     app.service(score_pool_service(pool))
+    if settings.queue_enabled:
+        queue = QueueWorker(settings, metrics)
+        streamer.queue = queue
+        app.service(queue_worker_service(queue))
+        add_routing_agents(streamer)
     register_routes(app, settings, metrics, lambda: watcher.current, streamer.readiness, pool)
     return streamer
 
@@ -246,6 +257,57 @@ def score_pool_service(pool: ScorePool) -> type[mode.Service]:
             pool.shutdown()
 
     return ScorePoolService
+
+
+def queue_worker_service(queue: QueueWorker) -> type[mode.Service]:
+    class QueueWorkerService(mode.Service):
+        """Runs the call queue's thread; stops the worker when the queue gave up, so its
+        partitions go to another replica (streamer/queue_worker.py)."""
+
+        async def on_start(self) -> None:
+            queue.start()
+
+        @mode.Service.task
+        async def _watch(self) -> None:
+            while not self.should_stop:
+                if queue.failure is not None:
+                    log.error("the call queue failed: stopping this scorer")
+                    await self.crash(queue.failure)
+                    return
+                await self.sleep(QUEUE_WATCH_SECONDS)
+
+        async def on_stop(self) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, queue.stop)
+
+    return QueueWorkerService
+
+
+def add_routing_agents(streamer: Streamer) -> None:
+    """Outcomes and do-not-call records to their prospect's queue partition (streamer/routing.py),
+    committed only once the broker acknowledged what they became."""
+    app, settings = streamer.app, streamer.settings
+
+    def route(topic: str, name: str, router: Callable[[Sequence[Incoming]], RouteResult]) -> None:
+        @app.agent(app.topic(topic), name=name)
+        async def agent(stream: Any) -> None:
+            batches = stream.take_events(
+                settings.batch_max_size, within=settings.batch_max_wait_seconds
+            )
+            async for events in batches:
+                try:
+                    result = router([incoming(e) for e in events])
+                    await streamer.publish(result.outgoing)
+                    streamer.metrics.record_routed(topic, result)
+                except BaseException as exc:
+                    await abandon_batch(app, events, exc)
+                    raise
+
+    route(settings.topic_outcomes, "route-outcomes", lambda r: route_outcomes(r, settings))
+    route(
+        settings.topic_do_not_call,
+        "route-do-not-call",
+        lambda r: route_do_not_call(r, settings, datetime.now(UTC)),
+    )
 
 
 def add_scoring_agent(streamer: Streamer) -> None:

@@ -5,13 +5,17 @@ No Faust, asyncio or Kafka here, so the batch rules are unit-tested without a br
 `BatchScorer.score`, sends `BatchResult.outgoing` (streamer/faust_workarounds.py) and hands the
 result to `StreamMetrics`.
 
-Every call task is published with its line of the prediction log (`PredictionRecord`: the
-event's features, the score, the tier and the model version), in the same batch, so the broker
-acknowledges both before the batch's input offsets can be committed.
+With the call queue (Settings.queue_enabled, the default), each scored event's line of the
+prediction log (`PredictionRecord`: the event's features, the score, the tier and the model
+version) goes to the queue's input topic at its prospect's partition, and the queue worker
+(streamer/queue_worker.py) decides what is published from it. Without the queue, every call
+task is published on its tier topic with its line of the prediction log, in the same batch.
+Either way the broker acknowledges every output before the batch's input offsets can be
+committed.
 
 Accounting, checked whenever a BatchResult is built:
 consumed = scored (tasks) + dead-lettered + duplicates dropped;
-outgoing = 2 * scored (task + prediction record) + dead-lettered.
+outgoing = scored * (1 with the queue, 2 without) + dead-lettered.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from callqueue.inputs import input_record
 from core.dead_letters import dead_letter_record
 from core.settings import Settings
 from core.topic_writer import Outgoing
@@ -47,6 +52,7 @@ class BatchResult:
     # Kafka timestamp of each task's source record (same order as tasks), for the latency metric.
     task_timestamps: list[float | None]
     scoring_seconds: float
+    records_per_task: int = 2  # 1 with the queue: its input; 2 without: task + prediction record
 
     def __post_init__(self) -> None:
         # Raised, not asserted: it must hold under `python -O` too, and a failed batch is never
@@ -57,10 +63,10 @@ class BatchResult:
                 f"consumed {self.consumed} != scored {self.scored} + dead-lettered "
                 f"{self.dead_lettered} + duplicates {self.duplicates}"
             )
-        if len(self.outgoing) != 2 * self.scored + self.dead_lettered:
+        if len(self.outgoing) != self.records_per_task * self.scored + self.dead_lettered:
             raise BatchAccountingError(
-                f"{len(self.outgoing)} outgoing records for {self.scored} tasks (each with its "
-                f"prediction record) and {self.dead_lettered} dead letters"
+                f"{len(self.outgoing)} outgoing records for {self.scored} tasks "
+                f"({self.records_per_task} each) and {self.dead_lettered} dead letters"
             )
         if len(self.task_timestamps) != self.scored:
             raise BatchAccountingError(
@@ -95,7 +101,8 @@ class BatchScorer:
         tasks = score_events([ev for _, ev in fresh], model, now)
         scoring_seconds = time.perf_counter() - started
         scored = list(zip([event for _m, event in fresh], tasks, strict=True))
-        outgoing = self._outgoing(scored)
+        queued = self._settings.queue_enabled
+        outgoing = self._queue_inputs(scored) if queued else self._outgoing(scored)
         dead_letters = self._settings.topic_dead_letters
         outgoing.extend(dead_letter_record(dead_letters, letter) for letter in dead)
         return BatchResult(
@@ -106,7 +113,22 @@ class BatchScorer:
             outgoing=outgoing,
             task_timestamps=[message.timestamp for message, _ev in fresh],
             scoring_seconds=scoring_seconds,
+            records_per_task=1 if queued else 2,
         )
+
+    def _queue_inputs(self, scored: list[tuple[ProspectEvent, CallTask]]) -> list[Outgoing]:
+        """Each event's prediction-log line, as an input of its prospect's queue partition."""
+        topic, partitions = self._settings.topic_queue_inputs, self._settings.partitions
+        return [
+            input_record(
+                topic,
+                "scored",
+                event.prospect_id,
+                _RECORD_JSON.to_json(prediction_record(event, task)),
+                partitions,
+            )
+            for event, task in scored
+        ]
 
     def _outgoing(self, scored: list[tuple[ProspectEvent, CallTask]]) -> list[Outgoing]:
         """Each task's record, then each task's prediction record, in the same order.

@@ -6,6 +6,7 @@ Every per-batch update is in `record_scored` and `record_published`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -18,7 +19,23 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
+    from callqueue.rules import QueueResult
     from streamer.batch import BatchResult
+    from streamer.routing import RouteResult
+
+# What became of each input of the call queue (callqueue/rules.py), the `result` label.
+QUEUE_RESULTS = (
+    "queued",
+    "late",
+    "cooling_down",
+    "suppressed",
+    "duplicate",
+    "closed",
+    "stale",
+    "do_not_call",
+    "lifted",
+    "invalid",
+)
 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -83,6 +100,46 @@ class StreamMetrics:
             "1 if the broker answered the last metadata check, else 0 (streamer/broker_check.py).",
             registry=r,
         )
+        self.queue_inputs = Counter(
+            "callscore_queue_inputs",
+            "Inputs of the call queue this replica applied, by what became of them.",
+            ["result"],
+            registry=r,
+        )
+        self.queue_superseded = Counter(
+            "callscore_queue_superseded",
+            "Queued tasks that replaced the prospect's open task.",
+            registry=r,
+        )
+        self.queue_withdrawals = Counter(
+            "callscore_queue_withdrawals",
+            "Open tasks withdrawn from the call queue, by reason (closed, expired, suppressed).",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_open_tasks = Gauge(
+            "callscore_queue_open_tasks",
+            "Open tasks in the partitions of the call queue this replica owns, by tier.",
+            ["priority"],
+            registry=r,
+        )
+        self.queue_partitions = Gauge(
+            "callscore_queue_partitions",
+            "Partitions of the call queue this replica owns.",
+            registry=r,
+        )
+        self.queue_recovery_seconds = Gauge(
+            "callscore_queue_recovery_seconds",
+            "Time the last partition took to rebuild from the queue's changelog.",
+            registry=r,
+        )
+        self.routed = Counter(
+            "callscore_queue_routed",
+            "Outcomes and do-not-call records routed to their prospect's queue partition, by "
+            "topic and result (routed, invalid).",
+            ["source", "result"],
+            registry=r,
+        )
         self.send_retries = Counter(
             "callscore_batch_send_retries",
             "Times a batch's outputs were sent again because the broker did not acknowledge them.",
@@ -111,6 +168,28 @@ class StreamMetrics:
         for timestamp in batch.task_timestamps:
             if timestamp:  # None or 0: no timestamp to measure from
                 self.latency_seconds.observe(max(acked_at - timestamp, 0.0))
+
+    def record_queue(self, results: Sequence[QueueResult], invalid: int) -> None:
+        """The call queue published these results (every record acknowledged)."""
+        for result in results:
+            counts = result.counts
+            for name in QUEUE_RESULTS[:-1]:
+                value = getattr(counts, name)
+                if value:
+                    self.queue_inputs.labels(name).inc(value)
+            if counts.superseded:
+                self.queue_superseded.inc(counts.superseded)
+            for reason, value in counts.withdrawn.items():
+                self.queue_withdrawals.labels(reason).inc(value)
+        if invalid:
+            self.queue_inputs.labels("invalid").inc(invalid)
+
+    def record_routed(self, source: str, result: RouteResult) -> None:
+        self.routed.labels(source, "routed").inc(len(result.routed))
+        if result.invalid:
+            self.routed.labels(source, "invalid").inc(result.invalid)
+        for letter in result.dead_letters:
+            self.dead_lettered.labels(letter.error_kind).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,10 +10,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas import ProspectEvent
+from schemas import PRIORITIES, ProspectEvent
 from schemas.api import (
+    QUEUE_LIMIT_DEFAULT,
+    QUEUE_LIMIT_MAX,
     ApiError,
     Health,
+    QueueTopAnswer,
     Readiness,
     ScoreResult,
     ServedModelInfo,
@@ -110,6 +113,54 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
                 },
             }
         },
+        "/queue": {
+            "get": {
+                "summary": "The best open call tasks of the whole deployment, by score.",
+                "description": "Read from this process's mirror of the compacted call-queue "
+                "topic (every partition): the newest record per prospect is its open task. "
+                "Highest score first, equal scores by task_id; the counts cover the whole queue.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "tier",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only this tier's tasks (absent or empty: every tier).",
+                        "schema": {"type": "string", "enum": list(PRIORITIES)},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "At most this many tasks.",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": QUEUE_LIMIT_MAX,
+                            "default": QUEUE_LIMIT_DEFAULT,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": _body(
+                        "The best open tasks and the queue's counts.", c.ref(QueueTopAnswer)
+                    ),
+                    "400": _body("tier or limit is not valid (the message names it).", error),
+                    "401": unauthorized,
+                    "503": {
+                        "description": "The mirror has not read the call-queue topic to its end "
+                        "yet (or this process does not mirror it); retry after Retry-After.",
+                        "headers": {
+                            "Retry-After": {
+                                "description": "Seconds to wait.",
+                                "schema": {"type": "integer"},
+                            }
+                        },
+                        "content": {JSON: {"schema": error}},
+                    },
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "summary": "Liveness; 200 while the process serves HTTP.",
@@ -143,8 +194,9 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
             "version": version,
             "description": "HTTP API of one scorer replica (`callscore stream`), served by "
             "Faust's web server on CALLSCORE_HTTP_PORT; these are the only routes served. When "
-            "CALLSCORE_API_TOKEN is set, /score and /model need `Authorization: Bearer <token>`; "
-            "a malformed Authorization header is refused (401) on them in any case.",
+            "CALLSCORE_API_TOKEN is set, /score, /model and /queue need "
+            "`Authorization: Bearer <token>`; a malformed Authorization header is refused (401) "
+            "on them in any case.",
         },
         "paths": paths,
         "components": {

@@ -1,6 +1,8 @@
 """The HTTP API, served by Faust's own web server (aiohttp) on Settings.http_port.
 
-POST /score, GET /model need `Authorization: Bearer <Settings.api_token>` when a token is set.
+POST /score, GET /model and GET /queue need `Authorization: Bearer <Settings.api_token>` when a
+token is set. GET /queue answers from the process's mirror of the call-queue topic
+(streamer/queue_mirror.py says why a mirror): 503 until it has read the topic to its end.
 Bodies are the models of schemas.api; docs/openapi.yaml is generated from them and describes
 every route in ROUTES, and only those are served: Faust's built-in pages are not mounted
 (`ApiOnlyWeb`), and tests compare the server's router, ROUTES and the document.
@@ -25,7 +27,7 @@ import multiprocessing
 import os
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
@@ -37,12 +39,16 @@ from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 from faust.web.drivers import aiohttp as faust_aiohttp
 
+from callqueue.view import QueueView
 from core.settings import Settings
-from schemas import ProspectEvent
+from schemas import PRIORITIES, Priority, ProspectEvent
 from schemas.api import (
+    QUEUE_LIMIT_DEFAULT,
+    QUEUE_LIMIT_MAX,
     ApiError,
     EventErrors,
     Health,
+    QueueTopAnswer,
     Readiness,
     ScoreResult,
     ServedModelInfo,
@@ -61,6 +67,7 @@ JSON_CONTENT_TYPE = "application/json"
 ROUTES: dict[str, tuple[str, ...]] = {
     "/score": ("post",),
     "/model": ("get",),
+    "/queue": ("get",),
     "/healthz": ("get",),
     "/readyz": ("get",),
     "/metrics": ("get",),
@@ -70,6 +77,10 @@ ROUTES: dict[str, tuple[str, ...]] = {
 # valid body needs. A little more lets a nested value get its per-field message; far less than
 # the recursion limit `json.loads` and `json.dumps` would hit.
 MAX_JSON_DEPTH = 8
+
+_LIMIT = re.compile(r"[0-9]{1,9}")
+# How much of a refused parameter value an error message repeats.
+ECHO_CHARS = 40
 
 
 class ApiOnlyWeb(faust_aiohttp.Web):
@@ -254,6 +265,41 @@ def score_request(body: bytes, model: ServedModel, settings: Settings) -> tuple[
     return 200, results[0] if single else results
 
 
+class BadParameter(ValueError):
+    """A query parameter the client must fix: a 400 naming it."""
+
+
+def queue_query(query: Mapping[str, str]) -> tuple[Priority | None, int]:
+    """(tier, limit) of a GET /queue query; an empty value is the same as none."""
+    tier = query.get("tier") or None
+    if tier is not None and tier not in PRIORITIES:
+        raise BadParameter(
+            f"tier must be one of {', '.join(PRIORITIES)} (or absent for all), "
+            f"not {tier[:ECHO_CHARS]!r}"
+        )
+    raw = query.get("limit") or None
+    limit = QUEUE_LIMIT_DEFAULT if raw is None else None
+    if raw is not None and _LIMIT.fullmatch(raw):
+        limit = int(raw)
+    if limit is None or not 1 <= limit <= QUEUE_LIMIT_MAX:
+        shown = raw if raw is None else raw[:ECHO_CHARS]
+        raise BadParameter(f"limit must be an integer from 1 to {QUEUE_LIMIT_MAX}, not {shown!r}")
+    return cast(Priority | None, tier), limit
+
+
+def queue_document(view: QueueView, tier: Priority | None, limit: int) -> dict[str, Any]:
+    top = view.top(limit, tier)
+    answer = QueueTopAnswer(
+        tier=tier,
+        limit=limit,
+        tasks=top.tasks,
+        open_by_tier=top.open_by_tier,
+        open_total=top.open_total,
+        withdrawals=top.withdrawals,
+    )
+    return answer.model_dump(mode="json")
+
+
 def json_bytes(document: Any) -> bytes:
     """ASCII JSON: a lone surrogate echoed from the input cannot fail to encode (a 500)."""
     return json.dumps(document).encode("ascii")
@@ -290,7 +336,11 @@ def register_routes(
     current_model: Callable[[], ServedModel | None],
     readiness: Callable[[], dict[str, bool]],
     pool: ScorePool,
+    queue_view: Callable[[], QueueView | None] | None = None,
 ) -> None:
+    """The API's routes. `queue_view` returns the process's mirror of the call queue, or None
+    until it has read the topic to its end; without it, /queue answers 503 (not mirrored here)."""
+
     def unauthorized() -> Response:
         return json_response(
             _error("missing, malformed or wrong bearer token (Authorization: Bearer <token>)"),
@@ -354,6 +404,29 @@ def register_routes(
             if model is None:
                 return no_model()
             return json_response(model_document(model))
+
+    @app.page("/queue")
+    class QueueTopView(View):
+        async def get(self, request: Request) -> Response:
+            if not authorized(settings, request.headers.get("Authorization")):
+                return unauthorized()
+            try:
+                tier, limit = queue_query(request.query)
+            except BadParameter as exc:
+                return json_response(_error(str(exc)), status=400)
+            view = None if queue_view is None else queue_view()
+            if view is None:
+                message = (
+                    "the call queue is still being read; retry"
+                    if queue_view is not None
+                    else "this process does not mirror the call queue"
+                )
+                retry = {"Retry-After": str(settings.http_retry_after_seconds)}
+                return json_response(_error(message), status=503, headers=retry)
+            # Ranking a large queue takes a while (0.4 s at 1,000,000 open tasks): off the loop.
+            loop = asyncio.get_running_loop()
+            document = await loop.run_in_executor(None, queue_document, view, tier, limit)
+            return json_response(document)
 
     @app.page("/healthz")
     class HealthView(View):
