@@ -21,6 +21,7 @@ from callscore.commands import (
     feedback,
     keys,
     lake,
+    queue,
     recalibration,
     scoring,
     simulation,
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--readme", help="rewrite the table between its markers in this file")
     table.set_defaults(handler=_cmd_schemas_settings_table)
 
-    for area in (demo, training, scoring, feedback, recalibration, lake, simulation, keys):
+    for area in (demo, training, scoring, queue, feedback, recalibration, lake, simulation, keys):
         area.register(sub)
     return parser
 
