@@ -175,9 +175,7 @@ class PartitionQueue:
     def apply(self, inputs: Sequence[QueueInput]) -> QueueResult:
         batch = _Batch()
         for item in inputs:
-            entry = self.entries.get(item.prospect_id) or ProspectEntry(
-                prospect_id=item.prospect_id
-            )
+            entry = self._current(batch, item.prospect_id)
             if item.kind == "scored":
                 assert item.prediction is not None
                 self._scored(batch, entry, item.prediction, item.value)
@@ -191,6 +189,18 @@ class PartitionQueue:
         return QueueResult(
             len(inputs), batch.changed, batch.outgoing, batch.counts, self.stream_time
         )
+
+    def _current(self, batch: _Batch, prospect_id: str) -> ProspectEntry:
+        """The prospect's entry, its open task expired first if the stream time already reached
+        it. Only after a restart can that be so (the changelog landed for some of a batch's
+        entries, not for all): it makes the rebuilt partition withdraw it as the uninterrupted
+        one did."""
+        entry = self.entries.get(prospect_id) or ProspectEntry(prospect_id=prospect_id)
+        task, now = entry.open_task, self.stream_time
+        if task is None or task.expires_at is None or now is None or task.expires_at > now:
+            return entry
+        self._withdraw(batch, entry, "expired")
+        return self.entries[prospect_id]
 
     # --- the rules -------------------------------------------------------------------------
     def _scored(
@@ -242,6 +252,7 @@ class PartitionQueue:
             )
             self._change(batch, entry)
             self._remember_expiry(task)
+            self._expire_reached(batch)
 
     def _outcome(self, batch: _Batch, entry: ProspectEntry, outcome: CallOutcome) -> None:
         batch.counts.outcomes += 1
@@ -275,10 +286,15 @@ class PartitionQueue:
 
     def _advance(self, batch: _Batch, at: datetime) -> None:
         """Move the stream time to `at` (never back) and expire what it reached."""
-        if self.stream_time is not None and at <= self.stream_time:
-            return
-        self.stream_time = at
-        while self._expiries and self._expiries[0][0] <= at:
+        if self.stream_time is None or at > self.stream_time:
+            self.stream_time = at
+        self._expire_reached(batch)
+
+    def _expire_reached(self, batch: _Batch) -> None:
+        """Withdraw every open task whose `expires_at` the stream time has reached: no task is
+        open past its expiry, even one queued for an event older than the stream time."""
+        at = self.stream_time
+        while at is not None and self._expiries and self._expiries[0][0] <= at:
             _expires_at, prospect_id, task_id = heapq.heappop(self._expiries)
             entry = self.entries.get(prospect_id)
             if entry is None or entry.open_task is None or entry.open_task.task_id != task_id:

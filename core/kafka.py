@@ -6,7 +6,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import BrokerUnavailableError
+from core.errors import BrokerUnavailableError, CallscoreError
 from core.kafka_logs import librdkafka_logger
 from core.settings import Settings
 
@@ -126,6 +126,31 @@ def ensure_topics(settings: Settings, timeout: float | None = None) -> dict[str,
                 raise
             result[name] = "exists"
     return result
+
+
+def queue_topics(settings: Settings) -> list[str]:
+    """The topics the call queue writes at explicit partitions (callqueue/inputs.py)."""
+    return [settings.topic_queue_inputs, settings.topic_queue, settings.topic_queue_state]
+
+
+def check_queue_partitions(settings: Settings, timeout: float | None = None) -> None:
+    """The queue's topics must have exactly Settings.partitions partitions: a prospect's queue
+    partition is computed from that number, and a topic created with another count (or
+    auto-created by the broker) would put its records elsewhere or refuse them."""
+    from confluent_kafka.admin import AdminClient
+
+    metadata = AdminClient(client_config(settings)).list_topics(
+        timeout=timeout or ADMIN_TIMEOUT_SECONDS
+    )
+    for name in queue_topics(settings):
+        topic = metadata.topics.get(name)
+        found = len(topic.partitions) if topic is not None else 0
+        if found != settings.partitions:
+            raise CallscoreError(
+                f"topic '{name}' has {found} partitions, CALLSCORE_PARTITIONS is "
+                f"{settings.partitions}: the call queue needs them equal (recreate the topic, "
+                "or set CALLSCORE_PARTITIONS to its count)"
+            )
 
 
 def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:

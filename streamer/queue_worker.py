@@ -10,9 +10,9 @@ prospect, has exactly one writer at a time. For the partitions it owns it:
    watermarks: docs/local-broker.md), keeping the newest record per key itself, since the local
    broker never compacts; nothing of that partition is applied before;
 2. applies each consumed batch with the pure rules (callqueue/rules.py: `PartitionQueue`);
-3. publishes what they return (prediction log, tier topics, the queue, the changelog) with one
-   `TopicWriter` and waits for every acknowledgement, retrying with backoff while the broker is
-   away, within Settings.broker_retry_seconds;
+3. publishes what they return (prediction log, tier topics, the queue, then, once those are
+   acknowledged, the changelog) with one `TopicWriter`, retrying with backoff while the broker
+   is away, within Settings.broker_retry_seconds;
 4. only then commits the batch's input offsets (at-least-once: a redelivered input is a
    `duplicate` and publishes the same records again, with the same keys and task ids).
 
@@ -209,7 +209,11 @@ class QueueWorker:
             result = queue.apply(inputs)
             results.append(result)
             outgoing += result.outgoing
-        self._publish(writer, outgoing)
+        # The changelog last: it must never run ahead of the queue records it describes, so a
+        # restart after a partial publish applies the batch again from state that is not newer.
+        state = self._topics.state
+        self._publish(writer, [r for r in outgoing if r.topic != state])
+        self._publish(writer, [r for r in outgoing if r.topic == state])
         self._metrics.record_queue(results, invalid)
         self._refresh_open_gauge()
 

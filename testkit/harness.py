@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from callscore.processes import CALLSCORE, Child, settings_env
+from core.kafka import client_config
 from core.local_broker import LOCAL_BROKER_TIMINGS, free_port
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
@@ -166,11 +167,29 @@ def produce(
     settings: Settings,
     records: Iterable[tuple[bytes | None, bytes | None]],
     topic: str | None = None,
+    partitioner: str = "consistent_random",
 ) -> int:
-    """Produce to `topic` (default: the prospects topic) and wait for every acknowledgement."""
+    """Produce to `topic` (default: the prospects topic) and wait for every acknowledgement.
+
+    `partitioner` is librdkafka's: its default `consistent_random` (CRC32 of the key), or
+    `murmur2_random`, what Java, kafkajs and aiokafka producers use."""
     target = topic or settings.topic_prospects
     outgoing = (Outgoing(target, key, value) for key, value in records)
-    return publish(settings, outgoing, "test records", **{"enable.idempotence": False})
+    config: dict[str, Any] = {"enable.idempotence": False, "partitioner": partitioner}
+    return publish(settings, outgoing, "test records", **config)
+
+
+def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of `topic` (AdminClient; the local broker
+    answers this correctly, unlike watermarks)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(settings))
+    partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])
+    result = futures[group].result(timeout=15)
+    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
 def event_bytes(event: dict[str, Any]) -> tuple[bytes, bytes]:

@@ -4,13 +4,28 @@ mirroring `call-queue` sees (the newest record per key)."""
 from __future__ import annotations
 
 import json
+import random
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from callqueue.inputs import KIND_HEADER, decode_input
+from callqueue.rules import QueuePolicy
 from core.kafka import ensure_topics
-from core.topic_reader import Record
+from core.topic_reader import Record, read_topics
 from schemas import WITHDRAWAL_HEADER, task_id_for
 from testkit.factories import valid_event
-from testkit.harness import collect, event_bytes, produce, publish_model, worker_settings
+from testkit.harness import (
+    collect,
+    committed_offsets,
+    event_bytes,
+    produce,
+    publish_model,
+    worker_settings,
+)
+from testkit.queue_reference import Lift, queue_state_of, reference_deployment
 
 WAIT_SECONDS = 60
 
@@ -64,9 +79,7 @@ def test_the_two_prospect_sequence(kafka_settings, tmp_path, workers):
     )
     p2 = valid_event(event_id="p2", prospect_id="P2", occurred_at="2026-11-26T09:30:00+00:00")
     produce(settings, [event_bytes(e) for e in (e1, e2, p2)])
-    queue = queue_until(
-        settings, lambda q: q.get("P1", {}).get("event_id") == "e2" and "P2" in q
-    )
+    queue = queue_until(settings, lambda q: q.get("P1", {}).get("event_id") == "e2" and "P2" in q)
     assert queue["P1"]["supersedes"] == task_id_for("e1")  # one task for P1: the newer one
     assert queue["P2"]["event_id"] == "p2"
 
@@ -76,8 +89,10 @@ def test_the_two_prospect_sequence(kafka_settings, tmp_path, workers):
     soon = valid_event(event_id="e3", prospect_id="P1", occurred_at="2026-11-27T09:00:00+00:00")
     produce(settings, [event_bytes(late), event_bytes(soon)])
     worker.wait_until(
-        lambda: worker.metric("callscore_queue_inputs_total", 'result="late"') == 1
-        and worker.metric("callscore_queue_inputs_total", 'result="cooling_down"') == 1,
+        lambda: (
+            worker.metric("callscore_queue_inputs_total", 'result="late"') == 1
+            and worker.metric("callscore_queue_inputs_total", 'result="cooling_down"') == 1
+        ),
         WAIT_SECONDS,
         "the late and the cooling-down event",
     )
@@ -127,3 +142,154 @@ def test_do_not_call_withdraws_suppresses_and_lifts(kafka_settings, tmp_path, wo
     produce(settings, [event_bytes(again)])
     queue = queue_until(settings, lambda q: q.get("D", {}).get("event_id") == "d3", settle=0)
     assert queue["D"]["supersedes"] is None  # the suppressed task was withdrawn, not replaced
+
+
+# --- the queue against the reference model, after a mixed stream ----------------------------
+PROSPECTS = 24
+
+
+def mixed_stream(seed: int, start: datetime, days: int, prefix: str) -> list[dict[str, Any]]:
+    """Events of a few prospects over `days`: repeats, out-of-order (late) ones, long gaps
+    (expiry), produced roughly in time order with jitter."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(PROSPECTS * 3):
+        at = start + timedelta(hours=rng.uniform(0, 24 * days))
+        events.append(
+            valid_event(
+                event_id=f"{prefix}-{i}",
+                prospect_id=f"P{rng.randrange(PROSPECTS)}",
+                occurred_at=at.isoformat(),
+                balance=rng.randrange(0, 20_000),
+                campaign=rng.randrange(1, 6),
+            )
+        )
+    events.sort(key=lambda e: e["occurred_at"])
+    # After a fifth of them, a late one of the same prospect: dated up to two days before.
+    for i in sorted(rng.sample(range(len(events)), len(events) // 5), reverse=True):
+        at = datetime.fromisoformat(events[i]["occurred_at"]) - timedelta(hours=rng.uniform(1, 48))
+        late = {**events[i], "event_id": f"{prefix}-late-{i}", "occurred_at": at.isoformat()}
+        events.insert(i + 1, late)
+    return events
+
+
+def outcomes_and_objections(
+    seed: int, events: list[dict[str, Any]], at: datetime
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes | None]]]:
+    rng = random.Random(seed)
+    called = rng.sample(events, len(events) // 4)  # some open, some superseded or expired
+    outcomes = [
+        outcome_for(e, (at + timedelta(minutes=i)).isoformat()) for i, e in enumerate(called)
+    ]
+    objecting = rng.sample(range(PROSPECTS), 4)
+    entries: list[tuple[bytes, bytes | None]] = [
+        (
+            f"P{i}".encode(),
+            json.dumps({"prospect_id": f"P{i}", "requested_at": at.isoformat()}).encode(),
+        )
+        for i in objecting
+    ]
+    entries.append((f"P{objecting[0]}".encode(), None))  # and one lifted again
+    return outcomes, entries
+
+
+def inputs_applied(settings, expected: int) -> bool:
+    """Every record of the queue's input topic applied and committed by the queue's group."""
+    records = read_topics(settings, [settings.topic_queue_inputs], timeout=30)
+    if len(records) < expected:
+        return False
+    ends: dict[int, int] = {}
+    for record in records:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    group = f"{settings.streamer_app_id}-queue"
+    committed = committed_offsets(settings, group, settings.topic_queue_inputs)
+    return all(committed.get(p, 0) >= end for p, end in ends.items())
+
+
+def reference_inputs(settings) -> list[Any]:
+    """The input topic's records in partition order, as the reference model's inputs."""
+    inputs: list[Any] = []
+    records = read_topics(settings, [settings.topic_queue_inputs], timeout=30)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        item = decode_input(
+            record.key, record.value, record.headers.get(KIND_HEADER), record.partition, 0
+        )
+        if item.kind == "scored":
+            inputs.append(item.prediction)
+        elif item.kind == "outcome":
+            inputs.append(item.outcome)
+        else:
+            inputs.append(item.entry if item.entry is not None else Lift(item.prospect_id))
+    return inputs
+
+
+def check_against_reference(settings, produced: int) -> None:
+    deadline = time.monotonic() + 120
+    while not inputs_applied(settings, produced):
+        assert time.monotonic() < deadline, "the queue did not apply every input in 120 s"
+        time.sleep(1)
+    policy = QueuePolicy.of(settings)
+    expected = reference_deployment(
+        reference_inputs(settings), policy.task_ttl, policy.recontact_after, settings.partitions
+    )
+    queue = read_topics(settings, [settings.topic_queue], timeout=30)
+    got = queue_state_of(
+        (r.key, r.value, list(r.headers.items()))
+        for r in sorted(queue, key=lambda r: (r.partition, r.offset))
+    )
+    assert set(got) == set(expected.final)
+    for prospect_id, state in expected.final.items():
+        assert got[prospect_id] == state, prospect_id
+    assert expected.counts["withdrawn.expired"] > 0  # the stream exercised every rule
+    assert expected.counts["withdrawn.closed"] > 0 and expected.counts["late"] > 0
+    assert expected.counts["withdrawn.suppressed"] + expected.counts["suppressed"] > 0
+
+
+def test_the_queue_equals_the_reference_model_across_a_restart(kafka_settings, tmp_path, workers):
+    """Events from both partitioners, outcomes, objections and a lift, with a restart of the
+    scorer in the middle: the final queue equals the reference model's, key by key."""
+    settings = worker_settings(kafka_settings, tmp_path, partitions=4)
+    ensure_topics(settings)
+    publish_model(settings, version=1)
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    first = mixed_stream(1, start, 30, "a")
+    second = mixed_stream(2, start + timedelta(days=30), 30, "b")
+    outcomes, entries = outcomes_and_objections(3, first, start + timedelta(days=20))
+
+    worker = workers(settings, "w1")
+    worker.wait_ready()
+    half = len(first) // 2
+    produce(settings, [event_bytes(e) for e in first[:half]])
+    produce(settings, [event_bytes(e) for e in first[half:]], partitioner="murmur2_random")
+    produce(settings, outcomes, settings.topic_outcomes, partitioner="murmur2_random")
+    produce(settings, entries, settings.topic_do_not_call)
+    check_against_reference(settings, len(first) + len(outcomes) + len(entries))
+    assert worker.stop() == 0
+
+    again = workers(settings, "w2")  # rebuilds every partition from the changelog
+    again.wait_ready()
+    produce(settings, [event_bytes(e) for e in second], partitioner="murmur2_random")
+    check_against_reference(settings, len(first) + len(outcomes) + len(entries) + len(second))
+
+
+@pytest.mark.slow
+def test_two_replicas_one_killed_mid_stream_equal_the_reference(kafka_settings, tmp_path, workers):
+    settings = worker_settings(kafka_settings, tmp_path, partitions=4)
+    ensure_topics(settings)
+    publish_model(settings, version=1)
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    events = mixed_stream(4, start, 60, "k")
+    outcomes, entries = outcomes_and_objections(5, events, start + timedelta(days=25))
+    one = workers(settings, "r1")
+    two = workers(worker_settings(settings, tmp_path, "r2"), "r2")
+    one.wait_ready()
+    two.wait_ready()
+    third = len(events) // 3
+    produce(settings, [event_bytes(e) for e in events[:third]])
+    produce(settings, outcomes[: len(outcomes) // 2], settings.topic_outcomes)
+    time.sleep(0.5)  # mid-stream: some batches applied, some in flight
+    one.kill()
+    produce(settings, [event_bytes(e) for e in events[third:]], partitioner="murmur2_random")
+    produce(settings, outcomes[len(outcomes) // 2 :], settings.topic_outcomes)
+    produce(settings, entries, settings.topic_do_not_call)
+    check_against_reference(settings, len(events) + len(outcomes) + len(entries))

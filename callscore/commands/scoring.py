@@ -9,7 +9,7 @@ from typing import Any
 def _cmd_stream(args: argparse.Namespace) -> int:
     import faust
 
-    from core.kafka import ensure_topics
+    from core.kafka import check_queue_partitions, ensure_topics
     from core.settings import load_settings
     from registry.keys import trusted_keys
     from streamer.app import build_app
@@ -17,6 +17,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     settings = load_settings()
     trusted_keys(settings)  # fail now, not at the first model: every scorer needs them
     ensure_topics(settings)
+    if settings.queue_enabled:
+        check_queue_partitions(settings)
     streamer = build_app(settings)
     worker = faust.Worker(streamer.app, loglevel=args.loglevel)
     worker.execute_from_commandline()  # returns or raises SystemExit when the worker stops
