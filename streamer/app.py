@@ -47,6 +47,7 @@ from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
 from streamer.metrics import StreamMetrics
 from streamer.model_watcher import ModelWatcher
+from streamer.queue_mirror import QueueMirror, queue_mirror_service
 from streamer.queue_worker import QueueWorker
 from streamer.retry import retry_with_backoff
 from streamer.routing import RouteResult, route_do_not_call, route_outcomes
@@ -185,7 +186,11 @@ def build_app(settings: Settings) -> Streamer:
         streamer.queue = queue
         app.service(queue_worker_service(queue))
         add_routing_agents(streamer)
-    register_routes(app, settings, metrics, lambda: watcher.current, streamer.readiness, pool)
+    mirror = QueueMirror(settings)
+    app.service(queue_mirror_service(mirror))
+    register_routes(
+        app, settings, metrics, lambda: watcher.current, streamer.readiness, pool, mirror.view
+    )
     return streamer
 
 

@@ -336,10 +336,10 @@ def register_routes(
     current_model: Callable[[], ServedModel | None],
     readiness: Callable[[], dict[str, bool]],
     pool: ScorePool,
-    queue_view: Callable[[], QueueView | None] | None = None,
+    queue_view: Callable[[], QueueView | None],
 ) -> None:
     """The API's routes. `queue_view` returns the process's mirror of the call queue, or None
-    until it has read the topic to its end; without it, /queue answers 503 (not mirrored here)."""
+    until it has read the topic to its end (/queue answers 503 until then)."""
 
     def unauthorized() -> Response:
         return json_response(
@@ -414,13 +414,9 @@ def register_routes(
                 tier, limit = queue_query(request.query)
             except BadParameter as exc:
                 return json_response(_error(str(exc)), status=400)
-            view = None if queue_view is None else queue_view()
+            view = queue_view()
             if view is None:
-                message = (
-                    "the call queue is still being read; retry"
-                    if queue_view is not None
-                    else "this process does not mirror the call queue"
-                )
+                message = "the call queue is still being read; retry"
                 retry = {"Retry-After": str(settings.http_retry_after_seconds)}
                 return json_response(_error(message), status=503, headers=retry)
             # Ranking a large queue takes a while (0.4 s at 1,000,000 open tasks): off the loop.
