@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from callqueue.inputs import partition_for
+from callqueue.inputs import QueueInput, partition_for
 from schemas import (
     WITHDRAWAL_HEADER,
     WITHDRAWALS,
@@ -178,6 +178,15 @@ def reference_deployment(
         if result.stream_time is not None:
             times.append(result.stream_time)
     return ReferenceResult(final, counts, max(times, default=None))
+
+
+def reference_input(item: QueueInput) -> ReferenceInput:
+    """A decoded record of the queue's input topic as the model's input."""
+    if item.prediction is not None:
+        return item.prediction
+    if item.outcome is not None:
+        return item.outcome
+    return item.entry if item.entry is not None else Lift(item.prospect_id)
 
 
 def queue_state_of(

@@ -53,6 +53,7 @@ from testkit.queue_reference import (
     ReferenceInput,
     Withdrawn,
     queue_state_of,
+    reference_input,
     reference_queue,
 )
 
@@ -378,6 +379,17 @@ def test_an_event_after_its_prospects_task_expired_queues_a_task_that_supersedes
     assert counts_of(result.counts) == Counter({"queued": 1, "withdrawn.expired": 1})
 
 
+def test_a_task_queued_for_an_event_a_ttl_older_than_the_stream_time_is_withdrawn_at_once() -> None:
+    queue = new_queue()
+    apply(queue, event("e1", "p1", at=TTL))
+    result = apply(queue, event("e2", "p2"))  # its expiry is the stream time already
+
+    assert on(result, TOPICS.queue)[1:] == [tombstone("p2", "e2", "expired")]
+    assert len(on(result, TOPICS.tasks["medium"])) == 1  # the tier topics get every new task
+    assert counts_of(result.counts) == Counter({"queued": 1, "withdrawn.expired": 1})
+    assert [t.prospect_id for t in queue.open_tasks()] == ["p1"]
+
+
 def test_an_outcome_for_an_expired_task_is_stale() -> None:
     queue = new_queue()
     apply(queue, event("e1"), event("e2", "p2", at=TTL))
@@ -645,6 +657,7 @@ def test_every_kind_of_input_round_trips_through_the_input_topic(item: Reference
     assert decoded.partition == partition_for("p1", PARTITIONS)
     parsed = decoded.prediction or decoded.outcome or decoded.entry
     assert parsed == (None if isinstance(item, Lift) else item)
+    assert reference_input(decoded) == item
 
 
 def test_an_input_record_is_keyed_by_prospect_at_its_partition_with_its_kind() -> None:
