@@ -1,12 +1,12 @@
 """The import rule of docs/architecture.md, checked on the source (ast), so that it stays true.
 
-    schemas  <-  core  <-  registry  <-  feedback | lake | callqueue  <-  trainer | streamer | monitor
-             <-  callscore
+    schemas  <-  core  <-  registry  <-  feedback | lake | callqueue
+             <-  trainer | streamer | monitor  <-  callscore
 
 A package may import its own modules and any package to its left; packages of one layer never
-import each other (trainer, streamer and monitor; feedback, lake and callqueue); nothing in the product
-imports the scaffolding (tests/, bench/, testkit/), nor imports a module by name; and inside a
-package, its modules and subpackages import each other without a cycle.
+import each other (trainer, streamer and monitor; feedback, lake and callqueue); nothing in the
+product imports the scaffolding (tests/, bench/, testkit/), nor imports a module by name; and
+inside a package, its modules and subpackages import each other without a cycle.
 """
 
 from __future__ import annotations

@@ -285,7 +285,10 @@ def test_scorer_hot_loads_a_recalibration_that_tracks_the_observed_rate(
     )
 
     # The acceptance test: on the NEXT window the served mean score is closer to the rate.
-    following = events_from_frame(synthetic_bank_frame(rows=600, seed=22), "w2")
+    # New prospects: the first window's were just called, so they are cooling down.
+    following = events_from_frame(
+        synthetic_bank_frame(rows=600, seed=22), "w2", prospect_ids=[f"w2-{i}" for i in range(600)]
+    )
     observed = labels_for(following).mean()
     served = np.array([t.json()["score"] for t in _score(settings, following, version=2)])
     before = v1.predict(feature_frame([as_event(e) for e in following]))

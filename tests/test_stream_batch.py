@@ -35,7 +35,11 @@ def _served(settings: Settings, version: int = 1, seed: int = 1) -> ServedModel:
 
 
 def _settings(settings: Settings, **updates: Any) -> Settings:
-    return settings.model_copy(update={"max_message_bytes": MAX_BYTES, **updates})
+    """The direct path (no call queue: tasks and prediction records straight from the batch);
+    test_the_queued_path_writes_one_queue_input_per_scored_event covers the default."""
+    return settings.model_copy(
+        update={"max_message_bytes": MAX_BYTES, "queue_enabled": False, **updates}
+    )
 
 
 class Records:
@@ -392,3 +396,23 @@ def test_abandon_batch_keeps_events_uncommittable(exc, crashes):
     asyncio.run(abandon_batch(app, events, exc))
     assert [e.message.acked for e in events] == [True, True, True]
     assert app.crashed == ([exc] if crashes else [])
+
+
+def test_the_queued_path_writes_one_queue_input_per_scored_event(settings):
+    """With the call queue, a scored event's only output is its prediction-log line, as an
+    input of its prospect's queue partition; dead letters are as before."""
+    from callqueue.inputs import decode_input, partition_for
+
+    settings = _settings(settings, queue_enabled=True)
+    records, valid, invalid, _repeats = _mixed_batch(settings.topic_prospects)
+    result = BatchScorer(settings, RecentIds(1000)).score(records.items, _served(settings), NOW)
+    inputs = [o for o in result.outgoing if o.topic == settings.topic_queue_inputs]
+    assert len(inputs) == result.scored == len(valid)
+    assert len(result.outgoing) == result.scored + result.dead_lettered == len(valid) + len(invalid)
+    for record, event, task in zip(inputs, valid, result.tasks, strict=True):
+        assert record.partition == partition_for(event["prospect_id"], settings.partitions)
+        item = decode_input(record.key, record.value, dict(record.headers)["kind"], 0, 0)
+        assert item.kind == "scored" and item.prediction is not None
+        assert item.prediction.event_id == event["event_id"] == task.event_id
+        assert item.prediction.score == task.score and item.prediction.task_id == task.task_id
+    assert result.records_per_task == 1

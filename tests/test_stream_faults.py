@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,7 +19,17 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(kafka_settings, tmp_path,
     settings = worker_settings(kafka_settings, tmp_path, batch_max_size=50)
     ensure_topics(settings)
     publish_model(settings, version=1)
-    valid = [valid_event(event_id=f"k-{i}", prospect_id=f"p-{i % 97}") for i in range(2000)]
+    # 97 prospects, each event newer than its prospect's last one: every event opens a task
+    # (superseding the prospect's open one), so each must reach a tier topic at least once.
+    start = datetime(2026, 11, 26, tzinfo=UTC)
+    valid = [
+        valid_event(
+            event_id=f"k-{i}",
+            prospect_id=f"p-{i % 97}",
+            occurred_at=(start + timedelta(seconds=i)).isoformat(),
+        )
+        for i in range(2000)
+    ]
     invalid = [(f"p-{i}".encode(), b"{broken") for i in range(50)]
     records = [event_bytes(e) for e in valid] + invalid
     records = [r for pair in zip(records[::2], records[1::2], strict=False) for r in pair]

@@ -23,7 +23,7 @@ def _events(prefix: str, n: int) -> list[dict]:
     return [
         valid_event(
             event_id=f"{prefix}-{i}",
-            prospect_id=f"p-{i}",
+            prospect_id=f"{prefix}-p-{i}",  # a prospect per event: each one opens a task
             age=18 + i % 70,
             balance=(i * 137) % 20000 - 2000,
             campaign=1 + i % 9,
