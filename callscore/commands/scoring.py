@@ -30,8 +30,9 @@ def register(subparsers: Any) -> None:
         "stream",
         help="score prospects from Kafka into prioritized call-task topics (Faust worker)",
         description="Consume the prospects topic, score batches with the newest verified model "
-        "from the model topic, publish call tasks per priority tier and dead letters, and serve "
-        "the HTTP API (POST /score, GET /model, /healthz, /readyz, /metrics) on "
+        "from the model topic, keep the live call queue (one open task per prospect: "
+        "call-queue; every new task on its tier topic), publish dead letters, and serve the HTTP "
+        "API (POST /score, GET /model, GET /queue, /healthz, /readyz, /metrics) on "
         "CALLSCORE_HTTP_PORT.",
     )
     stream.add_argument(
