@@ -105,6 +105,7 @@ def test_commands_without_a_broker_print_one_line_naming_it(tmp_path: Path) -> N
         "export": ["export", "--date", "2024-05-01", "--to", str(tmp_path / "lake")],
         "monitor": ["monitor"],
         "schedule --once": ["schedule", "--once", *bank, "--out", str(tmp_path / "runs")],
+        "queue top": ["queue", "top"],
     }
     env = settings_env(settings)
     # All at once: each mostly waits for its broker timeout.
