@@ -293,3 +293,35 @@ def test_two_replicas_one_killed_mid_stream_equal_the_reference(kafka_settings, 
     produce(settings, outcomes[len(outcomes) // 2 :], settings.topic_outcomes)
     produce(settings, entries, settings.topic_do_not_call)
     check_against_reference(settings, len(events) + len(outcomes) + len(entries))
+
+
+def test_a_restart_restores_every_entry_written_across_many_batches(
+    kafka_settings, tmp_path, workers
+):
+    """Recovery reads the changelog to partition EOF, not to a watermark (which the local
+    broker reports wrong): every open task written over dozens of batches is back."""
+    settings = worker_settings(kafka_settings, tmp_path, batch_max_size=10)
+    ensure_topics(settings)
+    publish_model(settings, version=1)
+    prospects = 300
+    events = [valid_event(event_id=f"m-{i}", prospect_id=f"M{i}") for i in range(prospects)]
+    worker = workers(settings, "before")
+    worker.wait_ready()
+    for start in range(0, prospects, 25):
+        produce(settings, [event_bytes(e) for e in events[start : start + 25]])
+    worker.wait_until(
+        lambda: worker.metric("callscore_queue_open_tasks") == prospects,
+        WAIT_SECONDS,
+        "every prospect's task open",
+    )
+    assert worker.metric("callscore_queue_inputs_total", 'result="queued"') == prospects
+    assert worker.stop() == 0
+
+    again = workers(settings, "after")
+    again.wait_ready()
+    again.wait_until(
+        lambda: again.metric("callscore_queue_open_tasks") == prospects,
+        WAIT_SECONDS,
+        "every open task rebuilt from the changelog",
+    )
+    assert again.metric("callscore_queue_inputs_total") == 0  # rebuilt, not reapplied
