@@ -1,26 +1,34 @@
-"""The replay simulator: the plan (pure, no broker) and one replay onto the real broker."""
+"""The replay simulator: the plan (pure, no broker), the extras that make every rule of the call
+queue fire (repeated prospects, late events, do-not-call entries and lifts, slow calls: checked
+by the queue's own pure rules, no broker), and one replay onto the real broker."""
 
 from __future__ import annotations
 
 import calendar
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 
+from callqueue.inputs import QueueInput, partition_for
+from callqueue.rules import PartitionQueue, QueueCounts, QueuePolicy, QueueTopics
 from callscore.cli import main
 from callscore.commands.arguments import parse_delay, parse_speedup
+from callscore.simulator.do_not_call import LIFT_AFTER, LIFT_WITHIN, OBJECTION_WITHIN
+from callscore.simulator.late_events import LATE_BY
 from callscore.simulator.malformed import BAD_EVENT_KINDS, BAD_OUTCOME_KINDS
 from callscore.simulator.plan import ReplayOptions, occurred_times, plan_replay, wall_offsets
+from callscore.simulator.prospects import REPEAT_WITHIN
 from callscore.simulator.publish import run_replay
-from callscore.simulator.records import ScheduledRecord, count_plan
+from callscore.simulator.records import MonthCounts, ScheduledRecord, count_plan
 from core.errors import CallscoreError
+from core.settings import Settings
 from core.topic_reader import read_topics
-from schemas import POST_CALL_FIELDS, task_id_for
-from schemas.decode import InvalidEvent, decode_outcome, decode_prospect
+from schemas import POST_CALL_FIELDS, PredictionRecord, task_id_for
+from schemas.decode import InvalidEvent, decode_do_not_call, decode_outcome, decode_prospect
 from trainer.data import add_periods, load_bank
 from trainer.synthetic import synthetic_bank_frame
 
@@ -42,13 +50,30 @@ def frame() -> pd.DataFrame:
     return add_periods(synthetic_bank_frame(rows=3000, seed=11))
 
 
+# A replay of the rows alone: no repeated prospect, late event, objection or slow call.
+ROWS_ONLY = {
+    "repeat_rate": 0.0,
+    "late_rate": 0.0,
+    "do_not_call_rate": 0.0,
+    "slow_call_rate": 0.0,
+}
+
+
 def good(plan: list[ScheduledRecord], kind: str) -> list[ScheduledRecord]:
-    return [r for r in plan if r.kind == kind and r.malformed is None]
+    """The rows' own valid events or outcomes (no malformed extra, no late copy)."""
+    return [r for r in plan if r.kind == kind and r.malformed is None and not r.late]
+
+
+def total(plan: list[ScheduledRecord]) -> MonthCounts:
+    counts = MonthCounts()
+    for month in count_plan(plan).values():
+        counts += month
+    return counts
 
 
 def test_plan_is_in_event_time_and_outcomes_follow_their_event_by_the_delay(frame):
     delay = timedelta(days=2)
-    plan = plan_replay(frame, ReplayOptions(outcome_delay=delay, bad_rate=0.05))
+    plan = plan_replay(frame, ReplayOptions(outcome_delay=delay, bad_rate=0.05, slow_call_rate=0.0))
     assert [(r.at, r.order) for r in plan] == sorted((r.at, r.order) for r in plan)
     events, outcomes = good(plan, "event"), good(plan, "outcome")
     assert len(events) == len(outcomes) == len(frame)
@@ -68,7 +93,7 @@ def test_plan_is_in_event_time_and_outcomes_follow_their_event_by_the_delay(fram
 
 
 def test_delay_zero_publishes_each_outcome_right_after_its_event(frame):
-    plan = plan_replay(frame, ReplayOptions(months=1, outcome_delay=timedelta(0)))
+    plan = plan_replay(frame, ReplayOptions(months=1, outcome_delay=timedelta(0), **ROWS_ONLY))
     assert [r.kind for r in plan] == ["event", "outcome"] * (len(plan) // 2)
     assert all(a.record_id == b.record_id for a, b in zip(plan[::2], plan[1::2], strict=True))
 
@@ -94,7 +119,7 @@ def test_occurred_at_is_period_clamped_day_and_office_hours_in_file_order():
 
 
 def test_events_carry_row_features_and_ids_from_the_file_position(frame):
-    plan = plan_replay(frame, ReplayOptions(start="2009-03", months=2))
+    plan = plan_replay(frame, ReplayOptions(start="2009-03", months=2, repeat_rate=0.0))
     events = good(plan, "event")
     assert {r.period for r in events} == {"2009-03", "2009-04"}
     expected_rows = frame.index[frame["period"].isin(["2009-03", "2009-04"])]
@@ -133,6 +158,10 @@ def test_month_options_are_checked(frame):
         ReplayOptions(months=0)
     with pytest.raises(CallscoreError, match="--bad-rate must be between 0 and 1"):
         ReplayOptions(bad_rate=1.5)
+    with pytest.raises(CallscoreError, match="--do-not-call-rate must be between 0 and 1"):
+        ReplayOptions(do_not_call_rate=-0.1)
+    with pytest.raises(CallscoreError, match="--slow-call-delay must not be negative"):
+        ReplayOptions(slow_call_delay=timedelta(days=-1))
     with pytest.raises(CallscoreError, match="no 'period' column"):
         plan_replay(synthetic_bank_frame(rows=50, seed=1), ReplayOptions())
 
@@ -243,22 +272,37 @@ def test_simulate_replays_two_months_onto_the_broker(kafka_settings, tmp_path, m
     assert main([*argv, "--speedup", "inf", "--bad-rate", "0.05", "--seed", "9"]) == 0
     printed = capsys.readouterr().out
     line = re.search(
-        r"replayed events=(\d+) outcomes=(\d+) malformed_events=(\d+) malformed_outcomes=(\d+)",
+        r"replayed events=(\d+) outcomes=(\d+) malformed_events=(\d+) malformed_outcomes=(\d+) "
+        r"late_events=(\d+) do_not_call=(\d+) lifted=(\d+)",
         printed,
     )
     assert line is not None, printed
     summary = tuple(int(n) for n in line.groups())
 
-    topics = [kafka_settings.topic_prospects, kafka_settings.topic_outcomes]
+    dnc = kafka_settings.topic_do_not_call
+    topics = [kafka_settings.topic_prospects, kafka_settings.topic_outcomes, dnc]
     records = read_topics(kafka_settings, topics, timeout=30)
     by_topic = Counter(r.topic for r in records)
     planned = Counter(r.topic(kafka_settings) for r in plan)
     assert by_topic == planned
+    # The do-not-call records as planned, tombstones (lifts) included, in order per prospect.
+    objections: dict[bytes | None, list[bytes | None]] = defaultdict(list)
+    for record in records:
+        if record.topic == dnc:
+            objections[record.key].append(record.value)
+    planned_objections: dict[bytes | None, list[bytes | None]] = defaultdict(list)
+    for r in plan:
+        if r.kind == "do_not_call":
+            planned_objections[r.key].append(r.value)
+    assert objections == planned_objections
+    assert any(None in values for values in objections.values())
     bad_values = {(r.kind, r.value) for r in plan if r.malformed}
     labels: dict[str, bool] = {}
     outcome_count: Counter[str] = Counter()
     seen_bad = Counter()
     for record in records:
+        if record.topic == dnc:
+            continue
         kind = "event" if record.topic == kafka_settings.topic_prospects else "outcome"
         try:
             if kind == "event":
@@ -273,17 +317,24 @@ def test_simulate_replays_two_months_onto_the_broker(kafka_settings, tmp_path, m
             assert (kind, record.value or b"") in bad_values
             seen_bad[kind] += 1
     good_events = good(plan, "event")
-    assert {r.record_id for r in good_events} == set(labels)
+    late = [r for r in plan if r.late]
+    assert {r.record_id for r in good_events + late} == set(labels)
     assert all(outcome_count[r.record_id] == 1 for r in good_events)
+    assert not any(outcome_count[r.record_id] for r in late)  # nothing to call: no outcome
     truth = {f"uci-{i}": y == "yes" for i, y in frame["y"].items()}
-    assert all(labels[event_id] == truth[event_id] for event_id in labels)
+    assert all(labels[r.record_id] == truth[r.record_id] for r in good_events)
+    counts = total(plan)
     assert summary == (
         len(good_events),
         len(good(plan, "outcome")),
         seen_bad["event"],
         seen_bad["outcome"],
+        len(late),
+        counts.do_not_call,
+        counts.lifted,
     )
     assert seen_bad["event"] == round(0.05 * len(good_events)) > 0
+    assert len(late) > 0 and counts.do_not_call > 0
 
 
 def test_replay_paces_event_time_into_wall_time(kafka_settings, frame):
@@ -298,9 +349,171 @@ def test_replay_paces_event_time_into_wall_time(kafka_settings, frame):
     assert [p for p, _ in seen] == sorted(count_plan(plan)) and seen[-1][1] >= 2.0
     assert summary.months == count_plan(plan)
     records = read_topics(kafka_settings, [kafka_settings.topic_prospects], timeout=30)
-    assert len(records) == len(good(plan, "event"))
+    assert len(records) == total(plan).valid_events
     # The producer stamps each record when it sends it: the stamps follow the mapped event time.
     due = {r.value: offset for r, offset in zip(plan, wall_offsets(plan, speedup), strict=True)}
     start_ms = min(r.timestamp_ms for r in records)
     lateness = [(r.timestamp_ms - start_ms) / 1000 - due[r.value or b""] for r in records]
     assert min(lateness) > -0.05 and max(lateness) < 1.0
+
+
+# --- the extras that make every rule of the call queue fire ---------------------------------------
+
+
+def test_repeated_prospects_are_earlier_rows_prospects_the_same_in_every_replay(frame):
+    plan = plan_replay(frame, ReplayOptions(repeat_rate=0.2))
+    events = good(plan, "event")
+    at_of_row = {r.row: r.at for r in events}
+    owner_of = {r.row: int(r.key.decode().rsplit("-", 1)[1]) for r in events}
+    repeats = [row for row, owner in owner_of.items() if owner != row]
+    # About the share asked (the first rows have nobody earlier within reach).
+    assert 0.15 * len(events) < len(repeats) <= 0.22 * len(events)
+    for row in repeats:
+        owner = owner_of[row]
+        assert owner_of[owner] == owner  # named after the prospect's first contact
+        assert at_of_row[owner] < at_of_row[row]
+    # The outcome names the prospect of its event.
+    for outcome in good(plan, "outcome"):
+        assert decode_outcome(outcome.value).prospect_id == f"uci-prospect-{owner_of[outcome.row]}"
+    # Later contacts come before the earlier call's outcome, while the prospect cools down after
+    # it, and after that: supersede, cooling down and a fresh task can all happen.
+    gaps = [at_of_row[row] - at_of_row[_previous(row, owner_of, at_of_row)] for row in repeats]
+    assert min(gaps) < timedelta(days=2) and max(gaps) > timedelta(days=32)
+    assert any(timedelta(days=2) < gap < timedelta(days=32) for gap in gaps)
+    assert max(gaps) <= REPEAT_WITHIN
+    # The mapping is the file's, not the replay's: another seed or a window keep it.
+    assert good(plan_replay(frame, ReplayOptions(repeat_rate=0.2, seed=8)), "event") == events
+    window = plan_replay(frame, ReplayOptions(start="2009-05", months=3, repeat_rate=0.2))
+    assert all(r.key == f"uci-prospect-{owner_of[r.row]}".encode() for r in good(window, "event"))
+    alone = good(plan_replay(frame, ReplayOptions(repeat_rate=0.0)), "event")
+    assert all(r.key == f"uci-prospect-{r.row}".encode() for r in alone)
+
+
+def _previous(row: int, owner_of: dict[int, int], at_of_row: dict[int, datetime]) -> int:
+    """The prospect's contact just before `row`."""
+    earlier = [
+        r for r, o in owner_of.items() if o == owner_of[row] and at_of_row[r] < at_of_row[row]
+    ]
+    return max(earlier, key=lambda r: at_of_row[r])
+
+
+def test_late_events_are_copies_dated_before_the_event_they_follow(frame):
+    plan = plan_replay(frame, ReplayOptions(late_rate=0.1, seed=4))
+    events = {r.row: r for r in good(plan, "event")}
+    late = [r for r in plan if r.late]
+    assert len(late) == round(0.1 * len(events))
+    position = {id(r): i for i, r in enumerate(plan)}
+    for record in late:
+        event = decode_prospect(record.value)
+        original = events[record.row]
+        assert record.kind == "event" and record.malformed is None
+        assert event.event_id == record.record_id == f"{original.record_id}-late"
+        assert record.key == original.key and event.prospect_id == original.key.decode()
+        assert event.features() == decode_prospect(original.value).features()
+        # Published after the event it copies, dated before it.
+        assert event.occurred_at == original.at - LATE_BY and record.at == original.at + LATE_BY
+        assert position[id(record)] > position[id(original)]
+    counts = total(plan)
+    assert (counts.events, counts.late_events) == (len(events), len(late))
+    assert counts.prospect_records == len(events) + len(late)
+    assert not any(r.late for r in plan_replay(frame, ReplayOptions(late_rate=0.0)))
+
+
+def test_do_not_call_entries_come_after_a_first_event_and_a_few_are_lifted(frame, settings):
+    plan = plan_replay(frame, ReplayOptions(do_not_call_rate=0.1, lift_rate=0.5, seed=2))
+    first_at: dict[bytes, datetime] = {}
+    for record in good(plan, "event"):
+        first_at.setdefault(record.key, record.at)
+    records = [r for r in plan if r.kind == "do_not_call"]
+    entries = [r for r in records if r.value is not None]
+    lifts = [r for r in records if r.value is None]
+    assert len(entries) == round(0.1 * len(first_at)) and len(lifts) == round(0.5 * len(entries))
+    requested: dict[bytes, datetime] = {}
+    for record in entries:
+        entry = decode_do_not_call(record.key, record.value)
+        assert entry is not None and entry.prospect_id == record.record_id
+        assert record.topic(settings) == settings.topic_do_not_call
+        assert entry.requested_at == record.at
+        assert first_at[record.key] < record.at <= first_at[record.key] + OBJECTION_WITHIN
+        requested[record.key] = record.at
+    assert len(requested) == len(entries)  # one objection per prospect
+    for record in lifts:
+        after = record.at - requested[record.key]
+        assert LIFT_AFTER < after <= LIFT_AFTER + LIFT_WITHIN
+    counts = total(plan)
+    assert (counts.do_not_call, counts.lifted) == (len(entries), len(lifts))
+    assert counts.events == len(good(plan, "event"))  # counted apart from the events
+
+
+def test_slow_calls_come_after_the_slow_delay(frame):
+    slow = timedelta(days=21)
+    options = ReplayOptions(slow_call_rate=0.1, slow_call_delay=slow, seed=3)
+    plan = plan_replay(frame, options)
+    event_at = {r.record_id: r.at for r in good(plan, "event")}
+    delays = Counter(r.at - event_at[r.record_id] for r in good(plan, "outcome"))
+    slow_count = round(0.1 * len(event_at))
+    assert delays == {slow: slow_count, timedelta(days=2): len(event_at) - slow_count}
+    for record in good(plan, "outcome"):
+        assert decode_outcome(record.value).called_at == record.at
+    assert [(r.at, r.order) for r in plan] == sorted((r.at, r.order) for r in plan)
+
+
+RULE_COUNTS = (
+    "queued", "superseded", "late", "cooling_down", "suppressed", "duplicate", "closed", "stale",
+    "do_not_call", "lifted",
+)  # fmt: skip
+
+
+def _queue_counts(plan: list[ScheduledRecord], settings: Settings) -> QueueCounts:
+    """The plan's valid records through the call queue's own rules, per partition in order (each
+    event scored as the scorer would log it, with one score: the rules do not look at it)."""
+    inputs: dict[int, list[QueueInput]] = defaultdict(list)
+    for offset, record in enumerate(r for r in plan if r.malformed is None):
+        prospect_id = record.key.decode()
+        partition = partition_for(prospect_id, settings.partitions)
+        where = (prospect_id, partition, offset, record.value)
+        if record.kind == "event":
+            inputs[partition].append(QueueInput("scored", *where, prediction=_scored(record)))
+        elif record.kind == "outcome":
+            outcome = decode_outcome(record.value)
+            inputs[partition].append(QueueInput("outcome", *where, outcome=outcome))
+        else:
+            entry = decode_do_not_call(record.key, record.value)
+            inputs[partition].append(QueueInput("do_not_call", *where, entry=entry))
+    counts = QueueCounts()
+    topics, policy = QueueTopics.of(settings), QueuePolicy.of(settings)
+    for partition, items in inputs.items():
+        result = PartitionQueue(partition, topics, policy).apply(items).counts
+        for name in RULE_COUNTS:
+            setattr(counts, name, getattr(counts, name) + getattr(result, name))
+        counts.withdrawn.update(result.withdrawn)
+    return counts
+
+
+def _scored(record: ScheduledRecord) -> PredictionRecord:
+    event = decode_prospect(record.value)
+    return PredictionRecord(
+        event_id=event.event_id,
+        task_id=task_id_for(event.event_id),
+        prospect_id=event.prospect_id,
+        occurred_at=event.occurred_at,
+        features=event.features(),
+        score=0.5,
+        priority="medium",
+        percentile=50.0,
+        model_version=1,
+        scored_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_every_rule_of_the_call_queue_fires_on_the_default_plan(frame, settings):
+    counts = _queue_counts(plan_replay(frame, ReplayOptions(bad_rate=0.02)), settings)
+    for name in ("queued", "superseded", "late", "cooling_down", "suppressed", "closed"):
+        assert getattr(counts, name) > 0, name
+    assert counts.stale > 0 and counts.do_not_call > 0 and counts.lifted > 0
+    assert set(counts.withdrawn) == {"closed", "expired", "suppressed"}
+    assert counts.duplicate == 0  # the replay never sends an event twice
+    # The rows alone open one task per event, and every call closes its task.
+    rows = _queue_counts(plan_replay(frame, ReplayOptions(**ROWS_ONLY)), settings)
+    assert rows.queued == len(frame) == rows.closed
+    assert rows.late == rows.cooling_down == rows.suppressed == rows.stale == 0

@@ -12,15 +12,15 @@ _DELAY = re.compile(r"^(\d+(?:\.\d+)?)([dhms])$")
 _DELAY_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 
 
-def parse_delay(text: str) -> timedelta:
-    """'2d', '12h', '30m', '45s' or '0' (event time)."""
+def parse_delay(text: str, flag: str = "--outcome-delay") -> timedelta:
+    """'2d', '12h', '30m', '45s' or '0' (event time); errors name `flag`."""
     text = text.strip().lower()
     if text in ("0", "0.0"):
         return timedelta(0)
     match = _DELAY.match(text)
     if match is None:
         raise CallscoreError(
-            f"--outcome-delay must be a number with a unit d, h, m or s (e.g. 2d, 12h, 30m), "
+            f"{flag} must be a number with a unit d, h, m or s (e.g. 2d, 12h, 30m), "
             f"or 0 (got {text!r})"
         )
     return timedelta(seconds=float(match.group(1)) * _DELAY_UNITS[match.group(2)])

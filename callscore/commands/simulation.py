@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +40,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     pace = "as fast as possible" if speedup == float("inf") else f"x{speedup:g}"
     log.print(
         f"replaying {path} ({len(plan)} records, {plan[0].period} to {plan[-1].period}) to "
-        f"{settings.topic_prospects} and {settings.topic_outcomes} at {settings.bootstrap_servers}"
-        f", {pace}"
+        f"{settings.topic_prospects}, {settings.topic_outcomes} and {settings.topic_do_not_call} "
+        f"at {settings.bootstrap_servers}, {pace}"
     )
 
     def month_done(period: str, counts: MonthCounts, wall: float) -> None:
         log.print(
-            f"[bold]{period}[/bold]  events {counts.events:,}  outcomes {counts.outcomes:,}  "
-            f"malformed {counts.bad_events:,} / {counts.bad_outcomes:,}  ({wall:.1f} s)"
+            f"[bold]{period}[/bold]  events {counts.events:,} (+{counts.late_events:,} late)  "
+            f"outcomes {counts.outcomes:,}  malformed {counts.bad_events:,} / "
+            f"{counts.bad_outcomes:,}  do-not-call {counts.do_not_call:,} / lifted "
+            f"{counts.lifted:,}  ({wall:.1f} s)"
         )
 
     _print_summary(run_replay(settings, plan, speedup, on_month=month_done))
@@ -63,6 +66,12 @@ def _replay_options(args: argparse.Namespace, base_data_until: str | None) -> Re
         outcome_delay=parse_delay(args.outcome_delay),
         bad_rate=args.bad_rate,
         seed=args.seed,
+        repeat_rate=args.repeat_rate,
+        late_rate=args.late_rate,
+        do_not_call_rate=args.do_not_call_rate,
+        lift_rate=args.lift_rate,
+        slow_call_rate=args.slow_call_rate,
+        slow_call_delay=parse_delay(args.slow_call_delay, "--slow-call-delay"),
     )
 
 
@@ -70,17 +79,19 @@ def _print_summary(summary: ReplaySummary) -> None:
     from rich.table import Table
 
     table = Table(title="Replay (months of publication, event time)")
-    for column in ("month", "events", "outcomes", "malformed events", "malformed outcomes"):
+    columns = (
+        "month", "events", "late events", "outcomes", "malformed events", "malformed outcomes",
+        "do-not-call", "lifted",
+    )  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column == "month" else "right")
     rows = [*summary.months.items(), ("total", summary.total)]
     for period, counts in rows:
-        table.add_row(
-            period,
-            f"{counts.events:,}",
-            f"{counts.outcomes:,}",
-            f"{counts.bad_events:,}",
-            f"{counts.bad_outcomes:,}",
-        )
+        numbers = (
+            counts.events, counts.late_events, counts.outcomes, counts.bad_events,
+            counts.bad_outcomes, counts.do_not_call, counts.lifted,
+        )  # fmt: skip
+        table.add_row(period, *(f"{n:,}" for n in numbers))
     out = _console(stderr=False)
     out.print(table)
     total = summary.total
@@ -88,9 +99,51 @@ def _print_summary(summary: ReplaySummary) -> None:
     out.print(
         f"replayed events={total.events} outcomes={total.outcomes} "
         f"malformed_events={total.bad_events} malformed_outcomes={total.bad_outcomes} "
-        f"wall_seconds={summary.wall_seconds:.2f}",
+        f"late_events={total.late_events} do_not_call={total.do_not_call} "
+        f"lifted={total.lifted} wall_seconds={summary.wall_seconds:.2f}",
         highlight=False,
     )
+
+
+def _queue_arguments(simulate: argparse.ArgumentParser) -> None:
+    """The options that make every rule of the call queue fire (defaults: ReplayOptions')."""
+    from callscore.simulator.do_not_call import LIFT_AFTER, LIFT_WITHIN, OBJECTION_WITHIN
+    from callscore.simulator.late_events import LATE_BY
+    from callscore.simulator.plan import ReplayOptions
+    from core.settings import Settings
+
+    defaults = ReplayOptions()
+    late, within = _days(LATE_BY), _days(OBJECTION_WITHIN)
+    lift_from, lift_to = _days(LIFT_AFTER), _days(LIFT_AFTER + LIFT_WITHIN)
+    shares = (
+        ("--repeat-rate", defaults.repeat_rate, "rows that are a later contact of an earlier "
+         "row's prospect (the file has no customer id)"),
+        ("--late-rate", defaults.late_rate, f"rows' events sent again {late} late, dated "
+         f"{late} before the event"),
+        ("--do-not-call-rate", defaults.do_not_call_rate, "prospects who object to calls (a "
+         f"do-not-call entry within {within} of their first event)"),
+        ("--lift-rate", defaults.lift_rate, f"of those objections, lifted {lift_from} to "
+         f"{lift_to} later (a tombstone)"),
+        ("--slow-call-rate", defaults.slow_call_rate, "outcomes that come after "
+         "--slow-call-delay instead of --outcome-delay"),
+    )  # fmt: skip
+    for flag, default, what in shares:
+        simulate.add_argument(
+            flag, type=float, default=default, help=f"{what}, 0 to 1 (default {default:g})"
+        )
+    days = defaults.slow_call_delay / timedelta(days=1)
+    ttl = Settings.model_fields["task_ttl_days"].default
+    simulate.add_argument(
+        "--slow-call-delay",
+        default=f"{days:g}d",
+        help=f"event time before a slow call's outcome (default {days:g}d: beyond "
+        f"CALLSCORE_TASK_TTL_DAYS' default of {ttl:g}, so those tasks expire first)",
+    )
+
+
+def _days(delta: timedelta) -> str:
+    days = delta / timedelta(days=1)
+    return "a day" if days == 1 else f"{days:g} days"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,7 +152,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="replay bank-full.csv in time order: prospect events, then their call outcomes",
         description="Publish each row as a ProspectEvent (ids from its position in the file) "
         "and, after the outcome delay, its CallOutcome (subscribed = y, duration), in one "
-        "time-ordered stream with event time mapped to wall time by --speedup.",
+        "time-ordered stream with event time mapped to wall time by --speedup. So that every "
+        "rule of the call queue fires, some rows are later contacts of an earlier row's "
+        "prospect, some events come again late, some prospects object (do-not-call entries, "
+        "a few lifted later) and some calls come after the task's expiry.",
     )
     simulate.add_argument("--data", help="bank-full.csv(.gz) (default: as `callscore train`)")
     simulate.add_argument(
@@ -129,6 +185,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="malformed extra events and outcomes per good one, 0 to 1 (default 0)",
     )
     simulate.add_argument(
-        "--seed", type=int, default=0, help="seed of the malformed extras (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the malformed extras, late events, objections and slow calls (default 0)",
     )
+    _queue_arguments(simulate)
     simulate.set_defaults(handler=_cmd_simulate)

@@ -4,9 +4,26 @@
 `CallOutcome` after the outcome delay and optional malformed extras; `wall_offsets` maps their
 event time to wall time for a speedup. `callscore.simulator.publish` sends a plan to Kafka.
 
-Ids come from the row's position in the file (`uci-<row>`), so replaying twice yields the same
-event ids and therefore the same task ids downstream. Post-call facts (`duration`, `y`) only ever
-travel in outcomes.
+So that every rule of the call queue (docs/architecture.md, "The call queue") fires on the real
+data, prospects get more than one event and some object to calls, each a share of the rows
+(`ReplayOptions`; the defaults make every rule fire in `callscore demo`):
+
+- repeated prospects (`repeat_rate`): the file has no customer id, so a share of rows become a
+  later contact of an earlier row's prospect, a deterministic mapping of the whole file
+  (`simulator.prospects`): a later contact supersedes the open task, cools down after a call, or
+  queues again;
+- late events (`late_rate`): a share of events sent again, dated before the prospect's newest
+  event (`simulator.late_events`): scored and logged, no task;
+- do-not-call entries (`do_not_call_rate`, `lift_rate`): a share of prospects object some time
+  after their first event, a few withdraw the objection later (`simulator.do_not_call`);
+- slow calls (`slow_call_rate`, `slow_call_delay`): a share of outcomes come after
+  `slow_call_delay` (21 days, beyond the scorer's default CALLSCORE_TASK_TTL_DAYS of 14): their
+  tasks expire first, and the late outcome is stale.
+
+Ids come from the row's position in the file (`uci-<row>`, a late copy `uci-<row>-late`), so
+replaying twice yields the same event ids and therefore the same task ids downstream; the seed
+draws the malformed extras, the late copies, the objections and the slow calls (same seed, same
+plan), never the prospects. Post-call facts (`duration`, `y`) only ever travel in outcomes.
 """
 
 from __future__ import annotations
@@ -23,8 +40,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from callscore.simulator.do_not_call import do_not_call_records
 from callscore.simulator.events import events_from_frame
+from callscore.simulator.late_events import late_events
 from callscore.simulator.malformed import bad_records, compact_json
+from callscore.simulator.prospects import prospect_rows
 from callscore.simulator.records import (
     GOOD_EVENT,
     GOOD_OUTCOME,
@@ -51,6 +71,12 @@ class ReplayOptions:
     bad_rate: float = 0.0  # malformed extras per good event (and per good outcome)
     seed: int = 0
     id_prefix: str = "uci"
+    repeat_rate: float = 0.2  # rows that are a later contact of an earlier row's prospect
+    late_rate: float = 0.05  # rows' events sent again late, dated before the prospect's newest
+    do_not_call_rate: float = 0.05  # prospects who object (a do-not-call entry)
+    lift_rate: float = 0.25  # of those objections, withdrawn later (a tombstone)
+    slow_call_rate: float = 0.05  # outcomes that come after slow_call_delay instead
+    slow_call_delay: timedelta = timedelta(days=21)
 
     def __post_init__(self) -> None:
         if self.start is not None:
@@ -59,8 +85,24 @@ class ReplayOptions:
             raise CallscoreError(f"--months must be at least 1 (got {self.months})")
         if self.outcome_delay < timedelta(0):
             raise CallscoreError("--outcome-delay must not be negative")
-        if not 0.0 <= self.bad_rate <= 1.0:
-            raise CallscoreError(f"--bad-rate must be between 0 and 1 (got {self.bad_rate})")
+        if self.slow_call_delay < timedelta(0):
+            raise CallscoreError("--slow-call-delay must not be negative")
+        for name in RATES:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                flag = "--" + name.replace("_", "-")
+                raise CallscoreError(f"{flag} must be between 0 and 1 (got {value})")
+
+
+# The options that are shares, each checked to be in [0, 1] (and named by its flag).
+RATES = (
+    "bad_rate",
+    "repeat_rate",
+    "late_rate",
+    "do_not_call_rate",
+    "lift_rate",
+    "slow_call_rate",
+)
 
 
 def parse_period(text: str) -> tuple[int, int]:
@@ -108,7 +150,8 @@ def occurred_times(frame: pd.DataFrame) -> list[datetime]:
     """
     year = frame["period"].str.slice(0, 4).astype(int).to_numpy()
     month = frame["period"].str.slice(5, 7).astype(int).to_numpy()
-    length = np.array([calendar.monthrange(y, m)[1] for y, m in zip(year, month, strict=True)])
+    lengths = {(y, m): calendar.monthrange(y, m)[1] for y, m in set(zip(year, month, strict=True))}
+    length = np.array([lengths[y, m] for y, m in zip(year, month, strict=True)])
     day = np.minimum(frame["day"].to_numpy(dtype=np.int64), length)
     keys = pd.DataFrame({"y": year, "m": month, "d": day})
     position = keys.groupby(["y", "m", "d"]).cumcount().to_numpy()
@@ -143,12 +186,19 @@ class _Row:
     duration: int
 
 
-def _rows(rows: pd.DataFrame, prefix: str) -> list[_Row]:
-    """The rows in the order their contacts happened (ties: the file's order)."""
+def _rows(frame: pd.DataFrame, rows: pd.DataFrame, options: ReplayOptions) -> list[_Row]:
+    """The selected rows in the order their contacts happened (ties: the file's order), each
+    with its prospect (mapped over the whole `frame`, so that it does not depend on the window)."""
+    prefix = options.id_prefix
+    every_number = _row_numbers(frame)
+    every_time = occurred_times(frame)
+    owners = prospect_rows(every_number, every_time, options.repeat_rate)
     numbers = _row_numbers(rows)
-    times = occurred_times(rows)
+    # The replay holds whole months, whose times are those of the whole frame.
+    time_of = dict(zip(every_number, every_time, strict=True))
+    times = [time_of[n] for n in numbers]
     event_ids = [f"{prefix}-{n}" for n in numbers]
-    prospect_ids = [f"{prefix}-prospect-{n}" for n in numbers]
+    prospect_ids = [f"{prefix}-prospect-{owners[n]}" for n in numbers]
     events = events_from_frame(
         rows, prefix, event_ids=event_ids, prospect_ids=prospect_ids, occurred_at=times
     )
@@ -188,12 +238,13 @@ def _good(
 
 
 def _good_records(
-    rows: list[_Row], delay: timedelta
+    rows: list[_Row], delays: list[timedelta]
 ) -> tuple[list[ScheduledRecord], list[ScheduledRecord]]:
-    """The valid events and outcomes, each in event-time order (rank = position in `rows`)."""
+    """The valid events and outcomes, each in event-time order (rank = position in `rows`); the
+    outcome of `rows[rank]` comes `delays[rank]` after its event."""
     events: list[ScheduledRecord] = []
     outcomes: list[ScheduledRecord] = []
-    for rank, row in enumerate(rows):
+    for rank, (row, delay) in enumerate(zip(rows, delays, strict=True)):
         value = compact_json(row.event)
         outcome = compact_json(_outcome(row, delay))
         # A row the contracts reject is a data problem: say which row, never publish it as good.
@@ -204,22 +255,48 @@ def _good_records(
             raise CallscoreError(f"row {row.number} cannot be replayed: {exc.message}") from None
         events.append(_good(row, row.at, (rank, GOOD_EVENT), "event", value))
         outcomes.append(_good(row, row.at + delay, (rank, GOOD_OUTCOME), "outcome", outcome))
-    return events, outcomes
+    # Slow calls come later than the rest: the outcomes are in event-time order again.
+    return events, sorted(outcomes, key=sort_key)
+
+
+def _delays(count: int, options: ReplayOptions, rng: np.random.Generator) -> list[timedelta]:
+    """Each row's outcome delay: `slow_call_delay` for round(slow_call_rate x rows) of them."""
+    delays = [options.outcome_delay] * count
+    slow = rng.choice(count, size=round(options.slow_call_rate * count), replace=False)
+    for rank in slow:
+        delays[int(rank)] = options.slow_call_delay
+    return delays
+
+
+# The generators of the extras, one stream each, so that one option's share does not change
+# another's draws (the malformed extras keep the seed's own generator).
+_LATE, _DO_NOT_CALL, _SLOW = 1, 2, 3
 
 
 def plan_replay(frame: pd.DataFrame, options: ReplayOptions) -> list[ScheduledRecord]:
     """Every record of the replay, in the order (and at the event time) it is published."""
-    rows = _rows(select_months(frame, options), options.id_prefix)
-    events, outcomes = _good_records(rows, options.outcome_delay)
+    rows = _rows(frame, select_months(frame, options), options)
+    seed = options.seed
+    delays = _delays(len(rows), options, np.random.default_rng([seed, _SLOW]))
+    events, outcomes = _good_records(rows, delays)
     by_rank = [row.event for row in rows]
-    rng = np.random.default_rng(options.seed)
+    rng = np.random.default_rng(seed)
     extras = (options.bad_rate, options.id_prefix, rng)
     bad_events = bad_records("event", events, by_rank, *extras)
     bad_outcomes = bad_records("outcome", outcomes, by_rank, *extras)
-    # Each stream is already in order; one heap merge interleaves outcomes with later events.
+    late = late_events(events, by_rank, options.late_rate, np.random.default_rng([seed, _LATE]))
+    objections = do_not_call_records(
+        events,
+        options.do_not_call_rate,
+        options.lift_rate,
+        np.random.default_rng([seed, _DO_NOT_CALL]),
+    )
+    # Each stream is already in order; one heap merge interleaves them.
     streams: list[Iterator[ScheduledRecord]] = [
         heapq.merge(events, bad_events, key=sort_key),
         heapq.merge(outcomes, bad_outcomes, key=sort_key),
+        iter(late),
+        iter(objections),
     ]
     return list(heapq.merge(*streams, key=sort_key))
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Literal
 
 from core.settings import Settings
 
-RecordKind = Literal["event", "outcome"]
+RecordKind = Literal["event", "outcome", "do_not_call"]
 
 # Sub-order of records published at the same instant for the same row: the event, then any
-# malformed event placed next to it, then (delay 0) its outcome, then a malformed outcome.
-GOOD_EVENT, BAD_EVENT, GOOD_OUTCOME, BAD_OUTCOME = range(4)
+# malformed event placed next to it, then (delay 0) its outcome, then a malformed outcome; a
+# late copy of the event and the prospect's do-not-call records after those.
+GOOD_EVENT, BAD_EVENT, GOOD_OUTCOME, BAD_OUTCOME, LATE_EVENT, DO_NOT_CALL = range(6)
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,12 @@ class ScheduledRecord:
     order: tuple[int, int]  # tie-break at equal `at`: (rank of the row, sub-order)
     kind: RecordKind
     key: bytes
-    value: bytes
-    record_id: str  # the event id it carries (or refers to), or the malformed record's own id
+    value: bytes | None  # None only for a do-not-call tombstone (the entry lifted)
+    record_id: str  # the event id it carries (or refers to), the malformed record's own id, or
+    # the prospect id of a do-not-call record
     row: int | None  # the row of the file; None for a malformed extra
     malformed: str | None = None  # the rule it breaks (BAD_*_KINDS); None when valid
+    late: bool = False  # a late copy of its row's event (own event id, dated before the row's)
 
     @property
     def period(self) -> str:
@@ -34,7 +37,11 @@ class ScheduledRecord:
         return f"{self.at.year:04d}-{self.at.month:02d}"
 
     def topic(self, settings: Settings) -> str:
-        return settings.topic_prospects if self.kind == "event" else settings.topic_outcomes
+        if self.kind == "event":
+            return settings.topic_prospects
+        if self.kind == "outcome":
+            return settings.topic_outcomes
+        return settings.topic_do_not_call
 
 
 def sort_key(record: ScheduledRecord) -> tuple[datetime, tuple[int, int]]:
@@ -43,27 +50,44 @@ def sort_key(record: ScheduledRecord) -> tuple[datetime, tuple[int, int]]:
 
 @dataclass
 class MonthCounts:
-    events: int = 0
+    events: int = 0  # the rows' own events
+    late_events: int = 0  # late copies (valid events too: each is scored or suppressed)
     outcomes: int = 0
     bad_events: int = 0
     bad_outcomes: int = 0
+    do_not_call: int = 0  # do-not-call entries
+    lifted: int = 0  # do-not-call tombstones
 
     def add(self, record: ScheduledRecord) -> None:
-        if record.kind == "event":
-            if record.malformed is None:
-                self.events += 1
+        if record.kind == "do_not_call":
+            if record.value is None:
+                self.lifted += 1
             else:
+                self.do_not_call += 1
+        elif record.kind == "event":
+            if record.malformed is not None:
                 self.bad_events += 1
+            elif record.late:
+                self.late_events += 1
+            else:
+                self.events += 1
         elif record.malformed is None:
             self.outcomes += 1
         else:
             self.bad_outcomes += 1
 
+    @property
+    def prospect_records(self) -> int:
+        """Records on the prospects topic: each is scored or dead-lettered."""
+        return self.events + self.late_events + self.bad_events
+
+    @property
+    def valid_events(self) -> int:
+        return self.events + self.late_events
+
     def __iadd__(self, other: MonthCounts) -> MonthCounts:
-        self.events += other.events
-        self.outcomes += other.outcomes
-        self.bad_events += other.bad_events
-        self.bad_outcomes += other.bad_outcomes
+        for name in (f.name for f in fields(self)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
 
