@@ -103,7 +103,7 @@ def bad_records(
             value = bad_event(rule, events_by_rank[near.order[0]], bad_id, rng)
             sub = BAD_EVENT
         else:
-            value = bad_outcome(rule, json.loads(near.value), bad_id)
+            value = bad_outcome(rule, json.loads(near.value or b"{}"), bad_id)
             sub = BAD_OUTCOME
         bad.append(
             ScheduledRecord(
