@@ -69,6 +69,7 @@ class QueueWorker:
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None  # set when the worker gave up (fatal)
         self.assigned = threading.Event()  # set once it owns its partitions (possibly none)
+        self._last_error: str | None = None  # of the consumer, while it lasts
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,10 +127,17 @@ class QueueWorker:
         is the next owner's, from its last commit)."""
         owned = []
         for message in messages:
-            if message.error() is not None:
-                log.warning("call queue: %s", message.error())
+            error = message.error()
+            if error is not None:
+                # Once per spell of trouble (librdkafka reports each failed reconnection).
+                if str(error) != self._last_error:
+                    log.warning("call queue: %s; retrying", error)
+                self._last_error = str(error)
             elif message.partition() in self._queues:
                 owned.append(message)
+        if owned and self._last_error is not None:
+            log.info("call queue: reading again")
+            self._last_error = None
         return owned
 
     def _commit(self, consumer: Any, batch: Sequence[Any]) -> None:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,16 @@ def test_twenty_second_broker_outage_loses_nothing_and_needs_no_restart(
     pid = worker.process.pid
     assert worker.metric("callscore_broker_reachable") == 1
 
-    events = [valid_event(event_id=f"o-{i}", prospect_id=f"p-{i % 89}") for i in range(EVENTS)]
+    # Each event newer than its prospect's last one: every event opens a task.
+    start = datetime(2026, 11, 26, tzinfo=UTC)
+    events = [
+        valid_event(
+            event_id=f"o-{i}",
+            prospect_id=f"p-{i % 89}",
+            occurred_at=(start + timedelta(seconds=i)).isoformat(),
+        )
+        for i in range(EVENTS)
+    ]
     # The producer buffers what it cannot deliver during the outage and sends it afterwards.
     producer = Producer(
         producer_config(settings, **{"message.timeout.ms": 120_000, "log_level": 0})
