@@ -8,7 +8,9 @@ Scenarios, in order (--only picks some; see bench/README.md):
   confluent_loop      ceiling: confluent-kafka consume -> json decode -> produce, no framework
   native_loop         the same loop with BatchScorer and the production model: scoring, no Faust
   faust_passthrough   ceiling: a Faust agent built like the scorer, decode + send, no scoring
-  scorer_production   `callscore stream`, the production model (trained by the bench), 1 worker
+  scorer_production   `callscore stream`, the production model (trained by the bench), 1 worker,
+                      with the call queue (Settings.queue_enabled, the default)
+  scorer_no_queue     the same without the call queue (queue_enabled=False), in every round
   scorer_small        the same with the small test model
   scorer_two_workers  two workers, one consumer group, Settings.partitions partitions
   per_event           the production model with batch_max_size=1: one event per predict_proba

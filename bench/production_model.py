@@ -21,7 +21,7 @@ import sklearn
 
 from bench.results import RESULTS
 from core.settings import Settings
-from registry.artifact import ModelArtifact, dump_artifact, load_artifact
+from registry.artifact import ArtifactError, ModelArtifact, dump_artifact, load_artifact
 from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED
 from trainer.data import SHARED_COPY, add_periods, load_bank, sha256_hex
 from trainer.evaluation import score_metrics
@@ -77,7 +77,10 @@ def production_artifact(
     """(the artifact as version 1, whether it came from the cache)."""
     path = _cache_path(data)
     if path.is_file():
-        return load_artifact(path.read_bytes()), True
+        try:
+            return load_artifact(path.read_bytes()), True
+        except ArtifactError as exc:  # pickled by an older product (a module renamed since)
+            log(f"cached production model unreadable ({exc}): training it again")
     log(f"training the production model on {data.source} (cached at {path})")
     artifact = train(data)
     path.parent.mkdir(parents=True, exist_ok=True)

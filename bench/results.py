@@ -62,6 +62,7 @@ class Backlog(ScenarioResult):
     # confluent-kafka loop's own count).
     model: str | None = None
     workers: int | None = None
+    queue_enabled: bool | None = None  # the scorers: through the call queue (Settings)
     batch_max_size: int | None = None
     consumed_per_worker: list[int] | None = None
     mean_batch_size: float | None = None

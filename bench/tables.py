@@ -3,6 +3,7 @@ timing), so they are unit-tested on a made-up result (tests/test_bench_report.py
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -15,12 +16,14 @@ THROUGHPUT_SCENARIOS: dict[str, str] = {
     "native_loop": "batch-native: confluent-kafka + BatchScorer",
     "faust_passthrough": "ceiling: Faust pass-through",
     "scorer_production": "scorer, production model",
+    "scorer_no_queue": "scorer, production, no call queue",
     "scorer_small": "scorer, small test model",
     "scorer_two_workers": "scorer, production, 2 workers",
     "per_event": "per-event peer (batch of 1)",
 }
 BASELINE = "faust_passthrough"
 RELOAD_TARGET = "reload gap ≤ 1 s with 0 lost, 0 twice"
+QUEUE_TARGET = "call queue: at most 20% fewer events/s than without it"
 
 
 def _rate(result: SuiteResult, name: str) -> float | None:
@@ -51,12 +54,25 @@ def ratios(result: SuiteResult) -> dict[str, float | None]:
         "small_vs_production": _ratio(_rate(result, "scorer_small"), production),
         "two_workers_vs_one": _ratio(_rate(result, "scorer_two_workers"), production),
         "batching_vs_per_event": _ratio(production, _rate(result, "per_event")),
+        "queue_vs_no_queue": _queue_ratio(result, _rate),
+        "queue_cpu_per_event_vs_no_queue": _queue_ratio(result, _consumer_cpu),
         "stream_p99_under_score_load": _score_load_ratio(result.latency()),
         # CPU per event rather than events per second: less at the mercy of other processes.
         "production_cpu_per_event_vs_faust_passthrough": _ratio(
             _consumer_cpu(result, "scorer_production"), _consumer_cpu(result, BASELINE)
         ),
     }
+
+
+def _queue_ratio(
+    result: SuiteResult, figure: Callable[[SuiteResult, str], float | None]
+) -> float | None:
+    """`figure` of the production scorer over the one without the queue, when the production
+    scorer did run with it (a `--set queue_enabled=false` run has no queue to compare)."""
+    production = result.backlog("scorer_production")
+    if production is None or production.queue_enabled is False:
+        return None
+    return _ratio(figure(result, "scorer_production"), figure(result, "scorer_no_queue"))
 
 
 def _score_load_ratio(latency: Latency | None) -> float | None:
@@ -88,6 +104,13 @@ def targets(result: SuiteResult) -> list[Target]:
         r["batching_vs_per_event"],
         10.0,
         f"{production or '—'} vs {_rate(result, 'per_event') or '—'} ev/s",
+    )
+    at_least(
+        QUEUE_TARGET,
+        r["queue_vs_no_queue"],
+        0.8,
+        f"{production or '—'} vs {_rate(result, 'scorer_no_queue') or '—'} ev/s; CPU per "
+        f"event {_fmt(r['queue_cpu_per_event_vs_no_queue'])}x",
     )
     latency = result.latency()
     p99 = latency.steady.p99_ms if latency else None

@@ -5,6 +5,7 @@ targets, tables, CLI parsing. No broker and no timing (the suite itself is run b
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -15,9 +16,11 @@ from bench.compare import figures
 from bench.compare import render as render_comparison
 from bench.overrides import settings_overrides
 from bench.results import SuiteResult
+from bench.scenarios.backlog import backlog_result, queue_entry_event
 from bench.scenarios.reload import largest_gap
 from bench.suite import DEFAULT, SCENARIOS
-from bench.tables import ratios, render, summarised, targets
+from bench.tables import QUEUE_TARGET, ratios, render, summarised, targets
+from core.topic_reader import Record
 
 
 def backlog(rate: float, consumer_cpu: float, **extra: Any) -> dict[str, Any]:
@@ -97,7 +100,8 @@ def document() -> dict[str, Any]:
         "scenarios": {
             "confluent_loop": backlog(40_000, 0.2),
             "faust_passthrough": backlog(5_000, 2.0),
-            "scorer_production": backlog(4_500, 2.5, mean_batch_size=480.0),
+            "scorer_production": backlog(4_500, 2.5, mean_batch_size=480.0, queue_enabled=True),
+            "scorer_no_queue": backlog(5_000, 2.0, queue_enabled=False),
             "scorer_small": backlog(5_000, 2.1),
             "scorer_two_workers": backlog(6_000, 2.6),
             "per_event": backlog(90, 150.0),
@@ -121,17 +125,21 @@ def test_ratios_are_side_by_side_quotients() -> None:
     assert r["two_workers_vs_one"] == 1.33
     assert r["stream_p99_under_score_load"] == 1.75  # the worse request size: 140 / 80
     assert r["production_cpu_per_event_vs_faust_passthrough"] == 1.25
+    assert r["queue_vs_no_queue"] == 0.9
+    assert r["queue_cpu_per_event_vs_no_queue"] == 1.25
 
 
 def test_each_target_met_or_not_with_its_ratio() -> None:
     found = {t.name: t for t in targets(parsed(document()))}
-    assert len(found) == 5
+    assert len(found) == 6
     met = {name: t.met for name, t in found.items()}
     assert met["scorer (production model) ≥ 0.8x Faust pass-through"] is True
     assert met["batching ≥ 10x the per-event peer"] is True
     assert met["p99 ≤ 100 ms at 500 ev/s (local broker)"] is True
     assert met["reload gap ≤ 1 s with 0 lost, 0 twice"] is True
     assert met["/score load raises stream p99 ≤ 1.5x"] is False
+    assert met[QUEUE_TARGET] is True
+    assert found[QUEUE_TARGET].ratio == 0.9
     assert found["/score load raises stream p99 ≤ 1.5x"].ratio == 1.75
 
 
@@ -143,6 +151,27 @@ def test_a_reload_that_loses_an_event_or_shows_one_version_is_not_met() -> None:
     result["scenarios"]["reload"].update(lost=0, tasks_per_version={"1": 3000})
     found = {t.name: t for t in targets(parsed(result))}
     assert not found["reload gap ≤ 1 s with 0 lost, 0 twice"].met
+
+
+def test_the_queue_target_fails_beyond_20_percent_and_needs_a_queue_to_compare() -> None:
+    result = document()
+    result["scenarios"]["scorer_production"]["events_per_s"] = 3_900
+    found = {t.name: t for t in targets(parsed(result))}
+    assert found[QUEUE_TARGET].met is False and found[QUEUE_TARGET].ratio == 0.78
+    # `--set queue_enabled=false`: both scenarios ran without the queue, nothing to compare.
+    result["scenarios"]["scorer_production"]["queue_enabled"] = False
+    assert {t.name: t for t in targets(parsed(result))}[QUEUE_TARGET].met is None
+
+
+def test_the_queue_drain_counts_each_event_once_by_its_changelog_entry() -> None:
+    def entry(offset: int, event_id: str, at_ms: int) -> Record:
+        value = json.dumps({"prospect_id": f"p-{event_id}", "newest_event_id": event_id})
+        return Record("state", 0, offset, b"k", value.encode(), {}, at_ms)
+
+    records = [entry(0, "e1", 1_000), entry(1, "e2", 1_500), entry(2, "e2", 2_000)]
+    result = backlog_result(records, ["e1", "e2", "e3"], queue_entry_event)
+    assert (result.lost, result.repeated, result.span_seconds) == (1, 1, 1.0)
+    assert result.events_per_s == 2
 
 
 def test_unmeasured_targets_say_so() -> None:

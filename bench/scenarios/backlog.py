@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from bench.resources import CpuWindow, per_10k
 from bench.results import Backlog
@@ -22,6 +23,20 @@ from core.topic_reader import Record, TopicReader
 READER_FETCH_WAIT_MS = 100
 # Read a little past the expected count, to see an output produced twice.
 SETTLE_SECONDS = 1.0
+
+# Which input event an output record stands for.
+EventIdOf = Callable[[Record], str]
+
+
+def event_id_field(record: Record) -> str:
+    """Call tasks, prediction-log lines and the pass-throughs' copies carry the event's id."""
+    return str(record.json()["event_id"])
+
+
+def queue_entry_event(record: Record) -> str:
+    """A call-queue changelog record (callqueue.state.ProspectEntry): the event it queued."""
+    entry: dict[str, Any] = record.json()
+    return str(entry["newest_event_id"])
 
 
 def output_reader(settings: Settings, topics: Iterable[str]) -> TopicReader:
@@ -36,6 +51,7 @@ def drain(
     cpu: CpuWindow,
     check_alive: Callable[[], None],
     timeout: float,
+    event_id_of: EventIdOf = event_id_field,
 ) -> Backlog:
     """Wait for one output per expected event; the rate, losses, repeats and CPU per 10k events.
 
@@ -57,13 +73,15 @@ def drain(
         settle_until = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < settle_until:
             records.extend(reader.poll(0.2, max_records=10_000))
-    result = backlog_result(records, expected_ids)
+    result = backlog_result(records, expected_ids, event_id_of)
     result.cpu_seconds_per_10k = {name: per_10k(s, expected) for name, s in spent.items()}
     return result
 
 
-def backlog_result(records: list[Record], expected_ids: list[str]) -> Backlog:
-    counts = Counter(str(r.json()["event_id"]) for r in records)
+def backlog_result(
+    records: list[Record], expected_ids: list[str], event_id_of: EventIdOf = event_id_field
+) -> Backlog:
+    counts = Counter(event_id_of(r) for r in records)
     stamps = [r.timestamp_ms for r in records]
     span = (max(stamps) - min(stamps)) / 1000.0 if stamps else 0.0
     return Backlog(

@@ -1,7 +1,13 @@
 """Throughput scenarios on a backlog: the two ceilings (no scoring), the batch-native scorer
-(confluent-kafka + BatchScorer, no Faust) and the scorer (production model, small model, two
-workers, one event per predict_proba). Each gets fresh topics, the same payloads and Settings,
-and is measured by scenarios.backlog.drain while `Context.observe` watches its consumers."""
+(confluent-kafka + BatchScorer, no Faust) and the scorer (production model with and without the
+call queue, small model, two workers, one event per predict_proba). Each gets fresh topics, the
+same payloads and Settings, and is measured by scenarios.backlog.drain while `Context.observe`
+watches its consumers.
+
+A scorer with the call queue (Settings.queue_enabled, the default) publishes its outputs from
+the queue's thread, the changelog last, once the batch's other records are acknowledged: the
+bench drains that changelog (one record per event, the bench's prospects being distinct), so
+the rate includes the queue stage. Without the queue it drains the tier topics as before."""
 
 from __future__ import annotations
 
@@ -14,10 +20,11 @@ from typing import Any
 from bench.context import Context, instance_name, publish
 from bench.resources import CpuWindow, peak_rss_mb
 from bench.results import Backlog
-from bench.scenarios.backlog import drain
+from bench.scenarios.backlog import EventIdOf, drain, event_id_field, queue_entry_event
 from bench.scenarios.gate import Gate
 from bench.scenarios.passthrough import output_topics
 from callscore.processes import Child, settings_env
+from core.settings import Settings
 from registry.artifact import ModelArtifact
 from testkit.harness import StreamWorker, produce, worker_settings
 
@@ -108,6 +115,7 @@ def scorer(
     holds its partitions, so that two workers start together, with no rebalance mid-backlog."""
     settings = ctx.settings(name, **extra)
     events = ctx.payloads.events(name, events_count)
+    topics, event_id_of = completion(settings, events.dicts)
     produce(settings, events.records())
     started: list[StreamWorker] = []
     try:
@@ -116,6 +124,12 @@ def scorer(
         for worker in started:
             worker.wait_until(
                 partitions_assigned(worker), ASSIGNMENT_TIMEOUT_SECONDS, "partitions assigned"
+            )
+        if settings.queue_enabled:  # the queue's own group settles after the scorer's
+            started[0].wait_until(
+                queue_partitions_owned(started, settings.partitions),
+                ASSIGNMENT_TIMEOUT_SECONDS,
+                "every call-queue partition owned",
             )
         time.sleep(ASSIGNMENT_SETTLE_SECONDS)
         pids = {f"worker-{i}": w.process.pid for i, w in enumerate(started)}
@@ -130,15 +144,11 @@ def scorer(
             cpu.start()  # model loading included: a one-off cost, small beside a backlog
             publish(settings, artifact)
             result = drain(
-                settings,
-                list(settings.task_topics.values()),
-                events.ids,
-                cpu,
-                check_alive,
-                DRAIN_TIMEOUT_SECONDS,
+                settings, topics, events.ids, cpu, check_alive, DRAIN_TIMEOUT_SECONDS, event_id_of
             )
         result.model = _model_name(artifact)
         result.workers = workers
+        result.queue_enabled = settings.queue_enabled
         result.batch_max_size = settings.batch_max_size
         result.consumed_per_worker = [
             int(w.metric("callscore_events_consumed_total")) for w in started
@@ -158,12 +168,39 @@ def scorer(
     return result
 
 
+def completion(settings: Settings, events: list[dict[str, Any]]) -> tuple[list[str], EventIdOf]:
+    """The topics on which every event's last output appears, and how to read its event id."""
+    if not settings.queue_enabled:
+        return list(settings.task_topics.values()), event_id_field
+    prospects = {e["prospect_id"] for e in events}
+    if len(prospects) != len(events):
+        # A repeated prospect's later event in the same batch shares one changelog record, and a
+        # late one queues nothing: the drain would wait for outputs that never come.
+        raise ValueError(
+            f"the queue's drain needs one prospect per event: {len(prospects)} prospects for "
+            f"{len(events)} events"
+        )
+    return [settings.topic_queue_state], queue_entry_event
+
+
 def partitions_assigned(worker: StreamWorker) -> Callable[[], bool]:
     return lambda: worker.readiness().get("partitions_assigned") is True
 
 
+def queue_partitions_owned(workers: list[StreamWorker], partitions: int) -> Callable[[], bool]:
+    """Every partition of the call queue rebuilt by one of the workers (the queue's consumer
+    group rebalances after the scorer's when a second worker joins)."""
+    return lambda: sum(w.metric("callscore_queue_partitions") for w in workers) == partitions
+
+
 def scorer_production(ctx: Context) -> Backlog:
     return scorer(ctx, "scorer-production", ctx.production, ctx.options.backlog)
+
+
+def scorer_no_queue(ctx: Context) -> Backlog:
+    """The production scorer as before the call queue: tier topics and prediction log written by
+    the Faust agent itself; beside `scorer_production` (with the queue) in every round."""
+    return scorer(ctx, "scorer-no-queue", ctx.production, ctx.options.backlog, queue_enabled=False)
 
 
 def scorer_small(ctx: Context) -> Backlog:
