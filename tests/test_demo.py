@@ -25,7 +25,7 @@ from callscore.demo.view import plain_status, render
 from callscore.demo.window import replay_start
 from callscore.processes import Children
 from core.topic_reader import Record
-from schemas import DeadLetter, task_id_for
+from schemas import FEATURES, DeadLetter, task_id_for
 from trainer.data import DataError, add_periods
 from trainer.synthetic import synthetic_bank_frame
 
@@ -100,6 +100,13 @@ def test_demo_runs_reloads_and_reconciles_on_a_configured_kafka(kafka_broker, tm
     assert counts["produced"] == counts["scored"] + counts["dead_lettered"]
     assert counts["scored"] >= 500 and counts["dead_lettered"] > 0
     assert "reconciles ✓" in result.stdout
+    # The call queue: every scored event is logged or suppressed; a task is a logged event that
+    # the scorer queued; dialers' calls withdrew tasks as they happened.
+    assert counts["scored"] == counts["logged"] + counts["suppressed"]
+    queue = summary["queue"]
+    assert queue["scorer"]["queued"] >= counts["queued"] > 0
+    assert queue["withdrawals"]["closed"] > 0 and set(queue["open"]) == {"high", "medium", "low"}
+    assert "call queue, best first" in result.stdout or "queue open" in result.stdout
     assert summary["broker"].startswith(f"Kafka at {kafka_broker.bootstrap_servers}")
 
     # Midway a recalibration is published and the scorer hot-reloads it.
@@ -215,8 +222,15 @@ def test_the_replay_takes_the_latest_months_and_leaves_half_for_training():
     assert (frame["period"] >= huge).sum() <= len(frame) / 2
 
 
-def _record(topic: str, value: bytes, partition: int = 0, offset: int = 0) -> Record:
-    return Record(topic, partition, offset, None, value, {}, 0)
+def _record(
+    topic: str,
+    value: bytes | None,
+    partition: int = 0,
+    offset: int = 0,
+    key: bytes | None = None,
+    headers: dict[str, bytes] | None = None,
+) -> Record:
+    return Record(topic, partition, offset, key, value, headers or {}, 0)
 
 
 def _task(event_id: str, priority: str, score: float, version: int = 1) -> bytes:
@@ -234,6 +248,18 @@ def _task(event_id: str, priority: str, score: float, version: int = 1) -> bytes
     ).encode()
 
 
+def _logged(event_id: str, priority: str, score: float, version: int = 1) -> bytes:
+    """The event's prediction-log line (what the scorer's queue writes for a scored event)."""
+    task = json.loads(_task(event_id, priority, score, version))
+    line = {
+        **{k: task[k] for k in ("event_id", "task_id", "prospect_id", "score", "priority")},
+        **{k: task[k] for k in ("percentile", "model_version", "scored_at")},
+        "occurred_at": "2026-11-26T09:00:00+00:00",
+        "features": dict.fromkeys(FEATURES, 0),
+    }
+    return json.dumps(line).encode()
+
+
 def _dead(offset: int, kind: str, topic: str) -> bytes:
     letter = DeadLetter(
         payload=b"{", payload_size=1, source_topic=topic, source_partition=0,
@@ -243,30 +269,71 @@ def _dead(offset: int, kind: str, topic: str) -> bytes:
     return letter.model_dump_json().encode()
 
 
+def _queued(settings, event_id: str, priority: str, score: float) -> Record:
+    """The event's task as the prospect's entry on the call-queue topic."""
+    key = f"p-{event_id}".encode()
+    return _record(settings.topic_queue, _task(event_id, priority, score), key=key)
+
+
+def _withdrawn(settings, event_id: str, reason: str) -> Record:
+    """A call-queue tombstone: the prospect's task withdrawn for `reason`."""
+    headers = {"task_id": task_id_for(event_id).encode(), "withdrawn": reason.encode()}
+    return _record(settings.topic_queue, None, key=f"p-{event_id}".encode(), headers=headers)
+
+
 def _records(settings) -> list[Record]:
     high, low = settings.task_topic("high"), settings.task_topic("low")
-    prospects = settings.topic_prospects
+    prospects, log = settings.topic_prospects, settings.topic_predictions
     return [
         _record(prospects, b'{"event_id": "e1"}', offset=0),
         _record(prospects, b'{"event_id": "e2"}', offset=1),
         _record(prospects, b"{", offset=2),
+        _record(log, _logged("e1", "high", 0.9)),
         _record(high, _task("e1", "high", 0.9)),
+        _queued(settings, "e1", "high", 0.9),
+        _record(log, _logged("e2", "low", 0.1, version=2)),
+        _record(log, _logged("e2", "low", 0.1, version=2)),  # rescored: counted once
         _record(low, _task("e2", "low", 0.1, version=2)),
-        _record(low, _task("e2", "low", 0.1, version=2)),  # rescored: counted once
+        _record(low, _task("e2", "low", 0.1, version=2)),
+        _queued(settings, "e2", "low", 0.1),
         _record(settings.topic_dead_letters, _dead(2, "not_json", prospects)),
+    ]
+
+
+def _suppressed(settings, event_id: str, offset: int) -> list[Record]:
+    """An event of a do-not-call prospect: on the prospects topic and, as the scorer handed it
+    to the queue, on its input topic; nowhere else."""
+    scored = {"kind": b"scored"}
+    return [
+        _record(settings.topic_prospects, json.dumps({"event_id": event_id}).encode(), 0, offset),
+        _record(settings.topic_queue_inputs, _logged(event_id, "low", 0.2), headers=scored),
     ]
 
 
 def test_counts_reconcile_from_distinct_ids_and_offsets(settings):
     result = count(settings, _records(settings))
     assert (result.produced, result.scored, result.dead_lettered) == (3, 2, 1)
+    assert (result.logged, result.suppressed, result.queued) == (2, 0, 2)
     assert result.reconciles
     assert result.dead_by_kind == {"not_json": 1}
+    assert result.queue_open == {"high": 1, "medium": 0, "low": 1}
 
     lost = count(settings, _records(settings)[:-1])  # a dead letter missing
     assert not lost.reconciles
     stranger = _record(settings.task_topic("high"), _task("e9", "high", 0.5))
     assert not count(settings, [*_records(settings), stranger]).reconciles
+    # Not every scored event is a task: a suppressed one is only on the queue's input topic.
+    suppressed = count(settings, [*_records(settings), *_suppressed(settings, "e3", 3)])
+    assert (suppressed.produced, suppressed.scored, suppressed.dead_lettered) == (4, 3, 1)
+    assert (suppressed.logged, suppressed.suppressed, suppressed.queued) == (2, 1, 2)
+    assert suppressed.reconciles
+    # A late event is logged but opens no task; an event scored nowhere is missing.
+    late = [
+        _record(settings.topic_prospects, b'{"event_id": "e4"}', offset=4),
+        _record(settings.topic_predictions, _logged("e4", "low", 0.3)),
+    ]
+    assert count(settings, [*_records(settings), *late]).reconciles
+    assert not count(settings, [*_records(settings), late[0]]).reconciles
 
 
 def test_live_state_queue_counters_reload_and_quality(settings):
@@ -275,11 +342,24 @@ def test_live_state_queue_counters_reload_and_quality(settings):
     state.add_records(_records(settings))
     assert (state.produced, state.scored, state.dead_lettered) == (3, 2, 1)
     assert state.by_version == {1: 1, 2: 1}
-    assert [t.event_id for t in state.top("high")] == ["e1"]
-    # An outcome takes its task off the queue (the dialer called it).
+    assert [t.event_id for t in state.top()] == ["e1", "e2"]  # by score
+    # The call is made: the queue withdraws the task (closed), and it leaves the top.
     outcome = json.dumps({"event_id": "e1", "task_id": task_id_for("e1")}).encode()
-    state.add_records([_record(settings.topic_outcomes, outcome)])
-    assert state.top("high") == [] and state.outcomes == 1
+    state.add_records(
+        [_record(settings.topic_outcomes, outcome), _withdrawn(settings, "e1", "closed")]
+    )
+    assert [t.event_id for t in state.top()] == ["e2"] and state.outcomes == 1
+    assert state.queue.withdrawals() == {"closed": 1, "expired": 0, "suppressed": 0}
+    assert any("first task withdrawn as closed" in e.text for e in state.events)
+    state.add_records([_withdrawn(settings, "e2", "expired")])
+    # The scorer's queue counts: a suppressed event is handled, with no log line.
+    state.set_scorer_metrics(
+        'callscore_queue_inputs_total{result="queued"} 2.0\n'
+        'callscore_queue_inputs_total{result="late"} 1.0\n'
+        'callscore_queue_inputs_total{result="cooling_down"} 3.0\n'
+        'callscore_queue_inputs_total{result="suppressed"} 1.0\n'
+    )
+    assert (state.suppressed, state.scored, state.handled) == (1, 3, 4)
 
     assert state.set_serving(1) is not None
     assert state.set_serving(1) is None
@@ -296,12 +376,27 @@ def test_live_state_queue_counters_reload_and_quality(settings):
     assert state.outcomes_dead == {"not_json": 2}
     line = plain_status(state)
     assert "produced 3/3" in line and "v2: 400 outcomes, AUC 0.710" in line
+    assert "queue open high 0 medium 0 low 0" in line
+    assert "withdrawn closed 1 expired 1 suppressed 0" in line and "late 1" in line
     from rich.console import Console
 
-    console = Console(width=150, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-    console.print(render(state, "header", "synthetic data"))
+    for width in (150, 80):
+        console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+        console.print(render(state, "header", "synthetic data"))
+        screen = console.export_text()
+        assert "call queue" in screen and "hot reload: v1 → v2" in screen, screen
+        assert "synthetic" in screen
+        assert max(len(line) for line in screen.splitlines()) <= width
+    # On 80 columns the queue panel shows every count in full.
+    panel = [line.split("│")[1] for line in screen.splitlines() if line.startswith("│")]
+    text = "\n".join(panel)
+    for shown in ("open", "withdrawn", "closed", "expired", "suppressed", "cooling down", "late"):
+        assert shown in text, text
+    state.add_records([_queued(settings, "e5", "medium", 0.5)])
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(render(state, "header", None))
     screen = console.export_text()
-    assert "call queue" in screen and "hot reload: v1 → v2" in screen and "synthetic" in screen
+    assert "p-e5" in screen and "medium" in screen
 
 
 def test_children_are_listed_logged_and_stopped_with_their_process_groups(tmp_path):

@@ -45,8 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Start a local broker (unless CALLSCORE_BOOTSTRAP_SERVERS is set: then the "
         "demo uses that Kafka with topics of its own), train and publish v1, start a scorer "
         "and the monitor, replay a window of the UCI data with a few malformed events and the "
-        "call outcomes, publish a recalibration (v2) halfway, which the scorer hot-reloads, and "
-        "end with a summary checking produced = scored + dead-lettered. Logs of every process "
+        "call outcomes (and repeated prospects, late events, do-not-call entries, slow calls), "
+        "show the live call queue, publish a recalibration (v2) halfway, which the scorer "
+        "hot-reloads, and end with a summary checking produced = scored + dead-lettered and "
+        "reporting the queue. Logs of every process "
         "go to OUT/logs/; Ctrl-C stops everything.",
     )
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")

@@ -6,11 +6,15 @@
    (`data`); the replayed months are the latest ones, half of the rows at most (`window`).
 3. `callscore train --search reference` on the months before the replay window publishes v1,
    while `callscore stream` and `callscore monitor` start.
-4. `callscore simulate` replays the window (with malformed events and outcomes) in about
-   `replay_seconds`; a quarter of the way in, `callscore recalibrate` publishes v2 on the outcomes
-   so far and the scorer hot-reloads it (`progress` moves the run through its `phases`).
+4. `callscore simulate` replays the window (with malformed events and outcomes, repeated
+   prospects, late events, do-not-call entries and slow calls, so that every rule of the call
+   queue fires) in about `replay_seconds`; a quarter of the way in, `callscore recalibrate`
+   publishes v2 on the outcomes so far and the scorer hot-reloads it (`progress` moves the run
+   through its `phases`). The view shows the call queue as a dialer mirrors it: the best open
+   tasks, open tasks per tier, withdrawals by reason, the scorer's queue counts.
 5. `callscore report` writes the quality report; every process is stopped; the summary checks
-   produced = scored + dead-lettered on the topics themselves (`reconcile`, `summary`).
+   produced = scored + dead-lettered on the topics themselves and reports the queue
+   (`reconcile`, `summary`).
 
 Every child writes to `<out>/logs/<name>.log` and is listed in `<out>/pids`; the terminal shows
 only the view (`state` fed from the topics and the endpoints, `probes`; drawn by `view`) and the

@@ -1,4 +1,4 @@
-"""What the running scorer and monitor say over HTTP: the served version, the monitor's metrics.
+"""What the running scorer and monitor say over HTTP: the served version, their metrics.
 
 Each probe answers None while the endpoint is not up yet (or not answering): the demo polls
 them every second and takes the next answer.
@@ -19,6 +19,11 @@ HTTP_TIMEOUT_SECONDS = 0.5
 def serving_version(settings: Settings) -> int | None:
     """The model version the scorer serves (its GET /model), if it answers."""
     return version_of(_get_json(f"http://127.0.0.1:{settings.http_port}/model"))
+
+
+def scorer_metrics(settings: Settings) -> str | None:
+    """The scorer's /metrics text (the call queue's counts), if it answers."""
+    return _get_text(f"http://127.0.0.1:{settings.http_port}/metrics")
 
 
 def monitor_metrics(settings: Settings) -> str | None:

@@ -145,19 +145,24 @@ class Conductor:
 
     def _start_replay(self, now: float) -> None:
         options, window = self.run.options, self.window
+        replay = window.options  # the plan the window counted, flag by flag
         self.progress.simulate = self.run.start(
             "simulate", "simulate", "--data", str(self.run.settings.data), "--from", window.first,
             "--speedup", f"{window.speedup:.6g}",
             "--outcome-delay", delay_argument(options.outcome_delay),
-            "--bad-rate", str(options.bad_rate), "--seed", str(window.options.seed),
+            "--bad-rate", str(options.bad_rate), "--seed", str(replay.seed),
+            "--repeat-rate", str(replay.repeat_rate), "--late-rate", str(replay.late_rate),
+            "--do-not-call-rate", str(replay.do_not_call_rate),
+            "--lift-rate", str(replay.lift_rate), "--slow-call-rate", str(replay.slow_call_rate),
+            "--slow-call-delay", delay_argument(replay.slow_call_delay),
         )  # fmt: skip
         self.progress.replay_started = now
         # The replay itself, the last events' scoring and a slow start of the simulator.
         self.progress.deadline = now + 2 * options.replay_seconds + READY_TIMEOUT_SECONDS
         self.state.phase = Phase.REPLAY
         self.state.event(
-            f"replaying {window.records:,} records (prospects, their outcomes, malformed ones) "
-            "with callscore simulate"
+            f"replaying {window.records:,} records (prospects, late events, outcomes, do-not-call "
+            "entries, malformed ones) with callscore simulate"
         )
 
     def _report_trainer(self) -> None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from callscore.demo.data import DemoData, resolve_demo_data
 from callscore.demo.options import DemoOptions
 from callscore.demo.phases import Phase
-from callscore.demo.probes import monitor_metrics, serving_version
+from callscore.demo.probes import monitor_metrics, scorer_metrics, serving_version
 from callscore.demo.progress import Conductor, Progress
 from callscore.demo.reconcile import reconcile
 from callscore.demo.setup import Run, clean, log_to_file, set_up
@@ -81,6 +81,7 @@ def _main(run: Run, console: Console, started: float) -> int:
     conductor = Conductor(run, state, window, workers.trainer)
     with screen(console, state, _header(run, data, window), data.warning) as refresh:
         _watch(run, conductor, workers, refresh)
+        _poll_http(run, conductor, workers)  # the scorer's last counts, before it stops
         state.phase = Phase.FINISHING
         refresh()
         run.children.stop([workers.stream, workers.monitor])
@@ -107,7 +108,7 @@ def _header(run: Run, data: DemoData, window: ReplayWindow) -> str:
     day = 86_400 / window.speedup
     return (
         f"{run.broker_label} · data {data.source} · replay {window.first}.."
-        f"{window.last}: {window.valid:,} prospects + {window.prospects - window.valid:,} "
+        f"{window.last}: {window.valid:,} prospect events + {window.prospects - window.valid:,} "
         f"malformed, x{window.speedup:,.0f} (a day of calls in {day:.2f} s)"
     )
 
@@ -134,9 +135,10 @@ def _watch(run: Run, conductor: Conductor, workers: Workers, refresh: Callable[[
     settings, state = run.settings, conductor.state
     topics = [
         settings.topic_prospects,
-        *settings.task_topics.values(),
+        settings.topic_predictions,
         settings.topic_dead_letters,
         settings.topic_outcomes,
+        settings.topic_queue,
     ]
     with TopicReader(settings, topics, group_prefix="callscore-demo", logger=KAFKA_LOG) as reader:
         next_http = 0.0
@@ -155,6 +157,9 @@ def _watch(run: Run, conductor: Conductor, workers: Workers, refresh: Callable[[
 def _poll_http(run: Run, conductor: Conductor, workers: Workers) -> None:
     if workers.stream.running:
         conductor.note_serving(serving_version(run.settings))
+        text = scorer_metrics(run.settings)
+        if text:
+            conductor.state.set_scorer_metrics(text)
     if workers.monitor.running:
         text = monitor_metrics(run.settings)
         if text:

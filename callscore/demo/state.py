@@ -1,9 +1,14 @@
 """What the demo knows while it runs: counters, the call queue and the events log.
 
-The state is built only from what the system publishes (the prospects, the call-task topics, the
-dead letters and the outcomes, read from the beginning) plus the scorer's GET /model and the
-monitor's /metrics, so the screen (`callscore.demo.view`) shows what a dialer or an operator
-would see.
+The state is built only from what the system publishes (the prospects, the prediction log, the
+dead letters, the outcomes and the call queue, read from the beginning) plus the scorer's GET
+/model and /metrics and the monitor's /metrics, so the screen (`callscore.demo.view`) shows what
+a dialer or an operator would see: the call queue is what a dialer mirroring the compacted
+`call-queue` topic has (`callqueue.view.QueueView`), best open tasks first.
+
+An event the scorer handled is on the prediction log, or was suppressed (its prospect is on the
+do-not-call list: no line anywhere, only the scorer's `suppressed` count), or dead-lettered: the
+live `handled` adds the three, so the demo knows when the replay is drained.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from callqueue.view import QueueView
 from callscore.demo.phases import Phase
 from core.settings import Settings
 from core.topic_reader import Record
-from schemas import PRIORITIES, CallTask, DeadLetter
+from schemas import WITHDRAWALS, CallTask, DeadLetter
 
-# Tasks shown per tier in the call queue.
-QUEUE_ROWS = 4
+# Open tasks shown, best first.
+QUEUE_ROWS = 5
 # Events/s is measured over this many recent seconds.
 RATE_WINDOW_SECONDS = 5.0
 # Lines kept in the events log.
@@ -49,15 +55,13 @@ class DemoState:
     def __init__(self, settings: Settings, started: float) -> None:
         self.settings = settings
         self.started = started
-        self.tier_of_topic = {topic: tier for tier, topic in settings.task_topics.items()}
         self.produced = 0
-        self.scored_ids: set[str] = set()
+        self.logged_ids: set[str] = set()  # event ids on the prediction log
         self.by_version: Counter[int] = Counter()
-        self.by_tier: Counter[str] = Counter()
         self.dead: Counter[str] = Counter()
         self.outcomes = 0
-        self.queue: dict[str, dict[str, CallTask]] = {tier: {} for tier in PRIORITIES}
-        self.called: set[str] = set()  # task ids whose outcome came before the task was seen
+        self.queue = QueueView()  # the call-queue topic as a dialer mirrors it
+        self.queue_inputs: Counter[str] = Counter()  # the scorer's callscore_queue_inputs_total
         self.serving: int | None = None
         self.quality: dict[int, VersionQuality] = {}
         self.outcomes_dead: Counter[str] = Counter()
@@ -76,8 +80,17 @@ class DemoState:
         return time.monotonic() - self.started
 
     @property
+    def logged(self) -> int:
+        return len(self.logged_ids)
+
+    @property
+    def suppressed(self) -> int:
+        """Events the scorer suppressed (do-not-call): on no topic, only in its count."""
+        return self.queue_inputs["suppressed"]
+
+    @property
     def scored(self) -> int:
-        return len(self.scored_ids)
+        return self.logged + self.suppressed
 
     @property
     def dead_lettered(self) -> int:
@@ -100,11 +113,14 @@ class DemoState:
 
     def add_records(self, records: list[Record]) -> None:
         settings = self.settings
+        withdrawn = self.queue.withdrawals()
         for record in records:
             if record.topic == settings.topic_prospects:
                 self.produced += 1
-            elif record.topic in self.tier_of_topic:
-                self._task(record)
+            elif record.topic == settings.topic_predictions:
+                self._logged(record)
+            elif record.topic == settings.topic_queue:
+                self.queue.apply(record.key, record.value, record.headers)
             elif record.topic == settings.topic_dead_letters:
                 try:
                     letter = DeadLetter.model_validate_json(record.value or b"")
@@ -112,39 +128,30 @@ class DemoState:
                     continue
                 self.dead[letter.error_kind] += 1
             elif record.topic == settings.topic_outcomes:
-                self._outcome(record)
+                self.outcomes += 1
+        self._first_withdrawals(withdrawn)
         now = time.monotonic()
         self._handled.append((now, self.handled))
         while self._handled and self._handled[0][0] < now - RATE_WINDOW_SECONDS:
             self._handled.popleft()
 
-    def _task(self, record: Record) -> None:
+    def _logged(self, record: Record) -> None:
         try:
-            task = CallTask.model_validate_json(record.value or b"")
-        except ValidationError:
+            line = json.loads(record.value or b"")
+            event_id, version = line["event_id"], line["model_version"]
+        except (ValueError, TypeError, KeyError):
             return
-        if task.event_id in self.scored_ids:
-            return  # a rescored event (at-least-once): same task id, counted once
-        self.scored_ids.add(task.event_id)
-        self.by_version[task.model_version] += 1
-        self.by_tier[task.priority] += 1
-        if task.task_id in self.called:
-            self.called.discard(task.task_id)
-        else:
-            self.queue[task.priority][task.task_id] = task
+        if event_id in self.logged_ids:
+            return  # a redelivered event (at-least-once): same line again, counted once
+        self.logged_ids.add(event_id)
+        self.by_version[int(version)] += 1
 
-    def _outcome(self, record: Record) -> None:
-        try:
-            task_id = json.loads(record.value or b"").get("task_id")
-        except (ValueError, AttributeError):
-            return  # malformed: the monitor dead-letters it
-        if not isinstance(task_id, str):
-            return
-        self.outcomes += 1
-        for tier in PRIORITIES:
-            if self.queue[tier].pop(task_id, None) is not None:
-                return
-        self.called.add(task_id)
+    def _first_withdrawals(self, before: dict[str, int]) -> None:
+        """An event the first time the queue withdraws a task for each reason."""
+        after = self.queue.withdrawals()
+        for reason in WITHDRAWALS:
+            if before.get(reason, 0) == 0 and after.get(reason, 0) > 0:
+                self.event(f"call queue: first task withdrawn as {reason}", "cyan")
 
     def set_serving(self, version: int | None) -> DemoEvent | None:
         """The scorer's current version; a change is a hot reload, returned as an event."""
@@ -154,6 +161,15 @@ class DemoState:
         if previous is None:
             return self.event(f"scorer serving v{version}", "green")
         return self.event(f"hot reload: v{previous} → v{version} (no restart)", "bold magenta")
+
+    def set_scorer_metrics(self, text: str) -> None:
+        """The scorer's /metrics: what became of the call queue's inputs, by result."""
+        inputs: Counter[str] = Counter()
+        for name, labels, value in prometheus_samples(text):
+            if name == "callscore_queue_inputs_total" and "result" in labels:
+                inputs[labels["result"]] += int(value)
+        if inputs:  # counters only grow: an answer without them (yet) changes nothing
+            self.queue_inputs = inputs
 
     def set_monitor_metrics(self, text: str) -> None:
         quality: dict[int, VersionQuality] = {}
@@ -190,8 +206,9 @@ class DemoState:
         (t0, n0), (t1, n1) = self._handled[0], self._handled[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
-    def top(self, tier: str, rows: int = QUEUE_ROWS) -> list[CallTask]:
-        return sorted(self.queue[tier].values(), key=lambda t: -t.score)[:rows]
+    def top(self, rows: int = QUEUE_ROWS) -> list[CallTask]:
+        """The best open tasks of the call queue, by score."""
+        return self.queue.top(rows).tasks
 
 
 def prometheus_samples(text: str) -> list[tuple[str, dict[str, str], float]]:

@@ -16,6 +16,13 @@ from callscore.demo.setup import Run
 from callscore.demo.state import DemoState
 from callscore.demo.window import ReplayWindow
 
+# The scorer's callscore_queue_inputs_total{result} the summary reports: what became of the
+# scored events, then of the outcomes and do-not-call records.
+SCORER_COUNTS = (
+    "queued", "late", "cooling_down", "suppressed", "duplicate", "closed", "stale",
+    "do_not_call", "lifted",
+)  # fmt: skip
+
 
 def summary_of(
     run: Run,
@@ -38,6 +45,11 @@ def summary_of(
         "synthetic": data.synthetic,
         "replay": {"from": window.first, "to": window.last, "speedup": window.speedup},
         "reconciliation": reconciliation.as_dict(),
+        "queue": {
+            "open": reconciliation.queue_open,
+            "withdrawals": reconciliation.queue_withdrawals,
+            "scorer": {result: state.queue_inputs[result] for result in SCORER_COUNTS},
+        },
         "model_versions_scoring": {str(v): n for v, n in sorted(state.by_version.items())},
         "published": progress.published,
         "hot_reloads": progress.reloads,
@@ -93,10 +105,14 @@ def _rows(summary: dict[str, Any], result: Reconciliation) -> list[tuple[str, st
         ("produced", f"{result.produced:,} prospect events"),
         (
             "scored",
-            f"{result.scored:,} call tasks ({_counts(dict(result.tiers))}; by model {versions})",
+            f"{result.scored:,}: {result.logged:,} on the prediction log (by model {versions}), "
+            f"{result.suppressed:,} suppressed (do-not-call: no log line)",
         ),
+        ("call tasks", f"{result.queued:,} ({_counts(dict(result.tiers))})"),
         ("dead-lettered", f"{result.dead_lettered:,} ({_counts(dict(result.dead_by_kind))})"),
         ("check", _check(result)),
+        ("call queue", _queue_text(summary["queue"])),
+        ("queue inputs", _inputs_text(summary["queue"]["scorer"], result)),
         ("models published", "\n".join(summary["published"]) or "-"),
         ("hot reloads", "\n".join(summary["hot_reloads"]) or "none seen"),
         ("online quality", "\n".join(_quality_lines(summary)) or "-"),
@@ -113,16 +129,39 @@ def _check(result: Reconciliation) -> Text:
         else Text("DOES NOT RECONCILE ✗", style="bold red")
     )
     check = Text(
-        f"produced {result.produced:,} = scored {result.scored:,} + dead-lettered "
-        f"{result.dead_lettered:,}: "
+        f"produced {result.produced:,} = scored {result.scored:,} (logged {result.logged:,} + "
+        f"suppressed {result.suppressed:,}) + dead-lettered {result.dead_lettered:,}: "
     )
     check.append(verdict)
-    if result.unknown_tasks or result.unknown_dead_letters:
+    if result.unknown_scored or result.unknown_tasks or result.unknown_dead_letters:
         check.append(
-            f" ({result.unknown_tasks} tasks and {result.unknown_dead_letters} dead letters "
-            "match no prospect record)"
+            f" ({result.unknown_scored} scorings, {result.unknown_tasks} tasks and "
+            f"{result.unknown_dead_letters} dead letters match no prospect record)"
         )
     return check
+
+
+def _queue_text(queue: dict[str, Any]) -> str:
+    open_tasks = ", ".join(f"{tier} {n:,}" for tier, n in queue["open"].items())
+    withdrawn = ", ".join(f"{reason} {n:,}" for reason, n in queue["withdrawals"].items())
+    return f"open: {open_tasks}\nwithdrawn: {withdrawn}"
+
+
+def _inputs_text(scorer: dict[str, int], result: Reconciliation) -> str:
+    """The scorer's counts (its /metrics), the suppressed ones beside the topics' number."""
+    events = ", ".join(
+        f"{name.replace('_', ' ')} {scorer[name]:,}"
+        for name in ("queued", "late", "cooling_down", "suppressed", "duplicate")
+    )
+    others = ", ".join(
+        f"{name.replace('_', '-')} {scorer[name]:,}"
+        for name in ("closed", "stale", "do_not_call", "lifted")
+    )
+    same = "=" if scorer["suppressed"] == result.suppressed else "≠"
+    return (
+        f"events: {events} (suppressed {same} {result.suppressed:,} on the topics)\n"
+        f"outcomes and do-not-call records: {others}"
+    )
 
 
 def _quality_lines(summary: dict[str, Any]) -> list[str]:

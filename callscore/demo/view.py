@@ -14,12 +14,19 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from callscore.demo.state import DemoEvent, DemoState
+from callscore.demo.state import QUEUE_ROWS, DemoEvent, DemoState
 from schemas import PRIORITIES
 
 # Plain rendering: a status line at most this often (and only when something moved).
 PLAIN_STATUS_SECONDS = 5.0
 TIER_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
+# What the scorer's call queue made of the scored events (callscore_queue_inputs_total), shown.
+INPUT_LABELS = (
+    ("queued", "queued"),
+    ("late", "late"),
+    ("cooling_down", "cooling down"),
+    ("suppressed", "suppressed"),
+)
 
 
 def _dead_text(dead: Counter[str]) -> str:
@@ -43,25 +50,37 @@ def _quality_text(state: DemoState, separator: str = ", ") -> list[str]:
     return lines
 
 
-def _queue_table(state: DemoState) -> Table:
-    table = Table(box=None, padding=(0, 1), show_edge=False)
+def _queue_view(state: DemoState) -> RenderableType:
+    """The best open tasks (tier by colour too), open tasks per tier, withdrawals by reason and
+    what the scorer's queue made of the scored events: about 36 columns wide, so that it sits
+    beside the stream panel on an 80-column terminal."""
+    top = Table(box=None, padding=(0, 1), collapse_padding=True, pad_edge=False)
     # Wide enough for the replay's ids, so the panel does not change width as they change.
-    table.add_column("prospect", no_wrap=True, overflow="ellipsis", min_width=20)
-    for column, width in (("score", 5), ("pct", 3), ("model", 5)):
-        table.add_column(column, justify="right", no_wrap=True, min_width=width)
-    for tier in PRIORITIES:
-        style = TIER_STYLE[tier]
-        waiting = f"{tier}: {len(state.queue[tier]):,} waiting"
-        table.add_row(Text(waiting, style=f"{style} underline"), "", "", "")
-        for task in state.top(tier):
-            table.add_row(
-                f"  {task.prospect_id}",
-                f"{task.score:.3f}",
-                f"{task.percentile:.0f}",
-                f"v{task.model_version}",
-                style=style,
-            )
-    return table
+    top.add_column("prospect", no_wrap=True, overflow="ellipsis", min_width=18, max_width=22)
+    top.add_column("tier", no_wrap=True, min_width=6)
+    top.add_column("score", justify="right", no_wrap=True, min_width=5)
+    tasks = state.top()
+    for task in tasks:
+        style = TIER_STYLE[task.priority]
+        top.add_row(task.prospect_id, task.priority, f"{task.score:.3f}", style=style)
+    for _ in range(QUEUE_ROWS - len(tasks)):
+        top.add_row("", "", "")  # the panel keeps its height while the queue fills
+    counts = Table.grid(padding=(0, 1))
+    counts.add_column(style="bold")
+    counts.add_column()
+    counts.add_column(justify="right")
+    open_by_tier = state.queue.open_by_tier()
+    _group(counts, "open", [(Text(t, style=TIER_STYLE[t]), open_by_tier[t]) for t in PRIORITIES])
+    _group(counts, "withdrawn", [(Text(r), n) for r, n in state.queue.withdrawals().items()])
+    inputs = [(Text(label), state.queue_inputs[result]) for result, label in INPUT_LABELS]
+    _group(counts, "events", inputs)
+    return Group(top, Text(""), counts)
+
+
+def _group(table: Table, title: str, rows: list[tuple[Text, int]]) -> None:
+    """Rows of counts, the title on the first."""
+    for n, (name, count) in enumerate(rows):
+        table.add_row(title if n == 0 else "", name, f"{count:,}")
 
 
 def _stats_table(state: DemoState) -> Table:
@@ -72,6 +91,7 @@ def _stats_table(state: DemoState) -> Table:
     table.add_row("produced", f"{state.produced:,}{expected}")
     versions = ", ".join(f"v{v} {n:,}" for v, n in sorted(state.by_version.items()))
     table.add_row("scored", f"{state.scored:,}" + (f" ({versions})" if versions else ""))
+    table.add_row("suppressed", f"{state.suppressed:,} (do-not-call)")
     table.add_row("dead-lettered", _dead_text(state.dead))
     table.add_row("events/s", f"{state.rate():,.0f}")
     table.add_row("outcomes", f"{state.outcomes:,}")
@@ -96,7 +116,7 @@ def render(state: DemoState, header: str, warning: str | None) -> RenderableType
     body.add_column()
     body.add_column(ratio=1)
     body.add_row(
-        Panel(_queue_table(state), title="call queue (top per tier)", expand=False),
+        Panel(_queue_view(state), title="call queue, best first", expand=False),
         Panel(_stats_table(state), title="stream"),
     )
     log = Text()
@@ -111,14 +131,18 @@ def render(state: DemoState, header: str, warning: str | None) -> RenderableType
 
 def plain_status(state: DemoState) -> str:
     """One line for a log or a pipe."""
-    queue = " ".join(f"{tier} {len(state.queue[tier])}" for tier in PRIORITIES)
+    open_by_tier = state.queue.open_by_tier()
+    queue = " ".join(f"{tier} {open_by_tier[tier]}" for tier in PRIORITIES)
+    withdrawn = " ".join(f"{reason} {n}" for reason, n in state.queue.withdrawals().items())
+    inputs = " ".join(f"{result} {state.queue_inputs[result]}" for result, _ in INPUT_LABELS)
     serving = "-" if state.serving is None else f"v{state.serving}"
     expected = f"/{state.expected}" if state.expected is not None else ""
     quality = "; ".join(_quality_text(state)) or "no outcomes yet"
     return (
         f"[{state.elapsed:5.1f} s] {state.phase.label}: produced {state.produced}{expected}, "
         f"scored {state.scored}, dead-lettered {_dead_text(state.dead)}, "
-        f"{state.rate():.0f} events/s, model {serving}, queue {queue}, {quality}"
+        f"{state.rate():.0f} events/s, model {serving}, queue open {queue}, withdrawn "
+        f"{withdrawn}, events {inputs}, {quality}"
     )
 
 

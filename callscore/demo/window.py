@@ -24,7 +24,7 @@ class ReplayWindow:
     options: ReplayOptions
     records: int  # everything the plan publishes
     prospects: int  # prospect records (valid and malformed): what must be scored or dead-lettered
-    valid: int
+    valid: int  # the valid ones: the rows' events and their late copies
     first: str
     last: str
     speedup: float  # event-time seconds per wall second, so the replay takes `replay_seconds`
@@ -51,7 +51,8 @@ def replay_start(frame: pd.DataFrame, prospects: int) -> str:
 
 
 def plan_window(frame: pd.DataFrame, options: DemoOptions) -> ReplayWindow:
-    """The replay of `callscore simulate` as the demo will run it, counted in advance."""
+    """The replay of `callscore simulate` as the demo will run it, counted in advance (with the
+    replay's defaults for the extras that make every rule of the call queue fire)."""
     start = options.start or replay_start(frame, options.prospects)
     replay = ReplayOptions(
         start=start, outcome_delay=options.outcome_delay, bad_rate=options.bad_rate
@@ -62,8 +63,8 @@ def plan_window(frame: pd.DataFrame, options: DemoOptions) -> ReplayWindow:
     return ReplayWindow(
         options=replay,
         records=len(plan),
-        prospects=sum(c.events + c.bad_events for c in counts),
-        valid=sum(c.events for c in counts),
+        prospects=sum(c.prospect_records for c in counts),
+        valid=sum(c.valid_events for c in counts),
         first=start,
         last=plan[-1].period,
         speedup=max(span / options.replay_seconds, 1.0),
