@@ -40,6 +40,7 @@ from faust.types import EventT
 from core.kafka import faust_broker_kwargs
 from core.kafka_logs import RateLimitFilter, limit_kafka_logs
 from core.settings import Settings
+from core.topic_follower import TopicFollower
 from core.topic_writer import Outgoing
 from streamer.batch import BatchResult, BatchScorer
 from streamer.broker_check import BrokerCheck
@@ -47,7 +48,7 @@ from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
 from streamer.metrics import StreamMetrics
 from streamer.model_watcher import ModelWatcher
-from streamer.queue_mirror import QueueMirror, queue_mirror_service
+from streamer.queue_mirror import QueueMirror
 from streamer.queue_worker import QueueWorker
 from streamer.retry import retry_with_backoff
 from streamer.routing import RouteResult, route_do_not_call, route_outcomes
@@ -174,7 +175,7 @@ def build_app(settings: Settings) -> Streamer:
     streamer = Streamer(settings, app, metrics, watcher, RecentIds(settings.dedupe_window), broker)
     limiter = RateLimitFilter(KAFKA_LOG_LINES_PER_SECOND, KAFKA_LOG_BURST)
     limit_kafka_logs(limiter)
-    app.service(watcher_service(watcher))
+    app.service(thread_service(watcher))
     app.service(broker_check_service(broker, limiter))
     add_scoring_agent(streamer)
     pool = ScorePool(
@@ -187,7 +188,7 @@ def build_app(settings: Settings) -> Streamer:
         app.service(queue_worker_service(queue))
         add_routing_agents(streamer)
     mirror = QueueMirror(settings)
-    app.service(queue_mirror_service(mirror))
+    app.service(thread_service(mirror))
     register_routes(
         app, settings, metrics, lambda: watcher.current, streamer.readiness, pool, mirror.view
     )
@@ -227,17 +228,17 @@ def new_faust_app(settings: Settings) -> StreamApp:
     )
 
 
-def watcher_service(watcher: ModelWatcher) -> type[mode.Service]:
-    class ModelWatcherService(mode.Service):
-        """Runs the watcher thread for as long as the worker runs."""
+def thread_service(component: TopicFollower) -> type[mode.Service]:
+    class ThreadService(mode.Service):
+        """Runs a follower's thread (model watcher, queue mirror) as long as the worker runs."""
 
         async def on_start(self) -> None:
-            watcher.start()
+            component.start()
 
         async def on_stop(self) -> None:
-            await asyncio.get_running_loop().run_in_executor(None, watcher.stop)
+            await asyncio.get_running_loop().run_in_executor(None, component.stop)
 
-    return ModelWatcherService
+    return ThreadService
 
 
 def broker_check_service(broker: BrokerCheck, limiter: RateLimitFilter) -> type[mode.Service]:

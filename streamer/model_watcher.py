@@ -29,7 +29,8 @@ from datetime import UTC, datetime
 
 from core.errors import CallscoreError
 from core.settings import Settings
-from core.topic_reader import TopicReader
+from core.topic_follower import TopicFollower
+from core.topic_reader import Record
 from registry.keys import trusted_keys
 from registry.signing import ManifestRejected, verify_and_load
 from registry.trust import ManifestRecord, ModelTrust, parse_record
@@ -45,64 +46,30 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 16
 
 
-class ModelWatcher:
+class ModelWatcher(TopicFollower):
     def __init__(
         self,
         settings: Settings,
         metrics: StreamMetrics,
         poll_seconds: float = 0.25,
     ) -> None:
-        self._settings = settings
+        super().__init__(
+            settings,
+            [settings.topic_models],
+            "model watcher",
+            "callscore-model-reader",
+            poll_seconds,
+        )
         self._metrics = metrics
-        self._poll_seconds = poll_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._pending: deque[tuple[int, ModelManifest]] = deque(maxlen=MAX_PENDING)
         self._keys = trusted_keys(settings)
         self._trust = ModelTrust(self._keys, settings.model_name)
         self.current: ServedModel | None = None
         self.caught_up = threading.Event()
         self.records_read = 0
-        self.last_error: str | None = None
 
-    # --- lifecycle ---
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        reader: TopicReader | None = None
-        while not self._stop.is_set():
-            try:
-                if reader is None:
-                    # librdkafka's own lines (one per failed reconnection while the broker is
-                    # away) go to the one rate-limited logger (core/kafka_logs.py), as for
-                    # every client built from core.kafka's configs.
-                    reader = TopicReader(
-                        self._settings, [self._settings.topic_models], "callscore-model-reader"
-                    )
-                records = reader.poll(self._poll_seconds)
-                self.step([parse_record(r) for r in records], reader.at_end)
-                if self.last_error is not None:
-                    log.info("model watcher: reading again")
-                self.last_error = None
-            except CallscoreError as exc:  # broker trouble: keep serving, retry
-                # Logged once per spell of trouble, not once per retry (about 1/s).
-                if self.last_error is None:
-                    log.warning("model watcher: %s; retrying every second", exc)
-                self.last_error = str(exc)
-                self._stop.wait(1.0)
-            except Exception as exc:  # never let the thread die silently
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("model watcher failed; retrying")
-                self._stop.wait(1.0)
-        if reader is not None:
-            reader.close()
+    def handle(self, records: list[Record], at_end: bool) -> None:
+        self.step([parse_record(r) for r in records], at_end)
 
     # --- the decision logic (called by the thread; directly testable) ---
     def step(self, records: list[ManifestRecord], at_end: bool) -> None:
