@@ -1,0 +1,271 @@
+"""Recovery of the call queue after a restart with N open tasks, on a Tansu broker of its own.
+
+    .venv/bin/python -m bench.tools.queue_recovery [--sizes 0 100000 1000000] [--no-queue-topic]
+Prints a table and writes bench/results/queue_recovery.json.
+
+For each N (a fresh broker each, so its memory is that N's): the changelog of N open tasks is
+written straight to a fresh `call-queue.state` topic (callqueue.state.ProspectEntry JSON with an
+open CallTask, keyed by prospect id, at `partition_for(prospect_id)`, as the queue worker writes
+it), and, unless --no-queue-topic, the same tasks to the `call-queue` topic, which every scorer
+mirrors for GET /queue (streamer/queue_mirror.py): a restarted deployment finds both. Then
+
+1. in process: the queue worker's own recovery of each partition (`QueueWorker._recover`:
+   read_partition to partition EOF, the newest entry per key, a PartitionQueue) in a fresh
+   process, without Faust or the mirror beside it: seconds per partition and its peak RSS;
+2. a scorer (`callscore stream`, testkit.harness.StreamWorker, the model published before it
+   starts): from its start until /readyz is ready (which waits for the queue's partitions),
+   every partition's recovery as its log reports it (the entries must add up to N), the
+   recovery gauge, the open-tasks gauge, until GET /queue answers (the mirror read to the end),
+   and the worker's and the broker's peak RSS.
+
+N = 0 is the baseline: what a scorer's start costs with nothing to recover.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.context import publish
+from bench.resources import peak_rss_mb
+from bench.results import write_results
+from callqueue.inputs import partition_for
+from callqueue.state import ProspectEntry
+from callscore.processes import settings_env
+from core.kafka import ensure_topics
+from core.local_broker import LocalBroker, start_tansu
+from core.settings import Settings
+from core.topic_writer import Outgoing, TopicWriter
+from schemas import PRIORITIES, CallTask, task_id_for
+from streamer.metrics import StreamMetrics
+from streamer.queue_worker import QueueWorker
+from testkit.factories import small_artifact
+from testkit.harness import StreamWorker, isolated_settings, worker_settings
+
+DEFAULT_SIZES = (0, 100_000, 1_000_000)
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+TTL = timedelta(days=14)
+READY_TIMEOUT_SECONDS = 1_800.0
+LARGE_BATCHES = {"linger.ms": 100, "batch.size": 1_000_000}
+# The line streamer/queue_worker.py logs once per rebuilt partition.
+RECOVERED = re.compile(
+    r"call queue partition (\d+): (\d+) entries \((\d+) open tasks\) from (\d+) changelog "
+    r"records in ([\d.]+) s"
+)
+
+
+def entries(count: int) -> Iterator[ProspectEntry]:
+    """`count` prospects with one open task each, events one millisecond apart (none expired)."""
+    for i in range(count):
+        event_id = str(uuid.uuid4())
+        at = BASE + timedelta(milliseconds=i)
+        score = (i * 7919 % 10_000) / 10_000
+        task = CallTask(
+            task_id=task_id_for(event_id),
+            event_id=event_id,
+            prospect_id=f"cust-{i}",
+            score=score,
+            priority=PRIORITIES[i % len(PRIORITIES)],
+            percentile=round(score * 100, 2),
+            model_version=1,
+            scored_at=BASE,
+            expires_at=at + TTL,
+        )
+        yield ProspectEntry(
+            prospect_id=task.prospect_id,
+            open_task=task,
+            newest_event_at=at,
+            newest_event_id=event_id,
+            newest_seen_at=at,
+        )
+
+
+def open_task_records(settings: Settings, count: int, queue_topic: bool) -> list[Outgoing]:
+    records = []
+    for entry in entries(count):
+        assert entry.open_task is not None
+        key = entry.prospect_id.encode()
+        partition = partition_for(entry.prospect_id, settings.partitions)
+        value = entry.model_dump_json().encode()
+        records.append(Outgoing(settings.topic_queue_state, key, value, partition=partition))
+        if queue_topic:
+            task = entry.open_task.model_dump_json().encode()
+            headers = [("task_id", entry.open_task.task_id.encode())]
+            records.append(Outgoing(settings.topic_queue, key, task, headers, partition))
+    return records
+
+
+def write_open_tasks(settings: Settings, count: int, queue_topic: bool) -> float:
+    """The changelog (and the queue topic) of `count` open tasks, made first, then produced in
+    one burst, so they land in large record batches; the seconds the produce took.
+
+    Large batches on purpose: Tansu's fetch slows down past a few thousand record batches in a
+    partition (bench/README.md, "Call queue"), which would measure the broker, not recovery."""
+    records = open_task_records(settings, count, queue_topic)
+    started = time.monotonic()
+    with TopicWriter(settings, "the bench's call-queue changelog", **LARGE_BATCHES) as writer:
+        for record in records:
+            writer.send(record)
+    return round(time.monotonic() - started, 1)
+
+
+def recover_here() -> dict[str, Any]:
+    """In this process, configured by the environment: every partition rebuilt by the queue
+    worker's own recovery, one after the other as `QueueWorker._on_assign` does."""
+    settings = Settings(_env_file=None)
+    worker = QueueWorker(settings, StreamMetrics())
+    partitions = []
+    started = time.monotonic()
+    for partition in range(settings.partitions):
+        began = time.monotonic()
+        queue = worker._recover(partition)  # the product's recovery, measured alone
+        partitions.append(
+            {
+                "partition": partition,
+                "entries": len(queue.entries),
+                "open_tasks": sum(queue.open_by_tier.values()),
+                "seconds": round(time.monotonic() - began, 2),
+            }
+        )
+    return {
+        "seconds": round(time.monotonic() - started, 2),
+        "entries": sum(p["entries"] for p in partitions),
+        "partitions": partitions,
+        "peak_rss_mb": peak_rss_mb(os.getpid()),
+    }
+
+
+def recover_in_fresh_process(settings: Settings) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.tools.queue_recovery", "--recover-here"]
+    done = subprocess.run(
+        argv, env=settings_env(settings), check=True, capture_output=True, text=True
+    )
+    found: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return found
+
+
+def restart(settings: Settings, workdir: Path, count: int) -> dict[str, Any]:
+    """A scorer started on the written topics: until ready, the recovery its log reports, until
+    GET /queue answers; its peak RSS."""
+    configured = worker_settings(settings, workdir, f"recovery-{count}")
+    started = time.monotonic()
+    worker = StreamWorker(configured, workdir / f"recovery-{count}.log")
+    try:
+        worker.wait_ready(READY_TIMEOUT_SECONDS)
+        ready = time.monotonic() - started
+        recovered = [m.groups() for m in RECOVERED.finditer(worker.log_path.read_text())]
+        answered = worker.http("GET", "/queue?limit=1")
+        worker.wait_until(
+            lambda: worker.http("GET", "/queue?limit=1").status == 200,
+            READY_TIMEOUT_SECONDS,
+            "GET /queue answered",
+        )
+        queue_answers = time.monotonic() - started
+        body = worker.http("GET", "/queue?limit=1").body or {}
+        return {
+            "ready_seconds": round(ready, 1),
+            "queue_answers_seconds": round(queue_answers, 1),
+            "queue_answered_before_ready": answered.status == 200,
+            "partitions_logged": len(recovered),
+            "entries_logged": sum(int(g[1]) for g in recovered),
+            "open_tasks_logged": sum(int(g[2]) for g in recovered),
+            "recovery_seconds_logged": round(sum(float(g[4]) for g in recovered), 2),
+            "recovery_seconds_per_partition": [float(g[4]) for g in recovered],
+            "recovery_gauge_seconds": round(worker.metric("callscore_queue_recovery_seconds"), 2),
+            "open_tasks_gauge": int(worker.metric("callscore_queue_open_tasks")),
+            "mirror_open_total": body.get("open_total"),
+            "worker_peak_rss_mb": peak_rss_mb(worker.process.pid),
+        }
+    finally:
+        worker.stop()
+
+
+def measure(count: int, queue_topic: bool) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="callscore-queue-recovery-"))
+    broker: LocalBroker = start_tansu()
+    try:
+        assert broker.process is not None
+        name = f"recovery-{count}-{uuid.uuid4().hex[:6]}"
+        settings = isolated_settings(name, workdir, bootstrap_servers=broker.bootstrap_servers)
+        ensure_topics(settings)
+        publish(settings, small_artifact(1))  # /readyz waits for a model too
+        written = write_open_tasks(settings, count, queue_topic)
+        broker_after_write = peak_rss_mb(broker.process.pid)
+        print(f"{count}: written in {written} s", file=sys.stderr, flush=True)
+        alone = recover_in_fresh_process(settings)
+        print(f"{count}: in process {alone['seconds']} s", file=sys.stderr, flush=True)
+        scorer = restart(settings, workdir, count)
+        if scorer["entries_logged"] != count or scorer["partitions_logged"] != settings.partitions:
+            raise RuntimeError(f"{count} open tasks written, the scorer's log says {scorer}")
+        if alone["entries"] != count:
+            raise RuntimeError(f"{count} open tasks written, {alone['entries']} recovered")
+        return {
+            "open_tasks": count,
+            "partitions": settings.partitions,
+            "queue_topic_written": queue_topic,
+            "write_seconds": written,
+            "in_process_recovery_seconds": alone["seconds"],
+            "in_process_seconds_per_partition": [p["seconds"] for p in alone["partitions"]],
+            "in_process_peak_rss_mb": alone["peak_rss_mb"],
+            **scorer,
+            "broker_peak_rss_mb_after_write": broker_after_write,
+            "broker_peak_rss_mb": peak_rss_mb(broker.process.pid),
+        }
+    finally:
+        broker.stop()
+
+
+SHOWN = (
+    "open_tasks",
+    "write_seconds",
+    "in_process_recovery_seconds",
+    "in_process_peak_rss_mb",
+    "ready_seconds",
+    "recovery_seconds_logged",
+    "queue_answers_seconds",
+    "entries_logged",
+    "worker_peak_rss_mb",
+    "broker_peak_rss_mb",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.queue_recovery")
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES))
+    parser.add_argument(
+        "--no-queue-topic", action="store_true", help="write the changelog only, not call-queue"
+    )
+    parser.add_argument("--recover-here", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.recover_here:  # the in-process measurement, in a fresh process, for the parent
+        print(json.dumps(recover_here()))
+        return
+    rows = []
+    for count in args.sizes:
+        rows.append(measure(count, not args.no_queue_topic))
+        print(rows[-1], file=sys.stderr, flush=True)
+    table = Table(title="call queue recovery after a restart (one scorer, every partition)")
+    for column in SHOWN:
+        table.add_column(column.replace("_", " "), justify="right")
+    for row in rows:
+        table.add_row(*(f"{row[c]:,}" if row[c] is not None else "—" for c in SHOWN))
+    Console(width=180).print(table)
+    print(write_results("queue_recovery", rows))
+
+
+if __name__ == "__main__":
+    main()
