@@ -28,11 +28,11 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from callqueue.inputs import QueueInput
-from callqueue.state import ProspectEntry
+from callqueue.state import ProspectEntry, entry_json
 from core.settings import Settings
 from core.topic_writer import Outgoing
 from schemas import (
@@ -218,7 +218,7 @@ class PartitionQueue:
         self._advance(batch, at)
         entry = self.entries.get(entry.prospect_id, entry)
         seen = at if entry.newest_seen_at is None else max(entry.newest_seen_at, at)
-        entry = entry.model_copy(update={"newest_seen_at": seen})
+        entry = replace(entry, newest_seen_at=seen)
         if entry.do_not_call:  # before the duplicate rule: an objection silences redeliveries too
             counts.suppressed += 1
             self._change(batch, entry)
@@ -243,12 +243,8 @@ class PartitionQueue:
                 counts.superseded += 1
             batch.outgoing.append(self._prediction_record(prediction, value))
             batch.outgoing += self._task_records(task)
-            entry = entry.model_copy(
-                update={
-                    "open_task": task,
-                    "newest_event_at": at,
-                    "newest_event_id": prediction.event_id,
-                }
+            entry = replace(
+                entry, open_task=task, newest_event_at=at, newest_event_id=prediction.event_id
             )
             self._change(batch, entry)
             self._remember_expiry(task)
@@ -267,7 +263,7 @@ class PartitionQueue:
         reached = outcome.called_at
         if entry.reached_at is not None:
             reached = max(reached, entry.reached_at)
-        self._withdraw(batch, entry.model_copy(update={"reached_at": reached}), "closed")
+        self._withdraw(batch, replace(entry, reached_at=reached), "closed")
 
     def _do_not_call(
         self, batch: _Batch, entry: ProspectEntry, objection: DoNotCallEntry | None
@@ -275,10 +271,10 @@ class PartitionQueue:
         batch.counts.do_not_call_records += 1
         if objection is None:
             batch.counts.lifted += 1
-            self._change(batch, entry.model_copy(update={"do_not_call": False}))
+            self._change(batch, replace(entry, do_not_call=False))
             return
         batch.counts.do_not_call += 1
-        entry = entry.model_copy(update={"do_not_call": True})
+        entry = replace(entry, do_not_call=True)
         if entry.open_task is not None:
             self._withdraw(batch, entry, "suppressed")
         else:
@@ -324,14 +320,15 @@ class PartitionQueue:
                 partition=self.partition,
             )
         )
-        self._change(batch, entry.model_copy(update={"open_task": None}))
+        self._change(batch, replace(entry, open_task=None))
 
     def _remember_expiry(self, task: CallTask | None) -> None:
         if task is not None and task.expires_at is not None:
             heapq.heappush(self._expiries, (task.expires_at, task.prospect_id, task.task_id))
 
     def _task(self, prediction: PredictionRecord, previous: CallTask | None) -> CallTask:
-        return CallTask(
+        # Unvalidated construction: every field comes from the validated prediction record.
+        return CallTask.model_construct(
             task_id=prediction.task_id,
             event_id=prediction.event_id,
             prospect_id=prediction.prospect_id,
@@ -370,11 +367,10 @@ class PartitionQueue:
         return Outgoing(
             self._topics.state,
             entry.prospect_id.encode(),
-            _ENTRY_JSON.to_json(entry),
+            entry_json(entry),
             partition=self.partition,
         )
 
 
 _TASK_JSON = CallTask.__pydantic_serializer__
 _RECORD_JSON = PredictionRecord.__pydantic_serializer__
-_ENTRY_JSON = ProspectEntry.__pydantic_serializer__

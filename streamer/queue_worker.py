@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from callqueue.inputs import KIND_HEADER, InvalidInput, QueueInput, decode_input
 from callqueue.rules import PartitionQueue, QueuePolicy, QueueResult, QueueTopics
-from callqueue.state import ProspectEntry
+from callqueue.state import ProspectEntry, entry_from_json
 from core.dead_letters import dead_letter_for, dead_letter_record
 from core.errors import BrokerUnavailableError
 from core.kafka import consumer_config
@@ -178,7 +178,7 @@ class QueueWorker:
                 entries.pop(record.key, None)
                 continue
             try:
-                entries[record.key] = ProspectEntry.model_validate_json(record.value)
+                entries[record.key] = entry_from_json(record.value)
             except ValidationError as exc:
                 log.warning(
                     "call queue: changelog record at offset %d skipped: %s", record.offset, exc

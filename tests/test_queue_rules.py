@@ -34,7 +34,7 @@ from callqueue.rules import (
     QueueResult,
     QueueTopics,
 )
-from callqueue.state import ProspectEntry
+from callqueue.state import ProspectEntry, entry_from_json
 from core.topic_writer import Outgoing
 from schemas import (
     FEATURES,
@@ -189,7 +189,7 @@ def queue_view(records: Sequence[Outgoing]) -> dict[str, OpenTask | Withdrawn]:
 def changelog_of(records: Sequence[Outgoing]) -> list[ProspectEntry]:
     """The newest state record per key, as a replica taking the partition over reads them."""
     newest = {r.key: r.value for r in records if r.topic == TOPICS.state}
-    return [ProspectEntry.model_validate_json(v) for v in newest.values() if v is not None]
+    return [entry_from_json(v) for v in newest.values() if v is not None]
 
 
 # --- one rule at a time -------------------------------------------------------------------
@@ -455,7 +455,7 @@ def test_the_records_of_a_queued_event_topics_keys_partitions_and_headers() -> N
     assert "supersedes" in json.loads(tier.value)
     assert (state.topic, state.key, state.partition) == (TOPICS.state, b"p1", PARTITION)
     assert state.value is not None
-    assert ProspectEntry.model_validate_json(state.value) == result.entries["p1"]
+    assert entry_from_json(state.value) == result.entries["p1"]
 
 
 def test_one_state_record_per_changed_entry_per_batch_with_its_final_value() -> None:
@@ -474,7 +474,7 @@ def test_one_state_record_per_changed_entry_per_batch_with_its_final_value() -> 
     assert result.outgoing[-len(states) :] == states  # after the batch's other records
     for record in states:
         assert record.value is not None and record.key is not None
-        entry = ProspectEntry.model_validate_json(record.value)
+        entry = entry_from_json(record.value)
         assert entry == result.entries[record.key.decode()] == queue.entries[entry.prospect_id]
     assert queue.entries["p2"].open_task is None and queue.entries["p2"].reached_at == BASE
 

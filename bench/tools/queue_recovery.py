@@ -44,7 +44,7 @@ from bench.context import publish
 from bench.resources import peak_rss_mb
 from bench.results import write_results
 from callqueue.inputs import partition_for
-from callqueue.state import ProspectEntry
+from callqueue.state import ProspectEntry, entry_json
 from callscore.processes import settings_env
 from core.kafka import ensure_topics
 from core.local_broker import LocalBroker, start_tansu
@@ -100,7 +100,7 @@ def open_task_records(settings: Settings, count: int, queue_topic: bool) -> list
         assert entry.open_task is not None
         key = entry.prospect_id.encode()
         partition = partition_for(entry.prospect_id, settings.partitions)
-        value = entry.model_dump_json().encode()
+        value = entry_json(entry)
         records.append(Outgoing(settings.topic_queue_state, key, value, partition=partition))
         if queue_topic:
             task = entry.open_task.model_dump_json().encode()

@@ -195,7 +195,17 @@ def run(
         scorer.wait_ready(120)
         schedule = _scheduler(settings, data, workdir)
 
-        options = ReplayOptions(start=start, months=months, outcome_delay=parse_delay(delay))
+        # One event and one outcome per row, as the loop's earlier measurements: the queue's
+        # extra traffic (repeats, late events, objections, slow calls) would open no label.
+        options = ReplayOptions(
+            start=start,
+            months=months,
+            outcome_delay=parse_delay(delay),
+            repeat_rate=0.0,
+            late_rate=0.0,
+            do_not_call_rate=0.0,
+            slow_call_rate=0.0,
+        )
         plan = plan_replay(frame, options)
         events = sum(1 for r in plan if r.kind == "event")
         speedup = 30 * DAY / month_seconds
