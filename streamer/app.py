@@ -257,7 +257,11 @@ def broker_check_service(broker: BrokerCheck, limiter: RateLimitFilter) -> type[
 
 def score_pool_service(pool: ScorePool) -> type[mode.Service]:
     class ScorePoolService(mode.Service):
-        """Stops /score's processes with the worker."""
+        """Starts /score's processes with the worker (so the first request does not wait for a
+        spawned interpreter's imports, about 4.5 s here) and stops them with it."""
+
+        async def on_start(self) -> None:
+            pool.warm()
 
         async def on_stop(self) -> None:
             pool.shutdown()

@@ -114,6 +114,11 @@ def score_in_process(
     return status, json_bytes(document)
 
 
+def warm_up() -> None:
+    """Run in a fresh scoring process: the imports a first model's unpickling needs."""
+    import registry.artifact  # noqa: F401  (scikit-learn, numpy, pandas)
+
+
 class ScorePool:
     """The processes /score runs in, and the bound on requests in flight.
 
@@ -137,6 +142,11 @@ class ScorePool:
         return ProcessPoolExecutor(
             self._processes, mp_context=context, initializer=os.nice, initargs=(self._niceness,)
         )
+
+    def warm(self) -> None:
+        """Start the processes now, each importing what scoring needs, in the background."""
+        for _ in range(self._processes):
+            self._executor.submit(warm_up)
 
     def try_acquire(self) -> bool:
         if self.in_flight >= self.capacity:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from callscore.commands.arguments import parse_delay, parse_speedup
 
 if TYPE_CHECKING:
-    from callscore.simulator.plan import ReplayOptions
+    from callscore.simulator.options import ReplayOptions
     from callscore.simulator.publish import ReplaySummary
     from callscore.simulator.records import MonthCounts
 
@@ -57,7 +57,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _replay_options(args: argparse.Namespace, base_data_until: str | None) -> ReplayOptions:
-    from callscore.simulator.plan import ReplayOptions
+    from callscore.simulator.options import ReplayOptions
 
     return ReplayOptions(
         # The trainer's base data stops where the replay starts: no row counted twice.
@@ -109,7 +109,7 @@ def _queue_arguments(simulate: argparse.ArgumentParser) -> None:
     """The options that make every rule of the call queue fire (defaults: ReplayOptions')."""
     from callscore.simulator.do_not_call import LIFT_AFTER, LIFT_WITHIN, OBJECTION_WITHIN
     from callscore.simulator.late_events import LATE_BY
-    from callscore.simulator.plan import ReplayOptions
+    from callscore.simulator.options import ReplayOptions
     from core.settings import Settings
 
     defaults = ReplayOptions()
