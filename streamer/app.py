@@ -21,6 +21,12 @@ At-least-once, by construction:
 
 Accounting per batch: consumed = scored + dead-lettered + duplicates dropped, an invariant of
 `streamer.batch.BatchResult`; StreamMetrics.record_scored/record_published count it.
+
+With the call queue (Settings.queue_enabled), the scoring agent's output is each event's
+prediction record on the queue's input topic; two routing agents bring outcomes and do-not-call
+records there too (streamer/routing.py), under the same at-least-once rules; the queue worker
+thread (streamer/queue_worker.py) owns the queue's partitions and publishes the tasks; the
+queue mirror (streamer/queue_mirror.py) serves GET /queue.
 """
 
 from __future__ import annotations
