@@ -223,7 +223,9 @@ def reference_inputs(settings) -> list[Any]:
     return inputs
 
 
-def check_against_reference(settings, produced: int) -> None:
+def check_against_reference(settings, produced: int, every_rule: bool = True) -> None:
+    """Once the queue's group committed every input, the `call-queue` topic equals the
+    reference model run over the input topic's records in partition order, key by key."""
     deadline = time.monotonic() + 120
     while not inputs_applied(settings, produced):
         assert time.monotonic() < deadline, "the queue did not apply every input in 120 s"
@@ -240,9 +242,10 @@ def check_against_reference(settings, produced: int) -> None:
     assert set(got) == set(expected.final)
     for prospect_id, state in expected.final.items():
         assert got[prospect_id] == state, prospect_id
-    assert expected.counts["withdrawn.expired"] > 0  # the stream exercised every rule
-    assert expected.counts["withdrawn.closed"] > 0 and expected.counts["late"] > 0
-    assert expected.counts["withdrawn.suppressed"] + expected.counts["suppressed"] > 0
+    if every_rule:  # the stream exercised the rules (its inputs reached the queue in phases)
+        assert expected.counts["withdrawn.expired"] > 0 and expected.counts["late"] > 0
+        assert expected.counts["withdrawn.closed"] > 0
+        assert expected.counts["withdrawn.suppressed"] + expected.counts["suppressed"] > 0
 
 
 def test_the_queue_equals_the_reference_model_across_a_restart(kafka_settings, tmp_path, workers):
@@ -261,6 +264,10 @@ def test_the_queue_equals_the_reference_model_across_a_restart(kafka_settings, t
     half = len(first) // 2
     produce(settings, [event_bytes(e) for e in first[:half]])
     produce(settings, [event_bytes(e) for e in first[half:]], partitioner="murmur2_random")
+    # The events queued first: outcomes are routed faster than events are scored, and an
+    # outcome that overtook its task would be stale (the check would still hold, not the rules'
+    # coverage).
+    check_against_reference(settings, len(first), every_rule=False)
     produce(settings, outcomes, settings.topic_outcomes, partitioner="murmur2_random")
     produce(settings, entries, settings.topic_do_not_call)
     check_against_reference(settings, len(first) + len(outcomes) + len(entries))
@@ -292,7 +299,8 @@ def test_two_replicas_one_killed_mid_stream_equal_the_reference(kafka_settings, 
     produce(settings, [event_bytes(e) for e in events[third:]], partitioner="murmur2_random")
     produce(settings, outcomes[len(outcomes) // 2 :], settings.topic_outcomes)
     produce(settings, entries, settings.topic_do_not_call)
-    check_against_reference(settings, len(events) + len(outcomes) + len(entries))
+    total = len(events) + len(outcomes) + len(entries)
+    check_against_reference(settings, total, every_rule=False)  # interleaved by design
 
 
 def test_a_restart_restores_every_entry_written_across_many_batches(
