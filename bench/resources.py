@@ -57,6 +57,13 @@ def tree_cpu_seconds(pid: int) -> float:
     return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children(pid))
 
 
+def tree_peak_rss_mb(pid: int) -> float | None:
+    """The peaks of pid and its live descendants (the queue's process, /score's), summed: an
+    upper bound of their peak together."""
+    peaks = [peak_rss_mb(p) for p in [pid, *children(pid)]]
+    return round(sum(p for p in peaks if p is not None), 1) if peaks[0] is not None else None
+
+
 @dataclass
 class CpuWindow:
     """CPU seconds that processes spent between start() and stop()."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 
 from callqueue.inputs import QueueInput
@@ -96,6 +96,11 @@ class QueueCounts:
     do_not_call: int = 0
     lifted: int = 0
     withdrawn: Counter[Withdrawal] = field(default_factory=Counter)
+
+    def __add__(self, other: QueueCounts) -> QueueCounts:
+        return QueueCounts(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
 
     def check(self, consumed: int) -> None:
         problems = []

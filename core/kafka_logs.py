@@ -30,6 +30,9 @@ LIBRDKAFKA_LOGGER = "librdkafka"
 # librdkafka's facility for a failed connection to a broker (refused, TLS, SASL): the client
 # retries it, and a command that gives up reports it as BrokerUnavailableError.
 CONNECTION_FAILURE_FACILITY = "FAIL"
+# A service's Kafka client lines while the broker is away (the scorer and its queue process).
+SERVICE_LINES_PER_SECOND = 1.0
+SERVICE_BURST = 20
 # A command's other Kafka client lines: a few at once, then one a minute.
 COMMAND_LINES_PER_SECOND = 1 / 60
 COMMAND_BURST = 3

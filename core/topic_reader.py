@@ -165,14 +165,18 @@ def _headers(raw: Any) -> dict[str, bytes]:
     return {k: v if isinstance(v, bytes) else (v or "").encode() for k, v in pairs}
 
 
-def read_partition(
-    settings: Settings, topic: str, partition: int, timeout: float = 60.0
+def read_partitions(
+    settings: Settings, topic: str, partitions: Iterable[int], timeout: float = 60.0
 ) -> Iterator[Record]:
-    """Every record of one partition from its beginning to its current end (partition EOF, not
-    watermarks), as they arrive; a topic that does not exist reads as empty. For a reader that
-    takes over one partition's state (the call queue's changelog)."""
+    """Every record of some partitions from their beginning to their current end (partition EOF,
+    not watermarks), as they arrive, the partitions read side by side; a topic that does not
+    exist reads as empty. For a reader that takes over partitions' state (the call queue's
+    changelog)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+    reading = set(partitions)
+    if not reading:
+        return
     consumer = Consumer(
         consumer_config(
             settings,
@@ -182,18 +186,22 @@ def read_partition(
     )
     deadline = time.monotonic() + timeout
     try:
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(reading)])
         while time.monotonic() < deadline:
             for message in consumer.consume(num_messages=1000, timeout=0.2):
                 error = message.error()
                 if error is None:
                     yield _record(message)
-                elif error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    reading.discard(message.partition())
+                elif error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     return
                 else:
-                    raise BrokerUnavailableError(f"reading '{topic}' [{partition}]: {error}")
+                    raise BrokerUnavailableError(f"reading '{topic}': {error}")
+                if not reading:
+                    return
         raise BrokerUnavailableError(
-            f"could not read '{topic}' [{partition}] to the end within {timeout:.0f} s"
+            f"could not read '{topic}' {sorted(reading)} to the end within {timeout:.0f} s"
         )
     finally:
         consumer.close()

@@ -24,9 +24,9 @@ Accounting per batch: consumed = scored + dead-lettered + duplicates dropped, an
 
 With the call queue (Settings.queue_enabled), the scoring agent's output is each event's
 prediction record on the queue's input topic; two routing agents bring outcomes and do-not-call
-records there too (streamer/routing.py), under the same at-least-once rules; the queue worker
-thread (streamer/queue_worker.py) owns the queue's partitions and publishes the tasks; the
-queue mirror (streamer/queue_mirror.py) serves GET /queue.
+records there too (streamer/routing.py), under the same at-least-once rules; the queue worker,
+in a child process (streamer/queue_process.py), owns the queue's partitions and publishes the
+tasks; the queue mirror (streamer/queue_mirror.py) serves GET /queue.
 """
 
 from __future__ import annotations
@@ -44,7 +44,12 @@ from aiokafka.errors import KafkaError
 from faust.types import EventT
 
 from core.kafka import faust_broker_kwargs
-from core.kafka_logs import RateLimitFilter, limit_kafka_logs
+from core.kafka_logs import (
+    SERVICE_BURST,
+    SERVICE_LINES_PER_SECOND,
+    RateLimitFilter,
+    limit_kafka_logs,
+)
 from core.settings import Settings
 from core.topic_follower import TopicFollower
 from core.topic_writer import Outgoing
@@ -55,7 +60,7 @@ from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
 from streamer.metrics import StreamMetrics
 from streamer.model_watcher import ModelWatcher
 from streamer.queue_mirror import QueueMirror
-from streamer.queue_worker import QueueWorker
+from streamer.queue_process import QueueProcess
 from streamer.retry import retry_with_backoff
 from streamer.routing import RouteResult, route_do_not_call, route_outcomes
 from streamer.scoring import Incoming
@@ -65,9 +70,6 @@ log = logging.getLogger(__name__)
 
 MODEL_WAIT_POLL_SECONDS = 0.05
 QUEUE_WATCH_SECONDS = 1.0
-# The Kafka clients' log lines while the broker is away (core/kafka_logs.py).
-KAFKA_LOG_LINES_PER_SECOND = 1.0
-KAFKA_LOG_BURST = 20
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Streamer:
     recent: RecentIds
     broker: BrokerCheck
     scorer: BatchScorer = field(init=False)
-    queue: QueueWorker | None = None  # the call queue's writer (Settings.queue_enabled)
+    queue: QueueProcess | None = None  # the call queue's writer (Settings.queue_enabled)
 
     def __post_init__(self) -> None:
         self.scorer = BatchScorer(self.settings, self.recent)
@@ -179,7 +181,7 @@ def build_app(settings: Settings) -> Streamer:
     broker = BrokerCheck(settings, metrics)
     app = new_faust_app(settings)
     streamer = Streamer(settings, app, metrics, watcher, RecentIds(settings.dedupe_window), broker)
-    limiter = RateLimitFilter(KAFKA_LOG_LINES_PER_SECOND, KAFKA_LOG_BURST)
+    limiter = RateLimitFilter(SERVICE_LINES_PER_SECOND, SERVICE_BURST)
     limit_kafka_logs(limiter)
     app.service(thread_service(watcher))
     app.service(broker_check_service(broker, limiter))
@@ -189,7 +191,7 @@ def build_app(settings: Settings) -> Streamer:
     )
     app.service(score_pool_service(pool))
     if settings.queue_enabled:
-        queue = QueueWorker(settings, metrics)
+        queue = QueueProcess(settings, metrics)
         streamer.queue = queue
         app.service(queue_worker_service(queue))
         add_routing_agents(streamer)
@@ -275,10 +277,10 @@ def score_pool_service(pool: ScorePool) -> type[mode.Service]:
     return ScorePoolService
 
 
-def queue_worker_service(queue: QueueWorker) -> type[mode.Service]:
+def queue_worker_service(queue: QueueProcess) -> type[mode.Service]:
     class QueueWorkerService(mode.Service):
-        """Runs the call queue's thread; stops the worker when the queue gave up, so its
-        partitions go to another replica (streamer/queue_worker.py)."""
+        """Runs the call queue's process; stops the worker when the queue gave up, so its
+        partitions go to another replica (streamer/queue_process.py)."""
 
         async def on_start(self) -> None:
             queue.start()

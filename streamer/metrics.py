@@ -6,7 +6,6 @@ Every per-batch update is in `record_scored` and `record_published`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -19,8 +18,8 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    from callqueue.rules import QueueResult
     from streamer.batch import BatchResult
+    from streamer.queue_worker import QueueProgress
     from streamer.routing import RouteResult
 
 # What became of each input of the call queue (callqueue/rules.py), the `result` label.
@@ -169,20 +168,29 @@ class StreamMetrics:
             if timestamp:  # None or 0: no timestamp to measure from
                 self.latency_seconds.observe(max(acked_at - timestamp, 0.0))
 
-    def record_queue(self, results: Sequence[QueueResult], invalid: int) -> None:
-        """The call queue published these results (every record acknowledged)."""
-        for result in results:
-            counts = result.counts
-            for name in QUEUE_RESULTS[:-1]:
-                value = getattr(counts, name)
-                if value:
-                    self.queue_inputs.labels(name).inc(value)
-            if counts.superseded:
-                self.queue_superseded.inc(counts.superseded)
-            for reason, value in counts.withdrawn.items():
-                self.queue_withdrawals.labels(reason).inc(value)
-        if invalid:
-            self.queue_inputs.labels("invalid").inc(invalid)
+    def record_queue(self, progress: QueueProgress) -> None:
+        """What the call queue reported after a batch (every record acknowledged) or a
+        rebalance (streamer/queue_worker.py)."""
+        self.queue_partitions.set(progress.partitions)
+        for tier, count in progress.open_by_tier.items():
+            self.queue_open_tasks.labels(tier).set(count)
+        if progress.recovery_seconds is not None:
+            self.queue_recovery_seconds.set(progress.recovery_seconds)
+        if progress.send_retries:
+            self.send_retries.inc(progress.send_retries)
+        if progress.invalid:
+            self.queue_inputs.labels("invalid").inc(progress.invalid)
+        counts = progress.counts
+        if counts is None:
+            return
+        for name in QUEUE_RESULTS[:-1]:
+            value = getattr(counts, name)
+            if value:
+                self.queue_inputs.labels(name).inc(value)
+        if counts.superseded:
+            self.queue_superseded.inc(counts.superseded)
+        for reason, value in counts.withdrawn.items():
+            self.queue_withdrawals.labels(reason).inc(value)
 
     def record_routed(self, source: str, result: RouteResult) -> None:
         self.routed.labels(source, "routed").inc(len(result.routed))

@@ -1,14 +1,15 @@
-"""The call queue's single writer: a thread of the scorer that owns partitions of the queue.
+"""The call queue's single writer: owns partitions of the queue, in a process of its own.
 
 The scorer's agents write every scored event, outcome and do-not-call record to the queue's
 input topic at the prospect's partition (callqueue/inputs.py); this worker is a member of its
 own consumer group on that topic (`<streamer_app_id>-queue`), so each partition, hence each
 prospect, has exactly one writer at a time. For the partitions it owns it:
 
-1. on assignment, rebuilds each partition's entries from the compacted changelog
-   (Settings.topic_queue_state, same partition number) read to its end (partition EOF, never
+1. on assignment, rebuilds the new partitions' entries from the compacted changelog
+   (Settings.topic_queue_state, same partition numbers) read to its end (partition EOF, never
    watermarks: docs/local-broker.md), keeping the newest record per key itself, since the local
-   broker never compacts; nothing of that partition is applied before;
+   broker never compacts; the partitions stay paused until then, so nothing of them is applied
+   before;
 2. applies each consumed batch with the pure rules (callqueue/rules.py: `PartitionQueue`);
 3. publishes what they return (prediction log, tier topics, the queue, then, once those are
    acknowledged, the changelog) with one `TopicWriter`, retrying with backoff while the broker
@@ -18,11 +19,14 @@ prospect, has exactly one writer at a time. For the partitions it owns it:
 
 Not a Faust agent: Faust's table recovery trusts watermarks, which the local broker reports
 wrong, and a Faust hop costs more per event than the scoring itself (docs/streamer.md,
-Performance); confluent-kafka consumes and produces in batches at a fraction of that cost.
+Performance); confluent-kafka consumes and produces in batches at a fraction of that cost. It
+runs in a child process of the scorer (streamer/queue_process.py), not in a thread beside Faust,
+so it does not share the scorer's interpreter lock; what the scorer's metrics need of it comes
+back as a `QueueProgress` after each batch and rebalance.
 
 A batch that cannot be published within the budget is fatal: `failure` is set, nothing is
-committed, and the scorer's service stops the worker process (streamer/app.py), so the
-partitions go to another replica, which starts again from the last commit and the changelog.
+committed, and the scorer stops (streamer/app.py), so the partitions go to another replica,
+which starts again from the last commit and the changelog.
 """
 
 from __future__ import annotations
@@ -31,24 +35,24 @@ import logging
 import threading
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from callqueue.inputs import KIND_HEADER, InvalidInput, QueueInput, decode_input
-from callqueue.rules import PartitionQueue, QueuePolicy, QueueResult, QueueTopics
+from callqueue.rules import PartitionQueue, QueueCounts, QueuePolicy, QueueResult, QueueTopics
 from callqueue.state import ProspectEntry, entry_from_json
 from core.dead_letters import dead_letter_for, dead_letter_record
 from core.errors import BrokerUnavailableError
 from core.kafka import consumer_config
 from core.settings import Settings
-from core.topic_reader import read_partition
+from core.topic_reader import read_partitions
 from core.topic_writer import Outgoing, PublishError, TopicWriter
 from schemas.decode import InvalidEvent
-from streamer.metrics import StreamMetrics
 from streamer.scoring import Incoming
 
 log = logging.getLogger(__name__)
@@ -58,10 +62,29 @@ FIRST_BACKOFF_SECONDS = 0.1
 RECOVERY_TIMEOUT_SECONDS = 600.0
 
 
+@dataclass
+class QueueProgress:
+    """What the scorer's metrics learn from the queue worker after a batch or a rebalance
+    (StreamMetrics.record_queue). Plain data: it crosses from the queue's process to the
+    scorer's."""
+
+    partitions: int  # owned now
+    open_by_tier: dict[str, int]  # open tasks of the owned partitions, every tier
+    assigned: bool  # the worker owns its partitions (possibly none)
+    counts: QueueCounts | None = None  # of a published batch, its partitions summed
+    invalid: int = 0  # inputs of that batch that were not call-queue inputs (dead letters)
+    send_retries: int = 0
+    recovery_seconds: float | None = None  # of the partitions assigned last, all rebuilt
+
+
+def ignore_progress(_progress: QueueProgress) -> None:
+    """A `report` for a worker nobody watches (bench/tools/queue_recovery.py)."""
+
+
 class QueueWorker:
-    def __init__(self, settings: Settings, metrics: StreamMetrics) -> None:
+    def __init__(self, settings: Settings, report: Callable[[QueueProgress], None]) -> None:
         self._settings = settings
-        self._metrics = metrics
+        self._report = report
         self._topics = QueueTopics.of(settings)
         self._policy = QueuePolicy.of(settings)
         self._queues: dict[int, PartitionQueue] = {}
@@ -70,6 +93,8 @@ class QueueWorker:
         self.failure: BaseException | None = None  # set when the worker gave up (fatal)
         self.assigned = threading.Event()  # set once it owns its partitions (possibly none)
         self._last_error: str | None = None  # of the consumer, while it lasts
+        self._pending: set[int] = set()  # assigned, not rebuilt yet (paused)
+        self._assignment_changed = False
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,6 +105,10 @@ class QueueWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def partitions(self) -> list[int]:
@@ -105,6 +134,8 @@ class QueueWorker:
                 on_lost=self._on_revoke,
             )
             while not self._stop.is_set():
+                if self._assignment_changed:
+                    self._take_over(consumer)
                 messages = consumer.consume(
                     num_messages=settings.batch_max_size, timeout=POLL_SECONDS
                 )
@@ -151,51 +182,85 @@ class QueueWorker:
             log.warning("call queue: commit failed (%s): the batch will be applied again", exc)
 
     # --- partitions --------------------------------------------------------------------------
-    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
-        for tp in partitions:
-            self._queues[tp.partition] = self._recover(tp.partition)
-        self._metrics.queue_partitions.set(len(self._queues))
-        self._refresh_open_gauge()
-        self.assigned.set()
+    # The rebalance callbacks only take note: one that rebuilt the partitions itself ran for
+    # seconds inside `consume()`, and the assignment librdkafka makes after it then failed now
+    # and then (a SystemError out of `consume()`, 1 scorer start in 3 in the bench). The new
+    # partitions are assigned paused and rebuilt by the loop (`_take_over`), as Kafka Streams
+    # restores state outside the rebalance listener; only then are they resumed and consumed.
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        consumer.assign(partitions)
+        consumer.pause(partitions)
+        self._pending.update(tp.partition for tp in partitions)
+        self._assignment_changed = True
 
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
         for tp in partitions:
             self._queues.pop(tp.partition, None)
-        self._metrics.queue_partitions.set(len(self._queues))
-        self._refresh_open_gauge()
+            self._pending.discard(tp.partition)
+        self._assignment_changed = True
 
-    def _recover(self, partition: int) -> PartitionQueue:
-        started = time.monotonic()
-        entries: dict[bytes, ProspectEntry] = {}
-        read = 0
-        for record in read_partition(
-            self._settings, self._topics.state, partition, RECOVERY_TIMEOUT_SECONDS
+    def _take_over(self, consumer: Any) -> None:
+        """Rebuild the partitions assigned since the last poll, then consume them."""
+        from confluent_kafka import TopicPartition
+
+        recovery = None
+        if self._pending:
+            started = time.monotonic()
+            self._queues.update(self._recover(sorted(self._pending)))
+            recovery = time.monotonic() - started
+            topic = self._settings.topic_queue_inputs
+            consumer.resume([TopicPartition(topic, p) for p in sorted(self._pending)])
+            log.info("call queue: partitions %s rebuilt in %.2f s", sorted(self._pending), recovery)
+            self._pending.clear()
+        self._assignment_changed = False
+        self.assigned.set()
+        self._report(self._progress(recovery_seconds=recovery))
+
+    def _progress(self, **batch: Any) -> QueueProgress:
+        queues = list(self._queues.values())
+        return QueueProgress(
+            partitions=len(queues),
+            open_by_tier={t: sum(q.open_by_tier[t] for q in queues) for t in self._topics.tasks},
+            assigned=self.assigned.is_set(),
+            **batch,
+        )
+
+    def _recover(self, partitions: Sequence[int]) -> dict[int, PartitionQueue]:
+        """The partitions' entries from the changelog, read side by side to its end; the newest
+        record per key kept here, since the local broker never compacts."""
+        entries: dict[int, dict[bytes, ProspectEntry]] = {p: {} for p in partitions}
+        read: Counter[int] = Counter()
+        for record in read_partitions(
+            self._settings, self._topics.state, partitions, RECOVERY_TIMEOUT_SECONDS
         ):
-            read += 1
+            read[record.partition] += 1
             if record.key is None:
                 continue
             if record.value is None:
-                entries.pop(record.key, None)
+                entries[record.partition].pop(record.key, None)
                 continue
             try:
-                entries[record.key] = entry_from_json(record.value)
+                entries[record.partition][record.key] = entry_from_json(record.value)
             except ValidationError as exc:
                 log.warning(
-                    "call queue: changelog record at offset %d skipped: %s", record.offset, exc
+                    "call queue: changelog record at %d@%d skipped: %s",
+                    record.partition,
+                    record.offset,
+                    exc,
                 )
-        queue = PartitionQueue(partition, self._topics, self._policy, entries.values())
-        seconds = time.monotonic() - started
-        self._metrics.queue_recovery_seconds.set(seconds)
-        log.info(
-            "call queue partition %d: %d entries (%d open tasks) from %d changelog records in "
-            "%.2f s",
-            partition,
-            len(entries),
-            len(queue.open_tasks()),
-            read,
-            seconds,
-        )
-        return queue
+        queues = {}
+        for partition, found in entries.items():
+            queue = queues[partition] = PartitionQueue(
+                partition, self._topics, self._policy, found.values()
+            )
+            log.info(
+                "call queue partition %d: %d entries (%d open tasks) from %d changelog records",
+                partition,
+                len(found),
+                sum(queue.open_by_tier.values()),
+                read[partition],
+            )
+        return queues
 
     # --- batches -----------------------------------------------------------------------------
     def _process(self, messages: Sequence[Any], writer: TopicWriter) -> None:
@@ -220,13 +285,14 @@ class QueueWorker:
         # The changelog last: it must never run ahead of the queue records it describes, so a
         # restart after a partial publish applies the batch again from state that is not newer.
         state = self._topics.state
-        self._publish(writer, [r for r in outgoing if r.topic != state])
-        self._publish(writer, [r for r in outgoing if r.topic == state])
-        self._metrics.record_queue(results, invalid)
-        self._refresh_open_gauge()
+        retries = self._publish(writer, [r for r in outgoing if r.topic != state])
+        retries += self._publish(writer, [r for r in outgoing if r.topic == state])
+        counts = sum((r.counts for r in results), QueueCounts())
+        self._report(self._progress(counts=counts, invalid=invalid, send_retries=retries))
 
-    def _publish(self, writer: TopicWriter, outgoing: Sequence[Outgoing]) -> None:
-        """send_all, again with backoff while the broker is away, within the retry budget."""
+    def _publish(self, writer: TopicWriter, outgoing: Sequence[Outgoing]) -> int:
+        """send_all, again with backoff while the broker is away, within the retry budget.
+        Returns how many times it sent again."""
         settings = self._settings
         deadline = time.monotonic() + settings.broker_retry_seconds
         backoff = FIRST_BACKOFF_SECONDS
@@ -235,7 +301,7 @@ class QueueWorker:
             attempt += 1
             try:
                 writer.send_all(outgoing)
-                return
+                return attempt - 1
             except PublishError as exc:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
@@ -243,7 +309,6 @@ class QueueWorker:
                         f"call queue: {len(outgoing)} records not acknowledged after {attempt} "
                         f"attempts: {exc}"
                     ) from exc
-                self._metrics.send_retries.inc()
                 log.warning("call queue: %s; attempt %d in %.1f s", exc, attempt + 1, backoff)
                 self._stop.wait(min(backoff, remaining))
                 backoff = min(backoff * 2, settings.broker_retry_max_backoff_seconds)
@@ -255,11 +320,6 @@ class QueueWorker:
         error = InvalidEvent("invalid_fields", f"not a call-queue input: {reason}"[:500])
         letter = dead_letter_for(source, error, self._settings.max_message_bytes, now)
         return dead_letter_record(self._settings.topic_dead_letters, letter)
-
-    def _refresh_open_gauge(self) -> None:
-        for tier in self._topics.tasks:
-            count = sum(q.open_by_tier[tier] for q in list(self._queues.values()))
-            self._metrics.queue_open_tasks.labels(tier).set(count)
 
 
 def _decode(message: Any) -> QueueInput:

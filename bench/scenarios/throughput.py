@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.context import Context, instance_name, publish
-from bench.resources import CpuWindow, peak_rss_mb
+from bench.resources import CpuWindow, peak_rss_mb, tree_peak_rss_mb
 from bench.results import Backlog
 from bench.scenarios.backlog import EventIdOf, drain, event_id_field, queue_entry_event
 from bench.scenarios.gate import Gate
@@ -161,7 +161,7 @@ def scorer(
         result.scoring_ms_per_batch = round(scoring * 1000 / batches, 2) if batches else None
         span = result.span_seconds
         result.scoring_share_of_span = round(scoring / workers / span, 3) if span else None
-        result.peak_rss_mb = [peak_rss_mb(w.process.pid) for w in started]
+        result.peak_rss_mb = [tree_peak_rss_mb(w.process.pid) for w in started]
     finally:
         for worker in started:
             worker.stop()

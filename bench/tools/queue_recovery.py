@@ -9,9 +9,9 @@ open CallTask, keyed by prospect id, at `partition_for(prospect_id)`, as the que
 it), and, unless --no-queue-topic, the same tasks to the `call-queue` topic, which every scorer
 mirrors for GET /queue (streamer/queue_mirror.py): a restarted deployment finds both. Then
 
-1. in process: the queue worker's own recovery of each partition (`QueueWorker._recover`:
-   read_partition to partition EOF, the newest entry per key, a PartitionQueue) in a fresh
-   process, without Faust or the mirror beside it: seconds per partition and its peak RSS;
+1. in process: the queue worker's own recovery of every partition (`QueueWorker._recover`:
+   read_partitions to partition EOF, the newest entry per key, a PartitionQueue each) in a fresh
+   process, without Faust or the mirror beside it: seconds and its peak RSS;
 2. a scorer (`callscore stream`, testkit.harness.StreamWorker, the model published before it
    starts): from its start until /readyz is ready (which waits for the queue's partitions),
    every partition's recovery as its log reports it (the entries must add up to N), the
@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.context import publish
-from bench.resources import peak_rss_mb
+from bench.resources import peak_rss_mb, tree_peak_rss_mb
 from bench.results import write_results
 from callqueue.inputs import partition_for
 from callqueue.state import ProspectEntry, entry_json
@@ -51,8 +51,7 @@ from core.local_broker import LocalBroker, start_tansu
 from core.settings import Settings
 from core.topic_writer import Outgoing, TopicWriter
 from schemas import PRIORITIES, CallTask, task_id_for
-from streamer.metrics import StreamMetrics
-from streamer.queue_worker import QueueWorker
+from streamer.queue_worker import QueueWorker, ignore_progress
 from testkit.factories import small_artifact
 from testkit.harness import StreamWorker, isolated_settings, worker_settings
 
@@ -61,11 +60,12 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 TTL = timedelta(days=14)
 READY_TIMEOUT_SECONDS = 1_800.0
 LARGE_BATCHES = {"linger.ms": 100, "batch.size": 1_000_000}
-# The line streamer/queue_worker.py logs once per rebuilt partition.
+# The lines streamer/queue_worker.py logs once per rebuilt partition and once per assignment.
 RECOVERED = re.compile(
     r"call queue partition (\d+): (\d+) entries \((\d+) open tasks\) from (\d+) changelog "
-    r"records in ([\d.]+) s"
+    r"records"
 )
+REBUILT = re.compile(r"call queue: partitions \[[\d, ]*\] rebuilt in ([\d.]+) s")
 
 
 def entries(count: int) -> Iterator[ProspectEntry]:
@@ -125,26 +125,19 @@ def write_open_tasks(settings: Settings, count: int, queue_topic: bool) -> float
 
 def recover_here() -> dict[str, Any]:
     """In this process, configured by the environment: every partition rebuilt by the queue
-    worker's own recovery, one after the other as `QueueWorker._on_assign` does."""
+    worker's own recovery, side by side as `QueueWorker._take_over` does."""
     settings = Settings(_env_file=None)
-    worker = QueueWorker(settings, StreamMetrics())
-    partitions = []
+    worker = QueueWorker(settings, ignore_progress)
     started = time.monotonic()
-    for partition in range(settings.partitions):
-        began = time.monotonic()
-        queue = worker._recover(partition)  # the product's recovery, measured alone
-        partitions.append(
-            {
-                "partition": partition,
-                "entries": len(queue.entries),
-                "open_tasks": sum(queue.open_by_tier.values()),
-                "seconds": round(time.monotonic() - began, 2),
-            }
-        )
+    queues = worker._recover(range(settings.partitions))  # the product's recovery, alone
+    seconds = time.monotonic() - started
     return {
-        "seconds": round(time.monotonic() - started, 2),
-        "entries": sum(p["entries"] for p in partitions),
-        "partitions": partitions,
+        "seconds": round(seconds, 2),
+        "entries": sum(len(q.entries) for q in queues.values()),
+        "partitions": [
+            {"partition": p, "entries": len(q.entries), "open_tasks": sum(q.open_by_tier.values())}
+            for p, q in queues.items()
+        ],
         "peak_rss_mb": peak_rss_mb(os.getpid()),
     }
 
@@ -167,7 +160,9 @@ def restart(settings: Settings, workdir: Path, count: int) -> dict[str, Any]:
     try:
         worker.wait_ready(READY_TIMEOUT_SECONDS)
         ready = time.monotonic() - started
-        recovered = [m.groups() for m in RECOVERED.finditer(worker.log_path.read_text())]
+        log_text = worker.log_path.read_text()
+        recovered = [m.groups() for m in RECOVERED.finditer(log_text)]
+        rebuilt = [float(m.group(1)) for m in REBUILT.finditer(log_text)]
         answered = worker.http("GET", "/queue?limit=1")
         worker.wait_until(
             lambda: worker.http("GET", "/queue?limit=1").status == 200,
@@ -183,12 +178,11 @@ def restart(settings: Settings, workdir: Path, count: int) -> dict[str, Any]:
             "partitions_logged": len(recovered),
             "entries_logged": sum(int(g[1]) for g in recovered),
             "open_tasks_logged": sum(int(g[2]) for g in recovered),
-            "recovery_seconds_logged": round(sum(float(g[4]) for g in recovered), 2),
-            "recovery_seconds_per_partition": [float(g[4]) for g in recovered],
+            "recovery_seconds_logged": round(sum(rebuilt), 2),
             "recovery_gauge_seconds": round(worker.metric("callscore_queue_recovery_seconds"), 2),
             "open_tasks_gauge": int(worker.metric("callscore_queue_open_tasks")),
             "mirror_open_total": body.get("open_total"),
-            "worker_peak_rss_mb": peak_rss_mb(worker.process.pid),
+            "worker_peak_rss_mb": tree_peak_rss_mb(worker.process.pid),
         }
     finally:
         worker.stop()
@@ -219,7 +213,6 @@ def measure(count: int, queue_topic: bool) -> dict[str, Any]:
             "queue_topic_written": queue_topic,
             "write_seconds": written,
             "in_process_recovery_seconds": alone["seconds"],
-            "in_process_seconds_per_partition": [p["seconds"] for p in alone["partitions"]],
             "in_process_peak_rss_mb": alone["peak_rss_mb"],
             **scorer,
             "broker_peak_rss_mb_after_write": broker_after_write,
