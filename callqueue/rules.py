@@ -26,22 +26,27 @@ for good, drop the object and rebuild the partition from the changelog.
 from __future__ import annotations
 
 import heapq
+import json
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from callqueue.inputs import QueueInput
 from callqueue.state import ProspectEntry, entry_json
 from core.settings import Settings
 from core.topic_writer import Outgoing
 from schemas import (
+    MONTHS,
     WITHDRAWAL_HEADER,
     CallOutcome,
     CallTask,
     DoNotCallEntry,
     PredictionRecord,
     Priority,
+    Recycled,
     Withdrawal,
 )
 
@@ -56,6 +61,7 @@ class QueueTopics:
     tasks: Mapping[Priority, str]
     queue: str
     state: str
+    prospects: str  # where a retry goes, to be scored again
 
     @classmethod
     def of(cls, settings: Settings) -> QueueTopics:
@@ -64,6 +70,7 @@ class QueueTopics:
             settings.task_topics,
             settings.topic_queue,
             settings.topic_queue_state,
+            settings.topic_prospects,
         )
 
 
@@ -71,12 +78,23 @@ class QueueTopics:
 class QueuePolicy:
     task_ttl: timedelta
     recontact_after: timedelta
+    max_attempts: int = 5
+    retry_min_score: float = 0.0
+    # The delay before a retry, per disposition without a decision (a callback: its callback_at).
+    retry_after: Mapping[Recycled, timedelta] = field(default_factory=dict)
 
     @classmethod
     def of(cls, settings: Settings) -> QueuePolicy:
         return cls(
             timedelta(days=settings.task_ttl_days),
             timedelta(days=settings.recontact_after_days),
+            settings.max_attempts,
+            settings.retry_min_score,
+            {
+                "no_answer": timedelta(hours=settings.retry_after_no_answer_hours),
+                "busy": timedelta(hours=settings.retry_after_busy_hours),
+                "voicemail": timedelta(hours=settings.retry_after_voicemail_hours),
+            },
         )
 
 
@@ -89,8 +107,11 @@ class QueueCounts:
     cooling_down: int = 0
     suppressed: int = 0
     duplicate: int = 0
+    below_floor: int = 0  # retries whose new score fell below the floor
     outcomes: int = 0
     closed: int = 0
+    exhausted: int = 0  # of the closed: no decision, and no attempt left
+    recycled: int = 0  # no decision: a retry was sent to be scored again
     stale: int = 0
     do_not_call_records: int = 0
     do_not_call: int = 0
@@ -104,16 +125,24 @@ class QueueCounts:
 
     def check(self, consumed: int) -> None:
         problems = []
-        decided = self.queued + self.late + self.cooling_down + self.suppressed + self.duplicate
+        decided = (
+            self.queued
+            + self.late
+            + self.cooling_down
+            + self.suppressed
+            + self.duplicate
+            + self.below_floor
+        )
         if self.scored != decided:
             problems.append(
                 f"scored {self.scored} != queued {self.queued} + late {self.late} + cooling "
                 f"down {self.cooling_down} + suppressed {self.suppressed} + duplicate "
-                f"{self.duplicate}"
+                f"{self.duplicate} + below floor {self.below_floor}"
             )
-        if self.outcomes != self.closed + self.stale:
+        if self.outcomes != self.closed + self.recycled + self.stale:
             problems.append(
-                f"outcomes {self.outcomes} != closed {self.closed} + stale {self.stale}"
+                f"outcomes {self.outcomes} != closed {self.closed} + recycled {self.recycled} + "
+                f"stale {self.stale}"
             )
         if self.do_not_call_records != self.do_not_call + self.lifted:
             problems.append(
@@ -240,6 +269,14 @@ class PartitionQueue:
             counts.cooling_down += 1
             batch.outgoing.append(self._prediction_record(prediction, value))
             self._change(batch, entry)
+        elif (
+            prediction.retry_of is not None
+            and prediction.retry_reason != "callback"
+            and prediction.score < self._policy.retry_min_score
+        ):
+            counts.below_floor += 1
+            batch.outgoing.append(self._prediction_record(prediction, value))
+            self._change(batch, entry)
         else:
             counts.queued += 1
             previous = entry.open_task
@@ -249,26 +286,97 @@ class PartitionQueue:
             batch.outgoing.append(self._prediction_record(prediction, value))
             batch.outgoing += self._task_records(task)
             entry = replace(
-                entry, open_task=task, newest_event_at=at, newest_event_id=prediction.event_id
+                entry,
+                open_task=task,
+                open_features=prediction.features,
+                newest_event_at=at,
+                newest_event_id=prediction.event_id,
             )
             self._change(batch, entry)
             self._remember_expiry(task)
             self._expire_reached(batch)
 
     def _outcome(self, batch: _Batch, entry: ProspectEntry, outcome: CallOutcome) -> None:
-        batch.counts.outcomes += 1
+        counts = batch.counts
+        counts.outcomes += 1
+        if outcome.disposition == "do_not_call":  # an objection stands, whichever task it names
+            entry = replace(entry, do_not_call=True)
         task = entry.open_task
         names_it = task is not None and (
             outcome.task_id == task.task_id or outcome.event_id == task.event_id
         )
         if task is None or not names_it:
-            batch.counts.stale += 1
+            counts.stale += 1
+            if entry.do_not_call and task is not None:
+                self._withdraw(batch, entry, "suppressed")
+            elif entry.do_not_call:
+                self._change(batch, entry)
             return
-        batch.counts.closed += 1
-        reached = outcome.called_at
-        if entry.reached_at is not None:
-            reached = max(reached, entry.reached_at)
-        self._withdraw(batch, replace(entry, reached_at=reached), "closed")
+        if outcome.disposition == "reached":
+            counts.closed += 1
+            reached = outcome.called_at
+            if entry.reached_at is not None:
+                reached = max(reached, entry.reached_at)
+            self._withdraw(batch, replace(entry, reached_at=reached), "closed")
+        elif outcome.disposition == "do_not_call":
+            counts.closed += 1
+            self._withdraw(batch, entry, "suppressed")
+        elif outcome.disposition == "wrong_number" or task.attempt is None:
+            counts.closed += 1
+            self._withdraw(batch, entry, "closed")
+        elif task.attempt >= self._policy.max_attempts or entry.open_features is None:
+            counts.closed += 1
+            counts.exhausted += 1
+            self._withdraw(batch, entry, "closed")
+        else:
+            counts.recycled += 1
+            batch.outgoing.append(self._retry(entry, task, entry.open_features, outcome))
+            self._withdraw(batch, entry, "recycled")
+
+    def _retry(
+        self,
+        entry: ProspectEntry,
+        task: CallTask,
+        features: dict[str, Any],
+        outcome: CallOutcome,
+    ) -> Outgoing:
+        """The task's event again, one attempt later, for the scorer to score with the serving
+        model (its prediction-log line is then a line like any other, for the monitor).
+
+        `campaign` counts this campaign's contacts, so the retry's is the attempt's + 1; `pdays`
+        and `previous` describe previous campaigns, so they stay; `day`/`month` are the planned
+        contact's, the day it is due. Its time is the call's (a retry is newer than the event it
+        retries, and a newer event of the prospect makes it late), and its id is derived from
+        the task's, so a redelivered outcome sends the same retry again, a duplicate.
+        """
+        reason = cast(Recycled, outcome.disposition)  # the caller's branch: not a decision
+        if reason == "callback":
+            assert outcome.callback_at is not None  # the contract requires it
+            due = outcome.callback_at
+        else:
+            due = outcome.called_at + self._policy.retry_after.get(reason, timedelta())
+        occurred = outcome.called_at
+        if entry.newest_event_at is not None and occurred <= entry.newest_event_at:
+            occurred = entry.newest_event_at + timedelta(milliseconds=1)
+        assert task.attempt is not None
+        event = {
+            "event_id": retry_event_id(task.task_id),
+            "prospect_id": entry.prospect_id,
+            "occurred_at": occurred.isoformat(),
+            **features,
+            "campaign": task.attempt + 1,
+            "day": due.day,
+            "month": MONTHS[due.month - 1],
+            "not_before": due.isoformat(),
+            "retry_of": task.task_id,
+            "retry_reason": reason,
+        }
+        return Outgoing(
+            self._topics.prospects,
+            entry.prospect_id.encode(),
+            json.dumps(event).encode(),
+            [("retry_of", task.task_id.encode())],
+        )
 
     def _do_not_call(
         self, batch: _Batch, entry: ProspectEntry, objection: DoNotCallEntry | None
@@ -325,7 +433,7 @@ class PartitionQueue:
                 partition=self.partition,
             )
         )
-        self._change(batch, replace(entry, open_task=None))
+        self._change(batch, replace(entry, open_task=None, open_features=None))
 
     def _remember_expiry(self, task: CallTask | None) -> None:
         if task is not None and task.expires_at is not None:
@@ -342,8 +450,12 @@ class PartitionQueue:
             percentile=prediction.percentile,
             model_version=prediction.model_version,
             scored_at=prediction.scored_at,
-            expires_at=prediction.occurred_at + self._policy.task_ttl,
+            expires_at=max(prediction.occurred_at, prediction.not_before or prediction.occurred_at)
+            + self._policy.task_ttl,
             supersedes=previous.task_id if previous is not None else None,
+            not_before=prediction.not_before,
+            attempt=prediction.features["campaign"],
+            retry_of=prediction.retry_of,
         )
 
     def _task_records(self, task: CallTask) -> list[Outgoing]:
@@ -378,4 +490,13 @@ class PartitionQueue:
 
 
 _TASK_JSON = CallTask.__pydantic_serializer__
+# Fixed: a retry's event id must be the same in every process and after every restart.
+_RETRY_NAMESPACE = uuid.UUID("a3d6f0e2-3b0c-4f7e-9a51-6c2f1d8e4b70")
+
+
+def retry_event_id(task_id: str) -> str:
+    """The event id of the retry of a task (one retry per task: the retry has its own task)."""
+    return str(uuid.uuid5(_RETRY_NAMESPACE, task_id))
+
+
 _RECORD_JSON = PredictionRecord.__pydantic_serializer__

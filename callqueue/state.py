@@ -13,7 +13,7 @@ validates every field when a changelog record is read back (`entry_from_json`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field, TypeAdapter
 
@@ -23,8 +23,10 @@ from schemas import CallTask
 @dataclass(frozen=True, slots=True)
 class ProspectEntry:
     prospect_id: Annotated[str, Field(min_length=1, max_length=128)]
-    # The task a dialer may call.
+    # The task a dialer may call, and the features its event was scored on (a retry after a
+    # call without a decision is that event again, one attempt later).
     open_task: CallTask | None = None
+    open_features: dict[str, Any] | None = None
     # occurred_at of the newest event queued (open or closed since), and its event_id: the same
     # event again is a duplicate.
     newest_event_at: AwareDatetime | None = None

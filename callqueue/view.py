@@ -8,8 +8,9 @@ compacts), so `QueueView.apply` takes them in topic order and keeps the last per
 What is kept per open task is its rank and its record as read (about 500 bytes a task; a parsed
 CallTask costs 1.4 KB): each value is validated as a CallTask when applied, and only the tasks a
 query returns are parsed again. `top` ranks with `heapq.nsmallest` over the open tasks of the
-asked tier (or all): about 0.1 s at 1,000,000 open tasks, so callers on an event loop run it in
-a thread. A lock lets one thread apply records while others query.
+asked tier (or all) that are due (a task with `not_before`, a callback or a retry's delay, waits
+until then): about 0.1 s at 1,000,000 open tasks, so callers on an event loop run it in a
+thread. A lock lets one thread apply records while others query.
 
 Withdrawals are counted when a tombstone removes an open task, so a record read twice (a batch
 the scorer sent again) is not counted twice.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,9 +33,11 @@ from schemas import PRIORITIES, WITHDRAWAL_HEADER, WITHDRAWALS, CallTask, Priori
 # The reason counted for a tombstone without a readable `withdrawn` header.
 UNKNOWN_REASON = "unknown"
 
-# (-score, task_id, the record's value): tuples compare in C, best first; task ids are unique,
-# so two entries never compare their values. Ties on score go to the smaller task_id.
-_Entry = tuple[float, str, bytes]
+# (-score, task_id, the record's value, when it is due in epoch seconds): tuples compare in C,
+# best first; task ids are unique, so two entries never compare further. Ties on score go to
+# the smaller task_id.
+_Entry = tuple[float, str, bytes, float]
+ALWAYS_DUE = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class QueueTop:
     open_by_tier: dict[Priority, int]
     withdrawals: dict[str, int]
     unreadable: int = 0
+    not_due: int = 0  # open tasks of the tiers asked whose not_before is later
 
     @property
     def open_total(self) -> int:
@@ -88,7 +93,8 @@ class QueueView:
             removed = self._remove(prospect_id)
             if task is not None:
                 assert value is not None
-                self._by_tier[task.priority][prospect_id] = (-task.score, task.task_id, value)
+                due = task.not_before.timestamp() if task.not_before else ALWAYS_DUE
+                self._by_tier[task.priority][prospect_id] = (-task.score, task.task_id, value, due)
             elif removed:
                 self._withdrawals[_reason(headers)] += 1
 
@@ -104,19 +110,22 @@ class QueueView:
         with self._lock:
             return {reason: 0 for reason in WITHDRAWALS} | dict(self._withdrawals)
 
-    def top(self, limit: int, tier: Priority | None = None) -> QueueTop:
-        """The `limit` best open tasks (of one tier, or all) by score, highest first."""
+    def top(self, limit: int, tier: Priority | None = None, now: float | None = None) -> QueueTop:
+        """The `limit` best open tasks due at `now` (epoch seconds, default: the clock), of one
+        tier or all, by score, highest first."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
+        at = time.time() if now is None else now
         with self._lock:  # a copy, so ranking does not hold up the thread applying records
             tiers = PRIORITIES if tier is None else (tier,)
             entries = list(chain.from_iterable(self._by_tier[t].values() for t in tiers))
             open_by_tier = {t: len(tasks) for t, tasks in self._by_tier.items()}
             withdrawals = {reason: 0 for reason in WITHDRAWALS} | dict(self._withdrawals)
             unreadable = self.unreadable
-        best = heapq.nsmallest(limit, entries)
-        tasks = [CallTask.model_validate_json(value) for _, _, value in best]
-        return QueueTop(tasks, open_by_tier, withdrawals, unreadable)
+        due = [entry for entry in entries if entry[3] <= at]
+        best = heapq.nsmallest(limit, due)
+        tasks = [CallTask.model_validate_json(entry[2]) for entry in best]
+        return QueueTop(tasks, open_by_tier, withdrawals, unreadable, len(entries) - len(due))
 
 
 def _reason(headers: Mapping[str, bytes]) -> str:

@@ -150,6 +150,31 @@ class Settings(BaseSettings):
         description="After a call that reached a prospect, newer events queue nothing for this "
         "long (event time).",
     )
+    # A call without a decision (no answer, busy, voicemail, a callback) brings the prospect back
+    # as a new event with campaign + 1, rescored by the serving model (docs/architecture.md).
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Calls per prospect in a campaign (its `campaign` count): a call without a "
+        "decision at this attempt closes the task instead of retrying it.",
+    )
+    retry_min_score: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A retry whose new score is below this is not queued (a callback is, "
+        "whatever its score).",
+    )
+    retry_after_no_answer_hours: float = Field(
+        default=4.0, ge=0, description="Delay before a retry after an unanswered call."
+    )
+    retry_after_busy_hours: float = Field(
+        default=0.5, ge=0, description="Delay before a retry after a busy line."
+    )
+    retry_after_voicemail_hours: float = Field(
+        default=24.0, ge=0, description="Delay before a retry after a voicemail."
+    )
     dedupe_window: int = Field(
         default=100_000,
         ge=0,

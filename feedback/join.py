@@ -30,7 +30,7 @@ class Labelled:
 
     @property
     def subscribed(self) -> bool:
-        return self.outcome.subscribed
+        return bool(self.outcome.subscribed)  # only reached calls are labelled: never None
 
 
 @dataclass

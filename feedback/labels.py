@@ -30,8 +30,9 @@ class LabelCounts:
     invalid_predictions: int = 0
     outcomes: int = 0  # valid
     invalid_outcomes: int = 0
-    matched: int = 0  # valid outcomes whose prediction was read (re-calls included)
-    unmatched: int = 0  # valid outcomes whose prediction was not read
+    not_reached: int = 0  # valid outcomes of calls that did not reach the prospect: no label
+    matched: int = 0  # reached outcomes whose prediction was read (re-calls included)
+    unmatched: int = 0  # reached outcomes whose prediction was not read
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class LabelSet:
         c = self.counts
         return (
             f"read {c.predictions} predictions ({c.invalid_predictions} invalid skipped), "
-            f"{c.outcomes} outcomes ({c.invalid_outcomes} invalid skipped), "
+            f"{c.outcomes} outcomes ({c.invalid_outcomes} invalid, {c.not_reached} not reached: "
+            "skipped), "
             f"{c.matched} matched, {c.unmatched} unmatched"
         )
 
@@ -71,7 +73,8 @@ def label_set(
     outcomes: Iterable[bytes | None],
     max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> LabelSet:
-    """Decode both topics' values and join every valid outcome to its prediction.
+    """Decode both topics' values and join every valid outcome of a call that reached the
+    prospect (`CallOutcome.reached`: the labels) to its prediction.
 
     An outcome names its event by `event_id`, else by `task_id`; an event predicted twice keeps
     its last prediction (same key, same partition: the last one written); an event called twice
@@ -100,8 +103,9 @@ def label_set(
             invalid_outcomes += 1
             if invalid_outcomes <= KEPT_ERRORS:
                 errors.append(exc.message)
+    reached = [outcome for outcome in valid if outcome.reached]
     matched: list[Labelled] = []
-    for outcome in valid:
+    for outcome in reached:
         event_id = outcome.event_id if outcome.event_id in by_event else None
         event_id = event_id or event_of_task.get(outcome.task_id or "")
         if event_id is not None:
@@ -114,7 +118,8 @@ def label_set(
         invalid_predictions=invalid_predictions,
         outcomes=len(valid),
         invalid_outcomes=invalid_outcomes,
+        not_reached=len(valid) - len(reached),
         matched=len(matched),
-        unmatched=len(valid) - len(matched),
+        unmatched=len(reached) - len(matched),
     )
     return LabelSet(list(by_event.values()), labelled, counts, errors)

@@ -48,6 +48,11 @@ class MonitorMetrics:
             "Outcomes whose prediction was not in the join window when they arrived.",
             registry=r,
         )
+        self.outcomes_not_reached = Counter(
+            "callscore_outcomes_not_reached",
+            "Outcomes of calls that did not reach the prospect (no answer, busy, ...): no label.",
+            registry=r,
+        )
         self.outcomes_waiting = Gauge(
             "callscore_outcomes_waiting",
             "Unmatched outcomes waiting for their prediction now.",
@@ -151,6 +156,7 @@ class MonitorMetrics:
             self.outcomes_dead_lettered.labels(reason).inc(n)
         self.outcomes_matched.inc(counts.matched_on_arrival + counts.matched_late)
         self.outcomes_unmatched.inc(counts.unmatched_on_arrival)
+        self.outcomes_not_reached.inc(counts.not_reached)
         self.outcomes_expired.inc(counts.outcomes_expired)
         self.predictions_consumed.inc(counts.predictions)
         self.predictions_invalid.inc(counts.predictions_invalid)

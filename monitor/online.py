@@ -47,6 +47,7 @@ class MonitorCounts:
     predictions_invalid: int = 0
     outcomes: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    not_reached: int = 0  # valid outcomes of calls that did not reach the prospect: no label
     matched_on_arrival: int = 0
     unmatched_on_arrival: int = 0
     # waiting outcomes resolved by a prediction that arrived in this batch
@@ -73,10 +74,10 @@ class MonitorResult:
     def __post_init__(self) -> None:
         c = self.counts
         dead = sum(c.dead_lettered.values())
-        if c.outcomes != dead + c.matched_on_arrival + c.unmatched_on_arrival:
+        if c.outcomes != dead + c.not_reached + c.matched_on_arrival + c.unmatched_on_arrival:
             raise MonitorAccountingError(
-                f"{c.outcomes} outcomes != dead-lettered {dead} + matched "
-                f"{c.matched_on_arrival} + unmatched {c.unmatched_on_arrival}"
+                f"{c.outcomes} outcomes != dead-lettered {dead} + not reached {c.not_reached} + "
+                f"matched {c.matched_on_arrival} + unmatched {c.unmatched_on_arrival}"
             )
         sent = len(self.new)
         if len(self.dead_letters) != dead or len(self.outgoing) != sent or sent > dead:
@@ -196,6 +197,9 @@ class Monitor:
             if source not in self._published:
                 self._published.add(source)
                 new.append(letter)
+            return
+        if not outcome.reached:  # no answer, busy, ...: the call says nothing about `y`
+            counts.not_reached += 1
             return
         match = self._join.add_outcome(outcome)
         if match is None:

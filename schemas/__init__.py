@@ -18,7 +18,7 @@ from schemas.manifest import (
     TierCutPoints,
     TrainingWindow,
 )
-from schemas.outcome import CallOutcome
+from schemas.outcome import DISPOSITIONS, RECYCLED, CallOutcome, Disposition, Recycled
 from schemas.prediction import PredictionRecord
 from schemas.prospect import MONTHS, POST_CALL_FIELDS, ProspectEvent
 from schemas.tasks import (
@@ -34,16 +34,19 @@ from schemas.tasks import (
 __all__ = [
     "CATEGORICAL_FEATURES",
     "CATEGORIES",
+    "DISPOSITIONS",
     "FEATURES",
     "MONTHS",
     "NUMERIC_FEATURES",
     "POST_CALL_FIELDS",
     "PRIORITIES",
+    "RECYCLED",
     "WITHDRAWALS",
     "WITHDRAWAL_HEADER",
     "CallOutcome",
     "CallTask",
     "DeadLetter",
+    "Disposition",
     "Distribution",
     "DoNotCallEntry",
     "DriftBaseline",
@@ -55,6 +58,7 @@ __all__ = [
     "PredictionRecord",
     "Priority",
     "ProspectEvent",
+    "Recycled",
     "ScoreCalibration",
     "TierCutPoints",
     "TrainingWindow",

@@ -86,11 +86,17 @@ class QueueTopAnswer(BaseModel):
     tier: Priority | None = Field(description="The tier asked for; null for every tier.")
     limit: int = Field(ge=1, description="At most this many tasks were asked for.")
     tasks: list[CallTask] = Field(
-        description="Open tasks by score, highest first; equal scores by task_id."
+        description="Open tasks that are due (no `not_before`, or one already passed), by "
+        "score, highest first; equal scores by task_id."
     )
-    open_by_tier: dict[Priority, int] = Field(description="Open tasks per tier, all of them.")
+    open_by_tier: dict[Priority, int] = Field(
+        description="Open tasks per tier, all of them, due or not."
+    )
     open_total: int = Field(ge=0)
+    not_due: int = Field(
+        default=0, ge=0, description="Open tasks of the tier(s) asked whose `not_before` is later."
+    )
     withdrawals: dict[str, int] = Field(
         description="Open tasks withdrawn since the mirror started reading, by the reason in "
-        "their tombstone's `withdrawn` header (closed, expired, suppressed)."
+        "their tombstone's `withdrawn` header (closed, recycled, expired, suppressed)."
     )

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.feature_contract import FEATURES
+from schemas.outcome import Recycled
 from schemas.tasks import Priority
 
 
@@ -28,6 +29,9 @@ class PredictionRecord(BaseModel):
     percentile: float = Field(ge=0.0, le=100.0)
     model_version: int = Field(ge=1)
     scored_at: AwareDatetime
+    not_before: AwareDatetime | None = Field(default=None, description="As in the event.")
+    retry_of: str | None = Field(default=None, description="As in the event.")
+    retry_reason: Recycled | None = Field(default=None, description="As in the event.")
 
     @model_validator(mode="after")
     def _every_feature(self) -> PredictionRecord:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from schemas.outcome import Recycled
+
 # Known only after the call: accepting them would leak the outcome into the score.
 POST_CALL_FIELDS: tuple[str, ...] = ("duration", "y")
 
@@ -37,8 +39,15 @@ Poutcome = Literal["unknown", "other", "failure", "success"]
 
 MONTHS: tuple[str, ...] = Month.__args__  # type: ignore[attr-defined]
 
-# Identifiers and timestamps that travel with the event but are not model inputs.
-EVENT_METADATA_FIELDS: tuple[str, ...] = ("event_id", "prospect_id", "occurred_at")
+# Identifiers, timestamps and scheduling that travel with the event but are not model inputs.
+EVENT_METADATA_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "prospect_id",
+    "occurred_at",
+    "not_before",
+    "retry_of",
+    "retry_reason",
+)
 
 
 class ProspectEvent(BaseModel):
@@ -83,6 +92,23 @@ class ProspectEvent(BaseModel):
     )
     previous: int = Field(ge=0, le=10_000, description="Contacts before this campaign.")
     poutcome: Poutcome = Field(description="Outcome of the previous campaign.")
+    # Scheduling, not features: when the contact is due, and what it retries.
+    not_before: AwareDatetime | None = Field(
+        default=None,
+        strict=False,
+        description="The contact is not due before this time (a callback, or the delay after an "
+        "unanswered call): its task waits in the queue until then.",
+    )
+    retry_of: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Set by the call queue on a retry: the task_id of the call that did not "
+        "reach a decision.",
+    )
+    retry_reason: Recycled | None = Field(
+        default=None, description="Set by the call queue on a retry: how that call ended."
+    )
 
     @model_validator(mode="before")
     @classmethod

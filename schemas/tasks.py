@@ -13,8 +13,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Priority = Literal["high", "medium", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "medium", "low")
-Withdrawal = Literal["closed", "expired", "suppressed"]
-WITHDRAWALS: tuple[Withdrawal, ...] = ("closed", "expired", "suppressed")
+# closed: called (reached, wrong number, or the attempts used up); recycled: called without a
+# decision, the prospect comes back later as a new task; expired; suppressed: do-not-call.
+Withdrawal = Literal["closed", "recycled", "expired", "suppressed"]
+WITHDRAWALS: tuple[Withdrawal, ...] = ("closed", "recycled", "expired", "suppressed")
 WITHDRAWAL_HEADER = "withdrawn"
 
 # Fixed namespace: task ids must be stable across processes, versions and replays.
@@ -44,4 +46,13 @@ class CallTask(BaseModel):
     )
     supersedes: str | None = Field(
         default=None, description="task_id of the prospect's open task this one replaces."
+    )
+    not_before: AwareDatetime | None = Field(
+        default=None, description="Not due before this time (a callback or a retry's delay)."
+    )
+    attempt: int | None = Field(
+        default=None, ge=1, description="The contact's number in this campaign (its `campaign`)."
+    )
+    retry_of: str | None = Field(
+        default=None, description="task_id of the call this one retries (after no decision)."
     )

@@ -184,4 +184,7 @@ def prediction_record(event: ProspectEvent, task: CallTask) -> PredictionRecord:
         percentile=task.percentile,
         model_version=task.model_version,
         scored_at=task.scored_at,
+        not_before=event.not_before,
+        retry_of=event.retry_of,
+        retry_reason=event.retry_reason,
     )

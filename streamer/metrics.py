@@ -29,7 +29,9 @@ QUEUE_RESULTS = (
     "cooling_down",
     "suppressed",
     "duplicate",
+    "below_floor",
     "closed",
+    "recycled",
     "stale",
     "do_not_call",
     "lifted",
@@ -110,9 +112,16 @@ class StreamMetrics:
             "Queued tasks that replaced the prospect's open task.",
             registry=r,
         )
+        self.queue_exhausted = Counter(
+            "callscore_queue_attempts_exhausted",
+            "Calls without a decision at the last attempt allowed (CALLSCORE_MAX_ATTEMPTS): "
+            "closed, not retried.",
+            registry=r,
+        )
         self.queue_withdrawals = Counter(
             "callscore_queue_withdrawals",
-            "Open tasks withdrawn from the call queue, by reason (closed, expired, suppressed).",
+            "Open tasks withdrawn from the call queue, by reason (closed, recycled, expired, "
+            "suppressed).",
             ["reason"],
             registry=r,
         )
@@ -189,6 +198,8 @@ class StreamMetrics:
                 self.queue_inputs.labels(name).inc(value)
         if counts.superseded:
             self.queue_superseded.inc(counts.superseded)
+        if counts.exhausted:
+            self.queue_exhausted.inc(counts.exhausted)
         for reason, value in counts.withdrawn.items():
             self.queue_withdrawals.labels(reason).inc(value)
 

@@ -7,6 +7,9 @@ write it again to the queue's input topic at `callqueue.inputs.partition_for(pro
 
 - An invalid outcome is not routed and is counted (`invalid`): the monitor reads the same topic
   and dead-letters it (call-outcomes.dead-letters), so it is never lost, and never a label.
+- A `do_not_call` outcome also becomes a do-not-call entry (source `call-outcome`) on the
+  compacted do-not-call topic: the queue suppresses the prospect at once on the outcome, and the
+  entry keeps the objection for every later event and every replica, until it is lifted.
 - An invalid do-not-call record becomes a dead letter on the prospects' dead-letter topic (the
   monitor does not read that topic, so nobody else would report it).
 
@@ -23,9 +26,12 @@ from callqueue.inputs import input_record
 from core.dead_letters import dead_letter_for, dead_letter_record
 from core.settings import Settings
 from core.topic_writer import Outgoing
-from schemas import DeadLetter, decode_outcome
+from schemas import CallOutcome, DeadLetter, DoNotCallEntry, decode_outcome
 from schemas.decode import InvalidEvent, decode_do_not_call
 from streamer.scoring import Incoming
+
+# The `source` of a do-not-call entry made by a call's `do_not_call` disposition.
+OUTCOME_SOURCE = "call-outcome"
 
 
 class RouteAccountingError(RuntimeError):
@@ -48,7 +54,10 @@ class RouteResult:
 
 
 def route_outcomes(records: Sequence[Incoming], settings: Settings) -> RouteResult:
+    """Each valid outcome to its prospect's queue partition; a `do_not_call` one also becomes
+    the prospect's entry on the do-not-call topic, where the objection stands until lifted."""
     routed = []
+    objections = []
     for record in records:
         try:
             outcome = decode_outcome(record.value, settings.max_message_bytes)
@@ -63,7 +72,17 @@ def route_outcomes(records: Sequence[Incoming], settings: Settings) -> RouteResu
                 settings.partitions,
             )
         )
-    return RouteResult(len(records), routed, len(records) - len(routed), [], list(routed))
+        if outcome.disposition == "do_not_call":
+            objections.append(objection_record(settings.topic_do_not_call, outcome))
+    invalid = len(records) - len(routed)
+    return RouteResult(len(records), routed, invalid, [], [*routed, *objections])
+
+
+def objection_record(topic: str, outcome: CallOutcome) -> Outgoing:
+    entry = DoNotCallEntry(
+        prospect_id=outcome.prospect_id, requested_at=outcome.called_at, source=OUTCOME_SOURCE
+    )
+    return Outgoing(topic, outcome.prospect_id.encode(), entry.model_dump_json().encode())
 
 
 def route_do_not_call(

@@ -92,6 +92,9 @@ def score_events(
             percentile=float(percentile),
             model_version=model.version,
             scored_at=now,
+            not_before=event.not_before,
+            attempt=event.campaign,
+            retry_of=event.retry_of,
         )
         for event, score, percentile, priority in zip(
             events, scores, percentiles, priorities, strict=True

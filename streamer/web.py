@@ -305,6 +305,7 @@ def queue_document(view: QueueView, tier: Priority | None, limit: int) -> dict[s
         tasks=top.tasks,
         open_by_tier=top.open_by_tier,
         open_total=top.open_total,
+        not_due=top.not_due,
         withdrawals=top.withdrawals,
     )
     return answer.model_dump(mode="json")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from callqueue.inputs import QueueInput, partition_for
@@ -73,16 +73,24 @@ ReferenceState = OpenTask | Withdrawn
 class ReferenceResult:
     final: dict[str, ReferenceState]  # per prospect that ever had a task
     # Keys as QueueCounts' fields (queued, superseded, late, cooling_down, suppressed,
-    # duplicate, closed, stale, do_not_call, lifted) and `withdrawn.<reason>`.
+    # duplicate, below_floor, closed, exhausted, recycled, stale, do_not_call, lifted) and
+    # `withdrawn.<reason>`.
     counts: Counter[str]
     stream_time: datetime | None  # reference_deployment: the newest of the partitions'
+    retried: list[str] = field(default_factory=list)  # task ids sent back to be scored again
 
 
 def reference_queue(
-    inputs: Iterable[ReferenceInput], ttl: timedelta, recontact_after: timedelta
+    inputs: Iterable[ReferenceInput],
+    ttl: timedelta,
+    recontact_after: timedelta,
+    max_attempts: int = 5,
+    retry_min_score: float = 0.0,
 ) -> ReferenceResult:
     """The queue after the inputs of one partition, applied one by one in order."""
     final: dict[str, ReferenceState] = {}
+    attempts: dict[str, int] = {}  # task id -> its event's `campaign`
+    retried: list[str] = []
     newest_queued: dict[str, PredictionRecord] = {}  # open, or closed since
     reached_at: dict[str, datetime] = {}
     do_not_call: set[str] = set()
@@ -121,6 +129,12 @@ def reference_queue(
                 counts["late"] += 1
             elif pid in reached_at and at < reached_at[pid] + recontact_after:
                 counts["cooling_down"] += 1
+            elif (
+                item.retry_of is not None
+                and item.retry_reason != "callback"
+                and item.score < retry_min_score
+            ):
+                counts["below_floor"] += 1
             else:
                 counts["queued"] += 1
                 replaced = open_task(pid)
@@ -131,21 +145,38 @@ def reference_queue(
                     event_id=item.event_id,
                     score=item.score,
                     priority=item.priority,
-                    expires_at=at + ttl,
+                    expires_at=max(at, item.not_before or at) + ttl,
                     supersedes=None if replaced is None else replaced.task_id,
                 )
+                attempts[item.task_id] = item.features["campaign"]
                 newest_queued[pid] = item
                 expire_reached(stream_time)  # queued for an event older than the stream time
         elif isinstance(item, CallOutcome):
             task = open_task(pid)
-            if task is not None and (
-                item.task_id == task.task_id or item.event_id == task.event_id
-            ):
+            if item.disposition == "do_not_call":
+                do_not_call.add(pid)
+            if task is None or (item.task_id != task.task_id and item.event_id != task.event_id):
+                counts["stale"] += 1
+                if task is not None and pid in do_not_call:
+                    withdraw(pid, "suppressed")
+            elif item.disposition == "reached":
                 counts["closed"] += 1
                 withdraw(pid, "closed")
                 reached_at[pid] = max(item.called_at, reached_at.get(pid, item.called_at))
+            elif item.disposition == "do_not_call":
+                counts["closed"] += 1
+                withdraw(pid, "suppressed")
+            elif item.disposition == "wrong_number":
+                counts["closed"] += 1
+                withdraw(pid, "closed")
+            elif attempts[task.task_id] >= max_attempts:
+                counts["closed"] += 1
+                counts["exhausted"] += 1
+                withdraw(pid, "closed")
             else:
-                counts["stale"] += 1
+                counts["recycled"] += 1
+                retried.append(task.task_id)
+                withdraw(pid, "recycled")
         elif isinstance(item, DoNotCallEntry):
             counts["do_not_call"] += 1
             do_not_call.add(pid)
@@ -154,7 +185,7 @@ def reference_queue(
         else:
             counts["lifted"] += 1
             do_not_call.discard(pid)
-    return ReferenceResult(final, counts, stream_time)
+    return ReferenceResult(final, counts, stream_time, retried)
 
 
 def reference_deployment(

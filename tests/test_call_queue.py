@@ -108,6 +108,54 @@ def test_the_two_prospect_sequence(kafka_settings, tmp_path, workers):
     assert sorted(r.json()["event_id"] for r in tiers) == ["e1", "e2", "p2"]
 
 
+def test_a_call_without_a_decision_comes_back_rescored_then_an_objection_ends_it(
+    kafka_settings, tmp_path, workers
+):
+    """no_answer: the prospect comes back one attempt later, scored by the serving model and not
+    due before the delay; do_not_call on that task: withdrawn, and on the do-not-call list."""
+    settings = worker_settings(kafka_settings, tmp_path)
+    ensure_topics(settings)
+    publish_model(settings, version=1)
+    worker = workers(settings)
+    worker.wait_ready()
+
+    first = valid_event(event_id="r1", prospect_id="R", campaign=1, pdays=-1, previous=0)
+    produce(settings, [event_bytes(first)])
+    queue_until(settings, lambda q: q.get("R", {}).get("event_id") == "r1", settle=0)
+    called = datetime.now(UTC) + timedelta(days=1)  # the retry is due a day and 4 hours from now
+    no_answer = {
+        "task_id": task_id_for("r1"),
+        "prospect_id": "R",
+        "called_at": called.isoformat(),
+        "disposition": "no_answer",
+    }
+    produce(settings, [(b"R", json.dumps(no_answer).encode())], settings.topic_outcomes)
+    queue = queue_until(settings, lambda q: isinstance(q.get("R"), dict) and "retry_of" in q["R"])
+    task = queue["R"]
+    assert (task["attempt"], task["retry_of"]) == (2, task_id_for("r1"))
+    assert datetime.fromisoformat(task["not_before"]) == called + timedelta(
+        hours=settings.retry_after_no_answer_hours
+    )
+    (retry,) = [
+        r.json()
+        for r in collect(settings, [settings.topic_prospects], lambda r: len(r) >= 2, 10, 0.5)
+        if r.json()["event_id"] == task["event_id"]
+    ]
+    assert (retry["campaign"], retry["pdays"], retry["previous"]) == (2, -1, 0)
+    scored = worker.http("POST", "/score", retry)  # the serving model on the changed features
+    assert scored.status == 200 and scored.body["score"] == task["score"]
+    top = worker.http("GET", "/queue").body
+    assert (top["tasks"], top["not_due"]) == ([], 1)  # open, not served before it is due
+
+    objection = {**no_answer, "task_id": task["task_id"], "disposition": "do_not_call"}
+    produce(settings, [(b"R", json.dumps(objection).encode())], settings.topic_outcomes)
+    queue = queue_until(settings, lambda q: q.get("R") == ("withdrawn", "suppressed"))
+    listed = collect(settings, [settings.topic_do_not_call], lambda r: len(r) >= 1, 10, 0)
+    assert [(r.key, r.json()["source"]) for r in listed] == [(b"R", "call-outcome")]
+    # Neither outcome is a label.
+    assert worker.metric("callscore_queue_inputs_total", 'result="recycled"') == 1
+
+
 def test_do_not_call_withdraws_suppresses_and_lifts(kafka_settings, tmp_path, workers):
     settings = worker_settings(kafka_settings, tmp_path)
     ensure_topics(settings)

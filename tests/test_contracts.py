@@ -189,6 +189,58 @@ def test_call_outcome_accepts_duration_and_needs_a_reference():
         CallOutcome.model_validate_json(json.dumps(outcome))
 
 
+OUTCOME = {
+    "task_id": task_id_for("evt-1"),
+    "prospect_id": "c",
+    "called_at": "2026-11-26T10:00:00Z",
+}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"subscribed": False, "duration_seconds": 30},  # today's outcomes: a reached call
+        {"disposition": "reached", "subscribed": True, "duration_seconds": 0},
+        {"disposition": "no_answer"},
+        {"disposition": "busy", "subscribed": False},  # a dialer that always sends it
+        {"disposition": "voicemail", "duration_seconds": 25},
+        {"disposition": "callback", "callback_at": "2026-11-27T09:00:00+01:00"},
+        {"disposition": "wrong_number"},
+        {"disposition": "do_not_call", "notes": "asked to be removed"},
+    ],
+)
+def test_every_disposition_has_a_valid_outcome(fields):
+    outcome = CallOutcome.model_validate_json(json.dumps({**OUTCOME, **fields}))
+    assert outcome.reached == (outcome.disposition == "reached")
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"duration_seconds": 30}, "a reached call needs subscribed"),
+        ({"subscribed": True}, "a reached call needs duration_seconds"),
+        ({"disposition": "reached", "subscribed": None, "duration_seconds": 3}, "needs subscribed"),
+        ({"disposition": "no_answer", "subscribed": True}, "'subscribed' true needs disposition"),
+        ({"disposition": "callback"}, "'callback' needs 'callback_at'"),
+        (
+            {"disposition": "callback", "callback_at": "2026-11-26T09:59:00Z"},
+            "must not be before 'called_at'",
+        ),
+        ({"disposition": "busy", "callback_at": "2026-11-27T09:00:00Z"}, "only for disposition"),
+        ({"disposition": "hung_up"}, "disposition"),
+    ],
+)
+def test_an_inconsistent_outcome_names_the_rule(fields, message):
+    with pytest.raises(ValidationError, match=message):
+        CallOutcome.model_validate_json(json.dumps({**OUTCOME, **fields}))
+
+
+def test_the_outcome_json_schema_states_the_disposition_rules():
+    rules = CallOutcome.model_json_schema()["allOf"]
+    assert rules[0]["then"] == {"required": ["subscribed", "duration_seconds"]}
+    assert rules[1]["then"] == {"required": ["callback_at"]}
+
+
 def manifest_fields(**overrides: object) -> dict[str, object]:
     fields: dict[str, object] = {
         "model_name": "term-deposit",

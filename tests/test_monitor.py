@@ -200,6 +200,25 @@ def test_handle_joins_counts_and_dead_letters_every_bad_outcome(settings):
     assert replay.new == [] and replay.outgoing == []
 
 
+def test_calls_that_did_not_reach_the_prospect_are_counted_never_labels(settings):
+    monitor = Monitor(settings, trusted_keys(settings))
+    topics = Topics(settings)
+    (p,) = predictions(1, version=1, seed=3, prefix="n")
+    called = p.occurred_at + timedelta(hours=1)
+    unanswered = [
+        topics.outcome(
+            CallOutcome(
+                event_id=p.event_id, prospect_id=p.prospect_id, called_at=called, disposition=d
+            )
+        )
+        for d in ("no_answer", "busy", "voicemail", "wrong_number", "do_not_call")
+    ]
+    result = monitor.handle([topics.prediction(p), *unanswered], NOW)
+
+    assert (result.counts.outcomes, result.counts.not_reached) == (5, 5)
+    assert result.labelled == [] and result.waiting == 0
+
+
 def _rest() -> dict[str, Any]:
     return {"prospect_id": "c", "called_at": T0, "subscribed": True, "duration_seconds": 1}
 

@@ -33,17 +33,23 @@ from callqueue.rules import (
     QueuePolicy,
     QueueResult,
     QueueTopics,
+    retry_event_id,
 )
 from callqueue.state import ProspectEntry, entry_from_json
 from core.topic_writer import Outgoing
 from schemas import (
+    DISPOSITIONS,
     FEATURES,
     PRIORITIES,
+    RECYCLED,
     CallOutcome,
     CallTask,
+    Disposition,
     DoNotCallEntry,
     PredictionRecord,
     Priority,
+    ProspectEvent,
+    Recycled,
     task_id_for,
 )
 from testkit.factories import valid_event
@@ -60,12 +66,20 @@ from testkit.queue_reference import (
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 TTL = timedelta(days=14)
 RECONTACT = timedelta(days=30)
-POLICY = QueuePolicy(TTL, RECONTACT)
+MAX_ATTEMPTS = 3
+FLOOR = 0.2
+RETRY_AFTER: dict[Recycled, timedelta] = {
+    "no_answer": timedelta(hours=4),
+    "busy": timedelta(minutes=30),
+    "voicemail": timedelta(days=1),
+}
+POLICY = QueuePolicy(TTL, RECONTACT, MAX_ATTEMPTS, FLOOR, RETRY_AFTER)
 TOPICS = QueueTopics(
     predictions="predictions",
     tasks={p: f"call-tasks.{p}" for p in PRIORITIES},
     queue="call-queue",
     state="call-queue.state",
+    prospects="prospects",
 )
 INPUTS_TOPIC = "call-queue.inputs"
 PARTITIONS = 6
@@ -80,18 +94,26 @@ def event(
     at: timedelta = timedelta(0),
     score: float = 0.5,
     priority: Priority = "medium",
+    *,
+    campaign: int = 1,
+    retry_of: str | None = None,
+    retry_reason: Recycled | None = None,
+    not_before: datetime | None = None,
 ) -> PredictionRecord:
     return PredictionRecord(
         event_id=event_id,
         task_id=task_id_for(event_id),
         prospect_id=prospect_id,
         occurred_at=BASE + at,
-        features=FEATURE_VALUES,
+        features={**FEATURE_VALUES, "campaign": campaign},
         score=score,
         priority=priority,
         percentile=50.0,
         model_version=1,
         scored_at=BASE,
+        not_before=not_before,
+        retry_of=retry_of,
+        retry_reason=retry_reason,
     )
 
 
@@ -101,15 +123,19 @@ def outcome(
     task_of: str | None = None,
     event_id: str | None = None,
     at: timedelta = timedelta(0),
+    disposition: Disposition = "reached",
+    callback_at: datetime | None = None,
 ) -> CallOutcome:
     """An outcome naming the task of event `task_of`, or the event `event_id`."""
+    reached = {"subscribed": False, "duration_seconds": 60} if disposition == "reached" else {}
     return CallOutcome(
         task_id=None if task_of is None else task_id_for(task_of),
         event_id=event_id,
         prospect_id=prospect_id,
         called_at=BASE + at,
-        subscribed=False,
-        duration_seconds=60,
+        disposition=disposition,
+        callback_at=callback_at,
+        **reached,  # type: ignore[arg-type]
     )
 
 
@@ -175,7 +201,8 @@ def tombstone(prospect_id: str, event_id: str, reason: str) -> Outgoing:
 def counts_of(counts: QueueCounts) -> Counter[str]:
     """QueueCounts in the reference model's shape."""
     names = (
-        "queued superseded late cooling_down suppressed duplicate closed stale do_not_call lifted"
+        "queued superseded late cooling_down suppressed duplicate below_floor closed exhausted "
+        "recycled stale do_not_call lifted"
     )
     flat = Counter({name: getattr(counts, name) for name in names.split()})
     flat.update({f"withdrawn.{reason}": n for reason, n in counts.withdrawn.items()})
@@ -532,6 +559,134 @@ def test_a_queue_rebuilt_from_its_changelog_gives_the_same_later_results() -> No
     assert tombstone("p1", "e1", "expired") in got.outgoing
 
 
+# --- dispositions: what a call that reached no decision does -------------------------------
+def retries_of(result: QueueResult) -> list[ProspectEvent]:
+    return [ProspectEvent.model_validate_json(r.value) for r in on(result, TOPICS.prospects)]
+
+
+@pytest.mark.parametrize("disposition", ["no_answer", "busy", "voicemail"])
+def test_a_call_without_a_decision_sends_the_event_back_one_attempt_later(
+    disposition: Recycled,
+) -> None:
+    queue = new_queue()
+    apply(queue, event("e1", at=timedelta(days=3), campaign=1))
+    called = timedelta(days=3, hours=2)
+    result = apply(queue, outcome(task_of="e1", at=called, disposition=disposition))
+
+    assert counts_of(result.counts) == Counter({"recycled": 1, "withdrawn.recycled": 1})
+    assert tombstone("p1", "e1", "recycled") in result.outgoing
+    (retry,) = retries_of(result)
+    due = BASE + called + RETRY_AFTER[disposition]
+    expected_features = {**FEATURE_VALUES, "campaign": 2, "day": due.day, "month": "jan"}
+    assert retry.features() == expected_features  # pdays and previous: previous campaigns
+    assert retry.event_id == retry_event_id(task_id_for("e1"))
+    assert (retry.occurred_at, retry.not_before) == (BASE + called, due)
+    assert (retry.retry_of, retry.retry_reason) == (task_id_for("e1"), disposition)
+    assert result.entries["p1"].reached_at is None  # nobody was reached: no cooling down
+
+
+def test_the_rescored_retry_is_queued_with_its_attempt_and_not_before() -> None:
+    queue = new_queue()
+    apply(queue, event("e1", campaign=1))
+    (retry,) = retries_of(
+        apply(queue, outcome(task_of="e1", at=timedelta(hours=1), disposition="busy"))
+    )
+    scored = event(
+        retry.event_id,
+        at=retry.occurred_at - BASE,
+        score=0.4,
+        campaign=retry.campaign,
+        retry_of=retry.retry_of,
+        retry_reason=retry.retry_reason,
+        not_before=retry.not_before,
+    )
+    result = apply(queue, scored)
+
+    assert counts_of(result.counts) == Counter(queued=1)
+    (task,) = tasks_on(result, TOPICS.queue)
+    assert (task.attempt, task.retry_of, task.not_before) == (
+        2,
+        task_id_for("e1"),
+        retry.not_before,
+    )
+    assert task.expires_at == retry.not_before + TTL
+    assert counts_of(apply(queue, scored).counts) == Counter(duplicate=1)  # redelivered
+
+
+@pytest.mark.parametrize(
+    "reason, score, queued",
+    [("no_answer", FLOOR - 0.01, False), ("no_answer", FLOOR, True), ("callback", 0.01, True)],
+)
+def test_a_retry_under_the_floor_is_only_logged_but_a_callback_always_comes_back(
+    reason: Recycled, score: float, queued: bool
+) -> None:
+    queue = new_queue()
+    result = apply(queue, event("r1", score=score, campaign=2, retry_of="t0", retry_reason=reason))
+
+    assert counts_of(result.counts) == (Counter(queued=1) if queued else Counter(below_floor=1))
+    if not queued:
+        assert [r.topic for r in but_state(result)] == [TOPICS.predictions]
+
+
+def test_a_callback_comes_back_at_the_time_the_prospect_asked_for() -> None:
+    queue = new_queue()
+    apply(queue, event("e1"))
+    asked = BASE + timedelta(days=2, hours=15)
+    result = apply(
+        queue,
+        outcome(task_of="e1", at=timedelta(hours=1), disposition="callback", callback_at=asked),
+    )
+
+    (retry,) = retries_of(result)
+    assert (retry.not_before, retry.retry_reason, retry.day) == (asked, "callback", asked.day)
+
+
+def test_no_decision_at_the_last_attempt_closes_the_task() -> None:
+    queue = new_queue()
+    apply(queue, event("e1", campaign=MAX_ATTEMPTS))
+    result = apply(queue, outcome(task_of="e1", disposition="no_answer"))
+
+    assert counts_of(result.counts) == Counter({"closed": 1, "exhausted": 1, "withdrawn.closed": 1})
+    assert retries_of(result) == []
+
+
+def test_a_wrong_number_closes_the_task_without_a_cooling_down() -> None:
+    queue = new_queue()
+    apply(queue, event("e1"), outcome(task_of="e1", disposition="wrong_number"))
+    result = apply(queue, event("e2", at=timedelta(days=1)))
+
+    assert counts_of(result.counts) == Counter(queued=1)
+
+
+def test_a_do_not_call_disposition_suppresses_the_prospect_at_once() -> None:
+    queue = new_queue()
+    apply(queue, event("e1"))
+    result = apply(queue, outcome(task_of="e1", disposition="do_not_call"))
+
+    assert counts_of(result.counts) == Counter({"closed": 1, "withdrawn.suppressed": 1})
+    assert tombstone("p1", "e1", "suppressed") in result.outgoing
+    assert counts_of(apply(queue, event("e2", at=timedelta(days=40))).counts) == Counter(
+        suppressed=1
+    )
+
+
+def test_a_do_not_call_disposition_naming_an_old_task_still_withdraws_the_open_one() -> None:
+    queue = new_queue()
+    apply(queue, event("e1"), event("e2", at=timedelta(hours=1)))
+    result = apply(queue, outcome(task_of="e1", disposition="do_not_call"))
+
+    assert counts_of(result.counts) == Counter({"stale": 1, "withdrawn.suppressed": 1})
+
+
+def test_a_redelivered_recyclable_outcome_sends_no_second_retry() -> None:
+    queue = new_queue()
+    apply(queue, event("e1"), outcome(task_of="e1", disposition="no_answer"))
+    again = apply(queue, outcome(task_of="e1", disposition="no_answer"))
+
+    assert counts_of(again.counts) == Counter(stale=1)
+    assert retries_of(again) == []
+
+
 # --- against the reference model -----------------------------------------------------------
 PROSPECTS = ("p0", "p1", "p2")
 HALF_DAY = timedelta(hours=12)  # whole half days: TTL and recontact boundaries are hit exactly
@@ -560,7 +715,19 @@ def stream_of(steps: Sequence[tuple[str, str, int, int, Priority, bool]]) -> lis
             # From 10 days before the prospect's newest event to 20 days after: mostly newer.
             last = mine[-1].occurred_at - BASE if mine else timedelta(0)
             at = last + HALF_DAY * (half_days - 20)
-            record = event(f"{pid}-e{n}", pid, at, choice / 10_000, priority)
+            # Attempts 1 to 4 (the limit is 3); one event in 4 a retry, scored under or over
+            # the floor, a callback whatever its score.
+            retry = choice % 4 == 0
+            record = event(
+                f"{pid}-e{n}",
+                pid,
+                at,
+                choice / 10_000,
+                priority,
+                campaign=1 + choice % 4,
+                retry_of="earlier-task" if retry else None,
+                retry_reason=RECYCLED[choice // 4 % len(RECYCLED)] if retry else None,
+            )
             mine.append(record)
             items.append(record)
         elif kind == "redelivery":
@@ -570,14 +737,18 @@ def stream_of(steps: Sequence[tuple[str, str, int, int, Priority, bool]]) -> lis
             called = (named.occurred_at if named else BASE) + HALF_DAY * (choice % 21)
             task_id = named.task_id if named else "unknown"
             event_id = named.event_id if named else "unknown"
+            # Half the outcomes reached the prospect, the others end in every other way.
+            disposition = DISPOSITIONS[0 if choice % 2 else choice // 2 % len(DISPOSITIONS)]
+            reached = {"subscribed": by_task, "duration_seconds": 30}
             items.append(
                 CallOutcome(
                     task_id=task_id if by_task else None,
                     event_id=None if by_task else event_id,
                     prospect_id=pid,
                     called_at=called,
-                    subscribed=by_task,
-                    duration_seconds=30,
+                    disposition=disposition,
+                    callback_at=called + HALF_DAY if disposition == "callback" else None,
+                    **(reached if disposition == "reached" else {}),  # type: ignore[arg-type]
                 )
             )
         elif kind == "do_not_call":
@@ -610,9 +781,11 @@ def test_any_mixed_stream_in_any_batches_ends_as_the_reference_model(data: st.Da
         if restart:  # a replica taking the partition over
             queue = new_queue(changelog_of(published))
 
-    expected = reference_queue(items, TTL, RECONTACT)
+    expected = reference_queue(items, TTL, RECONTACT, MAX_ATTEMPTS, FLOOR)
     assert queue_view(published) == expected.final
     assert counts == expected.counts
+    retried = [dict(r.headers)["retry_of"].decode() for r in published if r.topic == "prospects"]
+    assert retried == expected.retried
     assert queue.stream_time == expected.stream_time
     assert {t.prospect_id: t.task_id for t in queue.open_tasks()} == {
         p: s.task_id for p, s in expected.final.items() if isinstance(s, OpenTask)

@@ -71,7 +71,13 @@ def test_a_tombstone_removes_the_task_and_counts_its_reason_once():
     put(view, task("p9", "e9", 0.5))
     withdraw(view, "p9", None)
     assert view.top(10).tasks == []
-    assert view.withdrawals() == {"closed": 2, "expired": 1, "suppressed": 1, UNKNOWN_REASON: 1}
+    assert view.withdrawals() == {
+        "closed": 2,
+        "recycled": 0,
+        "expired": 1,
+        "suppressed": 1,
+        UNKNOWN_REASON: 1,
+    }
     assert view.open_by_tier() == {"high": 0, "medium": 0, "low": 0}
 
 
@@ -185,3 +191,17 @@ def test_a_query_over_many_open_tasks():
     assert top.open_total == OPEN_TASKS and view.unreadable == 0
     scores = [t.score for t in top.tasks]
     assert len(scores) == 50 and scores == sorted(scores, reverse=True)
+
+
+def test_a_task_is_served_only_once_it_is_due():
+    view = QueueView()
+    later = task("p1", "e1", 0.9).model_copy(update={"not_before": NOW + timedelta(hours=4)})
+    put(view, later)
+    put(view, task("p2", "e2", 0.5))
+
+    before = view.top(10, now=NOW.timestamp())
+    assert [t.prospect_id for t in before.tasks] == ["p2"]
+    assert (before.open_total, before.not_due) == (2, 1)
+    after = view.top(10, now=(NOW + timedelta(hours=4)).timestamp())
+    assert [t.prospect_id for t in after.tasks] == ["p1", "p2"]
+    assert after.not_due == 0

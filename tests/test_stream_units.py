@@ -150,3 +150,26 @@ def test_bearer_token(settings):
     with_token = settings.model_copy(update={"api_token": SecretStr("t0k")})
     assert authorized(with_token, "Bearer t0k")
     assert not authorized(with_token, None) and not authorized(with_token, "Bearer nope")
+
+
+def test_a_do_not_call_outcome_is_routed_and_becomes_the_prospects_objection(settings):
+    from schemas import CallOutcome, DoNotCallEntry
+    from streamer.routing import OUTCOME_SOURCE, route_outcomes
+    from streamer.scoring import Incoming
+
+    def record(offset: int, **fields: object) -> Incoming:
+        outcome = CallOutcome(
+            task_id="t1", prospect_id="p1", called_at="2026-11-26T10:00:00Z", **fields
+        )
+        return Incoming(b"p1", outcome.model_dump_json().encode(), "call-outcomes", 0, offset)
+
+    result = route_outcomes(
+        [record(0, disposition="do_not_call"), record(1, disposition="no_answer")], settings
+    )
+
+    assert len(result.routed) == 2 and result.invalid == 0
+    (objection,) = [r for r in result.outgoing if r.topic == settings.topic_do_not_call]
+    assert objection.key == b"p1"
+    entry = DoNotCallEntry.model_validate_json(objection.value)
+    assert (entry.prospect_id, entry.source) == ("p1", OUTCOME_SOURCE)
+    assert entry.requested_at.isoformat() == "2026-11-26T10:00:00+00:00"

@@ -246,3 +246,16 @@ def test_base_cut_and_outcomes_keep_time_order():
     assert combined["period"].is_monotonic_increasing and len(combined) == len(bank)
     overlap = with_outcomes(bank.loc[bank["period"] < "2009-09"], later.iloc[:5])
     assert overlap["period"].is_monotonic_increasing
+
+
+def test_only_calls_that_reached_the_prospect_are_labels():
+    event = valid_event(event_id="e0", occurred_at="2010-02-03T10:00:00+00:00")
+    called = datetime(2010, 2, 4, tzinfo=UTC)
+    unanswered = [
+        CallOutcome(event_id="e0", prospect_id="c", called_at=called, disposition=d)
+        for d in ("no_answer", "busy", "voicemail", "wrong_number", "do_not_call")
+    ]
+    labels = label_set(_values([_prediction(event)]), _values(unanswered))
+    assert labels.labelled == [] and labels.counts.not_reached == 5
+    assert labels.counts.matched == 0 and labels.counts.unmatched == 0
+    assert "5 not reached" in labels.summary()
