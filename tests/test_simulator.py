@@ -269,10 +269,12 @@ def test_simulate_replays_two_months_onto_the_broker(kafka_settings, tmp_path, m
     for name, value in kafka_settings.as_env().items():
         monkeypatch.setenv(name, value)
     argv = ["simulate", "--data", str(data), "--from", "2008-06", "--months", "2"]
+    argv.append("--one-call-per-row")  # one outcome per event (attempts: tested without Kafka)
     assert main([*argv, "--speedup", "inf", "--bad-rate", "0.05", "--seed", "9"]) == 0
     printed = capsys.readouterr().out
     line = re.search(
-        r"replayed events=(\d+) outcomes=(\d+) malformed_events=(\d+) malformed_outcomes=(\d+) "
+        r"replayed events=(\d+) outcomes=(\d+) no_decision=0 malformed_events=(\d+) "
+        r"malformed_outcomes=(\d+) "
         r"late_events=(\d+) do_not_call=(\d+) lifted=(\d+)",
         printed,
     )
@@ -517,3 +519,74 @@ def test_every_rule_of_the_call_queue_fires_on_the_default_plan(frame, settings)
     rows = _queue_counts(plan_replay(frame, ReplayOptions(**ROWS_ONLY)), settings)
     assert rows.queued == len(frame) == rows.closed
     assert rows.late == rows.cooling_down == rows.suppressed == rows.stale == 0
+
+
+def _through_the_queue(plan: list[ScheduledRecord], settings: Settings) -> QueueCounts:
+    """The plan's valid records through the call queue's own rules, in order, each retry the
+    queue sends scored (score 0.5) and applied right after the outcome that sent it."""
+    topics, policy = QueueTopics.of(settings), QueuePolicy.of(settings)
+    queues: dict[int, PartitionQueue] = {}
+    total = QueueCounts()
+    due: dict[str, datetime] = {}  # a retry's task id -> its not_before
+
+    def apply(kind: str, key: bytes, value: bytes) -> None:
+        nonlocal total
+        prospect_id = key.decode()
+        partition = partition_for(prospect_id, settings.partitions)
+        queue = queues.setdefault(partition, PartitionQueue(partition, topics, policy))
+        where = (prospect_id, partition, 0, value)
+        if kind == "event":
+            item = QueueInput("scored", *where, prediction=_scored_value(value))
+        else:
+            outcome = decode_outcome(value)
+            assert outcome.task_id is not None
+            # A dialer calls a retry once it is due, never before.
+            assert outcome.called_at >= due.get(outcome.task_id, outcome.called_at)
+            item = QueueInput("outcome", *where, outcome=outcome)
+        result = queue.apply([item])
+        for entry in result.entries.values():
+            if entry.open_task is not None and entry.open_task.not_before is not None:
+                due[entry.open_task.task_id] = entry.open_task.not_before
+        total = total + result.counts
+        for retry in (r for r in result.outgoing if r.topic == topics.prospects):
+            apply("event", retry.key, retry.value)
+
+    for record in (r for r in plan if r.malformed is None):
+        apply(record.kind, record.key, record.value)
+    return total
+
+
+def _scored_value(value: bytes) -> PredictionRecord:
+    event = decode_prospect(value)
+    record = _scored(ScheduledRecord(event.occurred_at, (0, 0), "event", b"", value, "", None))
+    return record.model_copy(
+        update={
+            "not_before": event.not_before,
+            "retry_of": event.retry_of,
+            "retry_reason": event.retry_reason,
+        }
+    )
+
+
+def test_a_row_is_replayed_as_its_contacts_each_a_task_the_queue_made(frame, settings):
+    policy = QueuePolicy.of(settings)
+    plan = plan_replay(frame, ReplayOptions(**ROWS_ONLY, attempts=policy))
+    events, outcomes = good(plan, "event"), good(plan, "outcome")
+    assert {decode_prospect(r.value).campaign for r in events} == {1}  # the first contact
+    calls = Counter(r.row for r in outcomes)
+    campaigns = frame["campaign"].astype(int)
+    assert calls == {row: min(c, policy.max_attempts) for row, c in campaigns.items()}
+    finals = [decode_outcome(r.value) for r in outcomes if r.final]
+    assert len(finals) == len(frame) and all(o.reached for o in finals)
+    assert {decode_outcome(r.value).disposition for r in outcomes if not r.final} == {
+        "no_answer", "busy", "voicemail", "callback"
+    }  # fmt: skip
+    assert total(plan).no_decision == sum(calls.values()) - len(frame)
+
+    # Every later call names the task of the retry the queue sent, once it is due: each row's
+    # last call closes its task; nothing is stale.
+    counts = _through_the_queue(plan, settings)
+    assert counts.recycled == total(plan).no_decision
+    assert counts.closed == len(frame) and counts.stale == 0
+    assert counts.queued == len(frame) + counts.recycled
+    assert counts.exhausted == 0  # a row with more contacts than allowed is reached at the last

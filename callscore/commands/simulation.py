@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from callscore.simulator.options import ReplayOptions
     from callscore.simulator.publish import ReplaySummary
     from callscore.simulator.records import MonthCounts
+    from core.settings import Settings
 
 DEFAULT_SPEEDUP = "259200"  # 30 days of event time in 10 wall seconds
 
@@ -33,7 +34,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     speedup = parse_speedup(args.speedup)
-    options = _replay_options(args, settings.base_data_until)
+    options = _replay_options(args, settings)
     frame, path = load_rows(Path(args.data) if args.data else None, settings)
     plan = plan_replay(frame, options)
     log = _console(stderr=True)
@@ -47,7 +48,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     def month_done(period: str, counts: MonthCounts, wall: float) -> None:
         log.print(
             f"[bold]{period}[/bold]  events {counts.events:,} (+{counts.late_events:,} late)  "
-            f"outcomes {counts.outcomes:,}  malformed {counts.bad_events:,} / "
+            f"outcomes {counts.outcomes:,} ({counts.no_decision:,} no decision)  "
+            f"malformed {counts.bad_events:,} / "
             f"{counts.bad_outcomes:,}  do-not-call {counts.do_not_call:,} / lifted "
             f"{counts.lifted:,}  ({wall:.1f} s)"
         )
@@ -56,12 +58,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_options(args: argparse.Namespace, base_data_until: str | None) -> ReplayOptions:
+def _replay_options(args: argparse.Namespace, settings: Settings) -> ReplayOptions:
+    from callqueue.rules import QueuePolicy
     from callscore.simulator.options import ReplayOptions
 
     return ReplayOptions(
         # The trainer's base data stops where the replay starts: no row counted twice.
-        start=getattr(args, "from") or base_data_until,
+        start=getattr(args, "from") or settings.base_data_until,
         months=args.months,
         outcome_delay=parse_delay(args.outcome_delay),
         bad_rate=args.bad_rate,
@@ -72,6 +75,7 @@ def _replay_options(args: argparse.Namespace, base_data_until: str | None) -> Re
         lift_rate=args.lift_rate,
         slow_call_rate=args.slow_call_rate,
         slow_call_delay=parse_delay(args.slow_call_delay, "--slow-call-delay"),
+        attempts=None if args.one_call_per_row else QueuePolicy.of(settings),
     )
 
 
@@ -80,16 +84,16 @@ def _print_summary(summary: ReplaySummary) -> None:
 
     table = Table(title="Replay (months of publication, event time)")
     columns = (
-        "month", "events", "late events", "outcomes", "malformed events", "malformed outcomes",
-        "do-not-call", "lifted",
+        "month", "events", "late events", "outcomes", "no decision", "malformed events",
+        "malformed outcomes", "do-not-call", "lifted",
     )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "month" else "right")
     rows = [*summary.months.items(), ("total", summary.total)]
     for period, counts in rows:
         numbers = (
-            counts.events, counts.late_events, counts.outcomes, counts.bad_events,
-            counts.bad_outcomes, counts.do_not_call, counts.lifted,
+            counts.events, counts.late_events, counts.outcomes, counts.no_decision,
+            counts.bad_events, counts.bad_outcomes, counts.do_not_call, counts.lifted,
         )  # fmt: skip
         table.add_row(period, *(f"{n:,}" for n in numbers))
     out = _console(stderr=False)
@@ -98,6 +102,7 @@ def _print_summary(summary: ReplaySummary) -> None:
     # One plain line a script can parse.
     out.print(
         f"replayed events={total.events} outcomes={total.outcomes} "
+        f"no_decision={total.no_decision} "
         f"malformed_events={total.bad_events} malformed_outcomes={total.bad_outcomes} "
         f"late_events={total.late_events} do_not_call={total.do_not_call} "
         f"lifted={total.lifted} wall_seconds={summary.wall_seconds:.2f}",
@@ -155,7 +160,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "time-ordered stream with event time mapped to wall time by --speedup. So that every "
         "rule of the call queue fires, some rows are later contacts of an earlier row's "
         "prospect, some events come again late, some prospects object (do-not-call entries, "
-        "a few lifted later) and some calls come after the task's expiry.",
+        "a few lifted later) and some calls come after the task's expiry. A row with "
+        "`campaign` = c is replayed as its c contacts (at most CALLSCORE_MAX_ATTEMPTS): the "
+        "first event has campaign 1, each call before the last reaches no decision (no answer, "
+        "busy, voicemail, a callback), the queue sends the retry, and the last call reports y.",
     )
     simulate.add_argument("--data", help="bank-full.csv(.gz) (default: as `callscore train`)")
     simulate.add_argument(
@@ -189,6 +197,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         help="seed of the malformed extras, late events, objections and slow calls (default 0)",
+    )
+    simulate.add_argument(
+        "--one-call-per-row",
+        action="store_true",
+        help="replay each row as one call with its y, its own `campaign` in the event (no "
+        "attempts: every outcome is a label)",
     )
     _queue_arguments(simulate)
     simulate.set_defaults(handler=_cmd_simulate)

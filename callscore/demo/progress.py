@@ -155,6 +155,9 @@ class Conductor:
             "--do-not-call-rate", str(replay.do_not_call_rate),
             "--lift-rate", str(replay.lift_rate), "--slow-call-rate", str(replay.slow_call_rate),
             "--slow-call-delay", delay_argument(replay.slow_call_delay),
+            # One call per row, as the window counted it: the demo's end is "every planned
+            # prospect record handled", which the queue's retries would overtake.
+            "--one-call-per-row",
         )  # fmt: skip
         self.progress.replay_started = now
         # The replay itself, the last events' scoring and a slow start of the simulator.

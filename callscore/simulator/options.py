@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
+from callqueue.rules import QueuePolicy
 from core.errors import CallscoreError
 
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -26,6 +27,9 @@ class ReplayOptions:
     lift_rate: float = 0.25  # of those objections, withdrawn later (a tombstone)
     slow_call_rate: float = 0.05  # outcomes that come after slow_call_delay instead
     slow_call_delay: timedelta = timedelta(days=21)
+    # Each row's contacts (simulator.attempts) under the queue's attempt limit and delays
+    # (QueuePolicy.of(settings)); None: one call per row, its `y`.
+    attempts: QueuePolicy | None = None
 
     def __post_init__(self) -> None:
         if self.start is not None:

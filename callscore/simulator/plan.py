@@ -32,13 +32,14 @@ import calendar
 import heapq
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from callscore.simulator.attempts import Attempt, row_attempts
 from callscore.simulator.do_not_call import do_not_call_records
 from callscore.simulator.events import events_from_frame
 from callscore.simulator.late_events import late_events
@@ -129,7 +130,8 @@ class _Row:
     event_id: str
     prospect_id: str
     at: datetime
-    event: dict[str, Any]
+    event: dict[str, Any]  # attempt 1's, when the replay has attempts
+    campaign: int  # the row's own
     subscribed: bool
     duration: int
 
@@ -150,6 +152,9 @@ def _rows(frame: pd.DataFrame, rows: pd.DataFrame, options: ReplayOptions) -> li
     events = events_from_frame(
         rows, prefix, event_ids=event_ids, prospect_ids=prospect_ids, occurred_at=times
     )
+    campaigns = [int(event["campaign"]) for event in events]
+    if options.attempts is not None:  # the first of the row's contacts
+        events = [{**event, "campaign": 1} for event in events]
     subscribed = (rows["y"] == "yes").to_list()
     durations = rows["duration"].astype(int).to_list()
     ranked = sorted(range(len(rows)), key=lambda i: (times[i], numbers[i]))
@@ -160,6 +165,7 @@ def _rows(frame: pd.DataFrame, rows: pd.DataFrame, options: ReplayOptions) -> li
             prospect_id=prospect_ids[i],
             at=times[i],
             event=events[i],
+            campaign=campaigns[i],
             subscribed=bool(subscribed[i]),
             duration=durations[i],
         )
@@ -167,15 +173,37 @@ def _rows(frame: pd.DataFrame, rows: pd.DataFrame, options: ReplayOptions) -> li
     ]
 
 
-def _outcome(row: _Row, delay: timedelta) -> dict[str, Any]:
-    return {
-        "event_id": row.event_id,
-        "task_id": task_id_for(row.event_id),
+def _calls(
+    row: _Row, delay: timedelta, options: ReplayOptions, rng: np.random.Generator
+) -> list[Attempt]:
+    """The row's calls: one, or its contacts (`ReplayOptions.attempts`, simulator.attempts)."""
+    first_call = row.at + delay
+    if options.attempts is None:
+        return [
+            Attempt(
+                row.event["campaign"],
+                row.event_id,
+                task_id_for(row.event_id),
+                first_call,
+                "reached",
+            )
+        ]
+    return row_attempts(row.event_id, row.campaign, first_call, options.attempts, rng)
+
+
+def _outcome(row: _Row, call: Attempt) -> dict[str, Any]:
+    outcome: dict[str, Any] = {
+        "event_id": call.event_id,
+        "task_id": call.task_id,
         "prospect_id": row.prospect_id,
-        "called_at": (row.at + delay).isoformat(),
-        "subscribed": row.subscribed,
-        "duration_seconds": row.duration,
+        "called_at": call.called_at.isoformat(),
+        "disposition": call.disposition,
     }
+    if call.last:
+        outcome |= {"subscribed": row.subscribed, "duration_seconds": row.duration}
+    if call.callback_at is not None:
+        outcome["callback_at"] = call.callback_at.isoformat()
+    return outcome
 
 
 def _good(
@@ -186,23 +214,28 @@ def _good(
 
 
 def _good_records(
-    rows: list[_Row], delays: list[timedelta]
+    rows: list[_Row], delays: list[timedelta], options: ReplayOptions, rng: np.random.Generator
 ) -> tuple[list[ScheduledRecord], list[ScheduledRecord]]:
     """The valid events and outcomes, each in event-time order (rank = position in `rows`); the
-    outcome of `rows[rank]` comes `delays[rank]` after its event."""
+    first call of `rows[rank]` comes `delays[rank]` after its event."""
     events: list[ScheduledRecord] = []
     outcomes: list[ScheduledRecord] = []
     for rank, (row, delay) in enumerate(zip(rows, delays, strict=True)):
         value = compact_json(row.event)
-        outcome = compact_json(_outcome(row, delay))
+        calls = [
+            (call, compact_json(_outcome(row, call))) for call in _calls(row, delay, options, rng)
+        ]
         # A row the contracts reject is a data problem: say which row, never publish it as good.
         try:
             decode_prospect(value)
-            decode_outcome(outcome)
+            for _call, outcome in calls:
+                decode_outcome(outcome)
         except InvalidEvent as exc:
             raise CallscoreError(f"row {row.number} cannot be replayed: {exc.message}") from None
         events.append(_good(row, row.at, (rank, GOOD_EVENT), "event", value))
-        outcomes.append(_good(row, row.at + delay, (rank, GOOD_OUTCOME), "outcome", outcome))
+        for call, outcome in calls:
+            record = _good(row, call.called_at, (rank, GOOD_OUTCOME), "outcome", outcome)
+            outcomes.append(replace(record, final=call.last))
     # Slow calls come later than the rest: the outcomes are in event-time order again.
     return events, sorted(outcomes, key=sort_key)
 
@@ -218,7 +251,7 @@ def _delays(count: int, options: ReplayOptions, rng: np.random.Generator) -> lis
 
 # The generators of the extras, one stream each, so that one option's share does not change
 # another's draws (the malformed extras keep the seed's own generator).
-_LATE, _DO_NOT_CALL, _SLOW = 1, 2, 3
+_LATE, _DO_NOT_CALL, _SLOW, _ATTEMPTS = 1, 2, 3, 4
 
 
 def plan_replay(frame: pd.DataFrame, options: ReplayOptions) -> list[ScheduledRecord]:
@@ -226,7 +259,9 @@ def plan_replay(frame: pd.DataFrame, options: ReplayOptions) -> list[ScheduledRe
     rows = _rows(frame, select_months(frame, options), options)
     seed = options.seed
     delays = _delays(len(rows), options, np.random.default_rng([seed, _SLOW]))
-    events, outcomes = _good_records(rows, delays)
+    events, outcomes = _good_records(
+        rows, delays, options, np.random.default_rng([seed, _ATTEMPTS])
+    )
     by_rank = [row.event for row in rows]
     rng = np.random.default_rng(seed)
     extras = (options.bad_rate, options.id_prefix, rng)

@@ -30,6 +30,7 @@ class ScheduledRecord:
     row: int | None  # the row of the file; None for a malformed extra
     malformed: str | None = None  # the rule it breaks (BAD_*_KINDS); None when valid
     late: bool = False  # a late copy of its row's event (own event id, dated before the row's)
+    final: bool = True  # an outcome of the row's last call (the others reached no decision)
 
     @property
     def period(self) -> str:
@@ -53,6 +54,7 @@ class MonthCounts:
     events: int = 0  # the rows' own events
     late_events: int = 0  # late copies (valid events too: each is scored or suppressed)
     outcomes: int = 0
+    no_decision: int = 0  # of the outcomes: calls before the row's last (simulator.attempts)
     bad_events: int = 0
     bad_outcomes: int = 0
     do_not_call: int = 0  # do-not-call entries
@@ -73,6 +75,7 @@ class MonthCounts:
                 self.events += 1
         elif record.malformed is None:
             self.outcomes += 1
+            self.no_decision += not record.final
         else:
             self.bad_outcomes += 1
 
