@@ -88,6 +88,11 @@ class Streamer:
     def __post_init__(self) -> None:
         self.scorer = BatchScorer(self.settings, self.recent)
 
+    def start_queue(self, level: int) -> None:
+        """The call queue's process, started before the Faust worker (QueueProcess.start)."""
+        if self.queue is not None:
+            self.queue.start(level)
+
     def readiness(self) -> dict[str, bool]:
         prospects = self.settings.topic_prospects
         try:
@@ -279,11 +284,9 @@ def score_pool_service(pool: ScorePool) -> type[mode.Service]:
 
 def queue_worker_service(queue: QueueProcess) -> type[mode.Service]:
     class QueueWorkerService(mode.Service):
-        """Runs the call queue's process; stops the worker when the queue gave up, so its
-        partitions go to another replica (streamer/queue_process.py)."""
-
-        async def on_start(self) -> None:
-            queue.start()
+        """Watches the call queue's process (started before the worker, `Streamer.start_queue`):
+        stops the worker when the queue gave up, so its partitions go to another replica, and
+        stops the queue with the worker (streamer/queue_process.py)."""
 
         @mode.Service.task
         async def _watch(self) -> None:

@@ -349,7 +349,12 @@ def test_live_state_queue_counters_reload_and_quality(settings):
         [_record(settings.topic_outcomes, outcome), _withdrawn(settings, "e1", "closed")]
     )
     assert [t.event_id for t in state.top()] == ["e2"] and state.outcomes == 1
-    assert state.queue.withdrawals() == {"closed": 1, "expired": 0, "suppressed": 0}
+    assert state.queue.withdrawals() == {
+        "closed": 1,
+        "recycled": 0,
+        "expired": 0,
+        "suppressed": 0,
+    }
     assert any("first task withdrawn as closed" in e.text for e in state.events)
     state.add_records([_withdrawn(settings, "e2", "expired")])
     # The scorer's queue counts: a suppressed event is handled, with no log line.
@@ -377,7 +382,7 @@ def test_live_state_queue_counters_reload_and_quality(settings):
     line = plain_status(state)
     assert "produced 3/3" in line and "v2: 400 outcomes, AUC 0.710" in line
     assert "queue open high 0 medium 0 low 0" in line
-    assert "withdrawn closed 1 expired 1 suppressed 0" in line and "late 1" in line
+    assert "withdrawn closed 1 recycled 0 expired 1 suppressed 0" in line and "late 1" in line
     from rich.console import Console
 
     for width in (150, 80):

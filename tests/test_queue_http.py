@@ -85,7 +85,7 @@ RECORDS = [
 MEDIUM = sorted([D, H], key=lambda t: t.task_id)
 BEST = [B, *MEDIUM, G]
 OPEN = {"high": 1, "medium": 2, "low": 1}
-WITHDRAWN = {"closed": 1, "expired": 1, "suppressed": 1}
+WITHDRAWN = {"closed": 1, "recycled": 0, "expired": 1, "suppressed": 1}
 
 
 def wait_for(predicate, what: str, timeout: float = WAIT_SECONDS):  # type: ignore[no-untyped-def]
@@ -202,7 +202,7 @@ def test_callscore_queue_top_prints_the_queue(kafka_settings, monkeypatch, capsy
     assert f"{B.prospect_id}" in lines[0] and "0.9100" in lines[0] and A.task_id in lines[0]
     assert "2026-12-10T09:00:00+00:00" in lines[0], "expires_at, 14 days after the event"
     assert "open tasks: 4 (high 1, medium 2, low 1)" in out
-    assert "withdrawn: closed 1, expired 1, suppressed 1" in out
+    assert "withdrawn: closed 1, recycled 0, expired 1, suppressed 1" in out
 
     assert main(["queue", "top", "--tier", "low"]) == 0
     out = capsys.readouterr().out

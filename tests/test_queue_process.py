@@ -48,7 +48,8 @@ def test_a_sigkilled_scorer_takes_its_queue_process_along(kafka_settings, tmp_pa
     pid = queue_pid(worker.log_path)
     assert alive(pid)
 
-    worker.kill()  # SIGKILL: no clean shutdown to stop it
+    os.kill(worker.process.pid, signal.SIGKILL)  # the scorer alone (worker.kill: its group)
+    worker.process.wait(WAIT_SECONDS)
     assert wait_gone(pid, WAIT_SECONDS), "the queue's process outlived its scorer"
 
 

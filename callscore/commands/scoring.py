@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 
@@ -20,6 +21,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     if settings.queue_enabled:
         check_queue_partitions(settings)
     streamer = build_app(settings)
+    streamer.start_queue(logging.getLevelName(args.loglevel.upper()))
     worker = faust.Worker(streamer.app, loglevel=args.loglevel)
     worker.execute_from_commandline()  # returns or raises SystemExit when the worker stops
     return 0
