@@ -91,11 +91,14 @@ class Context:
         ensure_topics(settings)
         return settings
 
-    def worker(self, settings: Settings, role: str) -> StreamWorker:
-        """`callscore stream` on these settings (its own HTTP port, data dir and log)."""
+    def worker(
+        self, settings: Settings, role: str, kind: type[StreamWorker] = StreamWorker
+    ) -> StreamWorker:
+        """`callscore stream` (or `kind`: `callscore api`) on these settings (its own HTTP
+        port, data dir and log)."""
         name = instance_name(settings, role)
         configured = worker_settings(settings, self.workdir, name)
-        return StreamWorker(configured, self.log_path(name))
+        return kind(configured, self.log_path(name))
 
     def log_path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"

@@ -110,14 +110,23 @@ class Latency(ScenarioResult):
     steady: PhaseLatency
     loaded_1: PhaseLatency | None = Field(default=None, alias="loaded-1")
     loaded_100: PhaseLatency | None = Field(default=None, alias="loaded-100")
+    # The same loads on `callscore api`, a process of its own, instead of the scorer.
+    api_loaded_1: PhaseLatency | None = Field(default=None, alias="api-loaded-1")
+    api_loaded_100: PhaseLatency | None = Field(default=None, alias="api-loaded-100")
     http_alone: dict[str, HttpLoad] = {}  # by events per request
     http_under_stream: dict[str, HttpLoad] = {}
+    http_api_under_stream: dict[str, HttpLoad] = {}
     peak_rss_mb: list[float | None] = []
     score_process_peak_rss_mb: list[float | None] = []
 
     def loaded(self) -> dict[int, PhaseLatency]:
-        """The stream's latency under /score load, by events per request."""
+        """The stream's latency under /score load on the scorer, by events per request."""
         phases = {1: self.loaded_1, 100: self.loaded_100}
+        return {size: phase for size, phase in phases.items() if phase is not None}
+
+    def api_loaded(self) -> dict[int, PhaseLatency]:
+        """The stream's latency under /score load on `callscore api`, by events per request."""
+        phases = {1: self.api_loaded_1, 100: self.api_loaded_100}
         return {size: phase for size, phase in phases.items() if phase is not None}
 
 

@@ -348,6 +348,12 @@ class Settings(BaseSettings):
     http_port: int = Field(
         default=6066, ge=1, le=65535, description="Port of the scorer's HTTP API."
     )
+    api_port: int = Field(
+        default=6068,
+        ge=1,
+        le=65535,
+        description="Port of `callscore api`, the dialer-facing HTTP API in its own process.",
+    )
     api_token: SecretStr | None = Field(
         default=None,
         description="Bearer token required by POST /score and GET /model when set (a secret).",

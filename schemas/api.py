@@ -74,8 +74,16 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
+    """/readyz: ready when every check of the process is true (a check it does not make is
+    absent: the scorer's partitions, the API's mirror of the call queue)."""
+
     ready: bool
-    partitions_assigned: bool
+    partitions_assigned: bool | None = Field(
+        default=None, description="The scorer owns its partitions (stream and queue)."
+    )
+    queue_mirrored: bool | None = Field(
+        default=None, description="The API has read the call-queue topic to its end."
+    )
     model_loaded: bool
     broker_reachable: bool
 

@@ -64,7 +64,7 @@ from streamer.queue_process import QueueProcess
 from streamer.retry import retry_with_backoff
 from streamer.routing import RouteResult, route_do_not_call, route_outcomes
 from streamer.scoring import Incoming
-from streamer.web import ApiOnlyWeb, ScorePool, register_routes
+from streamer.web import ApiHandlers, ApiOnlyWeb, ScorePool, register_routes
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +202,10 @@ def build_app(settings: Settings) -> Streamer:
         add_routing_agents(streamer)
     mirror = QueueMirror(settings)
     app.service(thread_service(mirror))
-    register_routes(
-        app, settings, metrics, lambda: watcher.current, streamer.readiness, pool, mirror.view
+    handlers = ApiHandlers(
+        settings, metrics, lambda: watcher.current, streamer.readiness, pool, mirror.view
     )
+    register_routes(app, handlers)
     return streamer
 
 

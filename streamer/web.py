@@ -27,9 +27,10 @@ import multiprocessing
 import os
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any, ClassVar, cast
@@ -340,115 +341,146 @@ def declared_length(header: str | None) -> int | None:
     return int(header) if header is not None and header.strip().isdigit() else None
 
 
-def register_routes(
-    app: faust.App,
-    settings: Settings,
-    metrics: StreamMetrics,
-    current_model: Callable[[], ServedModel | None],
-    readiness: Callable[[], dict[str, bool]],
-    pool: ScorePool,
-    queue_view: Callable[[], QueueView | None],
-) -> None:
-    """The API's routes. `queue_view` returns the process's mirror of the call queue, or None
-    until it has read the topic to its end (/queue answers 503 until then)."""
+@dataclass(frozen=True)
+class ApiHandlers:
+    """The API's routes as plain aiohttp handlers (request in, response out), so the same code
+    serves `callscore api` (its own aiohttp application, `api_application`) and the scorer's
+    Faust web server (`register_routes`). `queue_view` returns the process's mirror of the call
+    queue, or None until it has read the topic to its end (/queue answers 503 until then)."""
 
-    def unauthorized() -> Response:
+    settings: Settings
+    metrics: StreamMetrics
+    current_model: Callable[[], ServedModel | None]
+    readiness: Callable[[], dict[str, bool]]
+    pool: ScorePool
+    queue_view: Callable[[], QueueView | None]
+
+    def unauthorized(self) -> Response:
         return json_response(
             _error("missing, malformed or wrong bearer token (Authorization: Bearer <token>)"),
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="callscore"'},
         )
 
-    def no_model() -> Response:
+    def no_model(self) -> Response:
         return json_response(_error("no model loaded yet"), status=503)
 
-    def too_large(length: int | None) -> Response:
+    def too_large(self, length: int | None) -> Response:
         size = "" if length is None else f" ({length} bytes)"
         return json_response(
             _error(
-                f"request body too large{size}; the maximum is {settings.http_max_body_bytes} "
-                "bytes (CALLSCORE_HTTP_MAX_BODY_BYTES)"
+                f"request body too large{size}; the maximum is "
+                f"{self.settings.http_max_body_bytes} bytes (CALLSCORE_HTTP_MAX_BODY_BYTES)"
             ),
             status=413,
         )
 
-    @app.page("/score")
-    class ScoreView(View):
-        async def post(self, request: Request) -> Response:
-            if not authorized(settings, request.headers.get("Authorization")):
-                return unauthorized()
-            content_type = request.headers.get("Content-Type")
-            if not is_json_content_type(content_type):
-                message = f"Content-Type must be {JSON_CONTENT_TYPE}, not {content_type!r}"
-                return json_response(_error(message), status=415)
-            length = declared_length(request.headers.get("Content-Length"))
-            if length is not None and length > settings.http_max_body_bytes:
-                return too_large(length)
-            try:
-                body = await request.read()
-            except aiohttp_web.HTTPRequestEntityTooLarge:
-                return too_large(None)
-            model = current_model()
-            if model is None:
-                return no_model()
-            if not pool.try_acquire():
-                message = (
-                    f"{pool.capacity} /score requests already in flight "
-                    "(CALLSCORE_HTTP_SCORE_QUEUE); retry later"
-                )
-                retry = {"Retry-After": str(settings.http_retry_after_seconds)}
-                return json_response(_error(message), status=503, headers=retry)
-            answer = await pool.score(body, model, settings)
-            if answer is None:
-                message = "scoring is unavailable for a moment (see the worker's log); retry"
-                retry = {"Retry-After": str(settings.http_retry_after_seconds)}
-                return json_response(_error(message), status=503, headers=retry)
-            status, document = answer
-            return json_response(document, status=status)
+    def retry_later(self, message: str) -> Response:
+        retry = {"Retry-After": str(self.settings.http_retry_after_seconds)}
+        return json_response(_error(message), status=503, headers=retry)
 
-    @app.page("/model")
-    class ModelView(View):
-        async def get(self, request: Request) -> Response:
-            if not authorized(settings, request.headers.get("Authorization")):
-                return unauthorized()
-            model = current_model()
-            if model is None:
-                return no_model()
-            return json_response(model_document(model))
+    async def score(self, request: Any) -> Response:
+        settings, pool = self.settings, self.pool
+        if not authorized(settings, request.headers.get("Authorization")):
+            return self.unauthorized()
+        content_type = request.headers.get("Content-Type")
+        if not is_json_content_type(content_type):
+            message = f"Content-Type must be {JSON_CONTENT_TYPE}, not {content_type!r}"
+            return json_response(_error(message), status=415)
+        length = declared_length(request.headers.get("Content-Length"))
+        if length is not None and length > settings.http_max_body_bytes:
+            return self.too_large(length)
+        try:
+            body = await request.read()
+        except aiohttp_web.HTTPRequestEntityTooLarge:
+            return self.too_large(None)
+        model = self.current_model()
+        if model is None:
+            return self.no_model()
+        if not pool.try_acquire():
+            return self.retry_later(
+                f"{pool.capacity} /score requests already in flight "
+                "(CALLSCORE_HTTP_SCORE_QUEUE); retry later"
+            )
+        answer = await pool.score(body, model, settings)
+        if answer is None:
+            return self.retry_later(
+                "scoring is unavailable for a moment (see the worker's log); retry"
+            )
+        status, document = answer
+        return json_response(document, status=status)
 
-    @app.page("/queue")
-    class QueueTopView(View):
-        async def get(self, request: Request) -> Response:
-            if not authorized(settings, request.headers.get("Authorization")):
-                return unauthorized()
-            try:
-                tier, limit = queue_query(request.query)
-            except BadParameter as exc:
-                return json_response(_error(str(exc)), status=400)
-            view = queue_view()
-            if view is None:
-                message = "the call queue is still being read; retry"
-                retry = {"Retry-After": str(settings.http_retry_after_seconds)}
-                return json_response(_error(message), status=503, headers=retry)
-            # Ranking a large queue takes a while (0.4 s at 1,000,000 open tasks): off the loop.
-            loop = asyncio.get_running_loop()
-            document = await loop.run_in_executor(None, queue_document, view, tier, limit)
-            return json_response(document)
+    async def model(self, request: Any) -> Response:
+        if not authorized(self.settings, request.headers.get("Authorization")):
+            return self.unauthorized()
+        model = self.current_model()
+        if model is None:
+            return self.no_model()
+        return json_response(model_document(model))
 
-    @app.page("/healthz")
-    class HealthView(View):
-        async def get(self, request: Request) -> Response:
-            return json_response(Health().model_dump())
+    async def queue(self, request: Any) -> Response:
+        if not authorized(self.settings, request.headers.get("Authorization")):
+            return self.unauthorized()
+        try:
+            tier, limit = queue_query(request.query)
+        except BadParameter as exc:
+            return json_response(_error(str(exc)), status=400)
+        view = self.queue_view()
+        if view is None:
+            return self.retry_later("the call queue is still being read; retry")
+        # Ranking a large queue takes a while (0.4 s at 1,000,000 open tasks): off the loop.
+        loop = asyncio.get_running_loop()
+        document = await loop.run_in_executor(None, queue_document, view, tier, limit)
+        return json_response(document)
 
-    @app.page("/readyz")
-    class ReadyView(View):
-        async def get(self, request: Request) -> Response:
-            checks = readiness()
-            ready = all(checks.values())
-            document = Readiness(ready=ready, **checks).model_dump()
-            return json_response(document, status=200 if ready else 503)
+    async def healthz(self, request: Any) -> Response:
+        return json_response(Health().model_dump())
 
-    @app.page("/metrics")
-    class MetricsView(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(metrics.render(), content_type=METRICS_CONTENT_TYPE)
+    async def readyz(self, request: Any) -> Response:
+        checks = self.readiness()
+        ready = all(checks.values())
+        document = Readiness(ready=ready, **checks).model_dump(exclude_none=True)
+        return json_response(document, status=200 if ready else 503)
+
+    async def prometheus(self, request: Any) -> Response:
+        response = aiohttp_web.Response(
+            body=self.metrics.render(), content_type="text/plain", charset=None
+        )
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return cast(Response, response)
+
+    def routes(self) -> dict[str, Callable[[Any], Awaitable[Response]]]:
+        """Each path of ROUTES and its handler."""
+        return {
+            "/score": self.score,
+            "/model": self.model,
+            "/queue": self.queue,
+            "/healthz": self.healthz,
+            "/readyz": self.readyz,
+            "/metrics": self.prometheus,
+        }
+
+
+def register_routes(app: faust.App, handlers: ApiHandlers) -> None:
+    """The routes on a Faust worker's web server (its aiohttp underneath: the handlers get the
+    aiohttp request)."""
+    for path, handler in handlers.routes().items():
+        app.page(path)(_view(handler, ROUTES[path]))
+
+
+def _view(handler: Callable[[Any], Awaitable[Response]], methods: tuple[str, ...]) -> type[View]:
+    """A Faust View answering `methods` with `handler`."""
+
+    async def call(self: View, request: Request) -> Response:
+        return await handler(request)
+
+    return type("RouteView", (View,), dict.fromkeys(methods, call))
+
+
+def api_application(handlers: ApiHandlers, settings: Settings) -> aiohttp_web.Application:
+    """The routes as an aiohttp application of their own (`callscore api`)."""
+    application = aiohttp_web.Application(client_max_size=settings.http_max_body_bytes)
+    for path, handler in handlers.routes().items():
+        for method in ROUTES[path]:
+            application.router.add_route(method.upper(), path, handler)  # type: ignore[arg-type]
+    return application

@@ -62,6 +62,7 @@ def worker_settings(
             "streamer_app_id": f"scorer-{settings.topic_prospects}",
             "streamer_data_dir": tmp_path / f"faust-{name}",
             "http_port": free_port(),
+            "api_port": free_port(),
             "http_host": "127.0.0.1",
             **updates,
         }
@@ -161,6 +162,16 @@ class MonitorWorker(StreamWorker):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.monitor_http_port}"
+
+
+class ApiWorker(StreamWorker):
+    """`callscore api` in its own process, on CALLSCORE_API_PORT."""
+
+    COMMAND = ("api",)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
 
 
 def produce(

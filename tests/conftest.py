@@ -48,13 +48,16 @@ def kafka_settings(settings: Settings, kafka_broker: LocalBroker) -> Settings:
 
 @pytest.fixture
 def workers(tmp_path):  # type: ignore[no-untyped-def]
-    """Start `callscore stream` subprocesses; every one is killed at teardown."""
+    """Start `callscore stream` subprocesses (or another kind: `callscore api`); every one is
+    killed at teardown."""
     from testkit.harness import StreamWorker
 
     started: list[StreamWorker] = []
 
-    def start(settings: Settings, name: str = "w") -> StreamWorker:
-        worker = StreamWorker(settings, tmp_path / f"{name}.log")
+    def start(
+        settings: Settings, name: str = "w", kind: type[StreamWorker] = StreamWorker
+    ) -> StreamWorker:
+        worker = kind(settings, tmp_path / f"{name}.log")
         started.append(worker)
         return worker
 

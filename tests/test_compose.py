@@ -266,6 +266,8 @@ def test_prometheus_scrapes_every_service_with_metrics(services):
     expected = set()
     for name, service in served_by(services, "stream").items():
         expected.add((name, Settings(_env_file=None, **_fields(service)).http_port))
+    for name, service in served_by(services, "api").items():
+        expected.add((name, Settings(_env_file=None, **_fields(service)).api_port))
     for name, service in served_by(services, "monitor").items():
         expected.add((name, Settings(_env_file=None, **_fields(service)).monitor_http_port))
     assert expected and targets == expected

@@ -23,7 +23,13 @@ import yaml
 from callscore.processes import Child
 from core.kafka import ensure_topics
 from core.local_broker import free_port
-from testkit.harness import MonitorWorker, StreamWorker, publish_model, worker_settings
+from testkit.harness import (
+    ApiWorker,
+    MonitorWorker,
+    StreamWorker,
+    publish_model,
+    worker_settings,
+)
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -205,11 +211,14 @@ def test_prometheus_scrapes_scorer_and_monitor_and_evaluates_the_alerts(
     ensure_topics(settings)
     publish_model(settings, version=1)
     scorer = workers(settings)
+    api = workers(settings, "api", ApiWorker)
     monitor = MonitorWorker(settings, tmp_path / "monitor.log")
     try:
         scorer_target = f"127.0.0.1:{settings.http_port}"
+        api_target = f"127.0.0.1:{settings.api_port}"
         monitor_target = f"127.0.0.1:{settings.monitor_http_port}"
-        server = prometheus(loopback_config({"streamer": scorer_target, "monitor": monitor_target}))
+        targets = {"streamer": scorer_target, "api": api_target, "monitor": monitor_target}
+        server = prometheus(loopback_config(targets))
 
         def scraped(job: str, target: str) -> Callable[[], bool]:
             def answered() -> bool:
@@ -218,9 +227,11 @@ def test_prometheus_scrapes_scorer_and_monitor_and_evaluates_the_alerts(
 
             return answered
 
-        for job, target in (("streamer", scorer_target), ("monitor", monitor_target)):
+        for job, target in targets.items():
             what = f'up{{job="{job}"}} == 1'
-            server.wait_until(scraped(job, target), SCRAPE_TIMEOUT_SECONDS, what, (scorer, monitor))
+            server.wait_until(
+                scraped(job, target), SCRAPE_TIMEOUT_SECONDS, what, (scorer, api, monitor)
+            )
         # what it scraped is the scorer's own metrics: the model it serves
         server.wait_until(
             lambda: server.query('callscore_model_version{job="streamer"} == 1') != [],

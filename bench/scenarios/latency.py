@@ -6,8 +6,12 @@ producer when it sends it). Phases, back to back in one `callscore stream` worke
 production model:
 1. steady: `rate` events/s; the first `warmup_seconds` are reported apart (first fetches);
 2. /score alone, with 1 and with 100 events per request (scenarios.http_load, its own process);
-3. the stream at `rate` again while /score is under that load, once per request size.
-The ratio of 3's p99 to 1's p99 is what /score load costs the stream.
+3. the stream at `rate` again while the scorer's /score is under that load, once per request
+   size;
+4. the same while the /score of `callscore api` (a process of its own, the dialer-facing HTTP)
+   is under that load.
+The ratio of 3's (4's) p99 to 1's p99 is what /score load on the scorer (on the API) costs the
+stream.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from bench.scenarios.http_load import LoadProcess
 from core.kafka import producer_config
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
-from testkit.harness import StreamWorker, collect
+from testkit.harness import ApiWorker, StreamWorker, collect
 
 REQUEST_SIZES = (1, 100)  # results.Latency has a loaded phase for each
 # Between phases: the previous phase's last events are scored before the next one starts.
@@ -106,6 +110,20 @@ def _body_file(ctx: Context, events: Events) -> Path:
     return path
 
 
+def _loaded_phase(
+    ctx: Context, target: StreamWorker, name: str, size: int
+) -> tuple[Events, float, HttpLoad]:
+    """The stream at the rate while `target`'s /score is under load: (events, the producer's
+    worst lag, the load's result)."""
+    options, settings = ctx.options, target.settings
+    time.sleep(PHASE_PAUSE_SECONDS)
+    events = ctx.payloads.events(name, int(options.rate * options.loaded_seconds))
+    load = _load(ctx, target, size, options.loaded_seconds + 2 * LOAD_LEAD_SECONDS)
+    time.sleep(LOAD_LEAD_SECONDS)
+    lag = produce_paced(settings, events, options.rate)
+    return events, lag, load.result(options.loaded_seconds + 180)
+
+
 def _load(ctx: Context, worker: StreamWorker, size: int, seconds: float) -> LoadProcess:
     body = _body_file(ctx, ctx.payloads.events(f"http-{size}", size))
     return LoadProcess(worker.base_url + "/score", body, size, seconds, HTTP_CONCURRENCY)
@@ -119,6 +137,7 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
     lags: dict[str, float] = {}
     http_alone: dict[str, HttpLoad] = {}
     http_under_stream: dict[str, HttpLoad] = {}
+    http_api: dict[str, HttpLoad] = {}
     try:
         publish(settings, ctx.production)
         worker.wait_ready(90)
@@ -133,14 +152,21 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
                 load = _load(ctx, worker, size, options.http_seconds)
                 http_alone[str(size)] = load.result(options.http_seconds + 180)
             for size in REQUEST_SIZES:
-                time.sleep(PHASE_PAUSE_SECONDS)
                 name = f"loaded-{size}"
-                phases[name] = ctx.payloads.events(name, int(options.rate * options.loaded_seconds))
-                load = _load(ctx, worker, size, options.loaded_seconds + 2 * LOAD_LEAD_SECONDS)
-                time.sleep(LOAD_LEAD_SECONDS)
-                lag = produce_paced(settings, phases[name], options.rate)
-                lags[name] = lag
-                http_under_stream[str(size)] = load.result(options.loaded_seconds + 180)
+                phases[name], lags[name], http_under_stream[str(size)] = _loaded_phase(
+                    ctx, worker, name, size
+                )
+            # The same loads on `callscore api`, the dialer-facing HTTP in its own process.
+            api = ctx.worker(settings, "api", ApiWorker)
+            try:
+                api.wait_ready(90)
+                for size in REQUEST_SIZES:
+                    name = f"api-loaded-{size}"
+                    phases[name], lags[name], http_api[str(size)] = _loaded_phase(
+                        ctx, api, name, size
+                    )
+            finally:
+                api.stop()
         total = sum(len(e) for e in phases.values())
         tasks = wait_for_tasks(settings, total)
         rss = [peak_rss_mb(worker.process.pid)]
@@ -160,8 +186,11 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
         steady=stats["steady"],
         loaded_1=stats.get("loaded-1"),
         loaded_100=stats.get("loaded-100"),
+        api_loaded_1=stats.get("api-loaded-1"),
+        api_loaded_100=stats.get("api-loaded-100"),
         http_alone=http_alone,
         http_under_stream=http_under_stream,
+        http_api_under_stream=http_api,
         peak_rss_mb=rss,
         score_process_peak_rss_mb=score_rss,
     )

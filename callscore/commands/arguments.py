@@ -1,4 +1,4 @@
-"""Parsing of the replay's command-line values (`callscore simulate`, `callscore demo`)."""
+"""Parsing of command-line values shared by the commands (log levels, the replay's delays)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from core.errors import CallscoreError
 
 _DELAY = re.compile(r"^(\d+(?:\.\d+)?)([dhms])$")
 _DELAY_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 
 def parse_delay(text: str, flag: str = "--outcome-delay") -> timedelta:

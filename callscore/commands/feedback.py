@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+from callscore.commands.arguments import LOG_LEVELS
+
 # Reading the whole prediction log for a report can take a while on a long history.
 REPORT_READ_TIMEOUT_SECONDS = 300.0
 

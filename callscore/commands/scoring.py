@@ -6,6 +6,8 @@ import argparse
 import logging
 from typing import Any
 
+from callscore.commands.arguments import LOG_LEVELS
+
 
 def _cmd_stream(args: argparse.Namespace) -> int:
     import faust
@@ -27,6 +29,21 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_api(args: argparse.Namespace) -> int:
+    from core.settings import load_settings
+    from registry.keys import trusted_keys
+    from streamer.api import run_api
+
+    settings = load_settings()
+    trusted_keys(settings)  # the same signature checks as the scorer: fail now without keys
+    logging.basicConfig(
+        level=args.loglevel.upper(),
+        format="[%(asctime)s] [%(process)s] [%(levelname)s] %(message)s",
+    )
+    run_api(settings)
+    return 0
+
+
 def register(subparsers: Any) -> None:
     stream = subparsers.add_parser(
         "stream",
@@ -41,7 +58,23 @@ def register(subparsers: Any) -> None:
         "-l",
         "--loglevel",
         default="info",
-        choices=["debug", "info", "warning", "error", "critical"],
+        choices=LOG_LEVELS,
         help="log level (default: info)",
     )
     stream.set_defaults(handler=_cmd_stream)
+
+    api = subparsers.add_parser(
+        "api",
+        help="the dialer-facing HTTP API in its own process (POST /score, GET /model, /queue)",
+        description="Serve POST /score, GET /model and GET /queue (and /healthz, /readyz, "
+        "/metrics) on CALLSCORE_API_PORT, apart from the stream: it reads the model topic with "
+        "the scorer's signature checks and mirrors the call queue; run as many as you need.",
+    )
+    api.add_argument(
+        "-l",
+        "--loglevel",
+        default="info",
+        choices=LOG_LEVELS,
+        help="log level (default: info)",
+    )
+    api.set_defaults(handler=_cmd_api)

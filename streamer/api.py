@@ -1,0 +1,65 @@
+"""`callscore api`: the dialer-facing HTTP API in a process of its own.
+
+The same routes as the scorer's (streamer/web.py, `ApiHandlers`), on a plain aiohttp server at
+Settings.api_port, with what they need and nothing of the stream: the model watcher (the same
+signature checks as the scorer: registry/trust.py), the mirror of the call queue, the /score
+processes and the broker check. A /score load then costs the stream's replicas nothing but CPU
+(bench/README.md, "Latency"); any number of API processes can run, each reads every partition
+of the model and queue topics and none joins a consumer group.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web as aiohttp_web
+
+from core.kafka_logs import (
+    SERVICE_BURST,
+    SERVICE_LINES_PER_SECOND,
+    RateLimitFilter,
+    limit_kafka_logs,
+)
+from core.settings import Settings
+from streamer.broker_check import BrokerCheck
+from streamer.metrics import StreamMetrics
+from streamer.model_watcher import ModelWatcher
+from streamer.queue_mirror import QueueMirror
+from streamer.web import ApiHandlers, ScorePool, api_application
+
+log = logging.getLogger(__name__)
+
+
+def run_api(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then stop every thread and process it started."""
+    limit_kafka_logs(RateLimitFilter(SERVICE_LINES_PER_SECOND, SERVICE_BURST))
+    metrics = StreamMetrics()
+    watcher = ModelWatcher(settings, metrics)
+    mirror = QueueMirror(settings)
+    broker = BrokerCheck(settings, metrics)
+    pool = ScorePool(
+        settings.http_score_processes, settings.http_score_queue, settings.http_score_niceness
+    )
+
+    def readiness() -> dict[str, bool]:
+        return {
+            "model_loaded": watcher.current is not None,
+            "queue_mirrored": mirror.view() is not None,
+            "broker_reachable": broker.reachable,
+        }
+
+    handlers = ApiHandlers(settings, metrics, lambda: watcher.current, readiness, pool, mirror.view)
+    for part in (watcher, mirror, broker):
+        part.start()
+    pool.warm()
+    try:
+        aiohttp_web.run_app(
+            api_application(handlers, settings),
+            host=settings.http_host,
+            port=settings.api_port,
+            print=lambda line: log.info("%s", line),
+        )
+    finally:
+        pool.shutdown()
+        for part in (watcher, mirror, broker):
+            part.stop()

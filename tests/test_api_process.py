@@ -1,0 +1,45 @@
+"""`callscore api`: the dialer-facing HTTP in its own process, beside a scorer (real broker)."""
+
+from __future__ import annotations
+
+from core.kafka import ensure_topics
+from testkit.factories import valid_event
+from testkit.harness import ApiWorker, event_bytes, produce, publish_model, worker_settings
+
+WAIT_SECONDS = 60
+
+
+def test_the_api_serves_score_model_and_queue_apart_from_the_stream(
+    kafka_settings, tmp_path, workers
+):
+    settings = worker_settings(kafka_settings, tmp_path, api_token="s3cret")
+    ensure_topics(settings)
+    publish_model(settings, version=1)
+    scorer = workers(settings, "scorer")
+    api = workers(settings, "api", ApiWorker)
+    scorer.wait_ready()
+    api.wait_ready()
+    assert api.readiness() == {
+        "ready": True,
+        "queue_mirrored": True,
+        "model_loaded": True,
+        "broker_reachable": True,
+    }
+
+    events = [valid_event(event_id=f"a{i}", prospect_id=f"A{i}", balance=i * 900) for i in range(3)]
+    produce(settings, [event_bytes(e) for e in events])
+    api.wait_until(
+        lambda: api.http("GET", "/queue", token="s3cret").body["open_total"] == 3,
+        WAIT_SECONDS,
+        "the three tasks in the API's mirror of the call queue",
+    )
+    top = api.http("GET", "/queue", token="s3cret").body["tasks"]
+    scored = api.http("POST", "/score", events, token="s3cret")
+    assert scored.status == 200
+    # The API scores with the model the stream served, to the bit.
+    assert {t["event_id"]: t["score"] for t in top} == {
+        r["event_id"]: r["score"] for r in scored.body
+    }
+    assert api.http("GET", "/model", token="s3cret").body["version"] == 1
+    assert api.http("POST", "/score", events[0]).status == 401  # the same auth as the scorer
+    assert api.metric("callscore_model_version") == 1
