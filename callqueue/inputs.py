@@ -9,7 +9,8 @@ input topic (Settings.topic_queue_inputs) at an explicit partition, `partition_f
 
   kind `scored`       the prediction-log line of a scored event (PredictionRecord JSON);
   kind `outcome`      a call outcome (CallOutcome JSON);
-  kind `do_not_call`  a do-not-call entry (DoNotCallEntry JSON), or no value: the entry lifted.
+  kind `do_not_call`  a do-not-call entry (DoNotCallEntry JSON), or no value: the entry lifted;
+  kind `claim`        an agent's claim on the open task (Claim JSON), from `callscore api`.
 
 The kind travels in the `kind` header; the key is the prospect id.
 """
@@ -22,10 +23,10 @@ from typing import Literal
 from aiokafka.partitioner import murmur2
 
 from core.topic_writer import Outgoing
-from schemas import CallOutcome, DoNotCallEntry, PredictionRecord
+from schemas import CallOutcome, Claim, DoNotCallEntry, PredictionRecord
 
-InputKind = Literal["scored", "outcome", "do_not_call"]
-INPUT_KINDS: tuple[InputKind, ...] = ("scored", "outcome", "do_not_call")
+InputKind = Literal["scored", "outcome", "do_not_call", "claim"]
+INPUT_KINDS: tuple[InputKind, ...] = ("scored", "outcome", "do_not_call", "claim")
 KIND_HEADER = "kind"
 
 
@@ -47,6 +48,7 @@ class QueueInput:
     prediction: PredictionRecord | None = None
     outcome: CallOutcome | None = None
     entry: DoNotCallEntry | None = None  # None with kind do_not_call: the entry is lifted
+    claim: Claim | None = None
 
 
 class InvalidInput(ValueError):
@@ -73,6 +75,10 @@ def decode_input(
         if entry is not None:
             _same_prospect(prospect_id, entry.prospect_id)
         return QueueInput("do_not_call", prospect_id, partition, offset, value, entry=entry)
+    if name == "claim":
+        claim = Claim.model_validate_json(value or b"")
+        _same_prospect(prospect_id, claim.prospect_id)
+        return QueueInput("claim", prospect_id, partition, offset, value, claim=claim)
     raise InvalidInput(f"unknown kind {name!r}: one of {', '.join(INPUT_KINDS)}")
 
 

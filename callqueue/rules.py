@@ -43,6 +43,7 @@ from schemas import (
     WITHDRAWAL_HEADER,
     CallOutcome,
     CallTask,
+    Claim,
     DoNotCallEntry,
     PredictionRecord,
     Priority,
@@ -116,6 +117,9 @@ class QueueCounts:
     do_not_call_records: int = 0
     do_not_call: int = 0
     lifted: int = 0
+    claims: int = 0
+    claims_granted: int = 0  # a redelivered granted claim counts again, and publishes again
+    claims_refused: int = 0
     withdrawn: Counter[Withdrawal] = field(default_factory=Counter)
 
     def __add__(self, other: QueueCounts) -> QueueCounts:
@@ -149,10 +153,15 @@ class QueueCounts:
                 f"do-not-call records {self.do_not_call_records} != entries {self.do_not_call} "
                 f"+ lifts {self.lifted}"
             )
-        if consumed != self.scored + self.outcomes + self.do_not_call_records:
+        if self.claims != self.claims_granted + self.claims_refused:
+            problems.append(
+                f"claims {self.claims} != granted {self.claims_granted} + refused "
+                f"{self.claims_refused}"
+            )
+        if consumed != self.scored + self.outcomes + self.do_not_call_records + self.claims:
             problems.append(
                 f"consumed {consumed} != scored {self.scored} + outcomes {self.outcomes} + "
-                f"do-not-call records {self.do_not_call_records}"
+                f"do-not-call records {self.do_not_call_records} + claims {self.claims}"
             )
         if problems:
             raise QueueAccountingError("; ".join(problems))
@@ -216,6 +225,9 @@ class PartitionQueue:
             elif item.kind == "outcome":
                 assert item.outcome is not None
                 self._outcome(batch, entry, item.outcome)
+            elif item.kind == "claim":
+                assert item.claim is not None
+                self._claim(batch, entry, item.claim)
             else:
                 self._do_not_call(batch, entry, item.entry)
         for entry in batch.changed.values():
@@ -378,6 +390,38 @@ class PartitionQueue:
             [("retry_of", task.task_id.encode())],
         )
 
+    def _claim(self, batch: _Batch, entry: ProspectEntry, claim: Claim) -> None:
+        """Grant the claim if it names the open task, the task is due at the claim's time and
+        no other claim's lease runs past it; the granted task goes on the queue only (it is not
+        a new task for the tier topics)."""
+        counts = batch.counts
+        counts.claims += 1
+        task = entry.open_task
+        at = claim.requested_at
+        if task is not None and task.claim_id == claim.claim_id:  # redelivered: the same record
+            counts.claims_granted += 1
+            batch.outgoing.append(self._queue_record(task))
+            return
+        held = task is not None and task.lease_until is not None and task.lease_until > at
+        if (
+            task is None
+            or task.task_id != claim.task_id
+            or (task.not_before is not None and task.not_before > at)
+            or held
+        ):
+            counts.claims_refused += 1
+            return
+        counts.claims_granted += 1
+        claimed = task.model_copy(
+            update={
+                "claim_id": claim.claim_id,
+                "claimed_by": claim.agent,
+                "lease_until": claim.lease_until,
+            }
+        )
+        batch.outgoing.append(self._queue_record(claimed))
+        self._change(batch, replace(entry, open_task=claimed))
+
     def _do_not_call(
         self, batch: _Batch, entry: ProspectEntry, objection: DoNotCallEntry | None
     ) -> None:
@@ -440,7 +484,10 @@ class PartitionQueue:
             heapq.heappush(self._expiries, (task.expires_at, task.prospect_id, task.task_id))
 
     def _task(self, prediction: PredictionRecord, previous: CallTask | None) -> CallTask:
-        # Unvalidated construction: every field comes from the validated prediction record.
+        # Unvalidated construction: every field comes from the validated prediction record (or
+        # the task it replaces). A claim holds the prospect, so it carries over to the new task
+        # until its lease runs out.
+        held = previous if previous is not None and previous.claim_id is not None else None
         return CallTask.model_construct(
             task_id=prediction.task_id,
             event_id=prediction.event_id,
@@ -456,6 +503,9 @@ class PartitionQueue:
             not_before=prediction.not_before,
             attempt=prediction.features["campaign"],
             retry_of=prediction.retry_of,
+            claim_id=held.claim_id if held else None,
+            claimed_by=held.claimed_by if held else None,
+            lease_until=held.lease_until if held else None,
         )
 
     def _task_records(self, task: CallTask) -> list[Outgoing]:
@@ -470,6 +520,10 @@ class PartitionQueue:
             Outgoing(self._topics.tasks[task.priority], key, value, headers),
             Outgoing(self._topics.queue, key, value, headers, partition=self.partition),
         ]
+
+    def _queue_record(self, task: CallTask) -> Outgoing:
+        """The task as the prospect's queue entry only."""
+        return self._task_records(task)[1]
 
     def _prediction_record(self, prediction: PredictionRecord, value: bytes | None) -> Outgoing:
         """The line as the scorer wrote it (the input's bytes), keyed by event id as always."""

@@ -33,10 +33,10 @@ from schemas import PRIORITIES, WITHDRAWAL_HEADER, WITHDRAWALS, CallTask, Priori
 # The reason counted for a tombstone without a readable `withdrawn` header.
 UNKNOWN_REASON = "unknown"
 
-# (-score, task_id, the record's value, when it is due in epoch seconds): tuples compare in C,
-# best first; task ids are unique, so two entries never compare further. Ties on score go to
-# the smaller task_id.
-_Entry = tuple[float, str, bytes, float]
+# (-score, task_id, the record's value, when it is due and when its claim's lease ends, in epoch
+# seconds): tuples compare in C, best first; task ids are unique, so two entries never compare
+# further. Ties on score go to the smaller task_id.
+_Entry = tuple[float, str, bytes, float, float]
 ALWAYS_DUE = float("-inf")
 
 
@@ -94,7 +94,9 @@ class QueueView:
             if task is not None:
                 assert value is not None
                 due = task.not_before.timestamp() if task.not_before else ALWAYS_DUE
-                self._by_tier[task.priority][prospect_id] = (-task.score, task.task_id, value, due)
+                held = task.lease_until.timestamp() if task.lease_until else ALWAYS_DUE
+                entry = (-task.score, task.task_id, value, due, held)
+                self._by_tier[task.priority][prospect_id] = entry
             elif removed:
                 self._withdrawals[_reason(headers)] += 1
 
@@ -110,9 +112,16 @@ class QueueView:
         with self._lock:
             return {reason: 0 for reason in WITHDRAWALS} | dict(self._withdrawals)
 
-    def top(self, limit: int, tier: Priority | None = None, now: float | None = None) -> QueueTop:
+    def top(
+        self,
+        limit: int,
+        tier: Priority | None = None,
+        now: float | None = None,
+        unclaimed: bool = False,
+    ) -> QueueTop:
         """The `limit` best open tasks due at `now` (epoch seconds, default: the clock), of one
-        tier or all, by score, highest first."""
+        tier or all, by score, highest first; with `unclaimed`, only those no claim holds at
+        `now`."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         at = time.time() if now is None else now
@@ -123,9 +132,18 @@ class QueueView:
             withdrawals = {reason: 0 for reason in WITHDRAWALS} | dict(self._withdrawals)
             unreadable = self.unreadable
         due = [entry for entry in entries if entry[3] <= at]
-        best = heapq.nsmallest(limit, due)
+        free = [entry for entry in due if entry[4] <= at] if unclaimed else due
+        best = heapq.nsmallest(limit, free)
         tasks = [CallTask.model_validate_json(entry[2]) for entry in best]
         return QueueTop(tasks, open_by_tier, withdrawals, unreadable, len(entries) - len(due))
+
+    def task_of(self, prospect_id: str) -> CallTask | None:
+        """The prospect's open task as the topic has it now."""
+        with self._lock:
+            for tasks in self._by_tier.values():
+                if prospect_id in tasks:
+                    return CallTask.model_validate_json(tasks[prospect_id][2])
+        return None
 
 
 def _reason(headers: Mapping[str, bytes]) -> str:

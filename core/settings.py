@@ -348,6 +348,17 @@ class Settings(BaseSettings):
     http_port: int = Field(
         default=6066, ge=1, le=65535, description="Port of the scorer's HTTP API."
     )
+    claim_lease_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="How long a claim (POST /queue/claim) holds a prospect for its agent, at "
+        "most: the call's outcome ends it sooner.",
+    )
+    claim_wait_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long POST /queue/claim waits for the queue to decide its proposals.",
+    )
     api_port: int = Field(
         default=6068,
         ge=1,

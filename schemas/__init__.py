@@ -1,5 +1,6 @@
 """The message contracts: defined once here and imported everywhere, tests included."""
 
+from schemas.claim import Claim
 from schemas.dead_letter import DeadLetter, ErrorKind, FieldError
 from schemas.decode import InvalidEvent, decode_outcome, decode_prospect
 from schemas.do_not_call import DoNotCallEntry
@@ -45,6 +46,7 @@ __all__ = [
     "WITHDRAWAL_HEADER",
     "CallOutcome",
     "CallTask",
+    "Claim",
     "DeadLetter",
     "Disposition",
     "Distribution",

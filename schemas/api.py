@@ -88,6 +88,35 @@ class Readiness(BaseModel):
     broker_reachable: bool
 
 
+# POST /queue/claim: how many tasks one request may claim.
+CLAIM_MAX = 100
+
+
+class ClaimRequest(BaseModel):
+    """POST /queue/claim: the agent's next calls."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    agent: str = Field(min_length=1, max_length=128, description="Who will call them.")
+    n: int = Field(default=1, ge=1, le=CLAIM_MAX, description="How many tasks, at most.")
+    tier: Priority | None = Field(default=None, description="Only this tier; null: any.")
+
+
+class ClaimAnswer(BaseModel):
+    """POST /queue/claim: the tasks now held for the agent, best first."""
+
+    agent: str
+    lease_until: AwareDatetime = Field(
+        description="The claims end then at the latest; the calls' outcomes end them sooner."
+    )
+    tasks: list[CallTask] = Field(description="Each with the claim's claim_id and claimed_by.")
+    proposed: int = Field(ge=0, description="Claims proposed to the queue for this request.")
+    refused: int = Field(ge=0, description="Of them, taken by another agent first or changed.")
+    undecided: int = Field(
+        ge=0, description="Of them, not decided within CALLSCORE_CLAIM_WAIT_SECONDS."
+    )
+
+
 class QueueTopAnswer(BaseModel):
     """GET /queue: the best open tasks of the whole call queue, and its counts."""
 

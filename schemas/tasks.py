@@ -56,3 +56,10 @@ class CallTask(BaseModel):
     retry_of: str | None = Field(
         default=None, description="task_id of the call this one retries (after no decision)."
     )
+    claim_id: str | None = Field(
+        default=None, description="The granted claim that holds the prospect (POST /queue/claim)."
+    )
+    claimed_by: str | None = Field(default=None, description="The agent who holds it.")
+    lease_until: AwareDatetime | None = Field(
+        default=None, description="The hold ends then at latest; after it, anyone may claim."
+    )

@@ -22,6 +22,7 @@ from core.kafka_logs import (
 )
 from core.settings import Settings
 from streamer.broker_check import BrokerCheck
+from streamer.claims import ClaimDesk
 from streamer.metrics import StreamMetrics
 from streamer.model_watcher import ModelWatcher
 from streamer.queue_mirror import QueueMirror
@@ -48,7 +49,15 @@ def run_api(settings: Settings) -> None:
             "broker_reachable": broker.reachable,
         }
 
-    handlers = ApiHandlers(settings, metrics, lambda: watcher.current, readiness, pool, mirror.view)
+    handlers = ApiHandlers(
+        settings,
+        metrics,
+        lambda: watcher.current,
+        readiness,
+        pool,
+        mirror.view,
+        ClaimDesk(settings, mirror.view),
+    )
     for part in (watcher, mirror, broker):
         part.start()
     pool.warm()

@@ -55,6 +55,7 @@ from core.topic_follower import TopicFollower
 from core.topic_writer import Outgoing
 from streamer.batch import BatchResult, BatchScorer
 from streamer.broker_check import BrokerCheck
+from streamer.claims import ClaimDesk
 from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
 from streamer.metrics import StreamMetrics
@@ -203,7 +204,13 @@ def build_app(settings: Settings) -> Streamer:
     mirror = QueueMirror(settings)
     app.service(thread_service(mirror))
     handlers = ApiHandlers(
-        settings, metrics, lambda: watcher.current, streamer.readiness, pool, mirror.view
+        settings,
+        metrics,
+        lambda: watcher.current,
+        streamer.readiness,
+        pool,
+        mirror.view,
+        ClaimDesk(settings, mirror.view),
     )
     register_routes(app, handlers)
     return streamer

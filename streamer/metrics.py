@@ -35,6 +35,8 @@ QUEUE_RESULTS = (
     "stale",
     "do_not_call",
     "lifted",
+    "claims_granted",
+    "claims_refused",
     "invalid",
 )
 

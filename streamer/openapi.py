@@ -15,6 +15,8 @@ from schemas.api import (
     QUEUE_LIMIT_DEFAULT,
     QUEUE_LIMIT_MAX,
     ApiError,
+    ClaimAnswer,
+    ClaimRequest,
     Health,
     QueueTopAnswer,
     Readiness,
@@ -150,6 +152,44 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
                     "503": {
                         "description": "The mirror has not read the call-queue topic to its end "
                         "yet (or this process does not mirror it); retry after Retry-After.",
+                        "headers": {
+                            "Retry-After": {
+                                "description": "Seconds to wait.",
+                                "schema": {"type": "integer"},
+                            }
+                        },
+                        "content": {JSON: {"schema": error}},
+                    },
+                },
+            }
+        },
+        "/queue/claim": {
+            "post": {
+                "summary": "Claim an agent's next calls: the best due tasks no one holds.",
+                "description": "Each task is held for the agent until its outcome, or for "
+                "CALLSCORE_CLAIM_LEASE_SECONDS at most; two agents never hold the same prospect, "
+                "whichever API process they ask (the prospect's queue partition decides every "
+                "claim). Claims survive a restart of the API; a task shows its claim on the "
+                "call-queue topic (claim_id, claimed_by, lease_until).",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": c.ref(ClaimRequest)}},
+                },
+                "responses": {
+                    "200": _body(
+                        "The tasks now held for the agent (possibly fewer than asked, or none).",
+                        c.ref(ClaimAnswer),
+                    ),
+                    "401": unauthorized,
+                    "413": _body("A body larger than CALLSCORE_HTTP_MAX_BODY_BYTES.", error),
+                    "415": _body("Content-Type is not application/json.", error),
+                    "422": _body(
+                        "The body is not a claim request (the message names the field).", error
+                    ),
+                    "503": {
+                        "description": "The mirror has not read the call-queue topic to its end "
+                        "yet, or Kafka did not take the claims; retry after Retry-After.",
                         "headers": {
                             "Retry-After": {
                                 "description": "Seconds to wait.",

@@ -39,14 +39,18 @@ import faust
 from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 from faust.web.drivers import aiohttp as faust_aiohttp
+from pydantic import ValidationError
 
 from callqueue.view import QueueView
 from core.settings import Settings
+from core.topic_writer import PublishError
 from schemas import PRIORITIES, Priority, ProspectEvent
 from schemas.api import (
     QUEUE_LIMIT_DEFAULT,
     QUEUE_LIMIT_MAX,
     ApiError,
+    ClaimAnswer,
+    ClaimRequest,
     EventErrors,
     Health,
     QueueTopAnswer,
@@ -56,6 +60,7 @@ from schemas.api import (
     ValidationErrors,
 )
 from schemas.decode import InvalidEvent, decode_prospect
+from streamer.claims import ClaimDesk
 from streamer.metrics import StreamMetrics
 from streamer.scoring import ServedModel, score_events
 
@@ -69,6 +74,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/score": ("post",),
     "/model": ("get",),
     "/queue": ("get",),
+    "/queue/claim": ("post",),
     "/healthz": ("get",),
     "/readyz": ("get",),
     "/metrics": ("get",),
@@ -208,6 +214,13 @@ def model_document(model: ServedModel) -> dict[str, Any]:
 
 def _error(message: str) -> dict[str, Any]:
     return ApiError(error=message).model_dump()
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first problem of a request body, naming its field: 'n: Input should be ...'."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
 
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -354,6 +367,7 @@ class ApiHandlers:
     readiness: Callable[[], dict[str, bool]]
     pool: ScorePool
     queue_view: Callable[[], QueueView | None]
+    claims: ClaimDesk
 
     def unauthorized(self) -> Response:
         return json_response(
@@ -433,6 +447,37 @@ class ApiHandlers:
         document = await loop.run_in_executor(None, queue_document, view, tier, limit)
         return json_response(document)
 
+    async def claim(self, request: Any) -> Response:
+        if not authorized(self.settings, request.headers.get("Authorization")):
+            return self.unauthorized()
+        content_type = request.headers.get("Content-Type")
+        if not is_json_content_type(content_type):
+            message = f"Content-Type must be {JSON_CONTENT_TYPE}, not {content_type!r}"
+            return json_response(_error(message), status=415)
+        try:
+            body = await request.read()
+        except aiohttp_web.HTTPRequestEntityTooLarge:
+            return self.too_large(None)
+        try:
+            asked = ClaimRequest.model_validate_json(body)
+        except ValidationError as exc:
+            return json_response(_error(f"invalid claim request: {_first_error(exc)}"), 422)
+        try:
+            result = await self.claims.claim_async(asked.agent, asked.n, asked.tier)
+        except PublishError as exc:
+            return self.retry_later(f"the claims could not be proposed: {exc}")
+        if result is None:
+            return self.retry_later("the call queue is still being read; retry")
+        answer = ClaimAnswer(
+            agent=asked.agent,
+            lease_until=result.lease_until,
+            tasks=result.granted,
+            proposed=result.proposed,
+            refused=result.refused,
+            undecided=result.undecided,
+        )
+        return json_response(answer.model_dump(mode="json"))
+
     async def healthz(self, request: Any) -> Response:
         return json_response(Health().model_dump())
 
@@ -455,6 +500,7 @@ class ApiHandlers:
             "/score": self.score,
             "/model": self.model,
             "/queue": self.queue,
+            "/queue/claim": self.claim,
             "/healthz": self.healthz,
             "/readyz": self.readyz,
             "/metrics": self.prometheus,

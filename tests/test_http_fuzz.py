@@ -40,6 +40,7 @@ def test_fuzzing_from_the_openapi_description_finds_no_5xx(kafka_settings, tmp_p
         ("post", "/score"),
         ("get", "/model"),
         ("get", "/queue"),
+        ("post", "/queue/claim"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

@@ -44,6 +44,7 @@ from schemas import (
     RECYCLED,
     CallOutcome,
     CallTask,
+    Claim,
     Disposition,
     DoNotCallEntry,
     PredictionRecord,
@@ -202,7 +203,7 @@ def counts_of(counts: QueueCounts) -> Counter[str]:
     """QueueCounts in the reference model's shape."""
     names = (
         "queued superseded late cooling_down suppressed duplicate below_floor closed exhausted "
-        "recycled stale do_not_call lifted"
+        "recycled stale do_not_call lifted claims_granted claims_refused"
     )
     flat = Counter({name: getattr(counts, name) for name in names.split()})
     flat.update({f"withdrawn.{reason}": n for reason, n in counts.withdrawn.items()})
@@ -685,6 +686,87 @@ def test_a_redelivered_recyclable_outcome_sends_no_second_retry() -> None:
 
     assert counts_of(again.counts) == Counter(stale=1)
     assert retries_of(again) == []
+
+
+# --- claims: one agent at a time holds a prospect ----------------------------------------------
+LEASE = timedelta(minutes=15)
+
+
+def claim(
+    event_id: str, agent: str, at: timedelta = timedelta(0), prospect_id: str = "p1"
+) -> Claim:
+    return Claim(
+        claim_id=f"{agent}-{event_id}-{at.total_seconds():g}",
+        prospect_id=prospect_id,
+        task_id=task_id_for(event_id),
+        agent=agent,
+        requested_at=BASE + at,
+        lease_until=BASE + at + LEASE,
+    )
+
+
+def apply_claim(queue: PartitionQueue, item: Claim) -> QueueResult:
+    value = item.model_dump_json().encode()
+    return queue.apply([through_topic("claim", item.prospect_id, value)])
+
+
+def test_a_claim_on_the_open_task_is_granted_and_shown_on_the_queue_only() -> None:
+    queue = new_queue()
+    apply(queue, event("e1"))
+    result = apply_claim(queue, claim("e1", "ana"))
+
+    assert counts_of(result.counts) == Counter(claims_granted=1)
+    (task,) = tasks_on(result, TOPICS.queue)
+    assert (task.claimed_by, task.lease_until) == ("ana", BASE + LEASE)
+    assert all(r.topic in (TOPICS.queue, TOPICS.state) for r in result.outgoing)
+    again = apply_claim(queue, claim("e1", "ana"))  # redelivered: the same record again
+    assert counts_of(again.counts) == Counter(claims_granted=1)
+    assert tasks_on(again, TOPICS.queue) == [task]
+
+
+def test_a_held_prospect_is_refused_to_another_agent_until_the_lease_runs_out() -> None:
+    queue = new_queue()
+    apply(queue, event("e1"))
+    apply_claim(queue, claim("e1", "ana"))
+
+    refused = apply_claim(queue, claim("e1", "ben", at=LEASE - timedelta(seconds=1)))
+    assert counts_of(refused.counts) == Counter(claims_refused=1)
+    assert but_state(refused) == []
+    granted = apply_claim(queue, claim("e1", "ben", at=LEASE))
+    assert tasks_on(granted, TOPICS.queue)[0].claimed_by == "ben"
+
+
+def test_a_claim_carries_over_to_the_task_that_supersedes_the_claimed_one() -> None:
+    queue = new_queue()
+    apply(queue, event("e1"))
+    apply_claim(queue, claim("e1", "ana"))
+    newer = apply(queue, event("e2", at=timedelta(minutes=1)))
+
+    (task,) = tasks_on(newer, TOPICS.queue)
+    assert (task.task_id, task.claimed_by) == (task_id_for("e2"), "ana")
+    refused = apply_claim(queue, claim("e2", "ben", at=timedelta(minutes=2)))
+    assert counts_of(refused.counts) == Counter(claims_refused=1)
+
+
+def test_claims_on_no_task_another_task_or_one_not_due_are_refused() -> None:
+    queue = new_queue()
+    assert counts_of(apply_claim(queue, claim("e1", "ana")).counts) == Counter(claims_refused=1)
+    later = BASE + timedelta(hours=4)
+    apply(queue, event("e1", not_before=later))
+    assert counts_of(apply_claim(queue, claim("e0", "ana")).counts) == Counter(claims_refused=1)
+    not_due = apply_claim(queue, claim("e1", "ana", at=timedelta(hours=3)))
+    assert counts_of(not_due.counts) == Counter(claims_refused=1)
+    due = apply_claim(queue, claim("e1", "ana", at=timedelta(hours=4)))
+    assert counts_of(due.counts) == Counter(claims_granted=1)
+
+
+def test_the_outcome_ends_the_claim() -> None:
+    queue = new_queue()
+    apply(queue, event("e1"))
+    apply_claim(queue, claim("e1", "ana"))
+    apply(queue, outcome(task_of="e1", disposition="no_answer"))
+    (retry,) = [e for e in queue.entries.values()]
+    assert retry.open_task is None  # recycled: the retry comes back unclaimed, as a new task
 
 
 # --- against the reference model -----------------------------------------------------------
