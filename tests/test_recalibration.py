@@ -274,7 +274,7 @@ def test_scorer_hot_loads_a_recalibration_that_tracks_the_observed_rate(
     assert main(["recalibrate", "--window", "500"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("published term-deposit v2: recalibration of v1 on 500 outcomes")
-    assert "600 outcomes (1 invalid skipped), 600 matched, 0 unmatched" in line
+    assert "600 outcomes (1 invalid, 0 not reached: skipped), 600 matched, 0 unmatched" in line
     # The window is the 500 latest calls (outcomes are called one second apart, in order).
     window_score = np.mean([p.score for p in predictions[100:]])
     window_rate = np.mean([o.subscribed for o in outcomes[100:]])
