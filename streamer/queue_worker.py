@@ -57,7 +57,6 @@ from streamer.scoring import Incoming
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.2
 FIRST_BACKOFF_SECONDS = 0.1
 RECOVERY_TIMEOUT_SECONDS = 600.0
 
@@ -136,8 +135,10 @@ class QueueWorker:
             while not self._stop.is_set():
                 if self._assignment_changed:
                     self._take_over(consumer)
+                # The scorer's batching window: a batch waits at most that long to fill up
+                # (librdkafka's consume returns at num_messages or the timeout).
                 messages = consumer.consume(
-                    num_messages=settings.batch_max_size, timeout=POLL_SECONDS
+                    num_messages=settings.batch_max_size, timeout=settings.batch_max_wait_seconds
                 )
                 batch = self._owned(messages)
                 if batch:

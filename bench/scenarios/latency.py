@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from bench.results import HttpLoad, Latency, PhaseLatency
 from bench.scenarios.http_load import LoadProcess
 from core.kafka import producer_config
 from core.settings import Settings
-from core.topic_reader import Record, read_topics
+from core.topic_reader import Record
 from testkit.harness import ApiWorker, StreamWorker, collect
 
 REQUEST_SIZES = (1, 100)  # results.Latency has a loaded phase for each
@@ -42,22 +42,26 @@ LOAD_LEAD_SECONDS = 1.0
 HTTP_CONCURRENCY = 2  # keeps one /score process busy, with a request waiting
 
 
-def produce_paced(settings: Settings, events: Events, rate: float) -> float:
-    """Produce at `rate` events/s, each stamped with the time it is handed to the client;
-    returns the seconds the last event was late at most (the producer's own lag)."""
+def produce_paced(
+    settings: Settings, events: Events, rate: float, stamps: dict[str, int] | None = None
+) -> float:
+    """Produce at `rate` events/s, each stamped with the time it is handed to the client (its
+    Kafka timestamp, also kept in `stamps` by event id); returns the seconds the last event was
+    late at most (the producer's own lag)."""
     from confluent_kafka import Producer
 
     producer = Producer(producer_config(settings, **{"linger.ms": 0}))
     start = time.monotonic()
     worst_lag = 0.0
-    for i, (key, value) in enumerate(events.records()):
+    for i, ((key, value), event_id) in enumerate(zip(events.records(), events.ids, strict=True)):
         due = start + i / rate
         while (now := time.monotonic()) < due:
             producer.poll(min(due - now, 0.005))
         worst_lag = max(worst_lag, time.monotonic() - due)
-        producer.produce(
-            settings.topic_prospects, key=key, value=value, timestamp=int(time.time() * 1000)
-        )
+        stamp = int(time.time() * 1000)
+        producer.produce(settings.topic_prospects, key=key, value=value, timestamp=stamp)
+        if stamps is not None:
+            stamps[event_id] = stamp
     producer.flush(30)
     return worst_lag
 
@@ -74,12 +78,10 @@ def latency_stats(latencies_s: Iterable[float]) -> PhaseLatency:
     )
 
 
-def latencies_by_id(
-    settings: Settings, tasks: list[Record], timeout: float = 60
-) -> dict[str, float]:
-    """Seconds from each event's prospect record to its (first) call task."""
-    prospects = read_topics(settings, [settings.topic_prospects], timeout=timeout)
-    produced = {str(r.json()["event_id"]): r.timestamp_ms for r in prospects}
+def latencies_by_id(produced: Mapping[str, int], tasks: list[Record]) -> dict[str, float]:
+    """Seconds from each event's prospect record (its Kafka timestamp, as `produce_paced` set
+    it) to its (first) call task. Not read back from the prospects topic: one record per batch,
+    as a paced producer sends them, is where the local broker's fetch slows down steeply."""
     latency: dict[str, float] = {}
     for task in sorted(tasks, key=lambda t: t.timestamp_ms):
         event_id = str(task.json()["event_id"])
@@ -111,7 +113,7 @@ def _body_file(ctx: Context, events: Events) -> Path:
 
 
 def _loaded_phase(
-    ctx: Context, target: StreamWorker, name: str, size: int
+    ctx: Context, target: StreamWorker, name: str, size: int, stamps: dict[str, int]
 ) -> tuple[Events, float, HttpLoad]:
     """The stream at the rate while `target`'s /score is under load: (events, the producer's
     worst lag, the load's result)."""
@@ -120,7 +122,7 @@ def _loaded_phase(
     events = ctx.payloads.events(name, int(options.rate * options.loaded_seconds))
     load = _load(ctx, target, size, options.loaded_seconds + 2 * LOAD_LEAD_SECONDS)
     time.sleep(LOAD_LEAD_SECONDS)
-    lag = produce_paced(settings, events, options.rate)
+    lag = produce_paced(settings, events, options.rate, stamps)
     return events, lag, load.result(options.loaded_seconds + 180)
 
 
@@ -138,13 +140,14 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
     http_alone: dict[str, HttpLoad] = {}
     http_under_stream: dict[str, HttpLoad] = {}
     http_api: dict[str, HttpLoad] = {}
+    stamps: dict[str, int] = {}  # event id -> its prospect record's Kafka timestamp
     try:
         publish(settings, ctx.production)
         worker.wait_ready(90)
         warm = ctx.payloads.events("warmup", int(options.rate * options.warmup_seconds))
         steady = ctx.payloads.events("steady", int(options.rate * options.latency_seconds))
         phases["warmup"], phases["steady"] = warm, steady
-        lag = produce_paced(settings, Events(warm.dicts + steady.dicts), options.rate)
+        lag = produce_paced(settings, Events(warm.dicts + steady.dicts), options.rate, stamps)
         lags = {"steady": lag}
         if http:
             for size in REQUEST_SIZES:
@@ -154,7 +157,7 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
             for size in REQUEST_SIZES:
                 name = f"loaded-{size}"
                 phases[name], lags[name], http_under_stream[str(size)] = _loaded_phase(
-                    ctx, worker, name, size
+                    ctx, worker, name, size, stamps
                 )
             # The same loads on `callscore api`, the dialer-facing HTTP in its own process.
             api = ctx.worker(settings, "api", ApiWorker)
@@ -163,7 +166,7 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
                 for size in REQUEST_SIZES:
                     name = f"api-loaded-{size}"
                     phases[name], lags[name], http_api[str(size)] = _loaded_phase(
-                        ctx, api, name, size
+                        ctx, api, name, size, stamps
                     )
             finally:
                 api.stop()
@@ -173,7 +176,7 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
         score_rss = [peak_rss_mb(pid) for pid in children(worker.process.pid)]
     finally:
         worker.stop()
-    latency = latencies_by_id(settings, tasks)
+    latency = latencies_by_id(stamps, tasks)
     stats: dict[str, PhaseLatency] = {}
     for name, events in phases.items():
         stats[name] = latency_stats(latency[i] for i in events.ids if i in latency)

@@ -43,12 +43,13 @@ def reload_under_load(ctx: Context) -> Reload:
         published_at_ms.append(int(time.time() * 1000))
         publish_manifest(settings, version_two)
 
+    stamps: dict[str, int] = {}  # event id -> its prospect record's Kafka timestamp
     try:
         publish(settings, ctx.production, version=1)
         worker.wait_ready(90)
         publisher = threading.Thread(target=publish_midway, name="publish-v2")
         publisher.start()
-        produce_paced(settings, events, options.reload_rate)
+        produce_paced(settings, events, options.reload_rate, stamps)
         publisher.join()
         # Read until every event has a task, then a little longer to catch one scored twice.
         tasks = wait_for_tasks(settings, len(events), settle=1.0)
@@ -68,7 +69,7 @@ def reload_under_load(ctx: Context) -> Reload:
     # the first task of version 2.
     until = (first_v2 or published) + 1000
     around, _ = largest_gap(t.timestamp_ms for t in tasks if published <= t.timestamp_ms <= until)
-    latency = latencies_by_id(settings, tasks)
+    latency = latencies_by_id(stamps, tasks)
     return Reload(
         rate_events_per_s=options.reload_rate,
         events=len(events),
