@@ -173,6 +173,15 @@ class ApiWorker(StreamWorker):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.api_port}"
 
+    def claim(self, agent: str, n: int, timeout: float = 60.0) -> dict[str, Any]:
+        """POST /queue/claim, waiting as long as the queue's decisions take (not `http`'s 5 s)."""
+        body = json.dumps({"agent": agent, "n": n}).encode()
+        request = urllib.request.Request(self.base_url + "/queue/claim", data=body, method="POST")
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            document: dict[str, Any] = json.loads(answer.read())
+        return document
+
 
 def produce(
     settings: Settings,

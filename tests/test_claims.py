@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,15 +16,6 @@ from testkit.harness import ApiWorker, event_bytes, produce, publish_model, work
 PROSPECTS = 30
 AGENTS = 20
 WAIT_SECONDS = 60
-
-
-def claim(api: ApiWorker, agent: str, n: int) -> dict[str, Any]:
-    body = json.dumps({"agent": agent, "n": n}).encode()
-    request = urllib.request.Request(api.base_url + "/queue/claim", data=body, method="POST")
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        document: dict[str, Any] = json.loads(answer.read())
-    return document
 
 
 def holders(answers: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -53,7 +43,7 @@ def test_twenty_agents_a_restart_and_an_expired_lease(kafka_settings, tmp_path, 
     )
 
     with ThreadPoolExecutor(AGENTS) as pool:
-        answers = list(pool.map(lambda i: claim(api, f"agent-{i}", 2), range(AGENTS)))
+        answers = list(pool.map(lambda i: api.claim(f"agent-{i}", 2), range(AGENTS)))
     held = holders(answers)
     assert all(len(agents) == 1 for agents in held.values()), held  # never two at once
     assert len(held) >= AGENTS  # every agent got something, most got two
@@ -67,13 +57,13 @@ def test_twenty_agents_a_restart_and_an_expired_lease(kafka_settings, tmp_path, 
     short = settings.model_copy(update={"claim_lease_seconds": 2.0})
     again = workers(short, "api-again", ApiWorker)
     again.wait_ready()
-    rest = claim(again, "late-agent", PROSPECTS)
+    rest = again.claim("late-agent", PROSPECTS)
     taken = {t["prospect_id"] for t in rest["tasks"]}
     assert taken == {e["prospect_id"] for e in events} - set(held)
 
     # An expired lease returns its task.
-    first = {t["prospect_id"] for t in claim(again, "x", 1)["tasks"]}
+    first = {t["prospect_id"] for t in again.claim("x", 1)["tasks"]}
     assert first == set()  # everything is held now
     time.sleep(2.5)  # late-agent's 2-second leases run out
-    returned = claim(again, "y", PROSPECTS)
+    returned = again.claim("y", PROSPECTS)
     assert {t["prospect_id"] for t in returned["tasks"]} == taken

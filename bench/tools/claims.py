@@ -13,11 +13,9 @@ by another agent first) and undecided, and that no prospect was held by two agen
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -41,16 +39,6 @@ from testkit.harness import (
 )
 
 READY_SECONDS = 120.0
-
-
-def claim(base_url: str, agent: str, n: int) -> tuple[dict[str, Any], float]:
-    body = json.dumps({"agent": agent, "n": n}).encode()
-    request = urllib.request.Request(base_url + "/queue/claim", data=body, method="POST")
-    request.add_header("Content-Type", "application/json")
-    started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        document: dict[str, Any] = json.loads(answer.read())
-    return document, time.perf_counter() - started
 
 
 def measure(prospects: int, agents: int, n: int) -> dict[str, Any]:
@@ -80,7 +68,9 @@ def measure(prospects: int, agents: int, n: int) -> dict[str, Any]:
 
             def agent(name: str) -> None:
                 while True:
-                    answer, seconds = claim(api.base_url, name, n)
+                    started = time.perf_counter()
+                    answer = api.claim(name, n)
+                    seconds = time.perf_counter() - started
                     with lock:
                         latencies.append(seconds)
                         held.update(t["prospect_id"] for t in answer["tasks"])

@@ -44,6 +44,12 @@ def _cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loglevel_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-l", "--loglevel", default="info", choices=LOG_LEVELS, help="log level (default: info)"
+    )
+
+
 def register(subparsers: Any) -> None:
     stream = subparsers.add_parser(
         "stream",
@@ -54,13 +60,7 @@ def register(subparsers: Any) -> None:
         "API (POST /score, GET /model, GET /queue, /healthz, /readyz, /metrics) on "
         "CALLSCORE_HTTP_PORT.",
     )
-    stream.add_argument(
-        "-l",
-        "--loglevel",
-        default="info",
-        choices=LOG_LEVELS,
-        help="log level (default: info)",
-    )
+    _loglevel_argument(stream)
     stream.set_defaults(handler=_cmd_stream)
 
     api = subparsers.add_parser(
@@ -70,11 +70,5 @@ def register(subparsers: Any) -> None:
         "/metrics) on CALLSCORE_API_PORT, apart from the stream: it reads the model topic with "
         "the scorer's signature checks and mirrors the call queue; run as many as you need.",
     )
-    api.add_argument(
-        "-l",
-        "--loglevel",
-        default="info",
-        choices=LOG_LEVELS,
-        help="log level (default: info)",
-    )
+    _loglevel_argument(api)
     api.set_defaults(handler=_cmd_api)
