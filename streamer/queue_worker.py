@@ -58,6 +58,7 @@ from streamer.scoring import Incoming
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_SECONDS = 0.1
+CONSUME_WAIT_SECONDS = 0.005
 RECOVERY_TIMEOUT_SECONDS = 600.0
 
 
@@ -135,10 +136,10 @@ class QueueWorker:
             while not self._stop.is_set():
                 if self._assignment_changed:
                     self._take_over(consumer)
-                # The scorer's batching window: a batch waits at most that long to fill up
+                # The inputs come in the scorer's batches already: wait only briefly for more
                 # (librdkafka's consume returns at num_messages or the timeout).
                 messages = consumer.consume(
-                    num_messages=settings.batch_max_size, timeout=settings.batch_max_wait_seconds
+                    num_messages=settings.batch_max_size, timeout=CONSUME_WAIT_SECONDS
                 )
                 batch = self._owned(messages)
                 if batch:
