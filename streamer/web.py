@@ -393,21 +393,28 @@ class ApiHandlers:
         retry = {"Retry-After": str(self.settings.http_retry_after_seconds)}
         return json_response(_error(message), status=503, headers=retry)
 
-    async def score(self, request: Any) -> Response:
-        settings, pool = self.settings, self.pool
-        if not authorized(settings, request.headers.get("Authorization")):
+    async def json_body(self, request: Any) -> bytes | Response:
+        """The body of an authorized JSON request, or the response refusing it (401, 415, 413)."""
+        if not authorized(self.settings, request.headers.get("Authorization")):
             return self.unauthorized()
         content_type = request.headers.get("Content-Type")
         if not is_json_content_type(content_type):
             message = f"Content-Type must be {JSON_CONTENT_TYPE}, not {content_type!r}"
             return json_response(_error(message), status=415)
         length = declared_length(request.headers.get("Content-Length"))
-        if length is not None and length > settings.http_max_body_bytes:
+        if length is not None and length > self.settings.http_max_body_bytes:
             return self.too_large(length)
         try:
-            body = await request.read()
+            body: bytes = await request.read()
         except aiohttp_web.HTTPRequestEntityTooLarge:
             return self.too_large(None)
+        return body
+
+    async def score(self, request: Any) -> Response:
+        settings, pool = self.settings, self.pool
+        body = await self.json_body(request)
+        if not isinstance(body, bytes):
+            return body
         model = self.current_model()
         if model is None:
             return self.no_model()
@@ -448,16 +455,9 @@ class ApiHandlers:
         return json_response(document)
 
     async def claim(self, request: Any) -> Response:
-        if not authorized(self.settings, request.headers.get("Authorization")):
-            return self.unauthorized()
-        content_type = request.headers.get("Content-Type")
-        if not is_json_content_type(content_type):
-            message = f"Content-Type must be {JSON_CONTENT_TYPE}, not {content_type!r}"
-            return json_response(_error(message), status=415)
-        try:
-            body = await request.read()
-        except aiohttp_web.HTTPRequestEntityTooLarge:
-            return self.too_large(None)
+        body = await self.json_body(request)
+        if not isinstance(body, bytes):
+            return body
         try:
             asked = ClaimRequest.model_validate_json(body)
         except ValidationError as exc:

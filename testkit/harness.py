@@ -173,6 +173,14 @@ class ApiWorker(StreamWorker):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.api_port}"
 
+    def wait_open_tasks(self, count: int, timeout: float) -> None:
+        """Until the API's mirror of the call queue holds `count` open tasks."""
+        self.wait_until(
+            lambda: self.http("GET", "/queue?limit=1").body["open_total"] == count,
+            timeout,
+            f"{count} open tasks in the API's mirror of the call queue",
+        )
+
     def claim(self, agent: str, n: int, timeout: float = 60.0) -> dict[str, Any]:
         """POST /queue/claim, waiting as long as the queue's decisions take (not `http`'s 5 s)."""
         body = json.dumps({"agent": agent, "n": n}).encode()

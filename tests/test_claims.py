@@ -36,11 +36,7 @@ def test_twenty_agents_a_restart_and_an_expired_lease(kafka_settings, tmp_path, 
     api.wait_ready()
     events = [valid_event(event_id=f"c{i}", prospect_id=f"C{i}") for i in range(PROSPECTS)]
     produce(settings, [event_bytes(e) for e in events])
-    api.wait_until(
-        lambda: api.http("GET", "/queue").body["open_total"] == PROSPECTS,
-        WAIT_SECONDS,
-        "every task in the API's mirror",
-    )
+    api.wait_open_tasks(PROSPECTS, WAIT_SECONDS)
 
     with ThreadPoolExecutor(AGENTS) as pool:
         answers = list(pool.map(lambda i: api.claim(f"agent-{i}", 2), range(AGENTS)))

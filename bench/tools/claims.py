@@ -56,11 +56,7 @@ def measure(prospects: int, agents: int, n: int) -> dict[str, Any]:
             api.wait_ready(READY_SECONDS)
             events = [valid_event(event_id=f"e{i}", prospect_id=f"P{i}") for i in range(prospects)]
             produce(settings, [event_bytes(e) for e in events])
-            api.wait_until(
-                lambda: api.http("GET", "/queue?limit=1").body["open_total"] == prospects,
-                READY_SECONDS,
-                "every task in the API's mirror",
-            )
+            api.wait_open_tasks(prospects, READY_SECONDS)
             held: Counter[str] = Counter()
             latencies: list[float] = []
             totals: Counter[str] = Counter()
