@@ -343,10 +343,13 @@ class Settings(BaseSettings):
 
     # --- HTTP API ---
     http_host: str = Field(
-        default="0.0.0.0", description="Interface of the scorer's and the monitor's HTTP servers."
+        default="0.0.0.0", description="Interface of every HTTP server (scorer, API, monitor)."
     )
     http_port: int = Field(
-        default=6066, ge=1, le=65535, description="Port of the scorer's HTTP API."
+        default=6066,
+        ge=1,
+        le=65535,
+        description="Port of the scorer's /healthz, /readyz and /metrics.",
     )
     claim_lease_seconds: float = Field(
         default=900.0,
@@ -367,7 +370,8 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token required by POST /score and GET /model when set (a secret).",
+        description="Bearer token required by the API's /score, /model, /queue and /queue/claim "
+        "when set (a secret).",
     )
     http_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest /score request body (else 413)."
@@ -376,8 +380,8 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=32,
-        description="Processes scoring /score requests, off the stream's process (one leaves the "
-        "other cores to the stream; more only help with cores to spare).",
+        description="Processes scoring `callscore api`'s /score requests, off its event loop (one "
+        "leaves the other cores to the stream; more only help with cores to spare).",
     )
     http_score_queue: int = Field(
         default=4,

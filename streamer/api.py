@@ -1,7 +1,8 @@
 """`callscore api`: the dialer-facing HTTP API in a process of its own.
 
-The same routes as the scorer's (streamer/web.py, `ApiHandlers`), on a plain aiohttp server at
-Settings.api_port, with what they need and nothing of the stream: the model watcher (the same
+/score, /model, /queue and /queue/claim, with /healthz, /readyz and /metrics (streamer/web.py,
+`ApiHandlers`), on a plain aiohttp server at Settings.api_port, with what they need and nothing
+of the stream: the model watcher (the same
 signature checks as the scorer: registry/trust.py), the mirror of the call queue, the /score
 processes and the broker check. A /score load then costs the stream's replicas nothing but CPU
 (bench/README.md, "Latency"); any number of API processes can run, each reads every partition
@@ -52,8 +53,8 @@ def run_api(settings: Settings) -> None:
     handlers = ApiHandlers(
         settings,
         metrics,
-        lambda: watcher.current,
         readiness,
+        lambda: watcher.current,
         pool,
         mirror.view,
         ClaimDesk(settings, mirror.view),

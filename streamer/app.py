@@ -26,7 +26,8 @@ With the call queue (Settings.queue_enabled), the scoring agent's output is each
 prediction record on the queue's input topic; two routing agents bring outcomes and do-not-call
 records there too (streamer/routing.py), under the same at-least-once rules; the queue worker,
 in a child process (streamer/queue_process.py), owns the queue's partitions and publishes the
-tasks; the queue mirror (streamer/queue_mirror.py) serves GET /queue.
+tasks. The dialer-facing HTTP (/score, /model, /queue, claims) is `callscore api`'s
+(streamer/api.py); the scorer serves /healthz, /readyz and /metrics.
 """
 
 from __future__ import annotations
@@ -55,17 +56,15 @@ from core.topic_follower import TopicFollower
 from core.topic_writer import Outgoing
 from streamer.batch import BatchResult, BatchScorer
 from streamer.broker_check import BrokerCheck
-from streamer.claims import ClaimDesk
 from streamer.dedupe import RecentIds
 from streamer.faust_workarounds import StreamApp, abandon_batch, send_all
 from streamer.metrics import StreamMetrics
 from streamer.model_watcher import ModelWatcher
-from streamer.queue_mirror import QueueMirror
 from streamer.queue_process import QueueProcess
 from streamer.retry import retry_with_backoff
 from streamer.routing import RouteResult, route_do_not_call, route_outcomes
 from streamer.scoring import Incoming
-from streamer.web import ApiHandlers, ApiOnlyWeb, ScorePool, register_routes
+from streamer.web import ApiOnlyWeb, ServiceHandlers, register_routes
 
 log = logging.getLogger(__name__)
 
@@ -192,27 +191,14 @@ def build_app(settings: Settings) -> Streamer:
     app.service(thread_service(watcher))
     app.service(broker_check_service(broker, limiter))
     add_scoring_agent(streamer)
-    pool = ScorePool(
-        settings.http_score_processes, settings.http_score_queue, settings.http_score_niceness
-    )
-    app.service(score_pool_service(pool))
     if settings.queue_enabled:
         queue = QueueProcess(settings, metrics)
         streamer.queue = queue
         app.service(queue_worker_service(queue))
         add_routing_agents(streamer)
-    mirror = QueueMirror(settings)
-    app.service(thread_service(mirror))
-    handlers = ApiHandlers(
-        settings,
-        metrics,
-        lambda: watcher.current,
-        streamer.readiness,
-        pool,
-        mirror.view,
-        ClaimDesk(settings, mirror.view),
-    )
-    register_routes(app, handlers)
+    # The dialer-facing routes are `callscore api`'s (streamer/api.py): a /score load there
+    # costs the stream nothing but CPU (bench/README.md, "Latency").
+    register_routes(app, ServiceHandlers(settings, metrics, streamer.readiness))
     return streamer
 
 
@@ -251,7 +237,7 @@ def new_faust_app(settings: Settings) -> StreamApp:
 
 def thread_service(component: TopicFollower) -> type[mode.Service]:
     class ThreadService(mode.Service):
-        """Runs a follower's thread (model watcher, queue mirror) as long as the worker runs."""
+        """Runs a follower's thread (the model watcher) as long as the worker runs."""
 
         async def on_start(self) -> None:
             component.start()
@@ -274,20 +260,6 @@ def broker_check_service(broker: BrokerCheck, limiter: RateLimitFilter) -> type[
             await asyncio.get_running_loop().run_in_executor(None, broker.stop)
 
     return BrokerCheckService
-
-
-def score_pool_service(pool: ScorePool) -> type[mode.Service]:
-    class ScorePoolService(mode.Service):
-        """Starts /score's processes with the worker (so the first request does not wait for a
-        spawned interpreter's imports, about 4.5 s here) and stops them with it."""
-
-        async def on_start(self) -> None:
-            pool.warm()
-
-        async def on_stop(self) -> None:
-            pool.shutdown()
-
-    return ScorePoolService
 
 
 def queue_worker_service(queue: QueueProcess) -> type[mode.Service]:

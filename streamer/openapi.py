@@ -1,4 +1,4 @@
-"""The OpenAPI description of the scorer's HTTP API, built from the routes and the contracts.
+"""The OpenAPI description of `callscore api`, built from the routes and the contracts.
 
 `callscore schemas openapi docs/openapi.yaml` writes it; a test keeps the committed file current,
 so the document can never disagree with the pydantic models the handlers serialise.
@@ -230,11 +230,12 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "callqueue-scorer streamer",
+            "title": "callqueue-scorer API",
             "version": version,
-            "description": "HTTP API of one scorer replica (`callscore stream`), served by "
-            "Faust's web server on CALLSCORE_HTTP_PORT; these are the only routes served. When "
-            "CALLSCORE_API_TOKEN is set, /score, /model and /queue need "
+            "description": "The dialer-facing HTTP API (`callscore api`, on CALLSCORE_API_PORT); "
+            "these are the only routes served. A scorer replica (`callscore stream`, on "
+            "CALLSCORE_HTTP_PORT) serves /healthz, /readyz and /metrics of them. When "
+            "CALLSCORE_API_TOKEN is set, /score, /model, /queue and /queue/claim need "
             "`Authorization: Bearer <token>`; a malformed Authorization header is refused (401) "
             "on them in any case.",
         },

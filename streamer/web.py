@@ -1,15 +1,19 @@
-"""The HTTP API, served by Faust's own web server (aiohttp) on Settings.http_port.
+"""The HTTP routes: the dialer-facing API of `callscore api` (streamer/api.py, on
+Settings.api_port) and the service routes every process serves (/healthz, /readyz, /metrics; the
+scorer's on Faust's own web server at Settings.http_port).
 
-POST /score, GET /model and GET /queue need `Authorization: Bearer <Settings.api_token>` when a
-token is set. GET /queue answers from the process's mirror of the call-queue topic
-(streamer/queue_mirror.py says why a mirror): 503 until it has read the topic to its end.
+POST /score, GET /model, GET /queue and POST /queue/claim need
+`Authorization: Bearer <Settings.api_token>` when a token is set. GET /queue answers from the
+process's mirror of the call-queue topic (streamer/queue_mirror.py says why a mirror): 503 until
+it has read the topic to its end.
 Bodies are the models of schemas.api; docs/openapi.yaml is generated from them and describes
-every route in ROUTES, and only those are served: Faust's built-in pages are not mounted
-(`ApiOnlyWeb`), and tests compare the server's router, ROUTES and the document.
+every route in ROUTES, which the API serves; the scorer serves SERVICE_ROUTES and nothing else:
+Faust's built-in pages are not mounted (`ApiOnlyWeb`). Tests compare the servers' routers,
+these tables and the document.
 
 No input may cost the stream its event loop or get a 5xx:
-- /score parses, validates and scores in `ScorePool`'s processes, never on the event loop (nor
-  holding the GIL) of the stream's agent; at most Settings.http_score_queue requests are in
+- /score parses, validates and scores in `ScorePool`'s processes, never on the API's event loop
+  (nor holding its GIL); at most Settings.http_score_queue requests are in
   flight, more get 503 + Retry-After rather than a growing queue;
 - the body is refused before it is parsed when it is too large (413), not JSON by its content
   type (415), or nested deeper than MAX_JSON_DEPTH (422; `json.loads` would recurse);
@@ -70,14 +74,17 @@ log = logging.getLogger(__name__)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 JSON_CONTENT_TYPE = "application/json"
 
+SERVICE_ROUTES: dict[str, tuple[str, ...]] = {
+    "/healthz": ("get",),
+    "/readyz": ("get",),
+    "/metrics": ("get",),
+}
 ROUTES: dict[str, tuple[str, ...]] = {
     "/score": ("post",),
     "/model": ("get",),
     "/queue": ("get",),
     "/queue/claim": ("post",),
-    "/healthz": ("get",),
-    "/readyz": ("get",),
-    "/metrics": ("get",),
+    **SERVICE_ROUTES,
 }
 
 # A /score body is an event object or a list of them, and events are flat: depth 2 is all a
@@ -355,16 +362,43 @@ def declared_length(header: str | None) -> int | None:
 
 
 @dataclass(frozen=True)
-class ApiHandlers:
-    """The API's routes as plain aiohttp handlers (request in, response out), so the same code
-    serves `callscore api` (its own aiohttp application, `api_application`) and the scorer's
-    Faust web server (`register_routes`). `queue_view` returns the process's mirror of the call
-    queue, or None until it has read the topic to its end (/queue answers 503 until then)."""
+class ServiceHandlers:
+    """The routes every process serves (SERVICE_ROUTES) as plain aiohttp handlers (request in,
+    response out), for an aiohttp application of their own (`api_application`) or a Faust
+    worker's web server (`register_routes`)."""
 
     settings: Settings
     metrics: StreamMetrics
-    current_model: Callable[[], ServedModel | None]
     readiness: Callable[[], dict[str, bool]]
+
+    async def healthz(self, request: Any) -> Response:
+        return json_response(Health().model_dump())
+
+    async def readyz(self, request: Any) -> Response:
+        checks = self.readiness()
+        ready = all(checks.values())
+        document = Readiness(ready=ready, **checks).model_dump(exclude_none=True)
+        return json_response(document, status=200 if ready else 503)
+
+    async def prometheus(self, request: Any) -> Response:
+        response = aiohttp_web.Response(
+            body=self.metrics.render(), content_type="text/plain", charset=None
+        )
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return cast(Response, response)
+
+    def routes(self) -> dict[str, Callable[[Any], Awaitable[Response]]]:
+        """Each path of SERVICE_ROUTES and its handler."""
+        return {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.prometheus}
+
+
+@dataclass(frozen=True)
+class ApiHandlers(ServiceHandlers):
+    """The dialer-facing API (ROUTES): the service routes and /score, /model, /queue and
+    /queue/claim. `queue_view` returns the process's mirror of the call queue, or None until it
+    has read the topic to its end (/queue answers 503 until then)."""
+
+    current_model: Callable[[], ServedModel | None]
     pool: ScorePool
     queue_view: Callable[[], QueueView | None]
     claims: ClaimDesk
@@ -478,22 +512,6 @@ class ApiHandlers:
         )
         return json_response(answer.model_dump(mode="json"))
 
-    async def healthz(self, request: Any) -> Response:
-        return json_response(Health().model_dump())
-
-    async def readyz(self, request: Any) -> Response:
-        checks = self.readiness()
-        ready = all(checks.values())
-        document = Readiness(ready=ready, **checks).model_dump(exclude_none=True)
-        return json_response(document, status=200 if ready else 503)
-
-    async def prometheus(self, request: Any) -> Response:
-        response = aiohttp_web.Response(
-            body=self.metrics.render(), content_type="text/plain", charset=None
-        )
-        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
-        return cast(Response, response)
-
     def routes(self) -> dict[str, Callable[[Any], Awaitable[Response]]]:
         """Each path of ROUTES and its handler."""
         return {
@@ -501,13 +519,11 @@ class ApiHandlers:
             "/model": self.model,
             "/queue": self.queue,
             "/queue/claim": self.claim,
-            "/healthz": self.healthz,
-            "/readyz": self.readyz,
-            "/metrics": self.prometheus,
+            **super().routes(),
         }
 
 
-def register_routes(app: faust.App, handlers: ApiHandlers) -> None:
+def register_routes(app: faust.App, handlers: ServiceHandlers) -> None:
     """The routes on a Faust worker's web server (its aiohttp underneath: the handlers get the
     aiohttp request)."""
     for path, handler in handlers.routes().items():
@@ -523,7 +539,7 @@ def _view(handler: Callable[[Any], Awaitable[Response]], methods: tuple[str, ...
     return type("RouteView", (View,), dict.fromkeys(methods, call))
 
 
-def api_application(handlers: ApiHandlers, settings: Settings) -> aiohttp_web.Application:
+def api_application(handlers: ServiceHandlers, settings: Settings) -> aiohttp_web.Application:
     """The routes as an aiohttp application of their own (`callscore api`)."""
     application = aiohttp_web.Application(client_max_size=settings.http_max_body_bytes)
     for path, handler in handlers.routes().items():

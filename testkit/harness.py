@@ -144,6 +144,10 @@ class StreamWorker:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def served_version(self) -> int:
+        """The version of the model the process serves (0: none), from its /metrics."""
+        return int(self.metric("callscore_model_version"))
+
     def log(self) -> str:
         return self.child.log_tail()
 

@@ -40,6 +40,14 @@ def test_the_api_serves_score_model_and_queue_apart_from_the_stream(
     assert {t["event_id"]: t["score"] for t in top} == {
         r["event_id"]: r["score"] for r in scored.body
     }
-    assert api.http("GET", "/model", token="s3cret").body["version"] == 1
-    assert api.http("POST", "/score", events[0]).status == 401  # the same auth as the scorer
+    # token enforced; 422 with per-field errors
+    assert api.http("POST", "/score", events[0]).status == 401
+    assert api.http("GET", "/model", token="wrong").status == 401
+    invalid = api.http("POST", "/score", [events[0], valid_event(age=7, job="pilot")], "s3cret")
+    assert invalid.status == 422
+    assert invalid.body["errors"][0]["index"] == 1
+    assert {e["field"] for e in invalid.body["errors"][0]["field_errors"]} == {"age", "job"}
+    model = api.http("GET", "/model", token="s3cret")
+    assert model.status == 200 and model.body["version"] == 1
+    assert set(model.body["tier_cut_points"]) == {"high", "medium"}
     assert api.metric("callscore_model_version") == 1

@@ -13,11 +13,14 @@ import pytest
 
 from callqueue.inputs import KIND_HEADER, decode_input
 from callqueue.rules import QueuePolicy
+from callqueue.view import QueueView
 from core.kafka import ensure_topics
 from core.topic_reader import Record, read_topics
 from schemas import WITHDRAWAL_HEADER, task_id_for
+from streamer.scoring import feature_frame
 from testkit.factories import valid_event
 from testkit.harness import (
+    as_event,
     collect,
     committed_offsets,
     event_bytes,
@@ -115,7 +118,7 @@ def test_a_call_without_a_decision_comes_back_rescored_then_an_objection_ends_it
     due before the delay; do_not_call on that task: withdrawn, and on the do-not-call list."""
     settings = worker_settings(kafka_settings, tmp_path)
     ensure_topics(settings)
-    publish_model(settings, version=1)
+    artifact = publish_model(settings, version=1)
     worker = workers(settings)
     worker.wait_ready()
 
@@ -142,10 +145,16 @@ def test_a_call_without_a_decision_comes_back_rescored_then_an_objection_ends_it
         if r.json()["event_id"] == task["event_id"]
     ]
     assert (retry["campaign"], retry["pdays"], retry["previous"]) == (2, -1, 0)
-    scored = worker.http("POST", "/score", retry)  # the serving model on the changed features
-    assert scored.status == 200 and scored.body["score"] == task["score"]
-    top = worker.http("GET", "/queue").body
-    assert (top["tasks"], top["not_due"]) == ([], 1)  # open, not served before it is due
+    # the serving model on the changed features
+    (expected,) = artifact.predict(feature_frame([as_event(retry)]))
+    assert task["score"] == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
+    # open, and not served before it is due (what GET /queue answers from this topic)
+    view = QueueView()
+    retried = lambda records: mirror(records)["R"] == task  # noqa: E731
+    for record in collect(settings, [settings.topic_queue], retried, WAIT_SECONDS):
+        view.apply(record.key, record.value, record.headers)
+    top = view.top(10)
+    assert (top.tasks, top.not_due) == ([], 1)
 
     objection = {**no_answer, "task_id": task["task_id"], "disposition": "do_not_call"}
     produce(settings, [(b"R", json.dumps(objection).encode())], settings.topic_outcomes)

@@ -206,7 +206,7 @@ def test_a_running_scorer_switches_to_the_retrained_version(
     worker.wait_ready()
 
     def serving() -> int:
-        return int(worker.http("GET", "/model").body["version"])
+        return worker.served_version()
 
     worker.wait_until(lambda: serving() == 1, 30, "v1 served")
     replay_labels(settings, bank, 1, base.artifact)

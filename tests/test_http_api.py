@@ -1,5 +1,5 @@
 """The HTTP API under hostile input: a 4xx for anything, never a 5xx, and only the routes the
-OpenAPI description lists (a real `callscore stream` worker, a real broker, loopback only)."""
+OpenAPI description lists (a real `callscore api` process, a real broker, loopback only)."""
 
 from __future__ import annotations
 
@@ -15,24 +15,34 @@ from pydantic import SecretStr
 from core.kafka import ensure_topics
 from core.settings import Settings
 from streamer.app import build_app
+from streamer.metrics import StreamMetrics
 from streamer.openapi import openapi_document
-from streamer.web import MAX_JSON_DEPTH, ROUTES, authorized, json_depth, score_request
+from streamer.web import (
+    MAX_JSON_DEPTH,
+    ROUTES,
+    SERVICE_ROUTES,
+    ApiHandlers,
+    api_application,
+    authorized,
+    json_depth,
+    score_request,
+)
 from testkit.factories import valid_event
-from testkit.harness import StreamWorker, publish_model, worker_settings
+from testkit.harness import ApiWorker, publish_model, worker_settings
 
 TOKEN = "s3cret"
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
 def send(
-    worker: StreamWorker,
+    api: ApiWorker,
     method: str,
     path: str,
     body: bytes | None = None,
     headers: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One raw request: any bytes in the body and header values (http.client sends bytes as is)."""
-    connection = http.client.HTTPConnection("127.0.0.1", worker.settings.http_port, timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", api.settings.api_port, timeout=10)
     try:
         connection.putrequest(method, path, skip_accept_encoding=True)
         for name, value in (headers or {}).items():
@@ -46,34 +56,41 @@ def send(
         connection.close()
 
 
-def started_worker(kafka_settings: Settings, tmp_path: Any, workers: Any, **updates: Any) -> Any:
+def started_api(kafka_settings: Settings, tmp_path: Any, workers: Any, **updates: Any) -> Any:
+    """`callscore api` alone: /score needs a model, not a scorer."""
     settings = worker_settings(kafka_settings, tmp_path, api_token=TOKEN, **updates)
     ensure_topics(settings)
     publish_model(settings, version=1)
-    worker = workers(settings)
-    worker.wait_ready()
-    return worker
+    api = workers(settings, "api", ApiWorker)
+    api.wait_ready()
+    return api
 
 
 # --- without a broker ------------------------------------------------------------------------
 
 
-def test_served_routes_are_exactly_the_openapi_paths(settings):
-    """The worker's aiohttp router, ROUTES and docs/openapi.yaml name the same operations (HEAD is
-    aiohttp's implicit twin of each route: GET's answer, 405 on /score)."""
-    streamer = build_app(settings.model_copy(update={"http_port": 1}))
-    router = streamer.app.web.web_app.router
+def served_operations(router: Any) -> dict[str, set[str]]:
+    """Path -> methods of an aiohttp router, without HEAD (Faust's twin of each route: GET's
+    answer, 405 on a POST-only one)."""
     served: dict[str, set[str]] = {}
     for route in router.routes():
         assert route.resource is not None
         served.setdefault(route.resource.canonical, set()).add(route.method.lower())
-    assert {path: methods - {"head"} for path, methods in served.items()} == {
-        path: set(methods) for path, methods in ROUTES.items()
-    }
-    assert all("head" in methods for methods in served.values())
+    return {path: methods - {"head"} for path, methods in served.items()}
+
+
+def test_served_routes_are_exactly_the_openapi_paths(settings):
+    """`callscore api` serves ROUTES, which docs/openapi.yaml describes; the scorer's Faust web
+    server serves SERVICE_ROUTES, and nothing of Faust's own."""
+    # The router only needs the handlers' bound methods, not the parts they would use.
+    handlers = ApiHandlers(settings, StreamMetrics(), dict, *(None,) * 4)  # type: ignore[arg-type]
+    api = served_operations(api_application(handlers, settings).router)
+    assert api == {path: set(methods) for path, methods in ROUTES.items()}
     document = openapi_document()["paths"]
-    assert {path: set(operations) for path, operations in document.items()} == {
-        path: set(methods) for path, methods in ROUTES.items()
+    assert {path: set(operations) for path, operations in document.items()} == api
+    scorer = build_app(settings.model_copy(update={"http_port": 1}))
+    assert served_operations(scorer.app.web.web_app.router) == {
+        path: set(methods) for path, methods in SERVICE_ROUTES.items()
     }
 
 
@@ -125,11 +142,11 @@ def test_deep_json_is_refused_before_parsing(settings):
         assert f"at most {MAX_JSON_DEPTH}" in document["error"]
 
 
-# --- against a worker ------------------------------------------------------------------------
+# --- against `callscore api` ------------------------------------------------------------------
 
 
 def test_hostile_requests_get_4xx_never_5xx(kafka_settings, tmp_path, workers):
-    worker = started_worker(kafka_settings, tmp_path, workers, http_max_body_bytes=64 * 1024)
+    api = started_api(kafka_settings, tmp_path, workers, http_max_body_bytes=64 * 1024)
     event = json.dumps(valid_event()).encode()
     cases: dict[str, tuple[str, str, bytes | None, dict[str, Any], int]] = {
         "deep JSON (1,000 levels)": ("POST", "/score", b"[" * 1000 + b"]" * 1000, BEARER, 422),
@@ -187,13 +204,6 @@ def test_hostile_requests_get_4xx_never_5xx(kafka_settings, tmp_path, workers):
         "HEAD /score": ("HEAD", "/score", None, BEARER, 405),
         "DELETE /model": ("DELETE", "/model", None, BEARER, 405),
         "POST /healthz": ("POST", "/healthz", b"{}", BEARER, 405),
-        "Faust index /": ("GET", "/", None, {}, 404),
-        "Faust /router/": ("GET", "/router/", None, {}, 404),
-        "Faust /router/x/": ("GET", "/router/x/", None, {}, 404),
-        "Faust /table/": ("GET", "/table/", None, {}, 404),
-        "Faust /graph/": ("GET", "/graph/", None, {}, 404),
-        "Faust /stats/": ("GET", "/stats/", None, {}, 404),
-        "Faust /performance/": ("GET", "/performance/", None, {}, 404),
         "unknown path": ("GET", "/nope", None, BEARER, 404),
         "valid event": ("POST", "/score", event, BEARER, 200),
         "JSON with a charset": (
@@ -205,20 +215,18 @@ def test_hostile_requests_get_4xx_never_5xx(kafka_settings, tmp_path, workers):
         ),
     }
     statuses = {
-        name: send(worker, method, path, body, headers)[0]
+        name: send(api, method, path, body, headers)[0]
         for name, (method, path, body, headers, _) in cases.items()
     }
     print("\n".join(f"{name}: {status}" for name, status in statuses.items()))
     assert statuses == {name: case[-1] for name, case in cases.items()}
-    _, _, body = send(worker, "POST", "/score", *cases["deep JSON (1,000 levels)"][2:4])
+    _, _, body = send(api, "POST", "/score", *cases["deep JSON (1,000 levels)"][2:4])
     assert "nests 1000 levels deep" in json.loads(body)["error"]
-    assert worker.http("GET", "/healthz").status == 200, "the worker survived every request"
+    assert api.http("GET", "/healthz").status == 200, "the API survived every request"
 
 
 def test_full_score_queue_answers_503_with_retry_after(kafka_settings, tmp_path, workers):
-    worker = started_worker(
-        kafka_settings, tmp_path, workers, http_score_processes=1, http_score_queue=1
-    )
+    api = started_api(kafka_settings, tmp_path, workers, http_score_processes=1, http_score_queue=1)
     body = json.dumps([valid_event(event_id=f"q{i}") for i in range(500)]).encode()
     clients, barrier = 12, threading.Barrier(12)
     answers: list[tuple[int, dict[str, str]]] = []
@@ -226,7 +234,7 @@ def test_full_score_queue_answers_503_with_retry_after(kafka_settings, tmp_path,
     def client() -> None:
         barrier.wait()
         for _ in range(3):
-            status, headers, _ = send(worker, "POST", "/score", body, BEARER)
+            status, headers, _ = send(api, "POST", "/score", body, BEARER)
             answers.append((status, headers))
 
     threads = [threading.Thread(target=client) for _ in range(clients)]

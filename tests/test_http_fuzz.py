@@ -1,4 +1,4 @@
-"""Property-based fuzzing of a real worker from the published OpenAPI description
+"""Property-based fuzzing of a real `callscore api` from the published OpenAPI description
 (docs/openapi.yaml) with schemathesis: whatever it sends, no route answers 5xx."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from core.kafka import ensure_topics
-from testkit.harness import publish_model, worker_settings
+from testkit.harness import ApiWorker, publish_model, worker_settings
 
 OPENAPI = Path(__file__).parents[1] / "docs" / "openapi.yaml"
 TOKEN = "s3cret"
@@ -28,12 +28,8 @@ def test_fuzzing_from_the_openapi_description_finds_no_5xx(kafka_settings, tmp_p
     settings = worker_settings(kafka_settings, tmp_path, api_token=TOKEN)
     ensure_topics(settings)
     publish_model(settings, version=1)
-    worker = workers(settings)
-    worker.wait_ready()
-    # /queue answers 503 until the worker's mirror has read the call queue to its end
-    worker.wait_until(
-        lambda: worker.http("GET", "/queue", token=TOKEN).status == 200, 30, "GET /queue 200"
-    )
+    api = workers(settings, "api", ApiWorker)
+    api.wait_ready()  # ready: the model loaded and the call queue mirrored
     schema = schemathesis.openapi.from_path(OPENAPI)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {(op.method.lower(), op.path) for op in operations} == {
@@ -64,7 +60,7 @@ def test_fuzzing_from_the_openapi_description_finds_no_5xx(kafka_settings, tmp_p
         )
         @given(case=operation.as_strategy(generation_mode=mode))
         def probe(case: Any) -> None:
-            response = case.call(base_url=worker.base_url, headers=headers, timeout=10)
+            response = case.call(base_url=api.base_url, headers=headers, timeout=10)
             statuses[(f"{case.method} {case.path}", response.status_code)] += 1
             if response.status_code >= 500:
                 failures.append(
@@ -92,4 +88,4 @@ def test_fuzzing_from_the_openapi_description_finds_no_5xx(kafka_settings, tmp_p
     # Both kinds reached /score: requests it scored and requests it refused with a 4xx.
     score = {status for (route, status) in statuses if route == "POST /score"}
     assert 200 in score and any(400 <= s < 500 for s in score), score
-    assert worker.http("GET", "/healthz").status == 200
+    assert api.http("GET", "/healthz").status == 200

@@ -1,7 +1,7 @@
 """/score under load does not stall the stream: the stream's end-to-end latency with and without
-clients hammering /score, side by side in one worker. The ratio is printed, not asserted (a
-wall-clock bound would be flaky on a shared machine); what is asserted is that every event was
-scored and that /score answered 200/422 or 503, never anything else."""
+clients hammering `callscore api`'s /score, side by side beside one scorer. The ratio is printed,
+not asserted (a wall-clock bound would be flaky on a shared machine; bench/ measures it); what is
+asserted is that every event was scored and that /score answered 200/422 or 503, nothing else."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from core.kafka import ensure_topics, producer_config
 from core.settings import Settings
 from testkit.factories import valid_event
-from testkit.harness import collect, publish_model, worker_settings
+from testkit.harness import ApiWorker, collect, publish_model, worker_settings
 
 TOKEN = "s3cret"
 RATE = 200  # events per second, as in the finding
@@ -68,8 +68,10 @@ def test_stream_latency_with_and_without_score_load(kafka_settings, tmp_path, wo
     settings = worker_settings(kafka_settings, tmp_path, api_token=TOKEN)
     ensure_topics(settings)
     publish_model(settings, version=1)
-    worker = workers(settings)
-    worker.wait_ready()
+    scorer = workers(settings, "scorer")
+    api = workers(settings, "api", ApiWorker)
+    scorer.wait_ready()
+    api.wait_ready()
     paced(settings, "warmup", 1.0)
 
     quiet = paced(settings, "quiet", PHASE_SECONDS)
@@ -79,9 +81,9 @@ def test_stream_latency_with_and_without_score_load(kafka_settings, tmp_path, wo
     valid_statuses: Counter[int] = Counter()
     invalid_statuses: Counter[int] = Counter()
     clients = [
-        threading.Thread(target=hammer, args=(settings.http_port, valid, stop, valid_statuses)),
+        threading.Thread(target=hammer, args=(settings.api_port, valid, stop, valid_statuses)),
         threading.Thread(
-            target=hammer, args=(settings.http_port, invalid.encode(), stop, invalid_statuses)
+            target=hammer, args=(settings.api_port, invalid.encode(), stop, invalid_statuses)
         ),
     ]
     for client in clients:

@@ -288,7 +288,7 @@ def test_replays_floods_and_bad_artifacts_never_displace_the_newest_valid_model(
     v1_bytes = _raw_model_records(settings)[0]
     worker = workers(settings, "first")
     worker.wait_ready()
-    assert worker.http("GET", "/model").body["version"] == 2
+    assert worker.served_version() == 2
 
     # Finding 1: the raw bytes of the v1 record, produced again without any key.
     produce(settings, [(b"term-deposit", v1_bytes)], topic=settings.topic_models)
@@ -297,7 +297,7 @@ def test_replays_floods_and_bad_artifacts_never_displace_the_newest_valid_model(
         20,
         "the replay refused",
     )
-    assert worker.http("GET", "/model").body["version"] == 2
+    assert worker.served_version() == 2
 
     # Signed records whose artifact is /dev/zero or a FIFO, then a valid v3: v3 serves.
     fifo = tmp_path / "artifact.fifo"
@@ -308,14 +308,14 @@ def test_replays_floods_and_bad_artifacts_never_displace_the_newest_valid_model(
     produce(settings, [(b"term-deposit", v) for v in flood[:50]], topic=settings.topic_models)
     publish_model(settings, version=3, seed=3)
     produce(settings, [(b"term-deposit", v) for v in flood[50:]], topic=settings.topic_models)
-    worker.wait_until(lambda: worker.http("GET", "/model").body["version"] == 3, 20, "v3 served")
+    worker.wait_until(lambda: worker.served_version() == 3, 20, "v3 served")
 
     # Finding 4: a fresh replica reads 2 + 1 + 2 + 100 + 1 records and gets ready with v3.
     started = time.monotonic()
     fresh = workers(worker_settings(settings, tmp_path, "fresh"), "fresh")
     fresh.wait_ready(40)
     ready_after = time.monotonic() - started
-    assert fresh.http("GET", "/model").body["version"] == 3
+    assert fresh.served_version() == 3
     refused = {
         reason: fresh.metric("callscore_model_reloads_total", f'reason="{reason}"')
         for reason in ("malformed", "signature", "unknown_key", "replay", "artifact_uri")

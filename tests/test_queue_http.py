@@ -23,7 +23,7 @@ from core.settings import Settings
 from core.topic_writer import Outgoing, publish
 from schemas import WITHDRAWAL_HEADER, CallTask, Priority, task_id_for
 from streamer.queue_mirror import QueueMirror
-from testkit.harness import publish_model, worker_settings
+from testkit.harness import ApiWorker, publish_model, worker_settings
 from tests.test_readme import ROOT, readme_block
 
 TOKEN = "s3cret"
@@ -143,10 +143,10 @@ def test_get_queue_answers_the_best_open_tasks(kafka_settings, tmp_path, workers
     ensure_topics(settings)
     produce_queue(settings, RECORDS)
     publish_model(settings, version=1)
-    worker = workers(settings)
-    worker.wait_ready()
+    api = workers(settings, "api", ApiWorker)
+    api.wait_ready()
     answer = wait_for(
-        lambda: (r := worker.http("GET", "/queue", token=TOKEN)).status == 200 and r.body,
+        lambda: (r := api.http("GET", "/queue", token=TOKEN)).status == 200 and r.body,
         "GET /queue to answer 200",
     )
     assert ids(answer["tasks"]) == ids(BEST)
@@ -156,7 +156,7 @@ def test_get_queue_answers_the_best_open_tasks(kafka_settings, tmp_path, workers
     assert answer["withdrawals"] == WITHDRAWN
 
     def get(query: str, token: str | None = TOKEN):  # type: ignore[no-untyped-def]
-        return worker.http("GET", f"/queue{query}", token=token)
+        return api.http("GET", f"/queue{query}", token=token)
 
     assert ids(get("?limit=2").body["tasks"]) == ids(BEST[:2])
     assert ids(get("?tier=medium").body["tasks"]) == ids(MEDIUM)
@@ -178,7 +178,7 @@ def test_get_queue_answers_the_best_open_tasks(kafka_settings, tmp_path, workers
     assert get("", token=None).status == 401
     assert get("", token="wrong").status == 401
 
-    # the queue changes while the worker runs
+    # the queue changes while the API runs
     better = task("P6", "e-i", 0.99, "high", supersedes=G.task_id)
     produce_queue(settings, [queued(better)])
     top = wait_for(

@@ -23,7 +23,7 @@ from core.kafka import ensure_topics
 from core.settings import Settings
 from schemas import CallOutcome, DeadLetter, ProspectEvent, task_id_for
 from schemas.decode import decode_outcome
-from testkit.harness import collect, produce, publish_model, worker_settings
+from testkit.harness import ApiWorker, collect, produce, publish_model, worker_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -113,7 +113,9 @@ def test_readme_producer_dialer_and_http_against_a_scorer(kafka_settings, tmp_pa
     ensure_topics(settings)
     publish_model(settings, version=1)
     worker = workers(settings)
+    api = workers(settings, "api", ApiWorker)
     worker.wait_ready()
+    api.wait_ready()
     env = _snippet_env(settings)
     example = json.loads((EXAMPLES / "prospect-event.json").read_text())
 
@@ -168,7 +170,8 @@ def test_readme_producer_dialer_and_http_against_a_scorer(kafka_settings, tmp_pa
     http = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", readme_block("http")],
         cwd=ROOT,
-        env=env | {"SCORER": worker.base_url, "CALLSCORE_API_TOKEN": API_TOKEN},
+        env=env
+        | {"SCORER": worker.base_url, "API": api.base_url, "CALLSCORE_API_TOKEN": API_TOKEN},
         capture_output=True,
         text=True,
         timeout=SNIPPET_TIMEOUT_SECONDS,

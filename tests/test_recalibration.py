@@ -280,9 +280,7 @@ def test_scorer_hot_loads_a_recalibration_that_tracks_the_observed_rate(
     window_rate = np.mean([o.subscribed for o in outcomes[100:]])
     assert f"mean score {window_score:.3f} -> " in line
     assert f"vs observed {window_rate:.3f}" in line
-    worker.wait_until(
-        lambda: worker.http("GET", "/model").body["version"] == 2, 30, "v2 served by the worker"
-    )
+    worker.wait_until(lambda: worker.served_version() == 2, 30, "v2 served by the worker")
 
     # The acceptance test: on the NEXT window the served mean score is closer to the rate.
     # New prospects: the first window's were just called, so they are cooling down.

@@ -132,7 +132,7 @@ def test_refused_manifests_keep_v1_serving(kafka_settings, tmp_path, workers):
     produce(settings, [event_bytes(e) for e in events])
     tasks = collect(settings, settings.task_topics.values(), lambda r: len(r) >= 30, 30)
     assert {t.json()["model_version"] for t in tasks} == {1}
-    assert worker.http("GET", "/model").body["version"] == 1
+    assert worker.served_version() == 1
     assert "refused" in worker.log()
 
 
@@ -147,7 +147,7 @@ def test_promote_rolls_back_a_running_worker(kafka_settings, tmp_path, workers):
     worker.wait_ready()
 
     def serving() -> int:
-        return int(worker.http("GET", "/model").body["version"])
+        return worker.served_version()
 
     worker.wait_until(lambda: serving() == 2, 30, "v2 served")
     promote(settings, 1)  # what `callscore models promote 1` does
