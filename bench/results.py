@@ -108,21 +108,29 @@ class Latency(ScenarioResult):
     rate_events_per_s: float
     warmup: PhaseLatency | None = None
     steady: PhaseLatency
+    # Results from before `callscore api` (the scorer's own /score under load); read, not made.
     loaded_1: PhaseLatency | None = Field(default=None, alias="loaded-1")
     loaded_100: PhaseLatency | None = Field(default=None, alias="loaded-100")
-    # The same loads on `callscore api`, a process of its own, instead of the scorer.
+    # The rounds (scenarios/latency.py): quiet phases pooled, and the API's /score under load.
+    quiet: PhaseLatency | None = None
     api_loaded_1: PhaseLatency | None = Field(default=None, alias="api-loaded-1")
     api_loaded_100: PhaseLatency | None = Field(default=None, alias="api-loaded-100")
     http_alone: dict[str, HttpLoad] = {}  # by events per request
-    http_under_stream: dict[str, HttpLoad] = {}
+    http_under_stream: dict[str, HttpLoad] = {}  # the scorer's own /score (older results)
     http_api_under_stream: dict[str, HttpLoad] = {}
-    peak_rss_mb: list[float | None] = []
-    score_process_peak_rss_mb: list[float | None] = []
+    peak_rss_mb: list[float | None] = []  # the scorer, then its children
+    score_process_peak_rss_mb: list[float | None] = []  # the API, then its /score processes
 
     def loaded(self) -> dict[int, PhaseLatency]:
-        """The stream's latency under /score load on the scorer, by events per request."""
+        """The stream's latency under /score load on the scorer, by events per request (results
+        from before `callscore api`)."""
         phases = {1: self.loaded_1, 100: self.loaded_100}
         return {size: phase for size, phase in phases.items() if phase is not None}
+
+    def unloaded(self, api: bool) -> PhaseLatency:
+        """What a loaded phase compares with: the quiet phases of the rounds when the API's
+        loads ran in them, else the steady phase (older results)."""
+        return self.quiet if api and self.quiet is not None else self.steady
 
     def api_loaded(self) -> dict[int, PhaseLatency]:
         """The stream's latency under /score load on `callscore api`, by events per request."""

@@ -111,6 +111,7 @@ def document() -> dict[str, Any]:
                 "steady": {"events": 10_000, "p50_ms": 40.0, "p99_ms": 80.0, "max_ms": 95.0},
                 "loaded-1": {"events": 6000, "p50_ms": 45.0, "p99_ms": 100.0, "max_ms": 120.0},
                 "loaded-100": {"events": 6000, "p50_ms": 50.0, "p99_ms": 140.0, "max_ms": 160.0},
+                "quiet": {"events": 6000, "p50_ms": 40.0, "p99_ms": 64.0, "max_ms": 90.0},
                 "api-loaded-1": {"events": 6000, "p50_ms": 41.0, "p99_ms": 88.0, "max_ms": 99.0},
                 "api-loaded-100": {"events": 6000, "p50_ms": 42.0, "p99_ms": 96.0, "max_ms": 99.0},
                 "http_alone": {"1": http_load(60.0, 50.0, {"200": 480})},
@@ -126,7 +127,8 @@ def test_ratios_are_side_by_side_quotients() -> None:
     assert r["batching_vs_per_event"] == 50.0
     assert r["two_workers_vs_one"] == 1.33
     assert r["stream_p99_under_score_load"] == 1.75  # the worse request size: 140 / 80
-    assert r["stream_p99_under_api_score_load"] == 1.2  # 96 / 80
+    # against the rounds' quiet phases, which ran beside the loaded ones: 96 / 64
+    assert r["stream_p99_under_api_score_load"] == 1.5
     assert r["production_cpu_per_event_vs_faust_passthrough"] == 1.25
     assert r["queue_vs_no_queue"] == 0.9
     assert r["queue_cpu_per_event_vs_no_queue"] == 1.25
@@ -134,17 +136,16 @@ def test_ratios_are_side_by_side_quotients() -> None:
 
 def test_each_target_met_or_not_with_its_ratio() -> None:
     found = {t.name: t for t in targets(parsed(document()))}
-    assert len(found) == 7
+    assert len(found) == 6
     met = {name: t.met for name, t in found.items()}
     assert met["scorer (production model) ≥ 0.8x Faust pass-through"] is True
     assert met["batching ≥ 10x the per-event peer"] is True
     assert met["p99 ≤ 100 ms at 500 ev/s (local broker)"] is True
     assert met["reload gap ≤ 1 s with 0 lost, 0 twice"] is True
-    assert met["/score load on the scorer raises stream p99 ≤ 1.5x"] is False
     assert met["/score load on `callscore api` raises stream p99 ≤ 1.5x"] is True
     assert met[QUEUE_TARGET] is True
     assert found[QUEUE_TARGET].ratio == 0.9
-    assert found["/score load on the scorer raises stream p99 ≤ 1.5x"].ratio == 1.75
+    assert found["/score load on `callscore api` raises stream p99 ≤ 1.5x"].ratio == 1.5
 
 
 def test_a_reload_that_loses_an_event_or_shows_one_version_is_not_met() -> None:
@@ -188,6 +189,7 @@ def test_unmeasured_targets_say_so() -> None:
 def test_render_prints_every_table_and_a_failed_scenario() -> None:
     result = document()
     result["scenarios"]["scorer_small"] = {"error": "TimeoutError: boom"}
+    result["scenarios"]["latency"]["steady"]["p99_ms"] = 150.0  # over the 100 ms target
     out = io.StringIO()
     render(parsed(result), Console(file=out, width=200))
     text = out.getvalue()
@@ -209,7 +211,7 @@ def test_cli_options_and_settings_overrides() -> None:
 def test_score_errors_make_the_load_target_unmeasured() -> None:
     result = document()
     result["scenarios"]["latency"]["http_alone"]["1"]["statuses"] = {"500": 10, "503": 2}
-    name = "/score load on the scorer raises stream p99 ≤ 1.5x"
+    name = "/score load on `callscore api` raises stream p99 ≤ 1.5x"
     target = {t.name: t for t in targets(parsed(result))}[name]
     assert target.met is None and "500" in target.value
 

@@ -1,17 +1,18 @@
-"""End-to-end latency at a fixed rate, and the HTTP API beside the stream, in one worker.
+"""End-to-end latency at a fixed rate, and the dialer-facing HTTP API beside the stream.
 
 Latency of an event: the Kafka timestamp of its prospect record (set by the bench's producer
 when it hands the record over) to the Kafka timestamp of its call task (set by the scorer's
-producer when it sends it). Phases, back to back in one `callscore stream` worker serving the
-production model:
+producer when it sends it). Phases, back to back, with one `callscore stream` worker serving the
+production model and (with `http`) one `callscore api` beside it:
 1. steady: `rate` events/s; the first `warmup_seconds` are reported apart (first fetches);
-2. /score alone, with 1 and with 100 events per request (scenarios.http_load, its own process);
-3. the stream at `rate` again while the scorer's /score is under that load, once per request
-   size;
-4. the same while the /score of `callscore api` (a process of its own, the dialer-facing HTTP)
-   is under that load.
-The ratio of 3's (4's) p99 to 1's p99 is what /score load on the scorer (on the API) costs the
-stream.
+2. /score alone on the API, with 1 and with 100 events per request (scenarios.http_load, its own
+   process);
+3. LOAD_ROUNDS rounds of three phases at `rate`, each `loaded_seconds` long: quiet (no /score
+   load), and the API's /score under each request size's load; the order is reversed every other
+   round, so that a drift of the machine over the run (another process, the broker's log
+   growing) weighs on both sides alike.
+The ratio of 3's pooled loaded p99 to its pooled quiet p99 is what /score load on the API costs
+the stream, measured side by side.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from core.topic_reader import Record
 from testkit.harness import ApiWorker, StreamWorker, collect
 
 REQUEST_SIZES = (1, 100)  # results.Latency has a loaded phase for each
+LOAD_ROUNDS = 2
+QUIET = "quiet"
 # Between phases: the previous phase's last events are scored before the next one starts.
 PHASE_PAUSE_SECONDS = 1.0
 # The load generator starts (and warms up) before the paced events, and ends after them.
@@ -112,15 +115,17 @@ def _body_file(ctx: Context, events: Events) -> Path:
     return path
 
 
-def _loaded_phase(
-    ctx: Context, target: StreamWorker, name: str, size: int, stamps: dict[str, int]
-) -> tuple[Events, float, HttpLoad]:
-    """The stream at the rate while `target`'s /score is under load: (events, the producer's
-    worst lag, the load's result)."""
-    options, settings = ctx.options, target.settings
+def _round_phase(
+    ctx: Context, api: ApiWorker, name: str, size: int | None, stamps: dict[str, int]
+) -> tuple[Events, float, HttpLoad | None]:
+    """The stream at the rate for `loaded_seconds`, while the API's /score is under the load of
+    `size` events per request (none: quiet): (events, the producer's worst lag, the load)."""
+    options, settings = ctx.options, api.settings
     time.sleep(PHASE_PAUSE_SECONDS)
     events = ctx.payloads.events(name, int(options.rate * options.loaded_seconds))
-    load = _load(ctx, target, size, options.loaded_seconds + 2 * LOAD_LEAD_SECONDS)
+    if size is None:
+        return events, produce_paced(settings, events, options.rate, stamps), None
+    load = _load(ctx, api, size, options.loaded_seconds + 2 * LOAD_LEAD_SECONDS)
     time.sleep(LOAD_LEAD_SECONDS)
     lag = produce_paced(settings, events, options.rate, stamps)
     return events, lag, load.result(options.loaded_seconds + 180)
@@ -131,14 +136,39 @@ def _load(ctx: Context, worker: StreamWorker, size: int, seconds: float) -> Load
     return LoadProcess(worker.base_url + "/score", body, size, seconds, HTTP_CONCURRENCY)
 
 
+def round_order(round_number: int) -> list[int | None]:
+    """The phases of one round: quiet (None), then each request size; reversed every other."""
+    order: list[int | None] = [None, *REQUEST_SIZES]
+    return order if round_number % 2 == 0 else order[::-1]
+
+
+def _rounds(
+    ctx: Context, api: ApiWorker, stamps: dict[str, int]
+) -> tuple[dict[str, list[Events]], dict[str, float], dict[str, HttpLoad]]:
+    """LOAD_ROUNDS rounds: the events of each kind of phase (QUIET, "api-loaded-<size>"), the
+    producer's worst lag per kind, and the /score loads by "<size>" (round 1), "<size> r2"..."""
+    events: dict[str, list[Events]] = {}
+    lags: dict[str, float] = {}
+    loads: dict[str, HttpLoad] = {}
+    for number in range(LOAD_ROUNDS):
+        for size in round_order(number):
+            kind = QUIET if size is None else f"api-loaded-{size}"
+            phase, lag, load = _round_phase(ctx, api, f"{kind}-r{number + 1}", size, stamps)
+            events.setdefault(kind, []).append(phase)
+            lags[kind] = max(lags.get(kind, 0.0), lag)
+            if load is not None:
+                loads[str(size) if number == 0 else f"{size} r{number + 1}"] = load
+    return events, lags, loads
+
+
 def latency_and_http(ctx: Context, http: bool = True) -> Latency:
     options = ctx.options
     settings = ctx.settings("latency")
     worker = ctx.worker(settings, "w0")
-    phases: dict[str, Events] = {}
+    api = ctx.worker(settings, "api", ApiWorker) if http else None
+    phases: dict[str, list[Events]] = {}
     lags: dict[str, float] = {}
     http_alone: dict[str, HttpLoad] = {}
-    http_under_stream: dict[str, HttpLoad] = {}
     http_api: dict[str, HttpLoad] = {}
     stamps: dict[str, int] = {}  # event id -> its prospect record's Kafka timestamp
     try:
@@ -146,53 +176,45 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
         worker.wait_ready(90)
         warm = ctx.payloads.events("warmup", int(options.rate * options.warmup_seconds))
         steady = ctx.payloads.events("steady", int(options.rate * options.latency_seconds))
-        phases["warmup"], phases["steady"] = warm, steady
+        phases["warmup"], phases["steady"] = [warm], [steady]
         lag = produce_paced(settings, Events(warm.dicts + steady.dicts), options.rate, stamps)
         lags = {"steady": lag}
-        if http:
+        if isinstance(api, ApiWorker):
+            api.wait_ready(90)
             for size in REQUEST_SIZES:
                 time.sleep(PHASE_PAUSE_SECONDS)
-                load = _load(ctx, worker, size, options.http_seconds)
+                load = _load(ctx, api, size, options.http_seconds)
                 http_alone[str(size)] = load.result(options.http_seconds + 180)
-            for size in REQUEST_SIZES:
-                name = f"loaded-{size}"
-                phases[name], lags[name], http_under_stream[str(size)] = _loaded_phase(
-                    ctx, worker, name, size, stamps
-                )
-            # The same loads on `callscore api`, the dialer-facing HTTP in its own process.
-            api = ctx.worker(settings, "api", ApiWorker)
-            try:
-                api.wait_ready(90)
-                for size in REQUEST_SIZES:
-                    name = f"api-loaded-{size}"
-                    phases[name], lags[name], http_api[str(size)] = _loaded_phase(
-                        ctx, api, name, size, stamps
-                    )
-            finally:
-                api.stop()
-        total = sum(len(e) for e in phases.values())
-        tasks = wait_for_tasks(settings, total)
-        rss = [peak_rss_mb(worker.process.pid)]
-        score_rss = [peak_rss_mb(pid) for pid in children(worker.process.pid)]
+            rounds, round_lags, http_api = _rounds(ctx, api, stamps)
+            phases |= rounds
+            lags |= round_lags
+        total = sum(len(e) for kind in phases.values() for e in kind)
+        # reading the tier topics back goes at some thousands of records a second here
+        tasks = wait_for_tasks(settings, total, timeout=max(120.0, total / 200))
+        # the scorer and its children (the call queue's process); the API and its /score ones
+        rss = [peak_rss_mb(pid) for pid in [worker.process.pid, *children(worker.process.pid)]]
+        api_pids = [] if api is None else [api.process.pid, *children(api.process.pid)]
+        score_rss = [peak_rss_mb(pid) for pid in api_pids]
     finally:
         worker.stop()
+        if api is not None:
+            api.stop()
     latency = latencies_by_id(stamps, tasks)
     stats: dict[str, PhaseLatency] = {}
-    for name, events in phases.items():
-        stats[name] = latency_stats(latency[i] for i in events.ids if i in latency)
-        stats[name].lost = sum(1 for i in events.ids if i not in latency)
+    for name, kind in phases.items():
+        ids = [i for events in kind for i in events.ids]
+        stats[name] = latency_stats(latency[i] for i in ids if i in latency)
+        stats[name].lost = sum(1 for i in ids if i not in latency)
         if name in lags:  # how late the bench's own producer was, at worst
             stats[name].producer_worst_lag_ms = round(lags[name] * 1000, 1)
     return Latency(
         rate_events_per_s=options.rate,
         warmup=stats["warmup"],
         steady=stats["steady"],
-        loaded_1=stats.get("loaded-1"),
-        loaded_100=stats.get("loaded-100"),
+        quiet=stats.get(QUIET),
         api_loaded_1=stats.get("api-loaded-1"),
         api_loaded_100=stats.get("api-loaded-100"),
         http_alone=http_alone,
-        http_under_stream=http_under_stream,
         http_api_under_stream=http_api,
         peak_rss_mb=rss,
         score_process_peak_rss_mb=score_rss,
