@@ -396,7 +396,10 @@ class Settings(BaseSettings):
         "the CPU goes to the stream first (0: same priority).",
     )
     http_retry_after_seconds: int = Field(
-        default=1, ge=1, description="Retry-After of a 503 when the /score queue is full."
+        default=1,
+        ge=1,
+        description="Retry-After of the API's 503s (/score's queue full, the call queue "
+        "still being read, claims not proposable).",
     )
     http_max_error_entries: int = Field(
         default=20, ge=1, description="Most per-event errors in one 422 body (then truncated)."

@@ -177,10 +177,18 @@ class ApiWorker(StreamWorker):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.api_port}"
 
+    @property
+    def token(self) -> str | None:
+        """The API's bearer token, which these helpers send (`http` sends only the one given)."""
+        secret = self.settings.api_token
+        return None if secret is None else secret.get_secret_value()
+
     def wait_open_tasks(self, count: int, timeout: float) -> None:
         """Until the API's mirror of the call queue holds `count` open tasks."""
         self.wait_until(
-            lambda: self.http("GET", "/queue?limit=1").body["open_total"] == count,
+            lambda: (
+                self.http("GET", "/queue?limit=1", token=self.token).body["open_total"] == count
+            ),
             timeout,
             f"{count} open tasks in the API's mirror of the call queue",
         )
@@ -190,6 +198,8 @@ class ApiWorker(StreamWorker):
         body = json.dumps({"agent": agent, "n": n}).encode()
         request = urllib.request.Request(self.base_url + "/queue/claim", data=body, method="POST")
         request.add_header("Content-Type", "application/json")
+        if self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token}")
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             document: dict[str, Any] = json.loads(answer.read())
         return document
