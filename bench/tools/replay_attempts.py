@@ -2,7 +2,7 @@
 beside the data's own rate by `campaign`.
 
     .venv/bin/python -m bench.tools.replay_attempts [--month 2009-05] [--month-seconds 60]
-        [--agents 4] [--outcome-delay 2d] [--set FIELD=VALUE ...]
+        [--agents 4] [--outcome-delay 2d] [--ungated] [--set FIELD=VALUE ...]
 
 On a fresh local broker (as bench/tools/replay_loop.py) it trains v1 on the rows before --month
 (`callscore train --search reference --no-outcomes`), starts `callscore stream` (the call queue
@@ -15,6 +15,12 @@ publishes all of it, one month of event time per --month-seconds of wall time, t
 the scorer has applied every outcome and scored every retry. The queue's other extras
 (repeated prospects, late events, objections, slow calls) are off, as in replay_loop: each row
 is its own prospect, so every count below is the attempts' own.
+
+A call's outcome is held until the queue has decided the event it calls (its line in the
+prediction log): the simulator dials a retry `DIAL_LAG` after it is due, which at a month a
+minute is 0.05 s (busy) to 2 s (voicemail) of wall time, less than the queue takes to rescore
+a retry, so unheld most retries' calls would come before their task and be stale (--ungated
+replays as `callscore simulate` does, to measure just that).
 
 Meanwhile --agents agents claim from the API (`POST /queue/claim`, n=3, about every second),
 only to measure claims under a real replay (the simulator makes the calls): granted, refused,
@@ -55,23 +61,26 @@ from bench.tools.replay_loop import DAY, _train_base
 from callqueue.rules import QueuePolicy
 from callscore.commands.arguments import parse_delay
 from callscore.simulator.attempts import CALLBACK_AFTER, DIAL_LAG, NO_DECISION
-from callscore.simulator.plan import plan_replay
+from callscore.simulator.plan import plan_replay, wall_offsets
 from callscore.simulator.publish import run_replay
 from callscore.simulator.records import ScheduledRecord
 from core.kafka import ensure_topics
 from core.local_broker import free_port, start_tansu
 from core.settings import Settings
-from core.topic_reader import Record, read_topics
+from core.topic_reader import Record, TopicReader, read_topics
+from core.topic_writer import Outgoing, TopicWriter
 from schemas import MONTHS, WITHDRAWAL_HEADER
 from testkit.harness import ApiWorker, StreamWorker, isolated_settings
 from trainer.data import load_bank, resolve_data_path
 
-console = Console(width=170)
+console = Console(width=200)
 CLAIM_N = 3
 CLAIM_EVERY_SECONDS = 1.0
 READY_SECONDS = 180.0
 DRAIN_SECONDS = 240.0
 SETTLE_SECONDS = 3.0  # metrics unchanged this long: drained
+GATE_POLL_SECONDS = 0.02
+GATE_IDLE_SECONDS = 20.0
 BUCKETS = ("1", "2", "3", "4", "5", "6+")
 ATTEMPT_SETTINGS: dict[str, Any] = {"partitions": 2}
 
@@ -236,6 +245,101 @@ class Agents:
             "request_p50_ms": round(float(np.nanpercentile(ms, 50)), 1),
             "request_p99_ms": round(float(np.nanpercentile(ms, 99)), 1),
         }
+
+
+# --- the replay, each retry's call held until the queue has decided the retry ---------------
+@dataclass
+class GateStats:
+    held: int = 0  # outcomes whose event the queue had not decided at their planned time
+    held_by_attempt: Counter[int] = field(default_factory=Counter)
+    held_seconds: list[float] = field(default_factory=list)
+    released_unseen: int = 0  # still undecided after the last wait: published anyway
+
+
+class DecidedTasks:
+    """The task ids of the prediction log (a line per scored event, queued or not), tailed in a
+    thread: once a retry's line is there, the queue has applied its scored input."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tail, daemon=True)
+
+    def __enter__(self) -> DecidedTasks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _tail(self) -> None:
+        with TopicReader(self._settings, [self._settings.topic_predictions]) as reader:
+            while not self._stop.is_set():
+                for record in reader.poll(0.05):
+                    self.seen.add(record.headers.get("task_id", b"").decode())
+
+
+def gated_replay(
+    settings: Settings,
+    plan: list[ScheduledRecord],
+    speedup: float,
+    gated: dict[str, int],
+    idle: float,
+) -> GateStats:
+    """`run_replay`'s pacing (each record when the wall clock reaches its event time), except
+    that the outcome of a call (its task id in `gated`, its attempt the value) waits until the
+    queue has decided the event it calls (the row's, or the queue's retry): a dialer cannot
+    call a task before it exists. The simulator dials a retry `DIAL_LAG` after it is due, at
+    a replay's speed a fraction of a wall second, less than the queue takes to rescore the
+    retry; a held outcome keeps its `called_at`. Once the plan is published, what is still
+    held is published when nothing was released for `idle` seconds (the calls after a retry
+    under the floor, whose retry never comes: stale, as the simulator would make them)."""
+    stats = GateStats()
+    writer = TopicWriter(settings, "the replay's records")
+    held: dict[str, tuple[ScheduledRecord, float]] = {}
+
+    def send(record: ScheduledRecord) -> None:
+        writer.send(Outgoing(record.topic(settings), record.key, record.value))
+
+    def release(decided: set[str]) -> bool:
+        ready = [t for t in held if t in decided]
+        for task_id in ready:
+            record, since = held.pop(task_id)
+            stats.held_seconds.append(time.monotonic() - since)
+            send(record)
+        return bool(ready)
+
+    with DecidedTasks(settings) as decided:
+        started = time.monotonic()
+        current = None
+        for record, offset in zip(plan, wall_offsets(plan, speedup), strict=True):
+            while (wait := started + offset - time.monotonic()) > 0:
+                release(decided.seen)
+                writer.poll(min(wait, GATE_POLL_SECONDS))
+            if record.period != current:
+                current = record.period
+                console.print(f"  {current} from {time.monotonic() - started:.0f} s")
+            task_id = json.loads(record.value or b"{}").get("task_id")
+            if record.kind == "outcome" and task_id in gated and task_id not in decided.seen:
+                stats.held += 1
+                stats.held_by_attempt[gated[task_id]] += 1
+                held[task_id] = (record, time.monotonic())
+            else:
+                send(record)
+            if writer.failed:
+                break
+        last_release = time.monotonic()
+        while held and time.monotonic() - last_release < idle:
+            if release(decided.seen):
+                last_release = time.monotonic()
+            writer.poll(GATE_POLL_SECONDS)
+        stats.released_unseen = len(held)
+        for record, _since in held.values():
+            send(record)
+        writer.flush(60)
+    return stats
 
 
 # --- the scorer's counters -------------------------------------------------------------------
@@ -537,7 +641,12 @@ def _wall(delta: timedelta, speedup: float) -> float:
 
 
 def run(
-    month: str, month_seconds: float, agents: int, delay: str, overrides: dict[str, str]
+    month: str,
+    month_seconds: float,
+    agents: int,
+    delay: str,
+    ungated: bool,
+    overrides: dict[str, str],
 ) -> dict[str, Any]:
     from callscore.simulator.options import ReplayOptions
 
@@ -589,15 +698,20 @@ def run(
         desk = Agents(api, agents, settings.claim_lease_seconds)
         desk.start()
         replay_started = time.monotonic()
-        run_replay(
-            settings,
-            plan,
-            speedup,
-            on_month=lambda m, c, s: console.print(
-                f"  {m}: {c.events:,} events, {c.outcomes:,} outcomes "
-                f"({c.no_decision:,} no decision) by {s:.0f} s"
-            ),
-        )
+        gate: GateStats | None = None
+        if ungated:
+            run_replay(
+                settings,
+                plan,
+                speedup,
+                on_month=lambda m, c, s: console.print(
+                    f"  {m}: {c.events:,} events, {c.outcomes:,} outcomes "
+                    f"({c.no_decision:,} no decision) by {s:.0f} s"
+                ),
+            )
+        else:
+            tasks = {c.task_id: c.attempt for row in calls.values() for c in row}
+            gate = gated_replay(settings, plan, speedup, tasks, GATE_IDLE_SECONDS)
         replay_seconds = time.monotonic() - replay_started
         metrics = drain(scorer, events, outcomes, DRAIN_SECONDS)
         drained_seconds = time.monotonic() - replay_started
@@ -625,6 +739,8 @@ def run(
             "dial_lag_minutes": DIAL_LAG.total_seconds() / 60,
             "no_decision_shares": dict(NO_DECISION),
         },
+        "pacing": "simulator (run_replay)" if gate is None else "retry calls held until decided",
+        "gate": None if gate is None else _gate_summary(gate),
         "replay_seconds": round(replay_seconds, 1),
         "drained_after_seconds": round(drained_seconds, 1),
         "wall_seconds": round(time.monotonic() - started, 1),
@@ -632,6 +748,18 @@ def run(
         "metrics": metrics,
         "claims": claims,
         "workdir": str(workdir),
+    }
+
+
+def _gate_summary(gate: GateStats) -> dict[str, Any]:
+    seconds = gate.held_seconds or [float("nan")]
+    return {
+        "held": gate.held,
+        "held_by_attempt": {str(k): v for k, v in sorted(gate.held_by_attempt.items())},
+        "held_p50_seconds": round(float(np.percentile(seconds, 50)), 3),
+        "held_p90_seconds": round(float(np.percentile(seconds, 90)), 3),
+        "held_max_seconds": round(float(max(seconds)), 3),
+        "released_undecided": gate.released_unseen,
     }
 
 
@@ -687,6 +815,23 @@ def print_tables(r: dict[str, Any]) -> None:
         ("open tasks at the end", _n(m["open_tasks"]), "/metrics"),
         ("claims granted / refused (queue)", claims, "/metrics"),
     ]
+    gate = r.get("gate")
+    if gate is not None:
+        held = (
+            f"{gate['held']:,} (p50 {gate['held_p50_seconds']:.2f} s, p90 "
+            f"{gate['held_p90_seconds']:.2f} s, max {gate['held_max_seconds']:.2f} s)"
+        )
+        overview += [
+            ("calls held until the queue decided their event", held, "replay"),
+            ("  by attempt", _items(gate["held_by_attempt"]), "replay"),
+            (
+                "  never decided (published after the wait)",
+                _n(gate["released_undecided"]),
+                "replay",
+            ),
+        ]
+    else:
+        overview.append(("pacing", "as callscore simulate: calls not held", "replay"))
     console.print(_table(title, ("what", "count", "from"), overview))
 
     fates = sorted({f for d in r["calls_by_disposition"].values() for f in d})
@@ -757,7 +902,7 @@ def print_tables(r: dict[str, Any]) -> None:
         )
         rows.append((bucket, *replay, *data))
     columns = (
-        "attempt / campaign", "calls", "applied", "reached", "subscribed", "conv",
+        "attempt", "calls", "applied", "reached", "subscribed", "conv",
         "served score", "score reached", "same rows' 1st", "scored", "not queued",
         "month moved", "month rows", "month rate", "file rows", "file rate",
     )  # fmt: skip
@@ -808,13 +953,25 @@ def main() -> None:
     parser.add_argument("--month-seconds", type=float, default=60.0)
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--outcome-delay", default="2d")
+    parser.add_argument(
+        "--ungated",
+        action="store_true",
+        help="publish every call when its event time comes, as `callscore simulate` does, even "
+        "a retry's call before the queue has queued the retry (bench/results/"
+        "replay_attempts_ungated.json)",
+    )
     add_set_option(parser)
     args = parser.parse_args()
     result = run(
-        args.month, args.month_seconds, args.agents, args.outcome_delay, overrides_from(args)
+        args.month,
+        args.month_seconds,
+        args.agents,
+        args.outcome_delay,
+        args.ungated,
+        overrides_from(args),
     )
     print_tables(result)
-    print(write_results("replay_attempts", result))
+    print(write_results("replay_attempts_ungated" if args.ungated else "replay_attempts", result))
 
 
 if __name__ == "__main__":
