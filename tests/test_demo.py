@@ -1,5 +1,6 @@
 """The README's first command, `callscore demo`, end to end and interrupted, in a subprocess;
-its parts (data fallback, live state, reconciliation) without a broker.
+its parts (data fallback, live state, reconciliation, the served-version probe, the dialer
+agent's claims) without a broker.
 
 Synthetic data and no download (tests never use the network; the download is tried against a
 local server). The end-to-end run uses the session's broker as a "configured Kafka" (topics of
@@ -14,18 +15,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from callqueue.rules import retry_event_id
+from callscore.demo.agent import ClaimStats, DemoAgent
 from callscore.demo.data import download_bank_full, resolve_demo_data
+from callscore.demo.probes import served_version
 from callscore.demo.reconcile import count
 from callscore.demo.state import DemoState
 from callscore.demo.view import plain_status, render
 from callscore.demo.window import replay_start
 from callscore.processes import Children
 from core.topic_reader import Record
-from schemas import FEATURES, DeadLetter, task_id_for
+from schemas import FEATURES, CallTask, DeadLetter, task_id_for
+from schemas.api import ClaimAnswer
 from trainer.data import DataError, add_periods
 from trainer.synthetic import synthetic_bank_frame
 
@@ -82,7 +89,9 @@ def _group_members(pgids: set[int]) -> list[int]:
 
 
 @pytest.mark.slow
-def test_demo_runs_reloads_and_reconciles_on_a_configured_kafka(kafka_broker, tmp_path):
+def test_demo_runs_reloads_recycles_claims_and_reconciles_on_a_configured_kafka(
+    kafka_broker, tmp_path
+):
     out = tmp_path / "demo"
     env = _env(CALLSCORE_BOOTSTRAP_SERVERS=kafka_broker.bootstrap_servers)
     # The local broker's group timings (a configured Kafka keeps the user's own).
@@ -97,9 +106,27 @@ def test_demo_runs_reloads_and_reconciles_on_a_configured_kafka(kafka_broker, tm
     summary = json.loads((out / "summary.json").read_text())
     counts = summary["reconciliation"]
     assert counts["reconciles"] is True
-    assert counts["produced"] == counts["scored"] + counts["dead_lettered"]
+    assert counts["produced"] == (counts["scored"] + counts["dead_lettered"] + counts["duplicates"])
     assert counts["scored"] >= 500 and counts["dead_lettered"] > 0
     assert "reconciles ✓" in result.stdout
+    # With attempts: the queue recycled calls without a decision and sent each prospect back, a
+    # retry on the prospects topic, scored (and counted) like any other event.
+    assert counts["retries"] > 0 and counts["produced"] - counts["replayed"] >= counts["retries"]
+    recycles = summary["recycles"]
+    assert recycles["recycled"] > 0 and recycles["withdrawn_recycled"] > 0
+    assert recycles["retries"] == counts["retries"]
+    assert min(int(attempt) for attempt in recycles["retry_tasks"]) == 2
+    calls = summary["calls"]
+    assert calls["callbacks"] > 0 and calls["by_disposition"]["reached"] > 0
+    assert calls["total"] == sum(calls["by_disposition"].values())
+    assert {"no_answer", "busy", "voicemail", "callback"} <= set(calls["by_disposition"])
+    # The demo's agent claimed tasks from `callscore api`, each held with a lease.
+    claims = summary["claims"]
+    assert claims["agent"] == "demo-agent" and claims["granted"] > 0 and claims["last"]
+    assert all(c["agent"] == "demo-agent" and c["lease_until"] for c in claims["last"])
+    assert claims["queue"]["granted"] > 0
+    for shown in ("recycles", "callbacks", "claims", "demo-agent"):
+        assert shown in result.stdout, shown
     # The call queue: every scored event is logged or suppressed; a task is a logged event that
     # the scorer queued; dialers' calls withdrew tasks as they happened.
     assert counts["scored"] == counts["logged"] + counts["suppressed"]
@@ -125,14 +152,15 @@ def test_demo_runs_reloads_and_reconciles_on_a_configured_kafka(kafka_broker, tm
     # Worker and broker logs are in files, never on the terminal.
     logs = out / "logs"
     assert "[^Worker]" in (logs / "stream.log").read_text()
-    for name in ("train", "monitor", "simulate", "recalibrate", "report"):
+    for name in ("train", "monitor", "api", "simulate", "recalibrate", "report"):
         assert (logs / f"{name}.log").is_file(), name
+    assert "POST /queue/claim" in (logs / "api.log").read_text()
     for mark in WORKER_LOG_MARKS:
         assert mark not in terminal, mark
 
     # Every process it started is gone.
     pids = _pids(out)
-    assert {"stream", "monitor", "train", "simulate", "report"} <= set(pids)
+    assert {"stream", "monitor", "api", "train", "simulate", "report"} <= set(pids)
     assert [name for name, pid in pids.items() if _alive(pid)] == []
     assert _group_members_after_a_moment(set(pids.values())) == []
 
@@ -146,8 +174,8 @@ def test_ctrl_c_stops_every_process_including_the_embedded_broker(tmp_path):
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        # Midway through starting up: broker, trainer, scorer and monitor are all running.
-        while not {"broker", "train", "stream", "monitor"} <= set(_pids(out)):
+        # Midway through starting up: broker, trainer, scorer, monitor and API all running.
+        while not {"broker", "train", "stream", "monitor", "api"} <= set(_pids(out)):
             assert demo.poll() is None, demo.communicate()[0].decode()[-3000:]
             assert time.monotonic() < deadline, "the demo did not start its processes"
             time.sleep(0.2)
@@ -233,19 +261,27 @@ def _record(
     return Record(topic, partition, offset, key, value, headers or {}, 0)
 
 
-def _task(event_id: str, priority: str, score: float, version: int = 1) -> bytes:
-    return json.dumps(
-        {
-            "task_id": task_id_for(event_id),
-            "event_id": event_id,
-            "prospect_id": f"p-{event_id}",
-            "score": score,
-            "priority": priority,
-            "percentile": 50.0,
-            "model_version": version,
-            "scored_at": "2026-11-26T10:00:00+00:00",
-        }
-    ).encode()
+def _task(
+    event_id: str,
+    priority: str,
+    score: float,
+    version: int = 1,
+    prospect: str | None = None,
+    attempt: int | None = None,
+) -> bytes:
+    task = {
+        "task_id": task_id_for(event_id),
+        "event_id": event_id,
+        "prospect_id": prospect or f"p-{event_id}",
+        "score": score,
+        "priority": priority,
+        "percentile": 50.0,
+        "model_version": version,
+        "scored_at": "2026-11-26T10:00:00+00:00",
+    }
+    if attempt is not None:
+        task["attempt"] = attempt
+    return json.dumps(task).encode()
 
 
 def _logged(event_id: str, priority: str, score: float, version: int = 1) -> bytes:
@@ -279,6 +315,42 @@ def _withdrawn(settings, event_id: str, reason: str) -> Record:
     """A call-queue tombstone: the prospect's task withdrawn for `reason`."""
     headers = {"task_id": task_id_for(event_id).encode(), "withdrawn": reason.encode()}
     return _record(settings.topic_queue, None, key=f"p-{event_id}".encode(), headers=headers)
+
+
+def _retry(settings, event_id: str, offset: int) -> Record:
+    """The call queue's retry of the event's task, on the prospects topic (callqueue/rules.py)."""
+    retry_of = task_id_for(event_id)
+    value = {
+        "event_id": retry_event_id(retry_of),
+        "prospect_id": f"p-{event_id}",
+        "campaign": 2,
+        "retry_of": retry_of,
+        "retry_reason": "no_answer",
+    }
+    headers = {"retry_of": retry_of.encode()}
+    return _record(settings.topic_prospects, json.dumps(value).encode(), 0, offset, None, headers)
+
+
+def _retry_task(settings, event_id: str, priority: str, score: float) -> Record:
+    """The retry's task (attempt 2) as the prospect's entry on the call-queue topic."""
+    retry_id = retry_event_id(task_id_for(event_id))
+    value = _task(retry_id, priority, score, prospect=f"p-{event_id}", attempt=2)
+    return _record(settings.topic_queue, value, key=f"p-{event_id}".encode())
+
+
+def _outcome(settings, event_id: str, disposition: str) -> Record:
+    outcome: dict[str, object] = {
+        "event_id": event_id,
+        "task_id": task_id_for(event_id),
+        "prospect_id": f"p-{event_id}",
+        "called_at": "2026-11-26T11:00:00+00:00",
+        "disposition": disposition,
+    }
+    if disposition == "reached":
+        outcome |= {"subscribed": False, "duration_seconds": 60}
+    if disposition == "callback":
+        outcome["callback_at"] = "2026-11-27T11:00:00+00:00"
+    return _record(settings.topic_outcomes, json.dumps(outcome).encode())
 
 
 def _records(settings) -> list[Record]:
@@ -334,6 +406,225 @@ def test_counts_reconcile_from_distinct_ids_and_offsets(settings):
     ]
     assert count(settings, [*_records(settings), *late]).reconciles
     assert not count(settings, [*_records(settings), late[0]]).reconciles
+
+
+def test_retries_are_produced_and_scored_and_one_sent_twice_is_a_duplicate(settings):
+    retry_id = retry_event_id(task_id_for("e1"))
+    retried = [
+        _outcome(settings, "e1", "no_answer"),
+        _retry(settings, "e1", offset=3),
+        _record(settings.topic_predictions, _logged(retry_id, "high", 0.8)),
+        _record(settings.task_topic("high"), _task(retry_id, "high", 0.8, attempt=2)),
+    ]
+    result = count(settings, [*_records(settings), *retried])
+    assert (result.produced, result.replayed, result.retries) == (4, 3, 1)
+    assert (result.scored, result.dead_lettered, result.duplicates) == (3, 1, 0)
+    assert result.reconciles and result.retry_tasks == {2: 1}
+    assert result.calls == {"no_answer": 1}
+    # A redelivered outcome: the queue sends the same retry again, which the scorer drops.
+    again = _retry(settings, "e1", offset=4)
+    twice = count(settings, [*_records(settings), *retried, again])
+    assert (twice.produced, twice.retries, twice.scored, twice.duplicates) == (5, 1, 3, 1)
+    assert twice.reconciles and twice.as_dict()["duplicates"] == 1
+    # A retry never scored is missing, as any event.
+    assert not count(settings, [*_records(settings), retried[1]]).reconciles
+    # Calls by disposition count valid outcomes only.
+    calls = [_outcome(settings, "e2", "callback"), _record(settings.topic_outcomes, b"{")]
+    assert count(settings, [*_records(settings), *retried, *calls]).calls == {
+        "no_answer": 1,
+        "callback": 1,
+    }
+
+
+def test_the_served_version_is_the_scorers_gauge():
+    gauge = "# TYPE callscore_model_version gauge\ncallscore_model_version {}\n"
+    assert served_version(gauge.format("2.0")) == 2
+    assert served_version(gauge.format("0.0")) is None  # no model yet
+    assert served_version('callscore_queue_inputs_total{result="queued"} 3.0\n') is None
+    assert served_version("not { prometheus") is None
+
+
+def test_live_state_counts_retries_callbacks_attempts_claims_and_knows_when_drained(settings):
+    state = DemoState(settings, time.monotonic())
+    state.expected, state.expected_outcomes = 3, 3
+    state.add_records(_records(settings))
+    assert state.handled == state.expected and not state.drained()  # no outcome read yet
+    # e1's call reached no one, e2's asks for a callback; one outcome is malformed.
+    state.add_records(
+        [
+            _outcome(settings, "e1", "no_answer"),
+            _outcome(settings, "e2", "callback"),
+            _record(settings.topic_outcomes, b"{"),
+        ]
+    )
+    assert state.outcomes == 3 and state.calls == {"no_answer": 1, "callback": 1}
+    assert state.callbacks == 1 and not state.drained()  # the scorer has not routed them
+    metrics = (
+        'callscore_queue_inputs_total{result="queued"} 2.0\n'
+        'callscore_queue_inputs_total{result="recycled"} 2.0\n'
+        'callscore_queue_withdrawals_total{reason="recycled"} 2.0\n'
+        f'callscore_queue_routed_total{{source="{settings.topic_outcomes}",result="routed"}} 2.0\n'
+        f'callscore_queue_routed_total{{source="{settings.topic_outcomes}",result="invalid"}} 1.0\n'
+        'callscore_queue_routed_total{source="do-not-call",result="routed"} 5.0\n'
+    )
+    state.set_scorer_metrics(metrics)
+    assert state.recycled == 2 and state.queue_withdrawn == {"recycled": 2}
+    assert state.outcomes_routed == {"routed": 2, "invalid": 1}
+    # The queue withdrew both tasks as recycled and sent two retries: one is read so far.
+    state.add_records(
+        [
+            _withdrawn(settings, "e1", "recycled"),
+            _withdrawn(settings, "e2", "recycled"),
+            _retry(settings, "e1", offset=3),
+        ]
+    )
+    assert (state.produced, state.retries) == (3, 1) and not state.drained()
+    state.add_records([_retry(settings, "e2", offset=4), _retry(settings, "e2", offset=5)])
+    assert state.retries == 3 and len(state.retry_ids) == 2  # the last one a repeat
+    assert not state.drained()  # read, not scored yet
+    retries = [retry_event_id(task_id_for(e)) for e in ("e1", "e2")]
+    state.add_records(
+        [
+            _record(settings.topic_predictions, _logged(retries[0], "high", 0.8)),
+            _record(settings.topic_predictions, _logged(retries[1], "low", 0.2)),
+            _retry_task(settings, "e1", "high", 0.8),
+            _retry_task(settings, "e2", "low", 0.2),
+        ]
+    )
+    assert state.handled == 5 and state.drained()
+    assert state.retry_tasks_by_attempt() == {2: 2} and state.open_retries == 2
+    state.add_records([_withdrawn(settings, "e1", "closed")])
+    assert state.open_retries == 1 and len(state.retry_tasks) == 2
+    texts = [e.text for e in state.events]
+    for first in ("first retry sent", "first retry queued (attempt 2)", "first callback"):
+        assert any(first in text for text in texts), (first, texts)
+    # Without the queue there is no routing nor retry: what was produced handled is drained.
+    plain = DemoState(settings.model_copy(update={"queue_enabled": False}), time.monotonic())
+    plain.expected = 3
+    plain.add_records(_records(settings))
+    assert plain.drained()
+
+    # The monitor has consumed every outcome and every prediction-log line seen.
+    assert not state.monitor_caught_up()
+    state.set_monitor_metrics(
+        "callscore_outcomes_consumed_total 3.0\ncallscore_online_predictions_consumed_total 4.0\n"
+    )
+    assert state.monitor_caught_up()
+
+    # The agent's claims: an event for the first ones, the counts and the last on the screen.
+    lease = datetime(2026, 12, 1, 10, 15, tzinfo=UTC)
+    answer = ClaimAnswer(
+        agent="demo-agent",
+        lease_until=lease,
+        tasks=[_claimed(settings, "e5", 0.7), _claimed(settings, "e6", 0.4)],
+        proposed=3,
+        refused=1,
+        undecided=0,
+    )
+    state.set_claims(ClaimStats().answered(answer))
+    assert any("demo-agent claimed p-e5 and 1 more" in e.text for e in state.events)
+    line = plain_status(state)
+    assert "(+3 retries)" in line and "callbacks 1, recycled 2" in line, line
+    assert "retry tasks 2 (1 open)" in line and "calls 2 (no answer 1, callback 1)" in line
+    assert "claims granted 2 refused 1 undecided 0" in line
+    from rich.console import Console
+
+    for width in (150, 80):
+        console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+        console.print(render(state, "header", None))
+        screen = console.export_text()
+        assert max(len(line) for line in screen.splitlines()) <= width
+        for shown in ("claims", "recycles", "callbacks", "attempts", "p-e5", "10:15:00"):
+            assert shown in screen, (shown, screen)
+        assert "2 granted, 1 refused, 0 undecided" in " ".join(screen.split()), screen
+
+
+def _claimed(settings, event_id: str, score: float) -> CallTask:
+    task = CallTask.model_validate_json(_task(event_id, "medium", score))
+    lease = datetime(2026, 12, 1, 10, 15, tzinfo=UTC)
+    return task.model_copy(
+        update={"claim_id": f"c-{event_id}", "claimed_by": "demo-agent", "lease_until": lease}
+    )
+
+
+Answers = list[tuple[int, bytes, float]]
+
+
+@pytest.fixture
+def claim_api() -> Iterator[tuple[int, Answers, list[dict[str, object]]]]:
+    """A stand-in for `callscore api`'s POST /queue/claim: answers (status, body, delay) in turn,
+    then 503; the bodies it was sent."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers: Answers = []
+    bodies: list[dict[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            status, body, delay = answers.pop(0) if answers else (503, b'{"error": "wait"}', 0)
+            time.sleep(delay)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], answers, bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_agent_claims_in_a_thread_of_its_own_and_skips_a_busy_api(settings, claim_api):
+    port, answers, bodies = claim_api
+    lease = datetime(2026, 12, 1, 10, 15, tzinfo=UTC)
+    granted = ClaimAnswer(
+        agent="demo-agent",
+        lease_until=lease,
+        tasks=[_claimed(settings, "e1", 0.9), _claimed(settings, "e2", 0.5)],
+        proposed=3,
+        refused=0,
+        undecided=1,
+    )
+    # The mirror still reading (503), then an answer that takes its time (the queue deciding).
+    answers += [
+        (503, b'{"error": "still reading"}', 0.0),
+        (200, granted.model_dump_json().encode(), 1.0),
+    ]
+    agent = DemoAgent(settings.model_copy(update={"api_port": port}), every=0.05)
+    agent.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(bodies) < 2:  # the second request is in flight
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        asked = time.monotonic()
+        assert agent.stats().requests == 0 and agent.stats().skipped == 1
+        assert time.monotonic() - asked < 0.1  # the view's tick never waits for a claim
+        while agent.stats().requests == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        agent.stop(wait=2.0)
+    stats = agent.stats()
+    assert bodies[0] == {"agent": "demo-agent", "n": 3, "tier": None}
+    assert (stats.requests, stats.granted, stats.refused, stats.undecided) == (1, 2, 0, 1)
+    assert [c.prospect_id for c in stats.last] == ["p-e1", "p-e2"]
+    assert stats.last[0].lease_until == lease and stats.last[0].agent == "demo-agent"
+    assert not agent.running
+    # An API that is not up: counted as unanswered, nothing else.
+    from core.local_broker import free_port
+
+    down = DemoAgent(settings.model_copy(update={"api_port": free_port()}))
+    down.claim_once()
+    assert (down.stats().unanswered, down.stats().requests, down.stats().skipped) == (1, 0, 0)
 
 
 def test_live_state_queue_counters_reload_and_quality(settings):

@@ -43,12 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="the whole flow live on one machine: broker, train, stream, replay, hot reload",
         description="Start a local broker (unless CALLSCORE_BOOTSTRAP_SERVERS is set: then the "
-        "demo uses that Kafka with topics of its own), train and publish v1, start a scorer "
-        "and the monitor, replay a window of the UCI data with a few malformed events and the "
-        "call outcomes (and repeated prospects, late events, do-not-call entries, slow calls), "
-        "show the live call queue, publish a recalibration (v2) halfway, which the scorer "
-        "hot-reloads, and end with a summary checking produced = scored + dead-lettered and "
-        "reporting the queue. Logs of every process "
+        "demo uses that Kafka with topics of its own), train and publish v1, start a scorer, "
+        "the monitor and the API, replay a window of the UCI data with a few malformed events "
+        "and the calls with their dispositions (a row's earlier contacts without a decision, "
+        "so the queue recycles them rescored, callbacks among them; repeated prospects, late "
+        "events, do-not-call entries, slow calls), while one agent claims tasks from the API; "
+        "show the live call queue, publish a recalibration (v2), which the scorer hot-reloads, "
+        "and end with a summary checking produced = scored + dead-lettered + duplicates and "
+        "reporting the queue, the calls, recycles and claims. Logs of every process "
         "go to OUT/logs/; Ctrl-C stops everything.",
     )
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")

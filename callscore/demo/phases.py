@@ -7,12 +7,12 @@ from enum import Enum, auto
 
 class Phase(Enum):
     STARTING = auto()
-    TRAINING = auto()  # v1 is trained; the scorer and the monitor start meanwhile
+    TRAINING = auto()  # v1 is trained; the scorer, the monitor and the API start meanwhile
     WAITING_FOR_SCORER = auto()  # the trainer is done, the scorer has not loaded v1 yet
-    REPLAY = auto()  # `callscore simulate` runs (and `callscore recalibrate`, once)
-    DRAINING = auto()  # the replay is published; the scorer handles its last events
+    REPLAY = auto()  # `callscore simulate` runs (`callscore recalibrate` once), the agent claims
+    DRAINING = auto()  # the replay is published; the scorer handles its last events and retries
     SETTLING = auto()  # the monitor joins the last outcomes; the report is written
-    FINISHING = auto()  # the scorer and the monitor are stopped
+    FINISHING = auto()  # the scorer, the monitor and the API are stopped
     DONE = auto()
 
     @property
@@ -28,6 +28,6 @@ LABELS: dict[Phase, str] = {
     Phase.REPLAY: "replay",
     Phase.DRAINING: "draining",
     Phase.SETTLING: "settling: the monitor joins the last outcomes",
-    Phase.FINISHING: "finishing: quality report, stopping the scorer and the monitor",
+    Phase.FINISHING: "finishing: quality report, stopping the scorer, the monitor and the API",
     Phase.DONE: "done",
 }

@@ -2,7 +2,9 @@
 
 `Conductor.advance(now)` looks at the children and the live state, starts the next command when
 its time has come and moves `state.phase` on; it never waits. Each phase has a deadline: a run
-stuck in one ends with an error naming it and the logs.
+stuck in one ends with an error naming it and the logs. While the replay runs, the demo's dialer
+agent claims tasks from `callscore api` in a thread of its own (`callscore.demo.agent`); each
+tick copies what it got into the state.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from callscore.demo.agent import CLAIM_EVERY_SECONDS, CLAIM_N, DemoAgent
 from callscore.demo.phases import Phase
 from callscore.demo.setup import Run
 from callscore.demo.state import DemoState
@@ -26,7 +29,8 @@ MONITOR_SETTLE_SECONDS = 10.0
 # Share of the replay's prospects published after which `callscore recalibrate` runs (again if
 # the first had too few outcomes): early, so that the new version scores much of the replay.
 RECALIBRATE_AT = (0.25, 0.5)
-# Outcomes of the served version it waits for (a calibration on fewer is mostly noise).
+# Reached calls (the labels: a call without a decision says nothing about `y`) it waits for (a
+# calibration on fewer is mostly noise).
 RECALIBRATE_MIN_OUTCOMES = 100
 
 
@@ -59,10 +63,12 @@ class Conductor:
         self.window = window
         self.trainer = trainer
         self.progress = Progress(deadline=time.monotonic() + TRAIN_TIMEOUT_SECONDS)
+        self.agent = DemoAgent(run.settings)
 
     def advance(self, now: float) -> bool:
         """One step; True when the replay is drained and the monitor settled."""
         state = self.state
+        state.set_claims(self.agent.stats())
         if now > self.progress.deadline:
             raise CallscoreError(
                 f"the demo is stuck in '{state.phase.label}': see the logs in {self.run.logs}"
@@ -87,7 +93,8 @@ class Conductor:
         return False
 
     def note_serving(self, version: int | None) -> None:
-        """The scorer's version as GET /model says; a change from one version is a hot reload."""
+        """The scorer's version as its /metrics says (callscore_model_version); a change from one
+        version is a hot reload."""
         previous = self.state.serving
         reload = self.state.set_serving(version)
         if reload is not None and previous is not None:
@@ -108,6 +115,7 @@ class Conductor:
         assert simulate is not None
         if simulate.running:
             return
+        self.agent.stop(wait=0.0)  # its last request, if any, is counted when it ends
         if simulate.process.returncode != 0:
             raise CallscoreError(f"the replay failed: see {simulate.log_path}")
         self.progress.replay_done = now
@@ -117,7 +125,7 @@ class Conductor:
 
     def _draining(self, now: float) -> None:
         state, progress = self.state, self.progress
-        done = state.expected is not None and state.handled >= state.expected
+        done = state.drained()
         recalibrating = progress.recalibrate is not None and progress.recalibrate.running
         assert progress.replay_done is not None
         if (done and not recalibrating) or now > progress.replay_done + DRAIN_TIMEOUT_SECONDS:
@@ -133,10 +141,11 @@ class Conductor:
         assert progress.drained is not None
         if now > progress.drained + MONITOR_SETTLE_SECONDS:
             return True
-        # The monitor's gauges lag: wait until it joined every outcome, then for one more
-        # recomputation of its quality, so the summary's online numbers cover the whole replay.
+        # The monitor's gauges lag: wait until it consumed every outcome and prediction, then
+        # for one more recomputation of its quality, so the summary's online numbers cover the
+        # whole replay.
         if progress.quality_mark is None:
-            if state.matched >= state.outcomes:
+            if state.monitor_caught_up():
                 progress.quality_mark = state.quality_updates
             return False
         return state.quality_updates > progress.quality_mark
@@ -155,17 +164,21 @@ class Conductor:
             "--do-not-call-rate", str(replay.do_not_call_rate),
             "--lift-rate", str(replay.lift_rate), "--slow-call-rate", str(replay.slow_call_rate),
             "--slow-call-delay", delay_argument(replay.slow_call_delay),
-            # One call per row, as the window counted it: the demo's end is "every planned
-            # prospect record handled", which the queue's retries would overtake.
-            "--one-call-per-row",
+            # With attempts (no --one-call-per-row), as the window counted it: a row is up to
+            # CALLSCORE_MAX_ATTEMPTS calls, and the call queue itself sends each retry.
         )  # fmt: skip
         self.progress.replay_started = now
         # The replay itself, the last events' scoring and a slow start of the simulator.
         self.progress.deadline = now + 2 * options.replay_seconds + READY_TIMEOUT_SECONDS
         self.state.phase = Phase.REPLAY
         self.state.event(
-            f"replaying {window.records:,} records (prospects, late events, outcomes, do-not-call "
-            "entries, malformed ones) with callscore simulate"
+            f"replaying {window.records:,} records (prospects, late events, calls and their "
+            "retries, do-not-call entries, malformed ones) with callscore simulate"
+        )
+        self.agent.start()
+        self.state.event(
+            f"{self.state.claims.agent} claims {CLAIM_N} tasks every {CLAIM_EVERY_SECONDS:g} s "
+            "(POST /queue/claim to callscore api); the simulator's calls end the claims"
         )
 
     def _report_trainer(self) -> None:
@@ -205,7 +218,8 @@ class Conductor:
         if attempts >= len(RECALIBRATE_AT) or state.phase is not Phase.REPLAY:
             return False
         share = state.produced / max(state.expected or 0, 1)
-        return share >= RECALIBRATE_AT[attempts] and state.outcomes >= RECALIBRATE_MIN_OUTCOMES
+        labels = state.calls["reached"]
+        return share >= RECALIBRATE_AT[attempts] and labels >= RECALIBRATE_MIN_OUTCOMES
 
     def _start_recalibration(self) -> None:
         progress = self.progress
@@ -215,8 +229,8 @@ class Conductor:
         progress.recalibrate = self.run.start(name, "recalibrate")
         progress.recalibrate_reported = False
         self.state.event(
-            f"{self.state.outcomes:,} outcomes so far: recalibrating v{self.state.serving} on "
-            "them (callscore recalibrate)"
+            f"{self.state.calls['reached']:,} calls reached their prospect so far: "
+            f"recalibrating v{self.state.serving} on them (callscore recalibrate)"
         )
 
 

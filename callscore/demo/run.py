@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
+from callqueue.rules import QueuePolicy
 from callscore.demo.data import DemoData, resolve_demo_data
 from callscore.demo.options import DemoOptions
 from callscore.demo.phases import Phase
-from callscore.demo.probes import monitor_metrics, scorer_metrics, serving_version
+from callscore.demo.probes import monitor_metrics, scorer_metrics, served_version
 from callscore.demo.progress import Conductor, Progress
 from callscore.demo.reconcile import reconcile
 from callscore.demo.setup import Run, clean, log_to_file, set_up
@@ -42,6 +43,12 @@ class Workers:
     trainer: Child
     stream: Child
     monitor: Child
+    api: Child
+
+    @property
+    def services(self) -> tuple[Child, ...]:
+        """Those that must run until the end."""
+        return (self.stream, self.monitor, self.api)
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
@@ -68,27 +75,33 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
 
 def _main(run: Run, console: Console, started: float) -> int:
     data = _data(run, console)
-    window = plan_window(data.frame, run.options)
+    window = plan_window(data.frame, run.options, QueuePolicy.of(run.settings))
     # The trainer's base data stops where the replay starts: no row is used twice.
     run.settings = run.settings.model_copy(
         update={"base_data_until": window.first, "data": data.path}
     )
     state = DemoState(run.settings, started)
     state.expected = window.prospects
+    state.expected_outcomes = window.outcomes
     if data.warning:
         state.event(data.warning, "bold yellow")
     workers = _start(run, state, data, window)
     conductor = Conductor(run, state, window, workers.trainer)
-    with screen(console, state, _header(run, data, window), data.warning) as refresh:
-        _watch(run, conductor, workers, refresh)
-        _poll_http(run, conductor, workers)  # the scorer's last counts, before it stops
-        state.phase = Phase.FINISHING
-        refresh()
-        run.children.stop([workers.stream, workers.monitor])
-        assert conductor.progress.report is not None
-        _wait(conductor.progress.report, REPORT_TIMEOUT_SECONDS)
-        state.phase = Phase.DONE
-        refresh()
+    try:
+        with screen(console, state, _header(run, data, window), data.warning) as refresh:
+            _watch(run, conductor, workers, refresh)
+            _poll_http(run, conductor, workers)  # the scorer's last counts, before it stops
+            conductor.agent.stop()
+            state.set_claims(conductor.agent.stats())
+            state.phase = Phase.FINISHING
+            refresh()
+            run.children.stop(list(workers.services))
+            assert conductor.progress.report is not None
+            _wait(conductor.progress.report, REPORT_TIMEOUT_SECONDS)
+            state.phase = Phase.DONE
+            refresh()
+    finally:
+        conductor.agent.stop(wait=0.0)
     return _finish(run, console, data, window, state, conductor.progress, started)
 
 
@@ -114,7 +127,8 @@ def _header(run: Run, data: DemoData, window: ReplayWindow) -> str:
 
 
 def _start(run: Run, state: DemoState, data: DemoData, window: ReplayWindow) -> Workers:
-    """The trainer (v1 on the months before the replay), the scorer and the monitor."""
+    """The trainer (v1 on the months before the replay), the scorer, the monitor and the API
+    (`callscore api`: the dialer-facing HTTP, where the demo's agent claims its calls)."""
     search = run.options.search
     trainer = run.start(
         "train", "train", "--data", str(data.path), "--out", str(run.out / "model-card"),
@@ -123,11 +137,12 @@ def _start(run: Run, state: DemoState, data: DemoData, window: ReplayWindow) -> 
     state.phase = Phase.TRAINING
     state.event(
         f"training v1 on the months before {window.first} (callscore train --search "
-        f"{search}); scorer and monitor starting"
+        f"{search}); scorer, monitor and API starting"
     )
     stream = run.start("stream", "stream", "-l", "info")
     monitor = run.start("monitor", "monitor")
-    return Workers(trainer, stream, monitor)
+    api = run.start("api", "api", "-l", "info")
+    return Workers(trainer, stream, monitor, api)
 
 
 def _watch(run: Run, conductor: Conductor, workers: Workers, refresh: Callable[[], None]) -> None:
@@ -148,17 +163,19 @@ def _watch(run: Run, conductor: Conductor, workers: Workers, refresh: Callable[[
             if now >= next_http:
                 next_http = now + HTTP_POLL_SECONDS
                 _poll_http(run, conductor, workers)
-            _require_running(run, (workers.stream, workers.monitor))
+            _require_running(run, workers.services)
             if conductor.advance(now):
                 return
             refresh()
 
 
 def _poll_http(run: Run, conductor: Conductor, workers: Workers) -> None:
+    """The scorer's and the monitor's /metrics (each waits HTTP_TIMEOUT_SECONDS at most); the
+    served version is the scorer's gauge (no answer: the last one stands)."""
     if workers.stream.running:
-        conductor.note_serving(serving_version(run.settings))
         text = scorer_metrics(run.settings)
         if text:
+            conductor.note_serving(served_version(text))
             conductor.state.set_scorer_metrics(text)
     if workers.monitor.running:
         text = monitor_metrics(run.settings)

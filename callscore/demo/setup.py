@@ -94,6 +94,10 @@ def _own_topics(prefix: str) -> dict[str, Any]:
         "topic_outcomes": f"{prefix}.call-outcomes",
         "topic_outcome_dead_letters": f"{prefix}.call-outcomes.dead-letters",
         "topic_predictions": f"{prefix}.predictions",
+        "topic_queue": f"{prefix}.call-queue",
+        "topic_do_not_call": f"{prefix}.do-not-call",
+        "topic_queue_inputs": f"{prefix}.call-queue.inputs",
+        "topic_queue_state": f"{prefix}.call-queue.state",
     }
 
 
@@ -105,7 +109,7 @@ def _embedded_broker(out: Path, children: Children) -> tuple[Child, str]:
 
 
 def _own_state(out: Path, run_id: str) -> dict[str, Any]:
-    """The run's consumer group, folders, signing keys and ports."""
+    """The run's consumer group, folders, signing keys and ports (scorer, monitor, API)."""
     _kid, private, public = generate_keypair(out / "keys")
     return {
         "streamer_app_id": f"callscore-demo-{run_id}",
@@ -118,4 +122,5 @@ def _own_state(out: Path, run_id: str) -> dict[str, Any]:
         "http_host": "127.0.0.1",
         "http_port": free_port(),
         "monitor_http_port": free_port(),
+        "api_port": free_port(),
     }

@@ -1,4 +1,8 @@
-"""The demo's summary: what the run did (written to summary.json) and its closing table."""
+"""The demo's summary: what the run did (written to summary.json) and its closing table.
+
+Beside the reconciliation and the queue: the calls per disposition (the outcomes topic), the
+recycles (calls without a decision, whose prospect the queue sent back as a retry), the
+callbacks, the retry tasks by attempt, and what the demo's dialer agent claimed."""
 
 from __future__ import annotations
 
@@ -14,13 +18,15 @@ from callscore.demo.progress import Progress
 from callscore.demo.reconcile import Reconciliation
 from callscore.demo.setup import Run
 from callscore.demo.state import DemoState
+from callscore.demo.view import by_attempt_text, calls_text
 from callscore.demo.window import ReplayWindow
+from schemas import DISPOSITIONS
 
 # The scorer's callscore_queue_inputs_total{result} the summary reports: what became of the
-# scored events, then of the outcomes and do-not-call records.
+# scored events, then of the outcomes and do-not-call records, then of the claims.
 SCORER_COUNTS = (
-    "queued", "late", "cooling_down", "suppressed", "duplicate", "closed", "stale",
-    "do_not_call", "lifted",
+    "queued", "late", "cooling_down", "suppressed", "duplicate", "below_floor", "closed",
+    "recycled", "stale", "do_not_call", "lifted", "claims_granted", "claims_refused",
 )  # fmt: skip
 
 
@@ -37,6 +43,8 @@ def summary_of(
     elapsed = time.monotonic() - started
     report_page = run.out / "quality" / "report.html"
     card_page = run.out / "model-card" / "report.html"
+    calls = reconciliation.calls
+    claims = state.claims
     return {
         "elapsed_seconds": round(elapsed, 1),
         "phase_seconds": phase_seconds(progress, started, elapsed),
@@ -49,6 +57,41 @@ def summary_of(
             "open": reconciliation.queue_open,
             "withdrawals": reconciliation.queue_withdrawals,
             "scorer": {result: state.queue_inputs[result] for result in SCORER_COUNTS},
+            "scorer_withdrawals": dict(state.queue_withdrawn),
+        },
+        "calls": {
+            "total": sum(calls.values()),
+            "by_disposition": {d: calls[d] for d in DISPOSITIONS if calls[d]},
+            "callbacks": calls["callback"],
+        },
+        "recycles": {
+            "recycled": state.recycled,  # the scorer's count
+            "withdrawn_recycled": reconciliation.queue_withdrawals.get("recycled", 0),
+            "retries": reconciliation.retries,
+            "retry_tasks": reconciliation.as_dict()["retry_tasks"],
+        },
+        "claims": {
+            "agent": claims.agent,
+            "requests": claims.requests,
+            "granted": claims.granted,
+            "refused": claims.refused,
+            "undecided": claims.undecided,
+            "skipped": claims.skipped,
+            "unanswered": claims.unanswered,
+            "last": [
+                {
+                    "agent": c.agent,
+                    "prospect_id": c.prospect_id,
+                    "priority": c.priority,
+                    "score": c.score,
+                    "lease_until": c.lease_until.isoformat(timespec="seconds"),
+                }
+                for c in claims.last
+            ],
+            "queue": {
+                "granted": state.queue_inputs["claims_granted"],
+                "refused": state.queue_inputs["claims_refused"],
+            },
         },
         "model_versions_scoring": {str(v): n for v, n in sorted(state.by_version.items())},
         "published": progress.published,
@@ -102,7 +145,11 @@ def _rows(summary: dict[str, Any], result: Reconciliation) -> list[tuple[str, st
         ("broker", summary["broker"]),
         ("data", summary["data"]),
         ("replay", f"{replay['from']} to {replay['to']} at x{replay['speedup']:,.0f}"),
-        ("produced", f"{result.produced:,} prospect events"),
+        (
+            "produced",
+            f"{result.produced:,} prospect events: {result.replayed:,} replayed, "
+            f"{result.produced - result.replayed:,} retries the call queue sent",
+        ),
         (
             "scored",
             f"{result.scored:,}: {result.logged:,} on the prediction log (by model {versions}), "
@@ -113,6 +160,10 @@ def _rows(summary: dict[str, Any], result: Reconciliation) -> list[tuple[str, st
         ("check", _check(result)),
         ("call queue", _queue_text(summary["queue"])),
         ("queue inputs", _inputs_text(summary["queue"]["scorer"], result)),
+        ("calls", calls_text(result.calls)),
+        ("callbacks", f"{result.calls['callback']:,} asked for (each a retry due at that time)"),
+        ("recycles", _recycles_text(summary["recycles"])),
+        ("claims", _claims_text(summary["claims"])),
         ("models published", "\n".join(summary["published"]) or "-"),
         ("hot reloads", "\n".join(summary["hot_reloads"]) or "none seen"),
         ("online quality", "\n".join(_quality_lines(summary)) or "-"),
@@ -130,7 +181,8 @@ def _check(result: Reconciliation) -> Text:
     )
     check = Text(
         f"produced {result.produced:,} = scored {result.scored:,} (logged {result.logged:,} + "
-        f"suppressed {result.suppressed:,}) + dead-lettered {result.dead_lettered:,}: "
+        f"suppressed {result.suppressed:,}) + dead-lettered {result.dead_lettered:,} + "
+        f"duplicates {result.duplicates:,}: "
     )
     check.append(verdict)
     if result.unknown_scored or result.unknown_tasks or result.unknown_dead_letters:
@@ -151,17 +203,44 @@ def _inputs_text(scorer: dict[str, int], result: Reconciliation) -> str:
     """The scorer's counts (its /metrics), the suppressed ones beside the topics' number."""
     events = ", ".join(
         f"{name.replace('_', ' ')} {scorer[name]:,}"
-        for name in ("queued", "late", "cooling_down", "suppressed", "duplicate")
+        for name in ("queued", "late", "cooling_down", "suppressed", "duplicate", "below_floor")
     )
     others = ", ".join(
         f"{name.replace('_', '-')} {scorer[name]:,}"
-        for name in ("closed", "stale", "do_not_call", "lifted")
+        for name in ("closed", "recycled", "stale", "do_not_call", "lifted")
     )
     same = "=" if scorer["suppressed"] == result.suppressed else "≠"
     return (
         f"events: {events} (suppressed {same} {result.suppressed:,} on the topics)\n"
         f"outcomes and do-not-call records: {others}"
     )
+
+
+def _recycles_text(recycles: dict[str, Any]) -> str:
+    by_attempt = {int(attempt): n for attempt, n in recycles["retry_tasks"].items()}
+    return (
+        f"{recycles['recycled']:,} calls without a decision sent their prospect back (the "
+        f"scorer's count): {recycles['withdrawn_recycled']:,} tasks withdrawn as recycled, "
+        f"{recycles['retries']:,} retries on the prospects topic\n"
+        f"retry tasks {by_attempt_text(by_attempt)}"
+    )
+
+
+def _claims_text(claims: dict[str, Any]) -> str:
+    queue = claims["queue"]
+    lines = [
+        f"{claims['agent']}: {claims['granted']:,} granted, {claims['refused']:,} refused, "
+        f"{claims['undecided']:,} undecided ({claims['requests']:,} requests answered, "
+        f"{claims['skipped']:,} skipped while the API's mirror read the queue, "
+        f"{claims['unanswered']:,} unanswered); the queue's decisions: granted "
+        f"{queue['granted']:,}, refused {queue['refused']:,}"
+    ]
+    lines += [
+        f"{c['agent']} holds {c['prospect_id']} ({c['priority']}, {c['score']:.3f}) until "
+        f"{c['lease_until']} at most"
+        for c in claims["last"]
+    ]
+    return "\n".join(lines)
 
 
 def _quality_lines(summary: dict[str, Any]) -> list[str]:

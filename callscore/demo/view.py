@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,8 +14,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from callscore.demo.agent import LAST_CLAIMS
 from callscore.demo.state import QUEUE_ROWS, DemoEvent, DemoState
-from schemas import PRIORITIES
+from schemas import DISPOSITIONS, PRIORITIES
 
 # Plain rendering: a status line at most this often (and only when something moved).
 PLAIN_STATUS_SECONDS = 5.0
@@ -27,6 +28,54 @@ INPUT_LABELS = (
     ("cooling_down", "cooling down"),
     ("suppressed", "suppressed"),
 )
+
+
+def calls_text(calls: Counter[str]) -> str:
+    """Calls by disposition, in the schema's order (those that happened)."""
+    if not calls:
+        return "0"
+    parts = ", ".join(f"{d.replace('_', ' ')} {calls[d]:,}" for d in DISPOSITIONS if calls[d])
+    return f"{sum(calls.values()):,} ({parts})"
+
+
+def recycles_text(state: DemoState) -> str:
+    """What the queue did with the calls that reached no decision (the scorer's counts) and the
+    retries it sent (on the prospects topic)."""
+    return (
+        f"{state.recycled:,} calls without a decision: {state.queue_withdrawn['recycled']:,} "
+        f"tasks withdrawn, {state.retries:,} retries sent"
+    )
+
+
+def attempts_text(state: DemoState) -> str:
+    """The retry tasks the queue queued, by attempt, and those open now."""
+    by_attempt = state.retry_tasks_by_attempt()
+    if not by_attempt:
+        return "no retry queued yet"
+    return f"{by_attempt_text(by_attempt)}; {state.open_retries:,} open"
+
+
+def by_attempt_text(by_attempt: Mapping[int, int]) -> str:
+    """Retry tasks queued by attempt: `queued 313: 2nd call 273, 3rd 34`."""
+    attempts = [f"{ordinal(a)} {n:,}" for a, n in sorted(by_attempt.items())]
+    if attempts:
+        attempts[0] = attempts[0].replace(" ", " call ", 1)
+    return f"queued {sum(by_attempt.values()):,}" + (f": {', '.join(attempts)}" if attempts else "")
+
+
+def ordinal(n: int) -> str:
+    """2nd, 3rd, 4th, ... 11th, 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def claims_text(state: DemoState) -> str:
+    c = state.claims
+    return (
+        f"{c.agent}: {c.granted:,} granted, {c.refused:,} refused, {c.undecided:,} undecided "
+        f"({c.requests:,} requests answered, {c.skipped:,} skipped while the API's mirror read "
+        "the queue)"
+    )
 
 
 def _dead_text(dead: Counter[str]) -> str:
@@ -94,8 +143,11 @@ def _stats_table(state: DemoState) -> Table:
     table.add_row("suppressed", f"{state.suppressed:,} (do-not-call)")
     table.add_row("dead-lettered", _dead_text(state.dead))
     table.add_row("events/s", f"{state.rate():,.0f}")
-    table.add_row("outcomes", f"{state.outcomes:,}")
+    table.add_row("calls", calls_text(state.calls))
     table.add_row("bad outcomes", _dead_text(state.outcomes_dead))
+    table.add_row("callbacks", f"{state.callbacks:,} asked for")
+    table.add_row("recycles", recycles_text(state))
+    table.add_row("attempts", attempts_text(state))
     serving = "-" if state.serving is None else f"v{state.serving}"
     table.add_row("model serving", Text(serving, style="bold green"))
     quality = _quality_text(state, separator="\n  ") or ["waiting for outcomes"]
@@ -103,8 +155,28 @@ def _stats_table(state: DemoState) -> Table:
     return table
 
 
+def _claims_view(state: DemoState) -> RenderableType:
+    """The demo's dialer agent: its counts and its last granted claims, newest first (the
+    panel keeps its height while none is granted)."""
+    last = Table(box=None, padding=(0, 1), collapse_padding=True, pad_edge=False)
+    for column in ("agent", "prospect", "tier", "score", "lease until (UTC)"):
+        last.add_column(column, no_wrap=True, justify="right" if column == "score" else "left")
+    for claim in state.claims.last:
+        last.add_row(
+            claim.agent,
+            claim.prospect_id,
+            claim.priority,
+            f"{claim.score:.3f}",
+            f"{claim.lease_until:%H:%M:%S}",
+            style=TIER_STYLE.get(claim.priority, ""),
+        )
+    for _ in range(LAST_CLAIMS - len(state.claims.last)):
+        last.add_row("", "", "", "", "")
+    return Group(Text(claims_text(state)), last)
+
+
 def render(state: DemoState, header: str, warning: str | None) -> RenderableType:
-    """The live view: header, call queue | stream and quality, events log."""
+    """The live view: header, call queue | stream and quality, claims, events log."""
     title = Text.assemble(
         ("callscore demo  ", "bold"),
         (f"{state.elapsed:5.1f} s  ", "bold cyan"),
@@ -125,7 +197,8 @@ def render(state: DemoState, header: str, warning: str | None) -> RenderableType
     parts: list[RenderableType] = [title]
     if warning:
         parts.append(Text(f"⚠ {warning}", style="bold yellow"))
-    parts += [body, Panel(log, title="events")]
+    claims = Panel(_claims_view(state), title="claims: an agent of an in-house dialer")
+    parts += [body, claims, Panel(log, title="events")]
     return Group(*parts)
 
 
@@ -138,11 +211,15 @@ def plain_status(state: DemoState) -> str:
     serving = "-" if state.serving is None else f"v{state.serving}"
     expected = f"/{state.expected}" if state.expected is not None else ""
     quality = "; ".join(_quality_text(state)) or "no outcomes yet"
+    claims = state.claims
     return (
-        f"[{state.elapsed:5.1f} s] {state.phase.label}: produced {state.produced}{expected}, "
-        f"scored {state.scored}, dead-lettered {_dead_text(state.dead)}, "
-        f"{state.rate():.0f} events/s, model {serving}, queue open {queue}, withdrawn "
-        f"{withdrawn}, events {inputs}, {quality}"
+        f"[{state.elapsed:5.1f} s] {state.phase.label}: produced {state.produced}{expected} "
+        f"(+{state.retries} retries), scored {state.scored}, dead-lettered "
+        f"{_dead_text(state.dead)}, {state.rate():.0f} events/s, model {serving}, queue open "
+        f"{queue}, withdrawn {withdrawn}, events {inputs}, calls {calls_text(state.calls)}, "
+        f"callbacks {state.callbacks}, recycled {state.recycled}, retry tasks "
+        f"{len(state.retry_tasks)} ({state.open_retries} open), claims granted "
+        f"{claims.granted} refused {claims.refused} undecided {claims.undecided}, {quality}"
     )
 
 
@@ -191,7 +268,10 @@ def _plain(
             console.print(plain_event(item), highlight=False, soft_wrap=True)
         now = time.monotonic()
         # A line when something moved, at most every few seconds (and always the last one).
-        status = (state.phase, state.produced, state.handled, state.outcomes, state.serving)
+        status = (
+            state.phase, state.produced, state.handled, state.outcomes, state.serving,
+            state.claims.granted,
+        )  # fmt: skip
         due = now - last["at"] >= PLAIN_STATUS_SECONDS or final
         if status != last["status"] and due:
             last.update(at=now, status=status)

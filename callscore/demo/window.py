@@ -1,7 +1,11 @@
 """Which months the demo replays, what that plan holds, and how fast it must go.
 
 The replay takes the latest months holding about `--prospects` rows, never more than half of
-the data: the months before it are the trainer's base data, so no row is used twice.
+the data: the months before it are the trainer's base data, so no row is used twice. It is
+replayed with attempts (callscore/simulator/attempts.py): a row with `campaign` = c is up to
+CALLSCORE_MAX_ATTEMPTS calls, so the plan is counted under the run's queue policy, as
+`callscore simulate` makes it. The retries the call queue sends are not in the plan: the queue
+publishes them itself, on the prospects topic.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from callqueue.rules import QueuePolicy
 from callscore.demo.options import DemoOptions
 from callscore.simulator.plan import ReplayOptions, plan_replay
 from callscore.simulator.records import count_plan
@@ -25,6 +30,7 @@ class ReplayWindow:
     records: int  # everything the plan publishes
     prospects: int  # prospect records (valid and malformed): what must be scored or dead-lettered
     valid: int  # the valid ones: the rows' events and their late copies
+    outcomes: int  # outcome records (each call's, and the malformed ones)
     first: str
     last: str
     speedup: float  # event-time seconds per wall second, so the replay takes `replay_seconds`
@@ -50,12 +56,18 @@ def replay_start(frame: pd.DataFrame, prospects: int) -> str:
     return start
 
 
-def plan_window(frame: pd.DataFrame, options: DemoOptions) -> ReplayWindow:
+def plan_window(
+    frame: pd.DataFrame, options: DemoOptions, attempts: QueuePolicy | None
+) -> ReplayWindow:
     """The replay of `callscore simulate` as the demo will run it, counted in advance (with the
-    replay's defaults for the extras that make every rule of the call queue fire)."""
+    replay's defaults for the extras that make every rule of the call queue fire); `attempts`:
+    the queue's policy (QueuePolicy.of the run's settings), None for one call per row."""
     start = options.start or replay_start(frame, options.prospects)
     replay = ReplayOptions(
-        start=start, outcome_delay=options.outcome_delay, bad_rate=options.bad_rate
+        start=start,
+        outcome_delay=options.outcome_delay,
+        bad_rate=options.bad_rate,
+        attempts=attempts,
     )
     plan = plan_replay(frame, replay)
     counts = count_plan(plan).values()
@@ -65,6 +77,7 @@ def plan_window(frame: pd.DataFrame, options: DemoOptions) -> ReplayWindow:
         records=len(plan),
         prospects=sum(c.prospect_records for c in counts),
         valid=sum(c.valid_events for c in counts),
+        outcomes=sum(c.outcomes + c.bad_outcomes for c in counts),
         first=start,
         last=plan[-1].period,
         speedup=max(span / options.replay_seconds, 1.0),
