@@ -30,6 +30,7 @@ from streamer.queue_mirror import QueueMirror
 from streamer.web import ApiHandlers, ScorePool, api_application
 
 log = logging.getLogger(__name__)
+ACCESS_LOG = logging.getLogger("aiohttp.access")
 
 
 def run_api(settings: Settings) -> None:
@@ -68,6 +69,9 @@ def run_api(settings: Settings) -> None:
             host=settings.http_host,
             port=settings.api_port,
             print=lambda line: log.info("%s", line),
+            # One line per request (aiohttp's access log) only at debug level: at a dialer's
+            # rate it would be most of the log (4,676 of 4,681 lines in a 3-minute bench run).
+            access_log=ACCESS_LOG if log.isEnabledFor(logging.DEBUG) else None,
         )
     finally:
         pool.shutdown()
