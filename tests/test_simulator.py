@@ -5,29 +5,39 @@ by the queue's own pure rules, no broker), and one replay onto the real broker."
 from __future__ import annotations
 
 import calendar
+import heapq
+import itertools
 import json
 import re
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 
 from callqueue.inputs import QueueInput, partition_for
-from callqueue.rules import PartitionQueue, QueueCounts, QueuePolicy, QueueTopics
+from callqueue.rules import (
+    PartitionQueue,
+    QueueCounts,
+    QueuePolicy,
+    QueueTopics,
+    retry_event_id,
+)
 from callscore.cli import main
 from callscore.commands.arguments import parse_delay, parse_speedup
 from callscore.simulator.do_not_call import LIFT_AFTER, LIFT_WITHIN, OBJECTION_WITHIN
+from callscore.simulator.hold import CallHold
 from callscore.simulator.late_events import LATE_BY
 from callscore.simulator.malformed import BAD_EVENT_KINDS, BAD_OUTCOME_KINDS
 from callscore.simulator.plan import ReplayOptions, occurred_times, plan_replay, wall_offsets
 from callscore.simulator.prospects import REPEAT_WITHIN
-from callscore.simulator.publish import run_replay
-from callscore.simulator.records import MonthCounts, ScheduledRecord, count_plan
+from callscore.simulator.publish import ReplaySummary, pace, run_replay
+from callscore.simulator.records import CallRef, MonthCounts, ScheduledRecord, count_plan
 from core.errors import CallscoreError
 from core.settings import Settings
 from core.topic_reader import read_topics
-from schemas import POST_CALL_FIELDS, PredictionRecord, task_id_for
+from schemas import POST_CALL_FIELDS, WITHDRAWAL_HEADER, PredictionRecord, task_id_for
 from schemas.decode import InvalidEvent, decode_do_not_call, decode_outcome, decode_prospect
 from trainer.data import add_periods, load_bank
 from trainer.synthetic import synthetic_bank_frame
@@ -590,3 +600,323 @@ def test_a_row_is_replayed_as_its_contacts_each_a_task_the_queue_made(frame, set
     assert counts.closed == len(frame) and counts.stale == 0
     assert counts.queued == len(frame) + counts.recycled
     assert counts.exhausted == 0  # a row with more contacts than allowed is reached at the last
+
+
+# --- the hold: a call's outcome waits for the queue's decision of its event -----------------------
+
+
+def test_each_call_of_the_replay_with_attempts_names_its_event_and_the_task_it_retries(
+    frame, settings
+):
+    policy = QueuePolicy.of(settings)
+    plan = plan_replay(frame, ReplayOptions(**ROWS_ONLY, months=2, attempts=policy))
+    by_row: dict[int, list[ScheduledRecord]] = defaultdict(list)
+    for record in good(plan, "outcome"):
+        by_row[record.row].append(record)
+    for calls in by_row.values():
+        first = calls[0].call
+        assert first is not None and first.attempt == 1 and first.retry_of is None
+        assert first.event_id == calls[0].record_id  # the row's own event
+        for before, after in itertools.pairwise(calls):
+            ref, previous = after.call, before.call
+            assert ref is not None and previous is not None
+            assert ref.attempt == previous.attempt + 1
+            assert (ref.retry_of, ref.retried_event_id) == (previous.task_id, previous.event_id)
+            assert ref.event_id == retry_event_id(previous.task_id)
+        for record in calls:
+            outcome = decode_outcome(record.value)
+            assert record.call is not None
+            assert (outcome.event_id, outcome.task_id) == (
+                record.call.event_id,
+                record.call.task_id,
+            )
+    # Nothing else is held: the events, and every outcome of one call per row.
+    assert all(r.call is None for r in plan if r.kind != "outcome")
+    assert all(r.call is None for r in plan_replay(frame, ReplayOptions(months=2)))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeDecisions:
+    """A `Decisions` set by hand; `poll` advances the clock and runs what is scheduled."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.decided: dict[str, float] = {}
+        self.queued_tasks: set[str] = set()
+        self.ended_tasks: set[str] = set()
+        self.lines = 0
+        self.later: list[tuple[float, str]] = []  # (when, event id) to decide then
+
+    def decide(self, event_id: str, queued: bool = True) -> None:
+        self.decided[event_id] = self.clock.now
+        self.lines += 1
+        if queued:
+            self.queued_tasks.add(task_id_for(event_id))
+
+    def decided_at(self, event_id: str) -> float | None:
+        return self.decided.get(event_id)
+
+    def queued(self, task_id: str) -> bool:
+        return task_id in self.queued_tasks
+
+    def ended(self, task_id: str) -> bool:
+        return task_id in self.ended_tasks
+
+    def poll(self, seconds: float) -> None:
+        self.clock.now += seconds
+        for when, event_id in [item for item in self.later if item[0] <= self.clock.now]:
+            self.later.remove((when, event_id))
+            self.decide(event_id)
+
+
+def _call_record(ref: CallRef, key: bytes = b"P") -> ScheduledRecord:
+    at = datetime(2009, 5, 1, tzinfo=UTC)
+    return ScheduledRecord(at, (0, 0), "outcome", key, b"{}", ref.event_id, 0, call=ref)
+
+
+def _calls(event_id: str, count: int) -> list[CallRef]:
+    """A row's calls: its event, then each retry of the previous call's task."""
+    refs = [CallRef(1, event_id, task_id_for(event_id))]
+    while len(refs) < count:
+        previous = refs[-1]
+        retry = retry_event_id(previous.task_id)
+        refs.append(
+            CallRef(
+                previous.attempt + 1,
+                retry,
+                task_id_for(retry),
+                retry_of=previous.task_id,
+                retried_event_id=previous.event_id,
+            )
+        )
+    return refs
+
+
+def test_a_call_waits_for_its_event_on_the_prediction_log_and_no_longer():
+    clock = FakeClock()
+    decisions = FakeDecisions(clock)
+    hold = CallHold(decisions, timeout=30.0, grace=1.0, clock=clock)
+    first, second, third = _calls("uci-1", 3)
+    decisions.decide(first.event_id)
+    assert hold.wait(_call_record(first), decisions.poll) == 0.0  # decided: not held
+    decisions.later.append((clock.now + 0.4, second.event_id))  # the retry comes 0.4 s later
+    assert hold.wait(_call_record(second), decisions.poll) == pytest.approx(0.4, abs=0.02)
+    assert decisions.decided_at(second.event_id) is not None
+    assert (hold.stats.held, hold.stats.too_long, hold.stats.skipped) == (1, 0, 0)
+    assert hold.stats.held_by_attempt == {2: 1}
+
+    # An event nobody decides (here, no queue writes anything): published after the timeout...
+    assert hold.wait(_call_record(third), decisions.poll) == pytest.approx(30.0, abs=0.02)
+    assert hold.stats.too_long == 1 and hold.stats.max_seconds == pytest.approx(30.0, abs=0.02)
+    # ...then, while the log stays silent, the next calls are not held either,
+    (other,) = _calls("uci-2", 1)
+    assert hold.wait(_call_record(other), decisions.poll) == 0.0
+    assert hold.stats.too_long == 2
+    # until the queue decides something again.
+    decisions.decide("uci-elsewhere")
+    (again,) = _calls("uci-3", 1)
+    decisions.later.append((clock.now + 0.2, again.event_id))
+    assert hold.wait(_call_record(again), decisions.poll) == pytest.approx(0.2, abs=0.02)
+    assert hold.stats.too_long == 2 and hold.stats.held == 3  # `other` was not held
+
+
+def test_a_call_whose_event_will_not_come_is_not_held():
+    clock = FakeClock()
+    decisions = FakeDecisions(clock)
+    hold = CallHold(decisions, timeout=30.0, grace=1.0, clock=clock)
+
+    # A retry under the floor is on the log (it was scored): its own call goes at once (stale);
+    # the next call's event, the retry of a task never queued, never comes: it goes once the
+    # queue's records have had the grace to show the task.
+    a1, a2, a3 = _calls("uci-1", 3)
+    decisions.decide(a1.event_id)
+    decisions.decide(a2.event_id, queued=False)
+    assert hold.wait(_call_record(a2), decisions.poll) == 0.0
+    clock.now += 0.3
+    assert hold.wait(_call_record(a3), decisions.poll) == pytest.approx(0.7, abs=0.02)
+    # A task withdrawn (expired, superseded, suppressed...) is never retried: at once.
+    b1, b2 = _calls("uci-2", 2)
+    decisions.decide(b1.event_id)
+    decisions.ended_tasks.add(b1.task_id)
+    assert hold.wait(_call_record(b2), decisions.poll) == 0.0
+    # Nor is a task whose call went before its event was decided: its outcome was stale.
+    c1, c2 = _calls("uci-3", 2)
+    hold_short = CallHold(decisions, timeout=0.5, grace=1.0, clock=clock)
+    decisions.decide("something")  # not silent
+    assert hold_short.wait(_call_record(c1), decisions.poll) == pytest.approx(0.5, abs=0.02)
+    decisions.decide("something else")
+    assert hold_short.wait(_call_record(c2), decisions.poll) == 0.0
+    assert (hold_short.stats.too_long, hold_short.stats.skipped) == (1, 1)
+    # A prospect who objects: the queue suppresses its events without a line. Lifted: held again.
+    (d1,) = _calls("uci-4", 1)
+    objection = ScheduledRecord(
+        datetime(2009, 5, 1, tzinfo=UTC), (0, 5), "do_not_call", b"Q", b"{}", "Q", 0
+    )
+    hold.note(objection)
+    assert hold.wait(_call_record(d1, key=b"Q"), decisions.poll) == 0.0
+    assert (hold.stats.held, hold.stats.skipped, hold.stats.too_long) == (1, 3, 0)
+    hold.note(replace(objection, value=None))
+    decisions.later.append((clock.now + 0.1, d1.event_id))
+    assert hold.verdict(d1, b"Q") is None
+
+
+class InProcessQueue:
+    """The call queue's own rules behind a lag, on a fake clock: what the replay sends is
+    applied `lag` seconds later, a retry the queue sends is scored and applied `lag` after that;
+    its prediction-log lines and call-queue records are the `Decisions` the hold reads. Events
+    score 0.5, but the retries of prospects in `low` score under the floor."""
+
+    def __init__(self, settings: Settings, clock: FakeClock, lag: float, low: set[str]) -> None:
+        self.topics, self.policy = QueueTopics.of(settings), QueuePolicy.of(settings)
+        self.partitions = settings.partitions
+        self.clock, self.lag, self.low = clock, lag, low
+        self.queues: dict[int, PartitionQueue] = {}
+        self.pending: list[tuple[float, int, str, bytes, bytes | None]] = []
+        self.sequence = 0
+        self.counts = QueueCounts()
+        self.decided: dict[str, float] = {}
+        self.queued_tasks: set[str] = set()
+        self.ended_tasks: set[str] = set()
+        self.lines = 0
+        self.sent_at: dict[str, float] = {}  # an outcome's task id -> when the replay sent it
+
+    def decided_at(self, event_id: str) -> float | None:
+        return self.decided.get(event_id)
+
+    def queued(self, task_id: str) -> bool:
+        return task_id in self.queued_tasks
+
+    def ended(self, task_id: str) -> bool:
+        return task_id in self.ended_tasks
+
+    def send(self, record: ScheduledRecord) -> None:
+        if record.malformed is None:
+            if record.kind == "outcome":
+                self.sent_at[decode_outcome(record.value).task_id or ""] = self.clock.now
+            self._later(record.kind, record.key, record.value)
+
+    def poll(self, seconds: float) -> None:
+        self.clock.now += seconds
+        while self.pending and self.pending[0][0] <= self.clock.now:
+            _due, _n, kind, key, value = heapq.heappop(self.pending)
+            self._apply(kind, key, value)
+
+    def _later(self, kind: str, key: bytes, value: bytes | None) -> None:
+        self.sequence += 1
+        heapq.heappush(self.pending, (self.clock.now + self.lag, self.sequence, kind, key, value))
+
+    def _apply(self, kind: str, key: bytes, value: bytes | None) -> None:
+        prospect_id = key.decode()
+        partition = partition_for(prospect_id, self.partitions)
+        queue = self.queues.setdefault(
+            partition, PartitionQueue(partition, self.topics, self.policy)
+        )
+        where = (prospect_id, partition, 0, value)
+        if kind == "event":
+            assert value is not None
+            prediction = _scored_value(value)
+            if prediction.retry_of is not None and prospect_id in self.low:
+                prediction = prediction.model_copy(update={"score": 0.01})
+            item = QueueInput("scored", *where, prediction=prediction)
+        elif kind == "outcome":
+            item = QueueInput("outcome", *where, outcome=decode_outcome(value))
+        else:
+            item = QueueInput("do_not_call", *where, entry=decode_do_not_call(key, value))
+        result = queue.apply([item])
+        self.counts = self.counts + result.counts
+        for out in result.outgoing:
+            headers = dict(out.headers)
+            if out.topic == self.topics.predictions:
+                self.decided.setdefault((out.key or b"").decode(), self.clock.now)
+                self.lines += 1
+            elif out.topic == self.topics.queue and out.value is None:
+                if headers.get(WITHDRAWAL_HEADER) != b"recycled":
+                    self.ended_tasks.add(headers["task_id"].decode())
+            elif out.topic == self.topics.queue:
+                task = json.loads(out.value)
+                self.queued_tasks.add(task["task_id"])
+                if task.get("supersedes"):
+                    self.ended_tasks.add(task["supersedes"])
+            elif out.topic == self.topics.prospects:
+                self._later("event", out.key or b"", out.value)
+
+
+def _replay_through(
+    plan: list[ScheduledRecord], settings: Settings, hold: bool, low: set[str] = frozenset()
+) -> tuple[InProcessQueue, ReplaySummary, list[ScheduledRecord]]:
+    clock = FakeClock()
+    queue = InProcessQueue(settings, clock, lag=0.5, low=set(low))
+    sent: list[ScheduledRecord] = []
+
+    def send(record: ScheduledRecord) -> None:
+        sent.append(record)
+        queue.send(record)
+
+    holder = CallHold(queue, clock=clock) if hold else None
+    # Two months in about 2 s: a retry's call comes milliseconds after it is due.
+    speedup = (plan[-1].at - plan[0].at).total_seconds() / 2.0
+    summary = pace(plan, speedup, send, queue.poll, holder=holder, clock=clock)
+    queue.poll(60.0)  # what is still on its way
+    return queue, summary, sent
+
+
+def test_held_calls_come_after_their_task_and_none_is_stale(frame, settings):
+    policy = QueuePolicy.of(settings)
+    plan = plan_replay(frame, ReplayOptions(**ROWS_ONLY, months=2, attempts=policy))
+    rows = {r.row for r in good(plan, "event")}
+    calls = len(good(plan, "outcome"))
+
+    # Unheld, at this speed the retries' calls come before their task: stale.
+    unheld, summary, _sent = _replay_through(plan, settings, hold=False)
+    assert summary.hold is None
+    assert unheld.counts.stale > calls / 4 and unheld.counts.closed < len(rows)
+
+    queue, summary, sent = _replay_through(plan, settings, hold=True)
+    assert sent == plan  # in order: the records after a held call waited with it
+    assert queue.counts.stale == 0 and queue.counts.closed == len(rows)
+    assert queue.counts.recycled == calls - len(rows)
+    for record in good(plan, "outcome"):  # every call after its event was decided
+        ref = record.call
+        assert ref is not None and queue.decided[ref.event_id] <= queue.sent_at[ref.task_id]
+    stats = summary.hold
+    assert stats is not None and stats.too_long == stats.skipped == 0
+    # Many retries' calls waited (the others' retries were decided while an earlier one waited).
+    assert stats.held > (calls - len(rows)) / 4 and {2, 3} <= set(stats.held_by_attempt)
+    assert 0.5 <= stats.max_seconds < 1.5
+    # The clock stopped while a call was held: the replay took its two seconds plus the holds.
+    assert summary.wall_seconds == pytest.approx(2.0 + stats.total_seconds, abs=0.2)
+
+
+def test_the_hold_never_waits_for_a_retry_that_will_not_come(frame, settings):
+    policy = QueuePolicy.of(settings)
+    # Rows alone, some prospects' retries under the floor: their later calls are not waited for.
+    plan = plan_replay(frame, ReplayOptions(**ROWS_ONLY, months=2, attempts=policy))
+    by_row: dict[int, list[ScheduledRecord]] = defaultdict(list)
+    for record in good(plan, "outcome"):
+        by_row[record.row].append(record)
+    low = {calls[0].key.decode() for row, calls in by_row.items() if row % 5 == 0}
+    queue, summary, _sent = _replay_through(plan, settings, hold=True, low=low)
+    stopped = [c for c in by_row.values() if c[0].key.decode() in low and len(c) > 1]
+    assert stopped
+    # The retry under the floor is scored (its call stale), the retries after it never sent.
+    assert queue.counts.below_floor == len(stopped)
+    assert queue.counts.stale == sum(len(c) - 1 for c in stopped)
+    stats = summary.hold
+    assert stats is not None and stats.too_long == 0
+    assert stats.skipped == sum(len(c) - 2 for c in stopped)
+    assert stats.max_seconds < 1.5  # the grace for the task to show, not the timeout
+
+    # The default plan (repeated prospects, late events, objections, slow calls): the queue's
+    # own decisions make calls stale, and not one of them is waited for until the timeout.
+    plan = plan_replay(frame, ReplayOptions(months=2, attempts=policy, seed=3))
+    queue, summary, _sent = _replay_through(plan, settings, hold=True)
+    stats = summary.hold
+    assert stats is not None and stats.too_long == 0 and stats.skipped > 0
+    assert queue.counts.stale > 0 and queue.counts.suppressed + queue.counts.superseded > 0

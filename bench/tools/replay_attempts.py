@@ -16,11 +16,13 @@ the scorer has applied every outcome and scored every retry. The queue's other e
 (repeated prospects, late events, objections, slow calls) are off, as in replay_loop: each row
 is its own prospect, so every count below is the attempts' own.
 
-A call's outcome is held until the queue has decided the event it calls (its line in the
-prediction log): the simulator dials a retry `DIAL_LAG` after it is due, which at a month a
-minute is 0.05 s (busy) to 2 s (voicemail) of wall time, less than the queue takes to rescore
-a retry, so unheld most retries' calls would come before their task and be stale (--ungated
-replays as `callscore simulate` does, to measure just that).
+The simulator holds each call's outcome until the queue has decided the event it calls (its
+line in the prediction log; callscore/simulator/hold.py), and the replay waits meanwhile: it
+dials a retry `DIAL_LAG` after it is due, which at a month a minute is 0.05 s (busy) to 2 s
+(voicemail) of wall time, less than the queue takes to rescore a retry, so unheld most retries'
+calls would come before their task and be stale. The replay therefore takes longer than
+--month-seconds. --ungated replays with the hold off (`callscore simulate --no-hold`), to
+measure just that race.
 
 Meanwhile --agents agents claim from the API (`POST /queue/claim`, n=3, about every second),
 only to measure claims under a real replay (the simulator makes the calls): granted, refused,
@@ -61,14 +63,14 @@ from bench.tools.replay_loop import DAY, _train_base
 from callqueue.rules import QueuePolicy
 from callscore.commands.arguments import parse_delay
 from callscore.simulator.attempts import CALLBACK_AFTER, DIAL_LAG, NO_DECISION
-from callscore.simulator.plan import plan_replay, wall_offsets
+from callscore.simulator.hold import HOLD_TIMEOUT_SECONDS, HoldStats
+from callscore.simulator.plan import plan_replay
 from callscore.simulator.publish import run_replay
 from callscore.simulator.records import ScheduledRecord
 from core.kafka import ensure_topics
 from core.local_broker import free_port, start_tansu
 from core.settings import Settings
-from core.topic_reader import Record, TopicReader, read_topics
-from core.topic_writer import Outgoing, TopicWriter
+from core.topic_reader import Record, read_topics
 from schemas import MONTHS, WITHDRAWAL_HEADER
 from testkit.harness import ApiWorker, StreamWorker, isolated_settings
 from trainer.data import load_bank, resolve_data_path
@@ -79,8 +81,6 @@ CLAIM_EVERY_SECONDS = 1.0
 READY_SECONDS = 180.0
 DRAIN_SECONDS = 240.0
 SETTLE_SECONDS = 3.0  # metrics unchanged this long: drained
-GATE_POLL_SECONDS = 0.02
-GATE_IDLE_SECONDS = 20.0
 BUCKETS = ("1", "2", "3", "4", "5", "6+")
 ATTEMPT_SETTINGS: dict[str, Any] = {"partitions": 2}
 
@@ -245,101 +245,6 @@ class Agents:
             "request_p50_ms": round(float(np.nanpercentile(ms, 50)), 1),
             "request_p99_ms": round(float(np.nanpercentile(ms, 99)), 1),
         }
-
-
-# --- the replay, each retry's call held until the queue has decided the retry ---------------
-@dataclass
-class GateStats:
-    held: int = 0  # outcomes whose event the queue had not decided at their planned time
-    held_by_attempt: Counter[int] = field(default_factory=Counter)
-    held_seconds: list[float] = field(default_factory=list)
-    released_unseen: int = 0  # still undecided after the last wait: published anyway
-
-
-class DecidedTasks:
-    """The task ids of the prediction log (a line per scored event, queued or not), tailed in a
-    thread: once a retry's line is there, the queue has applied its scored input."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._tail, daemon=True)
-
-    def __enter__(self) -> DecidedTasks:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _tail(self) -> None:
-        with TopicReader(self._settings, [self._settings.topic_predictions]) as reader:
-            while not self._stop.is_set():
-                for record in reader.poll(0.05):
-                    self.seen.add(record.headers.get("task_id", b"").decode())
-
-
-def gated_replay(
-    settings: Settings,
-    plan: list[ScheduledRecord],
-    speedup: float,
-    gated: dict[str, int],
-    idle: float,
-) -> GateStats:
-    """`run_replay`'s pacing (each record when the wall clock reaches its event time), except
-    that the outcome of a call (its task id in `gated`, its attempt the value) waits until the
-    queue has decided the event it calls (the row's, or the queue's retry): a dialer cannot
-    call a task before it exists. The simulator dials a retry `DIAL_LAG` after it is due, at
-    a replay's speed a fraction of a wall second, less than the queue takes to rescore the
-    retry; a held outcome keeps its `called_at`. Once the plan is published, what is still
-    held is published when nothing was released for `idle` seconds (the calls after a retry
-    under the floor, whose retry never comes: stale, as the simulator would make them)."""
-    stats = GateStats()
-    writer = TopicWriter(settings, "the replay's records")
-    held: dict[str, tuple[ScheduledRecord, float]] = {}
-
-    def send(record: ScheduledRecord) -> None:
-        writer.send(Outgoing(record.topic(settings), record.key, record.value))
-
-    def release(decided: set[str]) -> bool:
-        ready = [t for t in held if t in decided]
-        for task_id in ready:
-            record, since = held.pop(task_id)
-            stats.held_seconds.append(time.monotonic() - since)
-            send(record)
-        return bool(ready)
-
-    with DecidedTasks(settings) as decided:
-        started = time.monotonic()
-        current = None
-        for record, offset in zip(plan, wall_offsets(plan, speedup), strict=True):
-            while (wait := started + offset - time.monotonic()) > 0:
-                release(decided.seen)
-                writer.poll(min(wait, GATE_POLL_SECONDS))
-            if record.period != current:
-                current = record.period
-                console.print(f"  {current} from {time.monotonic() - started:.0f} s")
-            task_id = json.loads(record.value or b"{}").get("task_id")
-            if record.kind == "outcome" and task_id in gated and task_id not in decided.seen:
-                stats.held += 1
-                stats.held_by_attempt[gated[task_id]] += 1
-                held[task_id] = (record, time.monotonic())
-            else:
-                send(record)
-            if writer.failed:
-                break
-        last_release = time.monotonic()
-        while held and time.monotonic() - last_release < idle:
-            if release(decided.seen):
-                last_release = time.monotonic()
-            writer.poll(GATE_POLL_SECONDS)
-        stats.released_unseen = len(held)
-        for record, _since in held.values():
-            send(record)
-        writer.flush(60)
-    return stats
 
 
 # --- the scorer's counters -------------------------------------------------------------------
@@ -698,20 +603,17 @@ def run(
         desk = Agents(api, agents, settings.claim_lease_seconds)
         desk.start()
         replay_started = time.monotonic()
-        gate: GateStats | None = None
-        if ungated:
-            run_replay(
-                settings,
-                plan,
-                speedup,
-                on_month=lambda m, c, s: console.print(
-                    f"  {m}: {c.events:,} events, {c.outcomes:,} outcomes "
-                    f"({c.no_decision:,} no decision) by {s:.0f} s"
-                ),
-            )
-        else:
-            tasks = {c.task_id: c.attempt for row in calls.values() for c in row}
-            gate = gated_replay(settings, plan, speedup, tasks, GATE_IDLE_SECONDS)
+        summary = run_replay(
+            settings,
+            plan,
+            speedup,
+            on_month=lambda m, c, s: console.print(
+                f"  {m}: {c.events:,} events, {c.outcomes:,} outcomes "
+                f"({c.no_decision:,} no decision) by {s:.0f} s"
+            ),
+            hold=not ungated,
+        )
+        gate = summary.hold
         replay_seconds = time.monotonic() - replay_started
         metrics = drain(scorer, events, outcomes, DRAIN_SECONDS)
         drained_seconds = time.monotonic() - replay_started
@@ -739,7 +641,7 @@ def run(
             "dial_lag_minutes": DIAL_LAG.total_seconds() / 60,
             "no_decision_shares": dict(NO_DECISION),
         },
-        "pacing": "simulator (run_replay)" if gate is None else "retry calls held until decided",
+        "pacing": "calls not held (--no-hold)" if gate is None else "calls held until decided",
         "gate": None if gate is None else _gate_summary(gate),
         "replay_seconds": round(replay_seconds, 1),
         "drained_after_seconds": round(drained_seconds, 1),
@@ -751,7 +653,8 @@ def run(
     }
 
 
-def _gate_summary(gate: GateStats) -> dict[str, Any]:
+def _gate_summary(gate: HoldStats) -> dict[str, Any]:
+    """The simulator's hold (callscore/simulator/hold.py)."""
     seconds = gate.held_seconds or [float("nan")]
     return {
         "held": gate.held,
@@ -759,7 +662,9 @@ def _gate_summary(gate: GateStats) -> dict[str, Any]:
         "held_p50_seconds": round(float(np.percentile(seconds, 50)), 3),
         "held_p90_seconds": round(float(np.percentile(seconds, 90)), 3),
         "held_max_seconds": round(float(max(seconds)), 3),
-        "released_undecided": gate.released_unseen,
+        "held_total_seconds": round(gate.total_seconds, 1),
+        "held_too_long": gate.too_long,
+        "not_held_event_will_not_come": gate.skipped,
     }
 
 
@@ -822,16 +727,22 @@ def print_tables(r: dict[str, Any]) -> None:
             f"{gate['held_p90_seconds']:.2f} s, max {gate['held_max_seconds']:.2f} s)"
         )
         overview += [
-            ("calls held until the queue decided their event", held, "replay"),
-            ("  by attempt", _items(gate["held_by_attempt"]), "replay"),
+            ("calls held until the queue decided their event", held, "simulator"),
+            ("  by attempt", _items(gate["held_by_attempt"]), "simulator"),
+            ("  seconds held in all", f"{gate['held_total_seconds']:,.1f}", "simulator"),
             (
-                "  never decided (published after the wait)",
-                _n(gate["released_undecided"]),
-                "replay",
+                f"  held too long (> {HOLD_TIMEOUT_SECONDS:g} s, published undecided)",
+                _n(gate["held_too_long"]),
+                "simulator",
+            ),
+            (
+                "calls not held: their event will not come",
+                _n(gate["not_held_event_will_not_come"]),
+                "simulator",
             ),
         ]
     else:
-        overview.append(("pacing", "as callscore simulate: calls not held", "replay"))
+        overview.append(("pacing", "callscore simulate --no-hold: calls not held", "replay"))
     console.print(_table(title, ("what", "count", "from"), overview))
 
     fates = sorted({f for d in r["calls_by_disposition"].values() for f in d})
@@ -956,8 +867,8 @@ def main() -> None:
     parser.add_argument(
         "--ungated",
         action="store_true",
-        help="publish every call when its event time comes, as `callscore simulate` does, even "
-        "a retry's call before the queue has queued the retry (bench/results/"
+        help="publish every call when its event time comes, as `callscore simulate --no-hold` "
+        "does, even a retry's call before the queue has queued the retry (bench/results/"
         "replay_attempts_ungated.json)",
     )
     add_set_option(parser)

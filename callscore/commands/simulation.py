@@ -54,7 +54,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             f"{counts.lifted:,}  ({wall:.1f} s)"
         )
 
-    _print_summary(run_replay(settings, plan, speedup, on_month=month_done))
+    summary = run_replay(settings, plan, speedup, on_month=month_done, hold=not args.no_hold)
+    _print_summary(summary)
     return 0
 
 
@@ -98,14 +99,27 @@ def _print_summary(summary: ReplaySummary) -> None:
         table.add_row(period, *(f"{n:,}" for n in numbers))
     out = _console(stderr=False)
     out.print(table)
-    total = summary.total
+    total, hold = summary.total, summary.hold
+    if hold is not None:
+        out.print(
+            f"held {hold.held:,} calls until the call queue had decided their event (at most "
+            f"{hold.max_seconds:.2f} s, {hold.total_seconds:.1f} s in all); {hold.too_long:,} "
+            f"held too long (published undecided), {hold.skipped:,} with no event to wait for",
+            highlight=False,
+        )
+        held = (
+            f"held={hold.held} held_max_seconds={hold.max_seconds:.2f} "
+            f"held_too_long={hold.too_long} hold_skipped={hold.skipped}"
+        )
+    else:
+        held = "hold=off"
     # One plain line a script can parse.
     out.print(
         f"replayed events={total.events} outcomes={total.outcomes} "
         f"no_decision={total.no_decision} "
         f"malformed_events={total.bad_events} malformed_outcomes={total.bad_outcomes} "
         f"late_events={total.late_events} do_not_call={total.do_not_call} "
-        f"lifted={total.lifted} wall_seconds={summary.wall_seconds:.2f}",
+        f"lifted={total.lifted} wall_seconds={summary.wall_seconds:.2f} {held}",
         highlight=False,
     )
 
@@ -152,6 +166,8 @@ def _days(delta: timedelta) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from callscore.simulator.hold import HOLD_TIMEOUT_SECONDS as timeout
+
     simulate = subparsers.add_parser(
         "simulate",
         help="replay bank-full.csv in time order: prospect events, then their call outcomes",
@@ -163,7 +179,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a few lifted later) and some calls come after the task's expiry. A row with "
         "`campaign` = c is replayed as its c contacts (at most CALLSCORE_MAX_ATTEMPTS): the "
         "first event has campaign 1, each call before the last reaches no decision (no answer, "
-        "busy, voicemail, a callback), the queue sends the retry, and the last call reports y.",
+        "busy, voicemail, a callback), the queue sends the retry, and the last call reports y. "
+        "As a dialer never calls a task it has not seen, each call's outcome is held until the "
+        "call queue has decided the event it calls (its line on the prediction log, "
+        "CALLSCORE_TOPIC_PREDICTIONS), and the records after it wait too: the replay slows "
+        f"down rather than outrunning the queue. A call waits at most {timeout:g} s (then it "
+        "is published anyway, 'held too long'), and not at all when its event will not come "
+        "(a retry the queue did not send, a prospect who objects); the last line counts the "
+        "held calls and the longest hold.",
     )
     simulate.add_argument("--data", help="bank-full.csv(.gz) (default: as `callscore train`)")
     simulate.add_argument(
@@ -179,7 +202,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--speedup",
         default=DEFAULT_SPEEDUP,
         help="event-time seconds per wall second; 0 or inf: as fast as possible "
-        f"(default {DEFAULT_SPEEDUP}: a month in about 10 s)",
+        f"(default {DEFAULT_SPEEDUP}: a month in about 10 s, plus the time calls are held)",
     )
     simulate.add_argument(
         "--outcome-delay",
@@ -202,7 +225,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--one-call-per-row",
         action="store_true",
         help="replay each row as one call with its y, its own `campaign` in the event (no "
-        "attempts: every outcome is a label)",
+        "attempts: every outcome is a label, and nothing is held)",
+    )
+    simulate.add_argument(
+        "--no-hold",
+        action="store_true",
+        help="publish every call at its event time, even before the call queue has decided "
+        "the event it calls; for measuring that race only (at a replay's speed most retries' "
+        "calls then come before their task and are stale)",
     )
     _queue_arguments(simulate)
     simulate.set_defaults(handler=_cmd_simulate)

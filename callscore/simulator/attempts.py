@@ -13,9 +13,18 @@ row's `y`. So a row with `campaign` = c becomes c calls:
 - at most `QueuePolicy.max_attempts` calls: a row with more contacts gives its `y` at the last
   attempt the queue allows (so its label has `campaign` = max_attempts, not c).
 
-A retry the queue does not queue (scored under the floor, the prospect superseded, cooling down
-or objecting) makes the later calls' outcomes stale: the queue decided not to call, and a real
-dialer would not have called either; the row then gives no label.
+The plan times every call up front, in event time; but a retry exists only once the queue has
+applied the previous outcome and the scorer has scored the retry, a round trip of seconds of
+wall time, while `DIAL_LAG` is milliseconds of it at a replay's speed. So the replay holds each
+call's outcome until the queue has decided the event it calls (simulator.hold: its line on the
+prediction log), the first call's too, and the replay waits meanwhile: a call is never made
+before its task exists (`callscore simulate --no-hold` makes them at their time, to measure
+that race: most retries' calls are then stale).
+
+So the only stale later calls are the queue's own decisions: a retry it does not queue (scored
+under the floor, the prospect superseded, cooling down or objecting) makes the later calls'
+outcomes stale: the queue decided not to call, and a real dialer would not have called either;
+the row then gives no label. (The replay does not wait for a retry that will not come.)
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from callscore.simulator.prospects import prospect_rows
 from callscore.simulator.records import (
     GOOD_EVENT,
     GOOD_OUTCOME,
+    CallRef,
     RecordKind,
     ScheduledRecord,
     sort_key,
@@ -233,9 +234,20 @@ def _good_records(
         except InvalidEvent as exc:
             raise CallscoreError(f"row {row.number} cannot be replayed: {exc.message}") from None
         events.append(_good(row, row.at, (rank, GOOD_EVENT), "event", value))
+        previous: Attempt | None = None
         for call, outcome in calls:
             record = _good(row, call.called_at, (rank, GOOD_OUTCOME), "outcome", outcome)
-            outcomes.append(replace(record, final=call.last))
+            ref = None
+            if options.attempts is not None:  # what the replay holds the outcome for
+                ref = CallRef(
+                    call.number,
+                    call.event_id,
+                    call.task_id,
+                    retry_of=previous.task_id if previous else None,
+                    retried_event_id=previous.event_id if previous else None,
+                )
+            outcomes.append(replace(record, final=call.last, call=ref))
+            previous = call
     # Slow calls come later than the rest: the outcomes are in event-time order again.
     return events, sorted(outcomes, key=sort_key)
 

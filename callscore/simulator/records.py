@@ -17,6 +17,19 @@ GOOD_EVENT, BAD_EVENT, GOOD_OUTCOME, BAD_OUTCOME, LATE_EVENT, DO_NOT_CALL = rang
 
 
 @dataclass(frozen=True)
+class CallRef:
+    """The call an outcome of the replay with attempts reports (simulator.attempts): what the
+    replay waits for the call queue to have decided before it publishes the outcome
+    (simulator.hold)."""
+
+    attempt: int  # the event's `campaign` at the call: 1 for the row's own event
+    event_id: str  # the event it calls: the row's, or the queue's retry of the previous call
+    task_id: str
+    retry_of: str | None = None  # the previous call's task, which the queue retries; None first
+    retried_event_id: str | None = None  # that previous call's event
+
+
+@dataclass(frozen=True)
 class ScheduledRecord:
     """One record of the replay: what, where (`topic(settings)`) and when (event time `at`)."""
 
@@ -31,6 +44,9 @@ class ScheduledRecord:
     malformed: str | None = None  # the rule it breaks (BAD_*_KINDS); None when valid
     late: bool = False  # a late copy of its row's event (own event id, dated before the row's)
     final: bool = True  # an outcome of the row's last call (the others reached no decision)
+    # The call a valid outcome reports, in the replay with attempts; None otherwise (one call
+    # per row, and every other record): the replay holds only those (simulator.hold).
+    call: CallRef | None = None
 
     @property
     def period(self) -> str:
