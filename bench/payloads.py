@@ -37,6 +37,9 @@ class Payloads:
         self._frame = frame
 
     def events(self, prefix: str, n: int) -> Events:
-        """The first n events of the fixed sample, their ids `<prefix>-<i>`."""
+        """The first n events of the fixed sample, their ids `<prefix>-<i>`, each of a prospect
+        of its own (`<prefix>-cust-<i>`): a set of events never rescores another set's
+        prospects, so with the call queue every event queues one new task, whatever ran before."""
         rows = self._frame.sample(n=n, replace=n > len(self._frame), random_state=SEED)
-        return Events(events_from_frame(rows, prefix))
+        prospects = [f"{prefix}-cust-{i}" for i in range(n)]
+        return Events(events_from_frame(rows, prefix, prospect_ids=prospects))

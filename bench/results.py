@@ -115,6 +115,7 @@ class Latency(ScenarioResult):
     quiet: PhaseLatency | None = None
     api_loaded_1: PhaseLatency | None = Field(default=None, alias="api-loaded-1")
     api_loaded_100: PhaseLatency | None = Field(default=None, alias="api-loaded-100")
+    round_phases: dict[str, PhaseLatency] = {}  # each phase of the rounds, in running order
     http_alone: dict[str, HttpLoad] = {}  # by events per request
     http_under_stream: dict[str, HttpLoad] = {}  # the scorer's own /score (older results)
     http_api_under_stream: dict[str, HttpLoad] = {}

@@ -38,8 +38,11 @@ from testkit.harness import ApiWorker, StreamWorker, collect
 REQUEST_SIZES = (1, 100)  # results.Latency has a loaded phase for each
 LOAD_ROUNDS = 2
 QUIET = "quiet"
-# Between phases: the previous phase's last events are scored before the next one starts.
+# Between phases: the previous phase's events are all through the scorer (and its call queue)
+# before the next one starts, then this pause; else a backlog one phase leaves behind (a loaded
+# phase at the edge of the machine's capacity) would count against the next one.
 PHASE_PAUSE_SECONDS = 1.0
+DRAIN_TIMEOUT_SECONDS = 180.0
 # The load generator starts (and warms up) before the paced events, and ends after them.
 LOAD_LEAD_SECONDS = 1.0
 HTTP_CONCURRENCY = 2  # keeps one /score process busy, with a request waiting
@@ -115,13 +118,32 @@ def _body_file(ctx: Context, events: Events) -> Path:
     return path
 
 
+def wait_drained(worker: StreamWorker, events: int) -> None:
+    """Until the scorer has taken `events` events all the way: through its call queue when it
+    has one (each event is one queue input), else into call tasks."""
+    name = (
+        "callscore_queue_inputs_total"
+        if worker.settings.queue_enabled
+        else "callscore_tasks_produced_total"
+    )
+    worker.wait_until(
+        lambda: worker.metric(name) >= events, DRAIN_TIMEOUT_SECONDS, f"{events} events through"
+    )
+    time.sleep(PHASE_PAUSE_SECONDS)
+
+
 def _round_phase(
-    ctx: Context, api: ApiWorker, name: str, size: int | None, stamps: dict[str, int]
+    ctx: Context,
+    scorer: StreamWorker,
+    api: ApiWorker,
+    name: str,
+    size: int | None,
+    stamps: dict[str, int],
 ) -> tuple[Events, float, HttpLoad | None]:
     """The stream at the rate for `loaded_seconds`, while the API's /score is under the load of
     `size` events per request (none: quiet): (events, the producer's worst lag, the load)."""
     options, settings = ctx.options, api.settings
-    time.sleep(PHASE_PAUSE_SECONDS)
+    wait_drained(scorer, len(stamps))
     events = ctx.payloads.events(name, int(options.rate * options.loaded_seconds))
     if size is None:
         return events, produce_paced(settings, events, options.rate, stamps), None
@@ -143,18 +165,20 @@ def round_order(round_number: int) -> list[int | None]:
 
 
 def _rounds(
-    ctx: Context, api: ApiWorker, stamps: dict[str, int]
+    ctx: Context, scorer: StreamWorker, api: ApiWorker, stamps: dict[str, int]
 ) -> tuple[dict[str, list[Events]], dict[str, float], dict[str, HttpLoad]]:
-    """LOAD_ROUNDS rounds: the events of each kind of phase (QUIET, "api-loaded-<size>"), the
-    producer's worst lag per kind, and the /score loads by "<size>" (round 1), "<size> r2"..."""
+    """LOAD_ROUNDS rounds: the events of each kind of phase (QUIET, "api-loaded-<size>"), each
+    phase's with its round ("quiet-r1", ...), the producer's worst lag per kind, and the /score
+    loads by "<size>" (round 1), "<size> r2"..."""
     events: dict[str, list[Events]] = {}
     lags: dict[str, float] = {}
     loads: dict[str, HttpLoad] = {}
     for number in range(LOAD_ROUNDS):
         for size in round_order(number):
             kind = QUIET if size is None else f"api-loaded-{size}"
-            phase, lag, load = _round_phase(ctx, api, f"{kind}-r{number + 1}", size, stamps)
+            phase, lag, load = _round_phase(ctx, scorer, api, f"{kind}-r{number + 1}", size, stamps)
             events.setdefault(kind, []).append(phase)
+            events[f"{kind}-r{number + 1}"] = [phase]
             lags[kind] = max(lags.get(kind, 0.0), lag)
             if load is not None:
                 loads[str(size) if number == 0 else f"{size} r{number + 1}"] = load
@@ -182,13 +206,13 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
         if isinstance(api, ApiWorker):
             api.wait_ready(90)
             for size in REQUEST_SIZES:
-                time.sleep(PHASE_PAUSE_SECONDS)
+                wait_drained(worker, len(stamps))
                 load = _load(ctx, api, size, options.http_seconds)
                 http_alone[str(size)] = load.result(options.http_seconds + 180)
-            rounds, round_lags, http_api = _rounds(ctx, api, stamps)
+            rounds, round_lags, http_api = _rounds(ctx, worker, api, stamps)
             phases |= rounds
             lags |= round_lags
-        total = sum(len(e) for kind in phases.values() for e in kind)
+        total = len(stamps)  # every event produced
         # reading the tier topics back goes at some thousands of records a second here
         tasks = wait_for_tasks(settings, total, timeout=max(120.0, total / 200))
         # the scorer and its children (the call queue's process); the API and its /score ones
@@ -212,6 +236,7 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
         warmup=stats["warmup"],
         steady=stats["steady"],
         quiet=stats.get(QUIET),
+        round_phases={name: stat for name, stat in stats.items() if "-r" in name},
         api_loaded_1=stats.get("api-loaded-1"),
         api_loaded_100=stats.get("api-loaded-100"),
         http_alone=http_alone,
