@@ -643,22 +643,14 @@ class FakeClock:
         return self.now
 
 
-class FakeDecisions:
-    """A `Decisions` set by hand; `poll` advances the clock and runs what is scheduled."""
+class DecisionLog:
+    """What a `Decisions` answers from: events decided (when), tasks queued, tasks ended."""
 
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
+    def __init__(self) -> None:
         self.decided: dict[str, float] = {}
         self.queued_tasks: set[str] = set()
         self.ended_tasks: set[str] = set()
         self.lines = 0
-        self.later: list[tuple[float, str]] = []  # (when, event id) to decide then
-
-    def decide(self, event_id: str, queued: bool = True) -> None:
-        self.decided[event_id] = self.clock.now
-        self.lines += 1
-        if queued:
-            self.queued_tasks.add(task_id_for(event_id))
 
     def decided_at(self, event_id: str) -> float | None:
         return self.decided.get(event_id)
@@ -668,6 +660,21 @@ class FakeDecisions:
 
     def ended(self, task_id: str) -> bool:
         return task_id in self.ended_tasks
+
+
+class FakeDecisions(DecisionLog):
+    """A `Decisions` set by hand; `poll` advances the clock and runs what is scheduled."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.later: list[tuple[float, str]] = []  # (when, event id) to decide then
+
+    def decide(self, event_id: str, queued: bool = True) -> None:
+        self.decided[event_id] = self.clock.now
+        self.lines += 1
+        if queued:
+            self.queued_tasks.add(task_id_for(event_id))
 
     def poll(self, seconds: float) -> None:
         self.clock.now += seconds
@@ -767,13 +774,14 @@ def test_a_call_whose_event_will_not_come_is_not_held():
     assert hold.verdict(d1, b"Q") is None
 
 
-class InProcessQueue:
+class InProcessQueue(DecisionLog):
     """The call queue's own rules behind a lag, on a fake clock: what the replay sends is
     applied `lag` seconds later, a retry the queue sends is scored and applied `lag` after that;
     its prediction-log lines and call-queue records are the `Decisions` the hold reads. Events
     score 0.5, but the retries of prospects in `low` score under the floor."""
 
     def __init__(self, settings: Settings, clock: FakeClock, lag: float, low: set[str]) -> None:
+        super().__init__()
         self.topics, self.policy = QueueTopics.of(settings), QueuePolicy.of(settings)
         self.partitions = settings.partitions
         self.clock, self.lag, self.low = clock, lag, low
@@ -781,20 +789,7 @@ class InProcessQueue:
         self.pending: list[tuple[float, int, str, bytes, bytes | None]] = []
         self.sequence = 0
         self.counts = QueueCounts()
-        self.decided: dict[str, float] = {}
-        self.queued_tasks: set[str] = set()
-        self.ended_tasks: set[str] = set()
-        self.lines = 0
         self.sent_at: dict[str, float] = {}  # an outcome's task id -> when the replay sent it
-
-    def decided_at(self, event_id: str) -> float | None:
-        return self.decided.get(event_id)
-
-    def queued(self, task_id: str) -> bool:
-        return task_id in self.queued_tasks
-
-    def ended(self, task_id: str) -> bool:
-        return task_id in self.ended_tasks
 
     def send(self, record: ScheduledRecord) -> None:
         if record.malformed is None:
