@@ -29,9 +29,9 @@ from testkit.factories import small_artifact
 
 
 def isolated_settings(name: str, workdir: Path, **updates: Any) -> Settings:
-    """Settings for one test or run: topics of its own, the local broker's timings, a throwaway
-    Ed25519 key pair under workdir/keys (trusted: its public key only); nothing read from the
-    environment or a .env file."""
+    """Settings for one test or run: topics and a lake of its own, the local broker's timings, a
+    throwaway Ed25519 key pair under workdir/keys (trusted: its public key only); nothing read
+    from the environment or a .env file."""
     _kid, private, public = generate_keypair(workdir / "keys" / name)
     return Settings(
         _env_file=None,
@@ -49,6 +49,7 @@ def isolated_settings(name: str, workdir: Path, **updates: Any) -> Settings:
         model_signing_key_file=private,
         model_trusted_keys=str(public),
         artifact_dir=workdir / "artifacts",
+        export_url=str(workdir / "lake"),  # never a stray ./out/lake in the checkout
         **{**LOCAL_BROKER_TIMINGS, **updates},
     )
 

@@ -225,7 +225,7 @@ def test_labels_from_the_lake_equal_the_labels_from_kafka(kafka_settings, bank, 
     from datetime import UTC, datetime
 
     from lake.export import export_day
-    from trainer.outcomes import read_labels, read_lake_labels
+    from trainer.outcomes import read_labels
 
     rows = bank.iloc[:120]
     predictions, outcomes = labelled_records(rows, 1, [0.2] * len(rows), "lake")
@@ -233,9 +233,41 @@ def test_labels_from_the_lake_equal_the_labels_from_kafka(kafka_settings, bank, 
     url = str(tmp_path / "lake")
     export_day(kafka_settings, datetime.now(UTC).date(), url=url)  # records carry today's time
 
-    from_kafka = read_labels(kafka_settings)
-    from_lake = read_lake_labels(url, kafka_settings.max_message_bytes)
+    from_kafka = read_labels(kafka_settings)  # its own lake (isolated_settings) is empty
+    from_lake = read_labels(kafka_settings, url)
     assert len(from_lake.labelled) == len(from_kafka.labelled) == len(rows)
     assert from_lake.counts == from_kafka.counts and from_lake.counts.invalid_outcomes == 1
     key = sorted((i.prediction.event_id, i.subscribed) for i in from_lake.labelled)
     assert key == sorted((i.prediction.event_id, i.subscribed) for i in from_kafka.labelled)
+
+
+def test_the_labelled_history_is_the_lake_plus_the_topics_tail_each_record_once(
+    kafka_settings, bank, tmp_path
+):
+    """Exported days from the lake, then what the topics hold beyond them: a record exported and
+    still on its topic counts once, and what the topics no longer hold still counts."""
+    from datetime import UTC, datetime
+
+    from lake.export import export_day
+    from trainer.outcomes import read_labels
+
+    rows = bank.iloc[:90]
+    predictions, outcomes = labelled_records(rows, 1, [0.2] * len(rows), "history")
+    produce_labels(kafka_settings, predictions[:60], outcomes[:60])
+    export_day(kafka_settings, datetime.now(UTC).date())  # into Settings.export_url
+    produce_labels(kafka_settings, predictions[60:], outcomes[60:])
+
+    history = read_labels(kafka_settings)
+    assert len(history.labelled) == 90, "60 exported (and still on the topics) + 30 of the tail"
+    # counted once: labels are one per event anyway, but the records read are counted
+    assert (history.counts.outcomes, history.counts.matched) == (90, 90)
+    # After retention: topics holding only the newest records, the lake the rest.
+    expired = kafka_settings.model_copy(
+        update={
+            "topic_predictions": f"{kafka_settings.topic_predictions}-after-retention",
+            "topic_outcomes": f"{kafka_settings.topic_outcomes}-after-retention",
+        }
+    )
+    produce_labels(expired, predictions[60:], outcomes[60:])
+    assert len(read_labels(expired).labelled) == 90
+    assert len(read_labels(expired, expired.export_url).labelled) == 60  # the lake alone

@@ -19,7 +19,7 @@ import pandas as pd
 
 from core.errors import BrokerUnavailableError
 from core.settings import Settings
-from core.topic_reader import read_topics
+from core.topic_reader import Record, read_topics
 from feedback.join import Labelled
 from feedback.labels import LabelSet, label_set
 from schemas import CATEGORIES, FEATURES
@@ -36,41 +36,86 @@ def read_labels(
     settings: Settings, lake_url: str | None = None, timeout: float = READ_TIMEOUT_SECONDS
 ) -> LabelSet:
     """The one way to read labelled outcomes (`train`, `recalibrate`, `schedule`): every
-    prediction joined with its outcome, from the prediction log and the outcomes topic right
-    now, or from the exported lake at `lake_url` instead (the same records, decoded and joined
-    the same way)."""
-    from confluent_kafka import KafkaException
+    prediction joined with its outcome, decoded and joined the same way from wherever it is.
 
+    By default the labelled history is the lake the nightly export writes
+    (Settings.export_url), every exported day, plus the records of the prediction log and the
+    outcomes topic that are not in it yet: a record exported and still on its topic counts once
+    (the lake keeps each record's topic, partition, offset and timestamp), and what retention
+    has deleted from the topics is still read from the lake. Without an export yet, the topics
+    alone. With `lake_url`, that lake alone (`callscore train --outcomes-from-lake`).
+    """
     if lake_url is not None:
-        return read_lake_labels(lake_url, settings.max_message_bytes)
-
+        lake = lake_tables(lake_url)
+        return label_set(
+            lake["predictions"].values, lake["outcomes"].values, settings.max_message_bytes
+        )
+    lake = lake_tables(settings.export_url)
+    exported = set().union(*(table.identities for table in lake.values()))
     topics = [settings.topic_predictions, settings.topic_outcomes]
-    try:
-        records = read_topics(settings, topics, timeout=timeout)
-    except KafkaException as exc:
-        raise BrokerUnavailableError(
-            f"reading {', '.join(topics)} at {settings.bootstrap_servers}: {exc.args[0]}"
-        ) from None
+    tail = [r for r in _read(settings, topics, timeout) if _identity(r) not in exported]
     return label_set(
-        (r.value for r in records if r.topic == settings.topic_predictions),
-        (r.value for r in records if r.topic == settings.topic_outcomes),
+        lake["predictions"].values + [r.value for r in tail if r.topic == topics[0]],
+        lake["outcomes"].values + [r.value for r in tail if r.topic == topics[1]],
         settings.max_message_bytes,
     )
 
 
-def read_lake_labels(url: str, max_bytes: int) -> LabelSet:
-    """The same labels from the exported lake (`callscore export`) instead of the topics.
+RecordIdentity = tuple[str, int, int, int]  # topic, partition, offset, Kafka timestamp (ms)
 
-    The lake keeps every record's raw value, so the labels are decoded and joined exactly as
-    from Kafka: a retrain can read months of history without re-reading the topics.
-    """
+
+def _identity(record: Record) -> RecordIdentity:
+    # The timestamp too: a topic deleted and created again starts its offsets at 0 once more.
+    return (record.topic, record.partition, record.offset, record.timestamp_ms)
+
+
+def _read(settings: Settings, topics: list[str], timeout: float) -> list[Record]:
+    from confluent_kafka import KafkaException
+
+    try:
+        return read_topics(settings, topics, timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(
+            f"reading {', '.join(topics)} at {settings.bootstrap_servers}: {exc.args[0]}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class LakeTable:
+    """One exported table's raw values (the lake keeps every record's value, so labels are
+    decoded and joined exactly as from Kafka) and the records' identities."""
+
+    values: list[bytes | None]
+    identities: set[RecordIdentity]
+
+
+def _epoch_ms(column: pd.Series) -> list[int]:
+    """The lake's `kafka_timestamp` (a UTC timestamp column) as the record's milliseconds."""
+    return [stamp.value // 1_000_000 for stamp in pd.to_datetime(column, utc=True)]
+
+
+def lake_tables(url: str) -> dict[str, LakeTable]:
+    """The prediction log and the outcomes as exported to the lake at `url`, every day (empty
+    when nothing was exported there yet)."""
     import lake
 
-    def values(table: str) -> list[bytes | None]:
-        column = lake.read_table(url, table)["value"]
-        return [None if v is None else str(v).encode() for v in column]
-
-    return label_set(values("predictions"), values("outcomes"), max_bytes)
+    found = {}
+    for name in ("predictions", "outcomes"):
+        frame = lake.read_table(url, name)
+        found[name] = LakeTable(
+            values=[None if v is None else str(v).encode() for v in frame["value"]],
+            identities={
+                (str(t), int(p), int(o), int(ts))
+                for t, p, o, ts in zip(
+                    frame["kafka_topic"],
+                    frame["kafka_partition"],
+                    frame["kafka_offset"],
+                    _epoch_ms(frame["kafka_timestamp"]),
+                    strict=True,
+                )
+            },
+        )
+    return found
 
 
 def outcome_rows(labelled: Sequence[Labelled]) -> pd.DataFrame:

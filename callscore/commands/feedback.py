@@ -40,27 +40,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from core.settings import load_settings
     from core.topic_reader import read_topics
     from feedback.baselines import trusted_baselines
-    from feedback.labels import label_set
     from feedback.quality_report import ReportInputs, write_report
     from registry.keys import trusted_keys
+    from trainer.outcomes import read_labels
 
     settings = load_settings()
     keys = trusted_keys(settings)
-    topics = [settings.topic_predictions, settings.topic_outcomes, settings.topic_models]
-    records = read_topics(settings, topics, timeout=REPORT_READ_TIMEOUT_SECONDS)
-    values: dict[str, list[bytes | None]] = {t: [] for t in topics}
-    for record in records:
-        values[record.topic].append(record.value)
-    labels = label_set(
-        values[settings.topic_predictions],
-        values[settings.topic_outcomes],
-        settings.max_message_bytes,
-    )
-    models = [r for r in records if r.topic == settings.topic_models]
+    # the labelled history as every retrain reads it: the lake's days, then the topics' tail
+    labels = read_labels(settings, timeout=REPORT_READ_TIMEOUT_SECONDS)
+    records = read_topics(settings, [settings.topic_models], timeout=REPORT_READ_TIMEOUT_SECONDS)
     inputs = ReportInputs(
         labelled=labels.labelled,
         predictions=labels.predictions,
-        baselines=trusted_baselines(models, keys, settings.model_name),
+        baselines=trusted_baselines(records, keys, settings.model_name),
         totals={**asdict(labels.counts), "first_errors": labels.errors},
     )
     page = write_report(

@@ -251,13 +251,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     sources.add_argument(
         "--no-outcomes",
         action="store_true",
-        help="train on the base data only (default: append the labelled outcomes on the topics)",
+        help="train on the base data only (default: append the labelled history, the lake at "
+        "CALLSCORE_EXPORT_URL and the topics' records not exported yet)",
     )
     sources.add_argument(
         "--outcomes-from-lake",
         metavar="URL",
-        help="read the prediction log and the outcomes from the lake of `callscore export` "
-        "instead of the topics",
+        help="read the prediction log and the outcomes from this lake of `callscore export` "
+        "alone, not the topics",
     )
     train.add_argument(
         "--search-seconds", type=float, default=30.0, help="time box of the screening stage"

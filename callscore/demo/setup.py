@@ -109,12 +109,15 @@ def _embedded_broker(out: Path, children: Children) -> tuple[Child, str]:
 
 
 def _own_state(out: Path, run_id: str) -> dict[str, Any]:
-    """The run's consumer group, folders, signing keys and ports (scorer, monitor, API)."""
+    """The run's consumer group, folders (its lake too: the labelled history is the lake plus
+    the topics' tail, and another run's lake must not count), signing keys and ports (scorer,
+    monitor, API)."""
     _kid, private, public = generate_keypair(out / "keys")
     return {
         "streamer_app_id": f"callscore-demo-{run_id}",
         "streamer_data_dir": out / "faust",
         "artifact_dir": out / "artifacts",
+        "export_url": str(out / "lake"),
         "model_signing_key_file": private,
         "model_trusted_keys": str(public),
         "pinned_model_version": None,
