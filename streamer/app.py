@@ -197,7 +197,7 @@ def build_app(settings: Settings) -> Streamer:
         app.service(queue_worker_service(queue))
         add_routing_agents(streamer)
     # The dialer-facing routes are `callscore api`'s (streamer/api.py): a /score load there
-    # costs the stream nothing but CPU (bench/README.md, "Latency").
+    # costs the stream nothing but CPU (bench/README.md, "Dialer API, claims and latency").
     register_routes(app, ServiceHandlers(settings, metrics, streamer.readiness))
     return streamer
 
@@ -230,8 +230,6 @@ def new_faust_app(settings: Settings) -> StreamApp:
         web_enabled=True,
         web_bind=settings.http_host,
         web_port=settings.http_port,
-        # aiohttp's own cap on a body read (its default is 1 MiB): /score answers 413 above it.
-        web_application_options={"client_max_size": settings.http_max_body_bytes},
     )
 
 
