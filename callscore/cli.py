@@ -36,7 +36,7 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from core.kafka import ensure_topics, topic_specs
+    from core.kafka import ensure_topics, retention_shortfalls, topic_specs
 
     settings = load_settings()
     status = ensure_topics(settings)
@@ -46,7 +46,10 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
     for spec in topic_specs(settings):
         config = ", ".join(f"{k}={v}" for k, v in spec.config.items())
         table.add_row(spec.name, str(spec.partitions), config, status[spec.name])
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for line in retention_shortfalls(settings):
+        console.print(f"warning: {line}", style="yellow", highlight=False)
     return 0
 
 

@@ -70,17 +70,29 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+DAY_MS = 86_400_000
+
+
+def retention(days: float) -> dict[str, str]:
+    return {"retention.ms": str(int(days * DAY_MS))}
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic the system uses. The model topic has one partition: order = history."""
+    """Every topic the system uses. The model topic has one partition: order = history. The
+    prediction log and the outcomes keep Settings.history_retention_days (the labelled history
+    reads older records from the lake), the dead letters Settings.dead_letter_retention_days;
+    the compacted topics keep every key's newest record; the rest the broker's default."""
     per_key = settings.partitions
     compacted = {"cleanup.policy": "compact"}
+    history = retention(settings.history_retention_days)
+    dead_letters = retention(settings.dead_letter_retention_days)
     return [
         TopicSpec(settings.topic_prospects, per_key),
         *(TopicSpec(topic, per_key) for topic in settings.task_topics.values()),
-        TopicSpec(settings.topic_dead_letters, per_key),
-        TopicSpec(settings.topic_outcomes, per_key),
-        TopicSpec(settings.topic_outcome_dead_letters, per_key),
-        TopicSpec(settings.topic_predictions, per_key),
+        TopicSpec(settings.topic_dead_letters, per_key, dead_letters),
+        TopicSpec(settings.topic_outcomes, per_key, history),
+        TopicSpec(settings.topic_outcome_dead_letters, per_key, dead_letters),
+        TopicSpec(settings.topic_predictions, per_key, history),
         TopicSpec(settings.topic_queue, per_key, compacted),
         TopicSpec(settings.topic_do_not_call, per_key, compacted),
         TopicSpec(settings.topic_queue_inputs, per_key),
@@ -126,6 +138,35 @@ def ensure_topics(settings: Settings, timeout: float | None = None) -> dict[str,
                 raise
             result[name] = "exists"
     return result
+
+
+def retention_shortfalls(settings: Settings, timeout: float | None = None) -> list[str]:
+    """One line per existing topic that keeps records for less time than its spec asks (a
+    topic made before, or by hand): the loop would lose what it needs. A topic whose broker
+    does not report its retention (the local broker, for an unset one) is not judged."""
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+    wanted = {
+        s.name: int(s.config["retention.ms"])
+        for s in topic_specs(settings)
+        if "retention.ms" in s.config
+    }
+    admin = AdminClient(client_config(settings))
+    futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in wanted])
+    lines = []
+    for resource, future in futures.items():
+        entry = future.result(timeout=timeout or ADMIN_TIMEOUT_SECONDS).get("retention.ms")
+        if entry is None or entry.value is None:
+            continue
+        kept, needed = int(entry.value), wanted[resource.name]
+        if 0 <= kept < needed:
+            lines.append(
+                f"topic '{resource.name}' keeps records {kept / DAY_MS:g} days "
+                f"(retention.ms={kept}), less than the {needed / DAY_MS:g} the loop needs: "
+                f"raise it (kafka-configs --alter --entity-type topics --entity-name "
+                f"{resource.name} --add-config retention.ms={needed})"
+            )
+    return lines
 
 
 def queue_topics(settings: Settings) -> list[str]:

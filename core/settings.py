@@ -340,6 +340,19 @@ class Settings(BaseSettings):
     export_retries: int = Field(
         default=5, ge=0, description="Retries of a failed scheduled export, one a minute."
     )
+    history_retention_days: float = Field(
+        default=14.0,
+        ge=2.0,
+        description="Retention `callscore topics` gives the prediction log and the outcomes: "
+        "the export's lag (a day) plus a margin for failed exports; the labelled history reads "
+        "older records from the lake.",
+    )
+    dead_letter_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Retention `callscore topics` gives the dead-letter topics (time to inspect "
+        "and replay what was refused).",
+    )
 
     # --- HTTP API ---
     http_host: str = Field(
