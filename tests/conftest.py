@@ -65,3 +65,22 @@ def workers(tmp_path):  # type: ignore[no-untyped-def]
     for worker in started:
         worker.kill()
         worker.stop()
+
+
+@pytest.fixture
+def scorer_and_api(workers):  # type: ignore[no-untyped-def]
+    """A ready scorer and a ready `callscore api` on fresh topics serving model v1, started side
+    by side: `scorer, api = scorer_and_api(settings)`."""
+    from core.kafka import ensure_topics
+    from testkit.harness import ApiWorker, publish_model
+
+    def start(settings: Settings):  # type: ignore[no-untyped-def]
+        ensure_topics(settings)
+        publish_model(settings, version=1)
+        scorer = workers(settings, "scorer")
+        api = workers(settings, "api", ApiWorker)
+        scorer.wait_ready()
+        api.wait_ready()
+        return scorer, api
+
+    return start

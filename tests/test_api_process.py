@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from core.kafka import ensure_topics
 from testkit.factories import valid_event
-from testkit.harness import ApiWorker, event_bytes, produce, publish_model, worker_settings
+from testkit.harness import event_bytes, produce, worker_settings
 
 WAIT_SECONDS = 60
 
 
 def test_the_api_serves_score_model_and_queue_apart_from_the_stream(
-    kafka_settings, tmp_path, workers
+    kafka_settings, tmp_path, scorer_and_api
 ):
     settings = worker_settings(kafka_settings, tmp_path, api_token="s3cret")
-    ensure_topics(settings)
-    publish_model(settings, version=1)
-    scorer = workers(settings, "scorer")
-    api = workers(settings, "api", ApiWorker)
-    scorer.wait_ready()
-    api.wait_ready()
+    _scorer, api = scorer_and_api(settings)
     assert api.readiness() == {
         "ready": True,
         "queue_mirrored": True,

@@ -34,11 +34,9 @@ from schemas import RECYCLED, DoNotCallEntry, PredictionRecord, task_id_for
 from schemas.decode import decode_outcome
 from testkit.factories import valid_event
 from testkit.harness import (
-    ApiWorker,
     StreamWorker,
     event_bytes,
     produce,
-    publish_model,
     worker_settings,
 )
 
@@ -305,16 +303,11 @@ def _check_queue(settings: Settings, api: StreamWorker, outcomes: list[dict[str,
 
 
 def test_python_and_node_dialers_claim_call_and_report(
-    kafka_settings: Settings, tmp_path: Path, workers: Any
+    kafka_settings: Settings, tmp_path: Path, scorer_and_api: Any
 ) -> None:
     node_problem = _node_problem()
     settings = worker_settings(kafka_settings, tmp_path, api_token=TOKEN)
-    ensure_topics(settings)
-    publish_model(settings, version=1)
-    scorer = workers(settings, "scorer")
-    api = workers(settings, "api", ApiWorker)
-    scorer.wait_ready()
-    api.wait_ready()
+    _scorer, api = scorer_and_api(settings)
 
     # Twelve prospects of an hour ago (retries happen now: older events would expire first).
     occurred = (datetime.now(UTC) - timedelta(hours=1)).isoformat()

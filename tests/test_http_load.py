@@ -14,10 +14,10 @@ from collections import Counter
 
 import pytest
 
-from core.kafka import ensure_topics, producer_config
+from core.kafka import producer_config
 from core.settings import Settings
 from testkit.factories import valid_event
-from testkit.harness import ApiWorker, collect, publish_model, worker_settings
+from testkit.harness import collect, worker_settings
 
 TOKEN = "s3cret"
 RATE = 200  # events per second, as in the finding
@@ -64,14 +64,9 @@ def percentile(values: list[float], q: int) -> float:
 
 
 @pytest.mark.slow
-def test_stream_latency_with_and_without_score_load(kafka_settings, tmp_path, workers):
+def test_stream_latency_with_and_without_score_load(kafka_settings, tmp_path, scorer_and_api):
     settings = worker_settings(kafka_settings, tmp_path, api_token=TOKEN)
-    ensure_topics(settings)
-    publish_model(settings, version=1)
-    scorer = workers(settings, "scorer")
-    api = workers(settings, "api", ApiWorker)
-    scorer.wait_ready()
-    api.wait_ready()
+    scorer_and_api(settings)  # the load goes to the API, the events to the scorer
     paced(settings, "warmup", 1.0)
 
     quiet = paced(settings, "quiet", PHASE_SECONDS)
