@@ -335,7 +335,16 @@ class Settings(BaseSettings):
     export_read_timeout_seconds: float = Field(
         default=600.0,
         gt=0,
-        description="Longest read of the exported topics to their end (they are read whole).",
+        description="Longest read of a day from the exported topics (from each partition's "
+        "first record of the day to its first record stamped export_max_lateness_seconds "
+        "after the day, or its end).",
+    )
+    export_max_lateness_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Records stamped within the day but written after records stamped this "
+        "long after the day's end are not exported (producers' CreateTime is nearly in order); "
+        "a wider value reads more.",
     )
     export_retries: int = Field(
         default=5, ge=0, description="Retries of a failed scheduled export, one a minute."

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from core.errors import BrokerUnavailableError
-from core.kafka import broker_unavailable, consumer_config
+from core.kafka import broker_unavailable, client_config, consumer_config
 from core.settings import Settings
 
 # How often a reader asks the broker whether a missing topic has appeared.
@@ -165,46 +165,139 @@ def _headers(raw: Any) -> dict[str, bytes]:
     return {k: v if isinstance(v, bytes) else (v or "").encode() for k, v in pairs}
 
 
-def read_partitions(
-    settings: Settings, topic: str, partitions: Iterable[int], timeout: float = 60.0
-) -> Iterator[Record]:
-    """Every record of some partitions from their beginning to their current end (partition EOF,
-    not watermarks), as they arrive, the partitions read side by side; a topic that does not
-    exist reads as empty. For a reader that takes over partitions' state (the call queue's
-    changelog)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+@dataclass(frozen=True)
+class Span:
+    """Where to read one partition: from `start` (an offset, or OFFSET_BEGINNING/OFFSET_END) to
+    `stop` (exclusive; None: its current end, partition EOF), or up to its first record
+    stamped at or after `until_ms` (a reader whose records are roughly in time order)."""
 
-    reading = set(partitions)
+    start: int
+    stop: int | None = None
+    until_ms: int | None = None
+
+
+def read_spans(
+    settings: Settings,
+    spans: Mapping[tuple[str, int], Span],
+    timeout: float = 60.0,
+    **consumer_overrides: Any,
+) -> Iterator[Record]:
+    """Every record of some partitions' spans, as they arrive, the partitions read side by side
+    (end = partition EOF, never watermarks); a topic that does not exist reads as empty.
+    `consumer_overrides` go into the consumer's config (e.g. `log_level`)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    ends = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF)
+    reading = {w for w, span in spans.items() if span.stop is None or span.start < span.stop}
     if not reading:
         return
     consumer = Consumer(
         consumer_config(
             settings,
             group_id=f"callscore-partition-{uuid.uuid4()}",
-            **{"enable.partition.eof": True},
+            **{"enable.partition.eof": True, **consumer_overrides},
         )
     )
     deadline = time.monotonic() + timeout
     try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(reading)])
+        consumer.assign([TopicPartition(t, p, spans[(t, p)].start) for t, p in sorted(reading)])
         while time.monotonic() < deadline:
             for message in consumer.consume(num_messages=1000, timeout=0.2):
+                where = (message.topic() or "", message.partition() or 0)
+                if where not in reading:
+                    continue  # a partition already done: records fetched before its pause
                 error = message.error()
-                if error is None:
-                    yield _record(message)
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    reading.discard(message.partition())
-                elif error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    return
+                if error is not None:
+                    if error.code() in ends:
+                        reading.discard(where)
+                    else:
+                        raise BrokerUnavailableError(f"reading '{where[0]}': {error}")
                 else:
-                    raise BrokerUnavailableError(f"reading '{topic}': {error}")
+                    record = _record(message)
+                    span = spans[where]
+                    past = (span.stop is not None and record.offset >= span.stop) or (
+                        span.until_ms is not None and record.timestamp_ms >= span.until_ms
+                    )
+                    if past:
+                        reading.discard(where)
+                    else:
+                        yield record
+                        if span.stop is not None and record.offset + 1 >= span.stop:
+                            reading.discard(where)
+                if where not in reading:
+                    consumer.pause([TopicPartition(*where)])
                 if not reading:
                     return
+        topics = sorted({t for t, _p in reading})
         raise BrokerUnavailableError(
-            f"could not read '{topic}' {sorted(reading)} to the end within {timeout:.0f} s"
+            f"could not read {', '.join(topics)} to the end within {timeout:.0f} s"
         )
     finally:
         consumer.close()
+
+
+def read_partitions(
+    settings: Settings, topic: str, partitions: Iterable[int], timeout: float = 60.0
+) -> Iterator[Record]:
+    """Every record of some partitions from their beginning to their current end. For a reader
+    that takes over partitions' state (the call queue's changelog)."""
+    from confluent_kafka import OFFSET_BEGINNING
+
+    spans = {(topic, p): Span(OFFSET_BEGINNING) for p in partitions}
+    return read_spans(settings, spans, timeout)
+
+
+def partitions_of(settings: Settings, topics: Iterable[str]) -> list[tuple[str, int]]:
+    """Every (topic, partition) of the topics that exist now."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(settings))
+    try:
+        metadata = admin.list_topics(timeout=METADATA_TIMEOUT_SECONDS)
+    except KafkaException as exc:
+        raise broker_unavailable(settings.bootstrap_servers, f"({exc.args[0].str()})") from None
+    found: list[tuple[str, int]] = []
+    for topic in topics:
+        meta = metadata.topics.get(topic)
+        if meta is not None and meta.error is None:
+            found.extend((topic, p) for p in sorted(meta.partitions))
+    return found
+
+
+def offsets_at(
+    settings: Settings,
+    partitions: Iterable[tuple[str, int]],
+    timestamp_ms: int,
+    **consumer_overrides: Any,
+) -> dict[tuple[str, int], int | None]:
+    """Each partition's first offset whose record is stamped at or after `timestamp_ms` (every
+    earlier offset is stamped before it); None when no record is. A lower bound on brokers that
+    do not index time (the local broker answers 0): read from it and filter, never trust it
+    as an exact cut."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    wanted = [TopicPartition(t, p, timestamp_ms) for t, p in partitions]
+    if not wanted:
+        return {}
+    consumer = Consumer(
+        consumer_config(
+            settings, group_id=f"callscore-offsets-{uuid.uuid4()}", **consumer_overrides
+        )
+    )
+    try:
+        found = consumer.offsets_for_times(wanted, timeout=METADATA_TIMEOUT_SECONDS * 2)
+    except KafkaException as exc:
+        raise broker_unavailable(settings.bootstrap_servers, f"({exc.args[0].str()})") from None
+    finally:
+        consumer.close()
+    failed = [tp for tp in found if tp.error is not None]
+    if failed:
+        raise BrokerUnavailableError(
+            f"finding offsets by time in '{failed[0].topic}' [{failed[0].partition}]: "
+            f"{failed[0].error}"
+        )
+    return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in found}
 
 
 def _record(message: Any) -> Record:

@@ -1,9 +1,11 @@
-"""Every labelled prediction in a read of the prediction log and the outcomes topic, at once.
+"""Labelled history as objects: decode raw prediction-log and outcome values, join them with the
+one columnar join (`feedback.label_columns.join_labels`), and keep each labelled row's records.
 
-`feedback.join.OutcomeJoin` is the monitor's streaming join over a bounded window. The trainer
-and the scheduler instead read both topics from their beginning at every run and join everything
-they read: the result must not depend on the order in which partitions arrive, so a restarted
-scheduler, or a training run a minute later, sees the same labels.
+`feedback.join.OutcomeJoin` is the monitor's streaming join over a bounded window. The trainer,
+the scheduler and the report join everything they read: the result must not depend on the order
+in which partitions arrive, so a restarted scheduler, or a training run a minute later, sees the
+same labels. Objects are for what needs whole records (the report, the recalibration);
+millions of calls stay columns (`trainer.outcomes.read_label_columns`).
 
 Invalid records are counted and their first messages kept: the monitor dead-letters invalid
 outcomes; here they are only never used as labels.
@@ -11,13 +13,32 @@ outcomes; here they are only never used as labels.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
+import pandas as pd
+from pydantic import BaseModel
+
 from feedback.join import Labelled
-from feedback.quality import latest_per_event
-from schemas import CallOutcome, PredictionRecord, decode_outcome
+from feedback.label_columns import (
+    OUTCOME_KEYS,
+    OUTCOME_PREFIX,
+    OUTCOME_ROW,
+    PREDICTION_KEYS,
+    PREDICTION_ROW,
+    LabelColumns,
+    LabelCounts,
+    join_labels,
+)
+from schemas import (
+    FEATURE_COLUMN_PREFIX,
+    FEATURES,
+    CallOutcome,
+    PredictionRecord,
+    decode_outcome,
+)
 from schemas.decode import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_prediction
 
 # Messages kept per kind of invalid record (enough to diagnose, bounded on a poisoned topic).
@@ -25,22 +46,18 @@ KEPT_ERRORS = 3
 
 
 @dataclass(frozen=True)
-class LabelCounts:
-    predictions: int = 0  # valid, one per event (the last one written)
-    invalid_predictions: int = 0
-    outcomes: int = 0  # valid
-    invalid_outcomes: int = 0
-    not_reached: int = 0  # valid outcomes of calls that did not reach the prospect: no label
-    matched: int = 0  # reached outcomes whose prediction was read (re-calls included)
-    unmatched: int = 0  # reached outcomes whose prediction was not read
-
-
-@dataclass(frozen=True)
 class LabelSet:
     predictions: list[PredictionRecord]  # one per event, in read order
     labelled: list[Labelled]  # one per event (its latest call), by (called_at, event_id)
-    counts: LabelCounts
-    errors: list[str] = field(default_factory=list)  # first messages of invalid records
+    columns: LabelColumns  # the same, as the join's columns
+
+    @property
+    def counts(self) -> LabelCounts:
+        return self.columns.counts
+
+    @property
+    def errors(self) -> list[str]:
+        return self.columns.errors
 
     @property
     def labelled_until(self) -> datetime | None:
@@ -54,14 +71,7 @@ class LabelSet:
         return [p for p in self.predictions if p.model_version == version]
 
     def summary(self) -> str:
-        """What was read, for a command's last line."""
-        c = self.counts
-        return (
-            f"read {c.predictions} predictions ({c.invalid_predictions} invalid skipped), "
-            f"{c.outcomes} outcomes ({c.invalid_outcomes} invalid, {c.not_reached} not reached: "
-            "skipped), "
-            f"{c.matched} matched, {c.unmatched} unmatched"
-        )
+        return self.columns.summary()
 
     def called_after(self, when: datetime | None) -> list[Labelled]:
         """Labelled predictions whose call is newer than `when` (all of them when None)."""
@@ -81,19 +91,15 @@ def label_set(
     keeps its latest call.
     """
     errors: list[str] = []
-    by_event: dict[str, PredictionRecord] = {}
+    records: list[PredictionRecord] = []
     invalid_predictions = 0
     for raw in predictions:
         try:
-            record, _event = decode_prediction(raw, max_bytes)
+            records.append(decode_prediction(raw, max_bytes)[0])
         except InvalidEvent as exc:
             invalid_predictions += 1
             if invalid_predictions <= KEPT_ERRORS:
                 errors.append(exc.message)
-            continue
-        by_event.pop(record.event_id, None)  # re-inserted last: read order of the last write
-        by_event[record.event_id] = record
-    event_of_task = {p.task_id: event_id for event_id, p in by_event.items()}
     valid: list[CallOutcome] = []
     invalid_outcomes = 0
     for raw in outcomes:
@@ -103,23 +109,53 @@ def label_set(
             invalid_outcomes += 1
             if invalid_outcomes <= KEPT_ERRORS:
                 errors.append(exc.message)
-    reached = [outcome for outcome in valid if outcome.reached]
-    matched: list[Labelled] = []
-    for outcome in reached:
-        event_id = outcome.event_id if outcome.event_id in by_event else None
-        event_id = event_id or event_of_task.get(outcome.task_id or "")
-        if event_id is not None:
-            matched.append(Labelled(by_event[event_id], outcome))
-    labelled = sorted(
-        latest_per_event(matched), key=lambda i: (i.outcome.called_at, i.prediction.event_id)
+    features = pd.DataFrame([r.features for r in records], columns=list(FEATURES)).add_prefix(
+        FEATURE_COLUMN_PREFIX
     )
-    counts = LabelCounts(
-        predictions=len(by_event),
-        invalid_predictions=invalid_predictions,
-        outcomes=len(valid),
-        invalid_outcomes=invalid_outcomes,
-        not_reached=len(valid) - len(reached),
-        matched=len(matched),
-        unmatched=len(reached) - len(matched),
+    columns = join_labels(
+        pd.concat([_frame(records, PREDICTION_KEYS), features], axis=1),
+        _frame(valid, OUTCOME_KEYS),
+        invalid_predictions,
+        invalid_outcomes,
+        errors,
     )
-    return LabelSet(list(by_event.values()), labelled, counts, errors)
+    return LabelSet(
+        predictions=[records[i] for i in columns.predictions[PREDICTION_ROW]],
+        labelled=[
+            Labelled(records[p], valid[o])
+            for p, o in zip(
+                columns.labelled[PREDICTION_ROW], columns.labelled[OUTCOME_ROW], strict=True
+            )
+        ],
+        columns=columns,
+    )
+
+
+def _frame(models: Sequence[BaseModel], names: tuple[str, ...]) -> pd.DataFrame:
+    """The models' fields as columns (datetimes as UTC timestamps, as the lake stores them)."""
+    frame = pd.DataFrame({name: [getattr(m, name) for m in models] for name in names})
+    for name in names:
+        if name.endswith("_at"):
+            frame[name] = pd.to_datetime(frame[name], utc=True)
+    return frame
+
+
+def records_of(columns: LabelColumns) -> LabelSet:
+    """The records behind columns read with their raw values (`value`, `outcome_value`): valid
+    by construction, so decoding them again cannot fail."""
+    unlimited = sys.maxsize  # sizes were judged when the records were read
+    by_row = {
+        row: decode_prediction(str(raw).encode(), unlimited)[0]
+        for row, raw in zip(
+            columns.predictions[PREDICTION_ROW], columns.predictions["value"], strict=True
+        )
+    }
+    labelled = [
+        Labelled(by_row[row], decode_outcome(str(raw).encode(), unlimited))
+        for row, raw in zip(
+            columns.labelled[PREDICTION_ROW],
+            columns.labelled[OUTCOME_PREFIX + "value"],
+            strict=True,
+        )
+    ]
+    return LabelSet(list(by_row.values()), labelled, columns)

@@ -35,7 +35,7 @@ def categorical_distribution(values: Iterable[Any], categories: Sequence[str]) -
     )
 
 
-def bin_shares(baseline: Distribution, values: Sequence[Any]) -> np.ndarray:
+def bin_shares(baseline: Distribution, values: Sequence[Any] | np.ndarray) -> np.ndarray:
     """Share of `values` in each of the baseline's bins."""
     if baseline.edges is not None:
         edges = np.asarray(baseline.edges, dtype=float)
@@ -47,7 +47,7 @@ def bin_shares(baseline: Distribution, values: Sequence[Any]) -> np.ndarray:
     return counts / max(len(values), 1)
 
 
-def psi(baseline: Distribution, values: Sequence[Any]) -> float:
+def psi(baseline: Distribution, values: Sequence[Any] | np.ndarray) -> float:
     expected = np.maximum(np.asarray(baseline.proportions, dtype=float), EMPTY_BIN_SHARE)
     actual = np.maximum(bin_shares(baseline, values), EMPTY_BIN_SHARE)
     return float(np.sum((actual - expected) * np.log(actual / expected)))

@@ -51,6 +51,13 @@ def latest_per_event(labelled: Iterable[Labelled]) -> list[Labelled]:
     return list(latest.values())
 
 
+def roc_auc(y: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC-AUC of scores against outcomes; None unless both classes occur."""
+    if len(y) == 0 or not 0 < int(np.sum(y)) < len(y):
+        return None
+    return float(roc_auc_score(y, scores))
+
+
 def quality(
     labelled: Sequence[Labelled],
     predictions: Sequence[PredictionRecord] = (),
@@ -61,12 +68,11 @@ def quality(
     rows = latest_per_event(labelled)
     y = np.array([r.subscribed for r in rows], dtype=bool)
     scores = np.array([r.prediction.score for r in rows], dtype=float)
-    both_classes = len(rows) > 0 and 0 < y.sum() < len(y)
     drift_ok = baseline is not None and len(predictions) >= min_rows_for_psi
     return Quality(
         outcomes=len(rows),
         positives=int(y.sum()),
-        roc_auc=float(roc_auc_score(y, scores)) if both_classes else None,
+        roc_auc=roc_auc(y, scores),
         brier=float(brier_score_loss(y, scores)) if rows else None,
         mean_score=float(scores.mean()) if rows else None,
         observed_rate=float(y.mean()) if rows else None,

@@ -28,8 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from core.errors import CallscoreError
 from core.settings import Settings
-from feedback.join import Labelled
-from feedback.quality import latest_per_event
+from feedback.label_columns import LabelColumns
 from registry.artifact import ArtifactMetadata, ModelArtifact, dump_artifact
 from registry.calibration import logit
 from registry.keys import trusted_keys
@@ -173,7 +172,7 @@ class Recalibration:
     message: str
 
 
-def run_recalibration(settings: Settings, labelled: Sequence[Labelled]) -> Recalibration:
+def run_recalibration(settings: Settings, labels: LabelColumns) -> Recalibration:
     """Fit on the served version's latest outcomes and publish the result as a new version."""
     records = read_model_records(settings)
     champion = load_champion(settings, records)
@@ -182,14 +181,13 @@ def run_recalibration(settings: Settings, labelled: Sequence[Labelled]) -> Recal
             f"no model '{settings.model_name}' on '{settings.topic_models}' to recalibrate"
         )
     served, artifact = champion
-    own = [item for item in labelled if item.prediction.model_version == served.version]
-    window = sorted(latest_per_event(own), key=lambda item: item.outcome.called_at)
-    window = window[-settings.recalibration_window :]
-    scores = np.array([item.prediction.score for item in window], dtype=float)
-    labels = np.array([item.subscribed for item in window], dtype=bool)
+    # One row per event, by the time of its call: the latest recalibration_window of them.
+    window = labels.of_version(served.version).iloc[-settings.recalibration_window :]
+    scores = window["score"].to_numpy(dtype=float)
+    subscribed = window["subscribed"].to_numpy(dtype=bool)
     fallback: list[str] = []
     try:
-        calibration = fit_calibration(scores, labels, artifact.metadata.calibration, fallback)
+        calibration = fit_calibration(scores, subscribed, artifact.metadata.calibration, fallback)
     except NotEnoughOutcomes as exc:
         message = f"v{served.version} not recalibrated: {exc}"
         log.info("recalibration: %s", message)
@@ -197,7 +195,7 @@ def run_recalibration(settings: Settings, labelled: Sequence[Labelled]) -> Recal
     after = remap_scores(scores, artifact.metadata.calibration, calibration)
     reason = (
         f"recalibration of v{served.version} on {len(window)} outcomes: mean score "
-        f"{scores.mean():.3f} -> {after.mean():.3f} vs observed {labels.mean():.3f}"
+        f"{scores.mean():.3f} -> {after.mean():.3f} vs observed {subscribed.mean():.3f}"
     )
     if fallback:
         reason = f"{reason} ({fallback[0]})"
@@ -212,6 +210,6 @@ def run_recalibration(settings: Settings, labelled: Sequence[Labelled]) -> Recal
     return Recalibration(manifest, message)
 
 
-def recalibrate(settings: Settings, labelled: Sequence[Labelled]) -> ModelManifest | None:
+def recalibrate(settings: Settings, labels: LabelColumns) -> ModelManifest | None:
     """The published manifest, or None (reason logged) when the outcomes are not enough."""
-    return run_recalibration(settings, labelled).manifest
+    return run_recalibration(settings, labels).manifest

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import posixpath
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.errors import CallscoreError
+from lake.files import decode
 from lake.layout import (
     FORMATS,
     PARTITION_PREFIX,
@@ -105,9 +108,18 @@ def part_files(url: str, folder: str) -> tuple[Format, list[str]]:
     raise LakeError(f"{folder} holds no part-*.parquet or part-*.csv file")
 
 
-def read_bytes(url: str, path: str) -> bytes:
+def read_part(
+    url: str, path: str, fmt: Format, schema: pa.Schema, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """One part file's rows; Parquet reads only `columns` (those it has) from storage."""
     fs, _root = open_lake(url)
-    return bytes(fs.cat_file(path))
+    if fmt == "csv":
+        return decode(bytes(fs.cat_file(path)), fmt, schema)
+    with fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        present = parquet.schema_arrow.names
+        keep = None if columns is None else [name for name in columns if name in present]
+        return parquet.read(columns=keep)
 
 
 def is_exported(url: str, day: date, tables: Iterable[str]) -> bool:

@@ -18,7 +18,14 @@ from pydantic import BaseModel
 
 from core.settings import Settings
 from lake.schema import ContractColumn, cells, contract_columns
-from schemas import CallOutcome, CallTask, DeadLetter, PredictionRecord, ProspectEvent
+from schemas import (
+    FEATURE_COLUMN_PREFIX,
+    CallOutcome,
+    CallTask,
+    DeadLetter,
+    PredictionRecord,
+    ProspectEvent,
+)
 from schemas.decode import decode_json, decode_prediction
 from schemas.prospect import EVENT_METADATA_FIELDS
 
@@ -64,7 +71,9 @@ def _plain(
 
 
 PREDICTION_COLUMNS = contract_columns(PredictionRecord, exclude=("features",))
-FEATURE_COLUMNS = contract_columns(ProspectEvent, prefix="feature_", exclude=EVENT_METADATA_FIELDS)
+FEATURE_COLUMNS = contract_columns(
+    ProspectEvent, prefix=FEATURE_COLUMN_PREFIX, exclude=EVENT_METADATA_FIELDS
+)
 
 
 def _parse_prediction(raw: bytes | None) -> dict[str, Any]:

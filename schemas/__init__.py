@@ -8,6 +8,7 @@ from schemas.drift_baseline import Distribution, DriftBaseline
 from schemas.feature_contract import (
     CATEGORICAL_FEATURES,
     CATEGORIES,
+    FEATURE_COLUMN_PREFIX,
     FEATURES,
     NUMERIC_FEATURES,
     feature_contract_hash,
@@ -37,6 +38,7 @@ __all__ = [
     "CATEGORIES",
     "DISPOSITIONS",
     "FEATURES",
+    "FEATURE_COLUMN_PREFIX",
     "MONTHS",
     "NUMERIC_FEATURES",
     "POST_CALL_FIELDS",

@@ -17,6 +17,8 @@ from schemas.prospect import EVENT_METADATA_FIELDS, POST_CALL_FIELDS, ProspectEv
 FEATURES: tuple[str, ...] = tuple(
     name for name in ProspectEvent.model_fields if name not in EVENT_METADATA_FIELDS
 )
+# A feature as a column beside a record's own fields (the lake's predictions, labelled history).
+FEATURE_COLUMN_PREFIX = "feature_"
 
 
 def _categories(annotation: Any) -> tuple[str, ...] | None:

@@ -430,6 +430,70 @@ def test_unreachable_broker_fails_in_one_line_and_keeps_the_export(
     assert digests(root) == before
 
 
+def test_each_partition_is_read_up_to_the_first_record_past_the_day_and_its_lateness(
+    kafka_broker: LocalBroker, tmp_path: Path
+) -> None:
+    """A partition is read up to its first record stamped CALLSCORE_EXPORT_MAX_LATENESS_SECONDS
+    (an hour) after the day: a record of the day written after one stamped that late is not
+    exported (the bound), one written after a record within the lateness is. Other partitions
+    read on. The local broker answers every time lookup with 0, so here each partition is read
+    from its beginning and the day before is filtered out (a real broker seeks past it)."""
+    settings = isolated_settings(
+        uuid.uuid4().hex[:10],
+        tmp_path,
+        partitions=1,
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        export_timezone="Europe/Berlin",
+        export_read_timeout_seconds=30,
+    )
+    assert settings.export_max_lateness_seconds == 3600
+    ensure_topics(settings)
+    p = settings.topic_prospects
+
+    def prospect(key: str, timestamp_ms: int) -> Sent:
+        return Sent(
+            "prospects", p, key.encode(), _json(valid_event(event_id=key)), timestamp_ms, True
+        )
+
+    sent = produce_plan(
+        settings,
+        [
+            prospect("day-before", START_MS - HOUR_MS),
+            prospect("in-day", START_MS + 3 * HOUR_MS),
+            prospect("half-an-hour-after", END_MS + HOUR_MS // 2),
+            prospect("in-day-after-one-within-lateness", END_MS - HOUR_MS),
+            prospect("two-hours-after", END_MS + 2 * HOUR_MS),
+            prospect("in-day-after-one-past-lateness", START_MS + HOUR_MS),
+            # Another partition (topic) is not stopped by the prospects' record two hours after.
+            Sent(
+                "predictions",
+                settings.topic_predictions,
+                b"e1",
+                _json(_prediction("e-1")),
+                START_MS + HOUR_MS,
+                True,
+            ),
+        ],
+    )
+    assert {s.partition for s in sent} == {0}
+    url = str(tmp_path / "lake")
+    result = export_day(settings, DAY, url=url)
+    assert {t.table: t.rows for t in result.tables} == {
+        "prospects": 2,
+        "predictions": 1,
+        "call_tasks": 0,
+        "outcomes": 0,
+        "dead_letters": 0,
+    }
+    rows = pq.read_table(f"{url}/prospects/date={DAY.isoformat()}/part-0.parquet").to_pylist()
+    assert [(r["kafka_key"], r["kafka_offset"]) for r in rows] == [
+        ("in-day", 1),
+        ("in-day-after-one-within-lateness", 3),
+    ]
+    rows = pq.read_table(f"{url}/predictions/date={DAY.isoformat()}/part-0.parquet").to_pylist()
+    assert [(r["kafka_key"], r["kafka_offset"]) for r in rows] == [("e1", 0)]
+
+
 def test_cli_export_and_bad_date(
     lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

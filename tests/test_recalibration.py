@@ -12,7 +12,7 @@ import pytest
 from callscore.cli import main
 from callscore.simulator.events import events_from_frame
 from core.kafka import ensure_topics
-from feedback.join import Labelled
+from feedback.labels import label_set
 from feedback.recalibrate import (
     MIN_CALIBRATION_ROWS,
     NotEnoughOutcomes,
@@ -255,8 +255,11 @@ def test_scorer_hot_loads_a_recalibration_that_tracks_the_observed_rate(
     tasks = _score(settings, first, version=1)
     predictions = _predictions(tasks, {e["event_id"]: e for e in first})
     outcomes = _outcomes(predictions, labels_for(first))
-    few = [Labelled(p, o) for p, o in zip(predictions, outcomes, strict=True)][:10]
-    assert recalibrate(settings, few) is None
+    few = label_set(
+        [p.model_dump_json().encode() for p in predictions[:10]],
+        [o.model_dump_json().encode() for o in outcomes[:10]],
+    )
+    assert len(few.labelled) == 10 and recalibrate(settings, few.columns) is None
     assert len(read_model_records(settings)) == 1
 
     # The window of labelled outcomes: predictions and outcomes on their topics, then the CLI.

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from core.errors import BrokerUnavailableError
-from feedback.join import Labelled
+from feedback.label_columns import LabelColumns
 from feedback.labels import label_set
 from registry.artifact import ModelArtifact, dump_artifact
 from registry.keys import trusted_keys
@@ -142,7 +142,7 @@ def observation(
         [p.model_dump_json().encode() for p in predictions],
         [o.model_dump_json().encode() for o in outcomes],
     )
-    return Observation(manifest, labels)
+    return Observation(manifest, labels.columns)
 
 
 def calls_at(settings, n: int, first: datetime, step: timedelta, version: int = 1, seed: int = 3):  # type: ignore[no-untyped-def]
@@ -213,10 +213,10 @@ def test_recalibration_hook_when_no_retrain_is_due(settings):
     )
     model = served(settings, labelled_until=T0)
     p, o = calls_at(settings, 80, T0 + timedelta(hours=1), timedelta(minutes=5))
-    seen: list[Sequence[Labelled]] = []
+    seen: list[LabelColumns] = []
 
-    def recalibrate(labelled: Sequence[Labelled]) -> ModelManifest:
-        seen.append(labelled)
+    def recalibrate(labels: LabelColumns) -> ModelManifest:
+        seen.append(labels)
         return served(settings, 2)
 
     scheduler = Scheduler(
@@ -228,8 +228,9 @@ def test_recalibration_hook_when_no_retrain_is_due(settings):
     decision = scheduler.step()
     assert decision.action == "recalibrate" and decision.reason.startswith("recalibrate: 80 fresh")
     assert decision.published_version == 2
-    # The latest `recalibration_window` of the served version's labelled outcomes, oldest first.
-    assert [i.prediction.event_id for i in seen[0]] == [f"s3-{i}" for i in range(20, 80)]
+    # The served version's labelled outcomes, oldest first: the recalibration fits the latest
+    # `recalibration_window` of them.
+    assert list(seen[0].of_version(1)["event_id"]) == [f"s3-{i}" for i in range(80)]
 
 
 def test_a_refused_retrain_waits_for_new_outcomes_and_pinned_scorers_stop_it(settings):

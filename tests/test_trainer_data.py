@@ -196,7 +196,7 @@ def test_labelled_examples_join_outcomes_with_scored_events():
     ]
     labels = label_set(_values(predictions), _values(outcomes))
     assert labels.counts.matched == 2 and labels.counts.unmatched == 1
-    examples = outcome_rows(labels.labelled)
+    examples = outcome_rows(labels.columns.labelled)
     assert sorted(examples["y"]) == ["no", "yes"]
     assert set(examples["period"]) == {"2026-03"}
     assert examples.set_index("y")["duration"].to_dict() == {"yes": 9, "no": 3}

@@ -10,19 +10,22 @@ extend over the new periods by themselves.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.errors import BrokerUnavailableError
 from core.settings import Settings
-from core.topic_reader import Record, read_topics
-from feedback.join import Labelled
-from feedback.labels import LabelSet, label_set
-from schemas import CATEGORIES, FEATURES
+from core.topic_reader import Span, offsets_at, partitions_of, read_spans
+from feedback.label_columns import OUTCOME_KEYS, PREDICTION_KEYS, LabelColumns, join_labels
+from feedback.labels import KEPT_ERRORS, LabelSet, records_of
+from lake.days import day_window
+from schemas import CATEGORIES, FEATURE_COLUMN_PREFIX, FEATURES
 from trainer.data import COLUMNS, cut_base
 
 log = logging.getLogger(__name__)
@@ -32,115 +35,191 @@ READ_TIMEOUT_SECONDS = 120.0
 ROW_COLUMNS: tuple[str, ...] = (*COLUMNS, "year", "period")
 
 
-def read_labels(
-    settings: Settings, lake_url: str | None = None, timeout: float = READ_TIMEOUT_SECONDS
-) -> LabelSet:
-    """The one way to read labelled outcomes (`train`, `recalibrate`, `schedule`): every
-    prediction joined with its outcome, decoded and joined the same way from wherever it is.
+KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
+CHECK_COLUMNS = (*KAFKA_COLUMNS, "valid", "invalid_reason")
+TABLE_KEYS = {"predictions": PREDICTION_KEYS, "outcomes": OUTCOME_KEYS}
 
-    By default the labelled history is the lake the nightly export writes
-    (Settings.export_url), every exported day, plus the records of the prediction log and the
-    outcomes topic that are not in it yet: a record exported and still on its topic counts once
-    (the lake keeps each record's topic, partition, offset and timestamp), and what retention
-    has deleted from the topics is still read from the lake. Without an export yet, the topics
-    alone. With `lake_url`, that lake alone (`callscore train --outcomes-from-lake`).
+
+def read_label_columns(
+    settings: Settings,
+    lake_url: str | None = None,
+    features: bool = False,
+    values: bool = False,
+    timeout: float = READ_TIMEOUT_SECONDS,
+) -> LabelColumns:
+    """The one way to read labelled history, as columns: every prediction joined with its
+    outcome (`feedback.label_columns.join_labels`), from wherever it is.
+
+    By default the history is the lake the nightly export writes (Settings.export_url), every
+    exported day, read column by column (only the join's columns, the features when asked, the
+    raw `value` when asked), plus the topics' tail: the records of the prediction log and the
+    outcomes not exported yet. The tail is found by time (`tail_spans`): a record exported and
+    still on its topic counts once (the lake keeps each record's topic, partition, offset and
+    timestamp), and what retention has deleted from the topics is still in the lake. Without an
+    export yet, the topics alone. With `lake_url`, that lake alone (`--outcomes-from-lake`).
     """
-    if lake_url is not None:
-        lake = lake_tables(lake_url)
-        return label_set(
-            lake["predictions"].values, lake["outcomes"].values, settings.max_message_bytes
-        )
-    lake = lake_tables(settings.export_url)
-    exported = set().union(*(table.identities for table in lake.values()))
-    topics = [settings.topic_predictions, settings.topic_outcomes]
-    tail = [r for r in _read(settings, topics, timeout) if _identity(r) not in exported]
-    return label_set(
-        lake["predictions"].values + [r.value for r in tail if r.topic == topics[0]],
-        lake["outcomes"].values + [r.value for r in tail if r.topic == topics[1]],
-        settings.max_message_bytes,
+    import lake
+
+    url = lake_url or settings.export_url
+    wanted = {
+        name: [
+            *CHECK_COLUMNS,
+            *keys,
+            *(["value"] if values else []),
+            *(
+                [FEATURE_COLUMN_PREFIX + f for f in FEATURES]
+                if features and name == "predictions"
+                else []
+            ),
+        ]
+        for name, keys in TABLE_KEYS.items()
+    }
+    frames = {
+        name: lake.read_columns(url, name, columns).select(columns)
+        for name, columns in wanted.items()
+    }
+    if lake_url is None:
+        exported = exported_days(url)
+        for name, tail in _tail(settings, exported, timeout).items():
+            frames[name] = _with_tail(frames[name], tail.select(wanted[name]))
+    valid = {name: _valid(frame) for name, frame in frames.items()}
+    errors = [
+        str(reason)
+        for frame in frames.values()
+        for reason in frame.filter(pc.invert(frame["valid"]))["invalid_reason"]
+        .slice(0, KEPT_ERRORS)
+        .to_pylist()
+    ]
+    return join_labels(
+        valid["predictions"].drop(columns=list(CHECK_COLUMNS)),
+        valid["outcomes"].drop(columns=list(CHECK_COLUMNS)),
+        invalid_predictions=frames["predictions"].num_rows - len(valid["predictions"]),
+        invalid_outcomes=frames["outcomes"].num_rows - len(valid["outcomes"]),
+        errors=errors,
     )
 
 
-RecordIdentity = tuple[str, int, int, int]  # topic, partition, offset, Kafka timestamp (ms)
+def _valid(frame: pa.Table) -> pd.DataFrame:
+    return frame.filter(frame["valid"]).to_pandas()
 
 
-def _identity(record: Record) -> RecordIdentity:
-    # The timestamp too: a topic deleted and created again starts its offsets at 0 once more.
-    return (record.topic, record.partition, record.offset, record.timestamp_ms)
+def exported_days(url: str) -> list[date]:
+    """Days the prediction log and the outcomes were both exported, in order."""
+    import lake.store
+
+    both = set(lake.store.days(url, "predictions")) & set(lake.store.days(url, "outcomes"))
+    return sorted(both)
 
 
-def _read(settings: Settings, topics: list[str], timeout: float) -> list[Record]:
+def covered(days: list[date], tz: ZoneInfo) -> tuple[int, int] | None:
+    """[start, end) ms of the exported days' first unbroken run: every record stamped in it is
+    in the lake (the export cuts days by Kafka timestamp). None without an export."""
+    if not days:
+        return None
+    end = days[0]
+    while end + timedelta(days=1) in days:
+        end += timedelta(days=1)
+    return day_window(days[0], tz)[0], day_window(end, tz)[1]
+
+
+def tail_spans(
+    settings: Settings, partitions: list[tuple[str, int]], cover: tuple[int, int] | None
+) -> list[dict[tuple[str, int], Span]]:
+    """What of each partition is not in the lake: the records stamped before the covered days
+    (before the export began) and those from its end on. Offsets come from the broker's time
+    index; where it has none (the local broker answers 0) a span starts earlier and the
+    identity check drops what the lake already has."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+
+    if cover is None:
+        return [{where: Span(OFFSET_BEGINNING) for where in partitions}]
+    start, end = (offsets_at(settings, partitions, at) for at in cover)
+    return [
+        {w: Span(OFFSET_BEGINNING, start[w]) for w in partitions if start[w] != 0},
+        {w: Span(_or_end(end[w], OFFSET_END)) for w in partitions},
+    ]
+
+
+def _or_end(offset: int | None, end: int) -> int:
+    return end if offset is None else offset
+
+
+def _tail(settings: Settings, days: list[date], timeout: float) -> dict[str, pa.Table]:
+    """The records of the prediction log and the outcomes outside the covered days, each as
+    its lake table's rows (parsed by the export's own rules)."""
     from confluent_kafka import KafkaException
 
+    import lake.rows
+    import lake.tables
+
+    topics = {"predictions": settings.topic_predictions, "outcomes": settings.topic_outcomes}
     try:
-        return read_topics(settings, topics, timeout=timeout)
+        partitions = partitions_of(settings, topics.values())
+        cover = covered(days, ZoneInfo(settings.export_timezone))
+        records = [
+            record
+            for spans in tail_spans(settings, partitions, cover)
+            for record in read_spans(settings, spans, timeout)
+        ]
     except KafkaException as exc:
         raise BrokerUnavailableError(
-            f"reading {', '.join(topics)} at {settings.bootstrap_servers}: {exc.args[0]}"
+            f"reading {', '.join(topics.values())} at {settings.bootstrap_servers}: {exc.args[0]}"
         ) from None
-
-
-@dataclass(frozen=True)
-class LakeTable:
-    """One exported table's raw values (the lake keeps every record's value, so labels are
-    decoded and joined exactly as from Kafka) and the records' identities."""
-
-    values: list[bytes | None]
-    identities: set[RecordIdentity]
-
-
-def _epoch_ms(column: pd.Series) -> list[int]:
-    """The lake's `kafka_timestamp` (a UTC timestamp column) as the record's milliseconds."""
-    return [stamp.value // 1_000_000 for stamp in pd.to_datetime(column, utc=True)]
-
-
-def lake_tables(url: str) -> dict[str, LakeTable]:
-    """The prediction log and the outcomes as exported to the lake at `url`, every day (empty
-    when nothing was exported there yet)."""
-    import lake
-
-    found = {}
-    for name in ("predictions", "outcomes"):
-        frame = lake.read_table(url, name)
-        found[name] = LakeTable(
-            values=[None if v is None else str(v).encode() for v in frame["value"]],
-            identities={
-                (str(t), int(p), int(o), int(ts))
-                for t, p, o, ts in zip(
-                    frame["kafka_topic"],
-                    frame["kafka_partition"],
-                    frame["kafka_offset"],
-                    _epoch_ms(frame["kafka_timestamp"]),
-                    strict=True,
-                )
-            },
+    return {
+        name: lake.rows.to_arrow(
+            lake.tables.TABLES_BY_NAME[name], (r for r in records if r.topic == topic)
         )
-    return found
+        for name, topic in topics.items()
+    }
 
 
-def outcome_rows(labelled: Sequence[Labelled]) -> pd.DataFrame:
+def _with_tail(exported: pa.Table, tail: pa.Table) -> pa.Table:
+    """The lake's rows, then the tail's rows that are not in the lake (same identity: topic,
+    partition, offset, timestamp; the timestamp too, since a topic deleted and created again
+    starts its offsets at 0 once more)."""
+    if tail.num_rows == 0:
+        return exported
+    keys = list(KAFKA_COLUMNS)
+    in_lake = pa.array([True] * exported.num_rows, pa.bool_())
+    seen = exported.select(keys).append_column("in_lake", in_lake)
+    fresh = tail.join(seen, keys=keys, join_type="left outer")
+    fresh = fresh.filter(pc.is_null(fresh["in_lake"])).drop_columns(["in_lake"])
+    fresh = fresh.sort_by([(k, "ascending") for k in keys[:3]])
+    return pa.concat_tables([exported, fresh.select(exported.column_names)])
+
+
+def read_labels(
+    settings: Settings, lake_url: str | None = None, timeout: float = READ_TIMEOUT_SECONDS
+) -> LabelSet:
+    """Labelled history as records (the report, the recalibration): `read_label_columns` with
+    the raw values, each labelled row's prediction and outcome decoded again."""
+    columns = read_label_columns(settings, lake_url, values=True, timeout=timeout)
+    return records_of(columns)
+
+
+def outcome_rows(labelled: pd.DataFrame) -> pd.DataFrame:
     """One bank-schema row per labelled prediction, in event-time order.
 
+    `labelled`: `LabelColumns.labelled` read with the features (feature_<name> columns).
     Columns: FEATURES (from the prediction), duration (from the outcome), y ('yes'/'no'),
     year and period ('YYYY-MM') of the event's `occurred_at`.
     """
-    ordered = sorted(labelled, key=lambda i: (i.prediction.occurred_at, i.prediction.event_id))
-    rows = []
-    for item in ordered:
-        at = item.prediction.occurred_at
-        rows.append(
-            {
-                **{name: item.prediction.features[name] for name in FEATURES},
-                "duration": item.outcome.duration_seconds,
-                "y": "yes" if item.subscribed else "no",
-                "year": at.year,
-                "period": f"{at.year:04d}-{at.month:02d}",
-            }
-        )
-    frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    if labelled.empty:
+        return pd.DataFrame(columns=list(ROW_COLUMNS))
+    ordered = labelled.sort_values(["occurred_at", "event_id"], kind="stable")
+    at = pd.to_datetime(ordered["occurred_at"], utc=True)
+    frame = pd.DataFrame(
+        {
+            **{name: ordered[FEATURE_COLUMN_PREFIX + name].to_numpy() for name in FEATURES},
+            "duration": ordered["duration_seconds"].to_numpy(),
+            "y": np.where(ordered["subscribed"].to_numpy(dtype=bool), "yes", "no"),
+            "year": at.dt.year.to_numpy(),
+            "period": at.dt.strftime("%Y-%m").to_numpy(),
+        },
+        columns=list(ROW_COLUMNS),
+    )
     for name in (*FEATURES, "duration", "year"):
-        if name not in CATEGORIES:
-            frame[name] = frame[name].astype(np.int64)
+        frame[name] = frame[name].astype("str" if name in CATEGORIES else np.int64)
     return frame
 
 
@@ -164,7 +243,7 @@ class TrainingData:
     base_rows: int
     base_data_until: str | None
     base_periods: list[str]  # in file order
-    labels: LabelSet | None  # None: base data only (--no-outcomes)
+    labels: LabelColumns | None  # None: base data only (--no-outcomes)
     outcome_periods: list[str]
     overlapping_periods: list[str]  # periods present in both parts (a row may count twice)
 
@@ -178,11 +257,12 @@ class TrainingData:
 
 
 def training_data(
-    bank: pd.DataFrame, labels: LabelSet | None, base_data_until: str | None
+    bank: pd.DataFrame, labels: LabelColumns | None, base_data_until: str | None
 ) -> TrainingData:
-    """The base data cut at `base_data_until`, then the labelled outcomes (if any were read)."""
+    """The base data cut at `base_data_until`, then the labelled outcomes (if any were read,
+    with their features: `read_label_columns(..., features=True)`)."""
     base = cut_base(bank, base_data_until)
-    rows = outcome_rows(labels.labelled) if labels is not None else outcome_rows([])
+    rows = outcome_rows(labels.labelled if labels is not None else pd.DataFrame())
     outcome_periods = sorted(set(rows["period"]))
     overlap = sorted(set(outcome_periods) & set(base["period"]))
     if overlap:

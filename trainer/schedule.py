@@ -30,20 +30,20 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from core.errors import CallscoreError
 from core.settings import Settings
-from feedback.join import Labelled
-from feedback.labels import LabelSet
+from feedback.label_columns import LabelColumns
 from feedback.psi import psi
-from feedback.quality import quality
+from feedback.quality import roc_auc
 from registry.keys import trusted_keys
 from registry.model_topic import current_manifest, read_model_records
 from schemas import ModelManifest
@@ -61,13 +61,14 @@ class Observation:
     """Everything a decision depends on, as read from the topics."""
 
     served: ModelManifest | None
-    labels: LabelSet
+    labels: LabelColumns  # without features: a check reads a few narrow columns
 
 
 @dataclass(frozen=True)
 class TrainAttempt:
     published: ModelManifest | None
     gate_reason: str
+    labelled_until: datetime | None = None  # the newest outcome it trained on
 
 
 class Signals(BaseModel):
@@ -140,24 +141,26 @@ def signals(settings: Settings, observation: Observation) -> Signals:
     if served is None:
         return Signals(newest_outcome_at=newest, new_outcomes=len(labels.labelled))
     since = data_until(served)
-    predictions = labels.predictions_of(served.version)
+    scores = labels.scores_of(served.version)
     own = labels.of_version(served.version)
     enough = settings.quality_min_outcomes
     score_psi = None
-    if served.drift_baseline is not None and len(predictions) >= enough:
-        score_psi = psi(served.drift_baseline.score, [p.score for p in predictions])
-    online_auc = quality(own).roc_auc if len(own) >= enough else None
+    if served.drift_baseline is not None and len(scores) >= enough:
+        score_psi = psi(served.drift_baseline.score, scores)
+    online_auc = None
+    if len(own) >= enough:
+        online_auc = roc_auc(own["subscribed"].to_numpy(bool), own["score"].to_numpy(float))
     return Signals(
         served_version=served.version,
         data_until=since,
         newest_outcome_at=newest,
         gap_days=(newest - since).total_seconds() / SECONDS_PER_DAY if newest else None,
         new_outcomes=len(labels.called_after(since)),
-        predictions=len(predictions),
+        predictions=len(scores),
         score_psi=score_psi,
         labelled=len(own),
         online_auc=online_auc,
-        fresh_labelled=sum(1 for item in own if item.outcome.called_at > since),
+        fresh_labelled=int((own["called_at"] > pd.Timestamp(since)).sum()),
     )
 
 
@@ -166,7 +169,7 @@ def drifting(settings: Settings, s: Signals) -> bool:
 
 
 def retrain_triggers(
-    settings: Settings, s: Signals, labels: LabelSet, refused_until: datetime | None = None
+    settings: Settings, s: Signals, labels: LabelColumns, refused_until: datetime | None = None
 ) -> list[str]:
     """Every retrain trigger that fires, each with its numbers.
 
@@ -244,21 +247,23 @@ def decide(
 
 def observe(settings: Settings) -> Observation:
     """The served manifest (pinned version respected) and every labelled prediction, now."""
-    from trainer.outcomes import read_labels
+    from trainer.outcomes import read_label_columns
 
     records = read_model_records(settings)
     served = current_manifest(
         records, settings.model_name, trusted_keys(settings), settings.pinned_model_version
     )
-    return Observation(served, read_labels(settings))
+    return Observation(served, read_label_columns(settings))
 
 
 @dataclass
 class Scheduler:
     settings: Settings
     observe: Callable[[], Observation]
-    train: Callable[[str, LabelSet], TrainAttempt]  # reason, labels; CallscoreError on failure
-    recalibrate: Callable[[Sequence[Labelled]], ModelManifest | None]
+    # reason, the check's labels (a training reads them again, with the features);
+    # CallscoreError on failure
+    train: Callable[[str, LabelColumns], TrainAttempt]
+    recalibrate: Callable[[LabelColumns], ModelManifest | None]
     sleep: Callable[[float], None] = time.sleep
     # The latest decisions (a scheduler runs for months: one per check would grow forever).
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=KEPT_DECISIONS))
@@ -269,7 +274,7 @@ class Scheduler:
     def for_cli(
         cls, settings: Settings, data: str | None, out: Path, search: SearchChoice = "reference"
     ) -> Scheduler:
-        def train(reason: str, labels: LabelSet) -> TrainAttempt:
+        def train(reason: str, _check: LabelColumns) -> TrainAttempt:
             from trainer.data import load_bank, resolve_data_path
             from trainer.train import TrainOptions, run_training
 
@@ -282,14 +287,15 @@ class Scheduler:
                 reference=search == "reference",
                 reason=reason,
             )
-            result = run_training(settings, frame, sha, options, labels=labels)
-            return TrainAttempt(result.manifest, result.card.gate.reason)
+            result = run_training(settings, frame, sha, options)
+            until = result.card.sources.labelled_until if result.card.sources else None
+            return TrainAttempt(result.manifest, result.card.gate.reason, until)
 
-        def recalibrate(labelled: Sequence[Labelled]) -> ModelManifest | None:
+        def recalibrate(labels: LabelColumns) -> ModelManifest | None:
             # Written alongside this module (feedback/recalibrate.py); imported when used.
             from feedback.recalibrate import recalibrate
 
-            return recalibrate(settings, labelled)
+            return recalibrate(settings, labels)
 
         return cls(settings, lambda: observe(settings), train, recalibrate)
 
@@ -332,7 +338,11 @@ class Scheduler:
         if attempt.published is None:
             served = observation.served
             if served is not None:
-                until = observation.labels.labelled_until or data_until(served)
+                until = (
+                    attempt.labelled_until
+                    or observation.labels.labelled_until
+                    or data_until(served)
+                )
                 self._refused = (served.version, until)
             return decision.model_copy(update={"result": f"not published: {attempt.gate_reason}"})
         self._refused = None
@@ -344,9 +354,8 @@ class Scheduler:
     def _recalibrate(self, decision: Decision, observation: Observation) -> Decision:
         served = observation.served
         assert served is not None  # recalibrate is only decided for a served version
-        own = observation.labels.of_version(served.version)
         try:
-            manifest = self.recalibrate(own[-self.settings.recalibration_window :])
+            manifest = self.recalibrate(observation.labels)
         except CallscoreError as exc:
             return decision.model_copy(update={"result": f"failed: {exc}", "failed": True})
         if manifest is None:

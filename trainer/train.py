@@ -17,7 +17,7 @@ from sklearn.inspection import permutation_importance
 
 from core.errors import BrokerUnavailableError
 from core.settings import Settings
-from feedback.labels import LabelCounts, LabelSet
+from feedback.label_columns import LabelColumns, LabelCounts
 from registry.artifact import (
     ArtifactMetadata,
     ModelArtifact,
@@ -47,7 +47,7 @@ from trainer.model_card import (
     ScreenRow,
     SearchSummary,
 )
-from trainer.outcomes import TrainingData, read_labels, training_data
+from trainer.outcomes import TrainingData, read_label_columns, training_data
 from trainer.selection import (
     CandidateEvaluation,
     Selection,
@@ -129,12 +129,12 @@ def run_training(
     data_sha256: str,
     options: TrainOptions,
     step: Step | None = None,
-    labels: LabelSet | None = None,
+    labels: LabelColumns | None = None,
 ) -> TrainResult:
     """Everything `callscore train` does after loading the base data.
 
-    `labels`: the outcomes already read (the scheduler decides on them, then trains on exactly
-    them); None reads them from the topics unless `options.outcomes` is off.
+    `labels`: the labelled outcomes already read with their features; None reads them (the
+    lake and the topics' tail) unless `options.outcomes` is off.
     """
     timings = Timings()
     topic = ModelTopicState()
@@ -168,11 +168,11 @@ def run_training(
 
 
 def _training_data(
-    settings: Settings, bank: pd.DataFrame, options: TrainOptions, labels: LabelSet | None
+    settings: Settings, bank: pd.DataFrame, options: TrainOptions, labels: LabelColumns | None
 ) -> TrainingData:
     if options.outcomes and labels is None:
         try:
-            labels = read_labels(settings, options.outcomes_lake)
+            labels = read_label_columns(settings, options.outcomes_lake, features=True)
         except BrokerUnavailableError as exc:
             raise BrokerUnavailableError(
                 f"{exc}; pass --no-outcomes to train on the base data only"

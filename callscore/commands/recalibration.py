@@ -17,13 +17,13 @@ def _window(text: str) -> int:
 def _cmd_recalibrate(args: argparse.Namespace) -> int:
     from core.settings import load_settings
     from feedback.recalibrate import run_recalibration
-    from trainer.outcomes import read_labels
+    from trainer.outcomes import read_label_columns
 
     settings = load_settings()
     if args.window is not None:
         settings = settings.model_copy(update={"recalibration_window": args.window})
-    labels = read_labels(settings)
-    result = run_recalibration(settings, labels.labelled)
+    labels = read_label_columns(settings)
+    result = run_recalibration(settings, labels)
     print(f"{result.message}; {labels.summary()}")
     return 0
 
