@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from core.errors import CallscoreError
 from core.settings import Settings
@@ -58,15 +59,14 @@ class TopicFollower:
         while not self._stop.is_set():
             try:
                 if reader is None:
+                    # It polls every poll_seconds anyway: a fetch may wait as long. The
+                    # stream's short fetch wait (Settings.fetch_max_wait_ms, 10 ms in the
+                    # tests and the bench) made each idle follower cost the broker ~100
+                    # empty fetches a second (an idle scorer: broker 30% of a core).
+                    wait_ms = int(self._poll_seconds * 1000)
+                    overrides: dict[str, Any] = {"fetch.wait.max.ms": wait_ms}
                     reader = TopicReader(
-                        self._settings,
-                        self._topics,
-                        self._group_prefix,
-                        # It polls every poll_seconds anyway: a fetch may wait as long. The
-                        # stream's short fetch wait (Settings.fetch_max_wait_ms, 10 ms in the
-                        # tests and the bench) made each idle follower cost the broker ~100
-                        # empty fetches a second (an idle scorer: broker 30% of a core).
-                        **{"fetch.wait.max.ms": int(self._poll_seconds * 1000)},
+                        self._settings, self._topics, self._group_prefix, **overrides
                     )
                 self.handle(reader.poll(self._poll_seconds), reader.at_end)
                 if self.last_error is not None:

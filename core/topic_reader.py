@@ -1,9 +1,10 @@
-"""The one way this project reads topics from their beginning: `TopicReader`.
+"""The one way this project reads topics: `TopicReader` (from their beginning, or from a time),
+`read_spans` (parts of partitions), and `offsets_at` (where a time starts in each partition).
 
-Every reader has a fresh group id, assigns partitions itself (no group membership, no commits) and
-starts at the earliest offset, so each reader sees every record: the model watcher of every
-replica, the scheduler counting outcomes, the demo, the tests and the bench. A topic that does not
-exist yet reads as empty and is assigned once it appears.
+Every reader has a fresh group id, assigns partitions itself (no group membership, no commits)
+and starts at the earliest offset unless told a time, so each reader sees every record: the
+model watcher of every replica, the monitor, the demo, the tests and the bench. A topic that
+does not exist yet reads as empty and is assigned once it appears.
 
 `at_end` uses partition EOF events. Do not compute "the end" from watermarks instead: the local
 broker reports them wrong (docs/local-broker.md).
@@ -44,16 +45,26 @@ class Record:
 
 
 class TopicReader:
+    """Reads topics as they grow, each partition from its beginning, or, for a topic in
+    `start_at_ms` (topic -> Kafka timestamp in ms), from its first offset stamped at or after
+    that time: the consumer's `offsets_for_times` answer when the topic is assigned (see
+    `start_offsets`; a partition without such a record starts at its end). Like `offsets_at`,
+    that start is a lower bound: a broker without a time index answers 0 (the local broker), and
+    timestamps need not follow offsets, so records stamped earlier may be read too."""
+
     def __init__(
         self,
         settings: Settings,
         topics: Iterable[str],
         group_prefix: str = "callscore-reader",
+        *,
+        start_at_ms: Mapping[str, int] | None = None,
         **consumer_overrides: Any,
     ) -> None:
         from confluent_kafka import Consumer
 
         self._topics = list(topics)
+        self._start_at_ms = dict(start_at_ms or {})
         self._consumer = Consumer(
             consumer_config(
                 settings,
@@ -85,17 +96,26 @@ class TopicReader:
             metadata = self._consumer.list_topics(timeout=METADATA_TIMEOUT_SECONDS)
         except KafkaException as exc:
             raise broker_unavailable(self._servers, f"({exc.args[0].str()})") from None
-        fresh = []
+        appeared = {}
         for topic in self.missing_topics:
             meta = metadata.topics.get(topic)
             if meta is None or meta.error is not None or not meta.partitions:
                 continue
-            self._assigned.add(topic)
-            for partition in meta.partitions:
-                fresh.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
-                self._unfinished.add((topic, partition))
-        if fresh:
-            self._consumer.incremental_assign(fresh)
+            appeared[topic] = sorted(meta.partitions)
+        starts = {(t, p): OFFSET_BEGINNING for t, ps in appeared.items() for p in ps}
+        for topic in sorted(appeared.keys() & self._start_at_ms.keys()):
+            found = _offsets_for_times(
+                self._consumer,
+                self._servers,
+                [(topic, p) for p in appeared[topic]],
+                self._start_at_ms[topic],
+            )
+            starts.update(start_offsets(found))
+        # Only now, once every lookup answered: a topic whose lookup failed is tried again.
+        self._assigned.update(appeared)
+        self._unfinished.update(starts)
+        if starts:
+            self._consumer.incremental_assign([TopicPartition(*w, o) for w, o in starts.items()])
 
     def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
         """The records that arrived since the last call (possibly none), waiting up to timeout."""
@@ -275,9 +295,9 @@ def offsets_at(
     earlier offset is stamped before it); None when no record is. A lower bound on brokers that
     do not index time (the local broker answers 0): read from it and filter, never trust it
     as an exact cut."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer
 
-    wanted = [TopicPartition(t, p, timestamp_ms) for t, p in partitions]
+    wanted = list(partitions)
     if not wanted:
         return {}
     consumer = Consumer(
@@ -286,18 +306,50 @@ def offsets_at(
         )
     )
     try:
-        found = consumer.offsets_for_times(wanted, timeout=METADATA_TIMEOUT_SECONDS * 2)
-    except KafkaException as exc:
-        raise broker_unavailable(settings.bootstrap_servers, f"({exc.args[0].str()})") from None
+        found = _offsets_for_times(consumer, settings.bootstrap_servers, wanted, timestamp_ms)
     finally:
         consumer.close()
+    return offsets_by_time(found)
+
+
+def _offsets_for_times(
+    consumer: Any, servers: str, partitions: Iterable[tuple[str, int]], timestamp_ms: int
+) -> list[Any]:
+    """The consumer's offsets_for_times answer (TopicPartitions) for the partitions at a time;
+    the broker not answering raises BrokerUnavailableError. Used by `offsets_at` and
+    `TopicReader`; read the answer with `offsets_by_time` or `start_offsets`."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    wanted = [TopicPartition(t, p, timestamp_ms) for t, p in partitions]
+    try:
+        return list(consumer.offsets_for_times(wanted, timeout=METADATA_TIMEOUT_SECONDS * 2))
+    except KafkaException as exc:
+        raise broker_unavailable(servers, f"({exc.args[0].str()})") from None
+
+
+def offsets_by_time(answer: Iterable[Any]) -> dict[tuple[str, int], int | None]:
+    """An offsets_for_times answer (TopicPartitions: topic, partition, offset, error) as each
+    partition's first offset stamped at or after the time asked; None when no record is (the
+    broker answers -1). A partition answered with an error raises BrokerUnavailableError."""
+    found = list(answer)
     failed = [tp for tp in found if tp.error is not None]
     if failed:
+        tp = failed[0]
+        reason = tp.error.str() if hasattr(tp.error, "str") else str(tp.error)
         raise BrokerUnavailableError(
-            f"finding offsets by time in '{failed[0].topic}' [{failed[0].partition}]: "
-            f"{failed[0].error}"
+            " ".join(f"finding offsets by time in '{tp.topic}' [{tp.partition}]: {reason}".split())
         )
     return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in found}
+
+
+def start_offsets(answer: Iterable[Any]) -> dict[tuple[str, int], int]:
+    """Where a `TopicReader` starts the partitions of a topic read from a time, given the
+    offsets_for_times answer: the offset found, or OFFSET_END for a partition without a record
+    stamped at or after the time (only newer records are read); an error raises like
+    `offsets_by_time`."""
+    from confluent_kafka import OFFSET_END
+
+    return {w: OFFSET_END if o is None else o for w, o in offsets_by_time(answer).items()}
 
 
 def _record(message: Any) -> Record:

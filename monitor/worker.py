@@ -5,10 +5,25 @@ prediction and every outcome of all partitions in one place, quality is per mode
 all replicas, and none of it may slow down scoring.
 
 `run_monitor` is the thin confluent-kafka loop around the pure `monitor.online.Monitor`: poll a
-`TopicReader` (every input from the beginning, so a restart rebuilds the window), send the dead
-letters through a `TopicWriter` and wait for the broker's acknowledgement, then count; refresh
-the quality gauges every QUALITY_INTERVAL_SECONDS. A send that fails raises `PublishError` and
-ends the worker: nothing was counted for that batch, and a restart re-reads every topic.
+`TopicReader`, send the dead letters through a `TopicWriter` and wait for the broker's
+acknowledgement, then count; refresh the quality gauges every QUALITY_INTERVAL_SECONDS. A send
+that fails raises `PublishError` and ends the worker: nothing was counted for that batch, and a
+restart reads its inputs again.
+
+What a start reads (nothing is kept on disk): the model topic whole (compacted, small), and the
+prediction log and the outcomes from their first records stamped (Kafka timestamp) within the
+lookback, Settings.monitor_window_max_age_days, before the start (`start_at_ms`); the join
+drops predictions older than that anyway (in event time). So the cost of a restart is bounded
+by the lookback (and by the topics' retention, Settings.history_retention_days, when shorter),
+not by the whole history, and the gauges after a restart are computed over the lookback: a
+version's quality window holds only the labelled outcomes found there, and the counters start
+again from what was read. An outcome older than the lookback that no earlier run saw (a monitor
+down for longer than the lookback) is not dead-lettered by the monitor; nothing is lost, the
+nightly lake export keeps every record, an invalid one with `valid=false` and its
+`invalid_reason`. The dead letters already published are read whole at start
+(`published_dead_letters`), so one is never sent twice. A broker without a time index (the
+local broker, Tansu, answers every time lookup with 0) is still read from the beginning:
+correct, just unbounded.
 """
 
 from __future__ import annotations
@@ -16,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -53,6 +68,15 @@ def published_dead_letters(settings: Settings, timeout: float) -> set[SourceKey]
     return found
 
 
+def restart_window_start(settings: Settings, now: datetime) -> dict[str, int]:
+    """Where a start reads from (Kafka timestamp in ms per topic): the prediction log and the
+    outcomes from the lookback (Settings.monitor_window_max_age_days) before `now`; the model
+    topic is not in it, so it is read whole."""
+    start = now - timedelta(days=settings.monitor_window_max_age_days)
+    at_ms = int(start.timestamp() * 1000)
+    return {settings.topic_predictions: at_ms, settings.topic_outcomes: at_ms}
+
+
 def run_monitor(settings: Settings, stop: threading.Event) -> None:
     """Serve /metrics and follow the prediction log, outcomes and models until `stop` is set."""
     from prometheus_client import start_http_server
@@ -74,7 +98,8 @@ def run_monitor(settings: Settings, stop: threading.Event) -> None:
         monitor = Monitor(settings, keys, known)
         writer = TopicWriter(settings, "outcome dead letters")
         topics = [settings.topic_models, settings.topic_predictions, settings.topic_outcomes]
-        with TopicReader(settings, topics, group_prefix="callscore-monitor") as reader:
+        start_at = restart_window_start(settings, datetime.now(UTC))
+        with TopicReader(settings, topics, "callscore-monitor", start_at_ms=start_at) as reader:
             _follow(reader, monitor, writer, metrics, stop)
     finally:
         server.shutdown()

@@ -6,23 +6,34 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
+from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from callscore.simulator.events import events_from_frame
-from core.kafka import ensure_topics
+from core.errors import BrokerUnavailableError
+from core.kafka import ensure_topics, producer_config
 from core.local_broker import free_port
 from core.settings import Settings
-from core.topic_reader import Record, read_topics
+from core.topic_reader import (
+    Record,
+    TopicReader,
+    offsets_at,
+    offsets_by_time,
+    read_topics,
+    start_offsets,
+)
 from feedback.join import Labelled
 from feedback.psi import feature_psi, psi
 from feedback.quality import latest_per_event, quality
 from monitor.metrics import MonitorMetrics
 from monitor.online import VERSIONS_TRACKED, Monitor, MonitorAccountingError, MonitorResult
+from monitor.worker import restart_window_start
 from registry.artifact import dump_artifact
 from registry.keys import trusted_keys
 from registry.model_topic import produce_manifest
@@ -41,6 +52,8 @@ from trainer.synthetic import synthetic_bank_frame
 
 T0 = datetime(2009, 3, 1, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 
 # Every kind of invalid outcome the monitor must dead-letter (never count as a label).
 GOOD_OUTCOME = {
@@ -346,6 +359,40 @@ def test_metrics_follow_results_and_forget_untracked_versions(settings):
     assert value("callscore_online_conversion_rate", {**v1, "priority": "high"}) is None
 
 
+@dataclass(frozen=True)
+class TimeAnswer:
+    """One partition of an offsets_for_times answer with an error (a TopicPartition's `error`
+    cannot be set outside the client)."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: KafkaError | None
+
+
+def test_a_reader_from_a_time_starts_each_partition_where_offsets_for_times_answered():
+    found = [TopicPartition("p", 0, 7), TopicPartition("p", 1, -1), TopicPartition("p", 2, 0)]
+    assert start_offsets(found) == {("p", 0): 7, ("p", 1): OFFSET_END, ("p", 2): 0}
+    assert offsets_by_time(found) == {("p", 0): 7, ("p", 1): None, ("p", 2): 0}  # offsets_at's
+    failed = [*found, TimeAnswer("p", 3, -1, KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))]
+    with pytest.raises(BrokerUnavailableError) as raised:
+        start_offsets(failed)
+    message = str(raised.value)
+    assert message.startswith("finding offsets by time in 'p' [3]: "), message
+    assert "\n" not in message and "leader" in message.lower(), message
+
+
+def test_a_restart_reads_the_prediction_log_and_the_outcomes_from_the_lookback(settings):
+    assert settings.monitor_window_max_age_days == 60
+    start_ms = int((NOW - timedelta(days=60)).timestamp() * 1000)
+    assert restart_window_start(settings, NOW) == {
+        settings.topic_predictions: start_ms,
+        settings.topic_outcomes: start_ms,
+    }  # the model topic is read whole
+    shorter = settings.model_copy(update={"monitor_window_max_age_days": 0.5})
+    assert set(restart_window_start(shorter, NOW).values()) == {start_ms + int(59.5 * DAY_MS)}
+
+
 # --- against a real broker ----------------------------------------------------------------------
 def test_stream_writes_one_prediction_record_per_task(kafka_settings, tmp_path, workers):
     settings = worker_settings(kafka_settings, tmp_path)
@@ -384,6 +431,37 @@ def test_stream_writes_one_prediction_record_per_task(kafka_settings, tmp_path, 
     )
     assert prediction.features == {name: event[name] for name in FEATURES}
     assert prediction.occurred_at == datetime.fromisoformat(event["occurred_at"])
+
+
+def test_a_reader_from_a_time_reads_from_the_brokers_answer(kafka_settings, kafka_broker):
+    """A topic in start_at_ms starts where offsets_for_times answers (every record stamped at
+    or after the time is read); another topic is read whole. The local broker answers 0: there
+    everything is read, which is why the monitor reads from the beginning on it."""
+    from confluent_kafka import Producer
+
+    settings = kafka_settings
+    ensure_topics(settings)
+    start = int(datetime.now(UTC).timestamp() * 1000) - DAY_MS
+    stamps = [start - 2 * HOUR_MS, start - HOUR_MS, start + HOUR_MS, start + 2 * HOUR_MS]
+    producer = Producer(producer_config(settings))
+    logged, old_model = settings.topic_predictions, settings.topic_models
+    for i, stamp in enumerate(stamps):
+        producer.produce(logged, value=f"{i}".encode(), partition=0, timestamp=stamp)
+    producer.produce(old_model, value=b"m", partition=0, timestamp=start - HOUR_MS)
+    assert producer.flush(15) == 0
+    partitions = [(logged, p) for p in range(settings.partitions)]
+    answer = offsets_at(settings, partitions, start)
+
+    with TopicReader(settings, [old_model, logged], start_at_ms={logged: start}) as reader:
+        records = reader.read_to_end(15)
+    read = sorted((r.partition, r.offset) for r in records if r.topic == logged)
+    first = answer[(logged, 0)]
+    assert read == [(0, o) for o in range(len(stamps)) if first is not None and o >= first]
+    assert {(0, 2), (0, 3)} <= set(read)  # stamped at or after the start: always read
+    assert [(r.topic, r.value) for r in records if r.topic == old_model] == [(old_model, b"m")]
+    if kafka_broker.origin == "tansu":
+        assert answer == {w: 0 for w in partitions}, answer
+        assert read == [(0, o) for o in range(len(stamps))]
 
 
 def _monitor_settings(kafka_settings: Settings) -> Settings:
@@ -487,7 +565,9 @@ def test_monitor_online_quality_dead_letters_and_restart(kafka_settings, tmp_pat
         assert all(r.json()["source_topic"] == settings.topic_outcomes for r in letters)
         assert all(r.headers["error_kind"].decode() == r.json()["error_kind"] for r in letters)
 
-        # 4. a restart rebuilds the same state from Kafka and does not repeat a dead letter
+        # 4. a restart rebuilds the same state from Kafka and does not repeat a dead letter; it
+        # reads from the lookback (start_at_ms), which here is the beginning: every record is
+        # newer, and the local broker answers every time lookup with 0 anyway
         assert monitor.stop() == 0
         monitor = MonitorWorker(settings, tmp_path / "monitor-2.log")
         _wait_quality(monitor, total, labelled)

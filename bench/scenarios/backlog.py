@@ -40,7 +40,7 @@ def queue_entry_event(record: Record) -> str:
 
 
 def output_reader(settings: Settings, topics: Iterable[str]) -> TopicReader:
-    wait = {"fetch.wait.max.ms": READER_FETCH_WAIT_MS}
+    wait: dict[str, Any] = {"fetch.wait.max.ms": READER_FETCH_WAIT_MS}
     return TopicReader(settings, topics, group_prefix="bench-outputs", **wait)
 
 
