@@ -2,15 +2,16 @@
 labelled row per event out, vectorised so a check over millions of calls stays in seconds.
 
 Inputs are the valid records in read order, one column per contract field (the lake's column
-names: `event_id`, `task_id`, `model_version`, `score`, `occurred_at` for a prediction;
-`event_id`, `task_id`, `called_at`, `disposition`, `subscribed`, `duration_seconds` for an
-outcome), plus any columns a caller wants carried through (the features, the raw value).
+names: `model_version`, `score`, `occurred_at` for a prediction; `called_at`, `disposition`,
+`subscribed`, `duration_seconds` for an outcome) and the ids as `event_key` and `task_key`
+(`schemas.join_key`, nullable Int64: 8 bytes a row where an id string costs ~40), plus any
+columns a caller wants carried through (the features, the raw value).
 
 The rules, the same for the trainer, the scheduler and the report:
 - an event predicted twice keeps its last prediction (same key, same partition: the last written);
 - an outcome names its event by `event_id`, else (unknown or missing) by `task_id`;
 - only reached calls are labels; an event called twice keeps its latest call (ties: the last read);
-- labelled rows are ordered by (called_at, event_id).
+- labelled rows are ordered by (called_at, event_key).
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-PREDICTION_KEYS = ("event_id", "task_id", "model_version", "score", "occurred_at")
-OUTCOME_KEYS = ("event_id", "task_id", "called_at", "disposition", "subscribed", "duration_seconds")
+PREDICTION_KEYS = ("event_key", "task_key", "model_version", "score", "occurred_at")
+OUTCOME_KEYS = (
+    "event_key",
+    "task_key",
+    "called_at",
+    "disposition",
+    "subscribed",
+    "duration_seconds",
+)
+KEY_DTYPE = "Int64"  # nullable: an outcome may name its event by task id only
 PREDICTION_ROW = "prediction_row"  # position among the input predictions
 OUTCOME_ROW = "outcome_row"  # position among the input outcomes
 OUTCOME_PREFIX = "outcome_"  # an outcome's carried column in a labelled row (e.g. outcome_value)
@@ -93,28 +102,28 @@ def join_labels(
     """Every reached outcome joined to its event's prediction (the module's rules)."""
     predictions = predictions.reset_index(drop=True)
     predictions[PREDICTION_ROW] = np.arange(len(predictions))
-    last = predictions.drop_duplicates("event_id", keep="last")
+    last = predictions.drop_duplicates("event_key", keep="last")
     outcomes = outcomes.reset_index(drop=True)
     outcomes[OUTCOME_ROW] = np.arange(len(outcomes))
     reached = outcomes[outcomes["disposition"] == "reached"]
-    known = reached["event_id"].isin(last["event_id"])
-    event_of_task = last.drop_duplicates("task_id", keep="last").set_index("task_id")["event_id"]
-    by_task = reached["task_id"].map(event_of_task)
-    event = reached["event_id"].where(known, by_task)
+    known = reached["event_key"].isin(last["event_key"])
+    event_of_task = last.drop_duplicates("task_key", keep="last").set_index("task_key")
+    by_task = reached["task_key"].map(event_of_task["event_key"]).astype(KEY_DTYPE)
+    event = reached["event_key"].where(known, by_task)
     carried = [c for c in reached.columns if c not in OUTCOME_KEYS and c != OUTCOME_ROW]
     calls = pd.DataFrame(
         {
-            "event_id": event,
+            "event_key": event,
             "called_at": reached["called_at"],
             "subscribed": reached["subscribed"],
             "duration_seconds": reached["duration_seconds"],
             OUTCOME_ROW: reached[OUTCOME_ROW],
             **{OUTCOME_PREFIX + c: reached[c] for c in carried},
         }
-    ).dropna(subset=["event_id"])
-    latest = calls.sort_values("called_at", kind="stable").drop_duplicates("event_id", keep="last")
-    labelled = latest.merge(last, on="event_id", how="inner", validate="one_to_one")
-    labelled = labelled.sort_values(["called_at", "event_id"], kind="stable", ignore_index=True)
+    ).dropna(subset=["event_key"])
+    latest = calls.sort_values("called_at", kind="stable").drop_duplicates("event_key", keep="last")
+    labelled = latest.merge(last, on="event_key", how="inner")  # both unique by event
+    labelled = labelled.sort_values(["called_at", "event_key"], kind="stable", ignore_index=True)
     labelled["subscribed"] = labelled["subscribed"].astype(bool)
     counts = LabelCounts(
         predictions=len(last),

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-from pydantic import BaseModel
 
 from feedback.join import Labelled
 from feedback.label_columns import (
+    KEY_DTYPE,
     OUTCOME_KEYS,
     OUTCOME_PREFIX,
     OUTCOME_ROW,
@@ -38,6 +38,7 @@ from schemas import (
     CallOutcome,
     PredictionRecord,
     decode_outcome,
+    join_key,
 )
 from schemas.decode import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_prediction
 
@@ -48,7 +49,7 @@ KEPT_ERRORS = 3
 @dataclass(frozen=True)
 class LabelSet:
     predictions: list[PredictionRecord]  # one per event, in read order
-    labelled: list[Labelled]  # one per event (its latest call), by (called_at, event_id)
+    labelled: list[Labelled]  # one per event (its latest call), by (called_at, event_key)
     columns: LabelColumns  # the same, as the join's columns
 
     @property
@@ -131,9 +132,21 @@ def label_set(
     )
 
 
-def _frame(models: Sequence[BaseModel], names: tuple[str, ...]) -> pd.DataFrame:
-    """The models' fields as columns (datetimes as UTC timestamps, as the lake stores them)."""
-    frame = pd.DataFrame({name: [getattr(m, name) for m in models] for name in names})
+def _frame(
+    models: Sequence[PredictionRecord | CallOutcome], names: tuple[str, ...]
+) -> pd.DataFrame:
+    """The models' fields as the lake's columns (ids as join keys, datetimes as UTC times)."""
+    ids = {"event_key": "event_id", "task_key": "task_id"}
+    frame = pd.DataFrame(
+        {
+            name: (
+                pd.array([join_key(getattr(m, ids[name])) for m in models], dtype=KEY_DTYPE)
+                if name in ids
+                else [getattr(m, name) for m in models]
+            )
+            for name in names
+        }
+    )
     for name in names:
         if name.endswith("_at"):
             frame[name] = pd.to_datetime(frame[name], utc=True)

@@ -3,7 +3,9 @@
 Every table starts with the same columns: the record's Kafka coordinates and key, the raw value
 as text, and whether the value parses with the table's contract (`valid`, and if not, why).
 The contract's fields follow, flattened into typed columns; a record that does not parse keeps
-them null and is never dropped.
+them null and is never dropped. The prediction log and the outcomes end with `event_key` and
+`task_key` (`schemas.join_key` of the ids), so labelled history joins millions of calls on
+integers; days exported before them read as null keys, derived again from the ids.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from schemas import (
     DeadLetter,
     PredictionRecord,
     ProspectEvent,
+    join_key,
 )
 from schemas.decode import decode_json, decode_prediction
 from schemas.prospect import EVENT_METADATA_FIELDS
@@ -52,10 +55,15 @@ class Table:
     topics: Callable[[Settings], tuple[str, ...]]
     columns: tuple[ContractColumn, ...]
     parse: Callable[[bytes | None], dict[str, Any]]  # contract columns, or InvalidEvent
+    derived: tuple[pa.Field, ...] = ()  # computed from the contract's fields (join keys)
 
     @property
     def schema(self) -> pa.Schema:
-        fields = [*KAFKA_FIELDS, *(pa.field(c.column, c.type) for c in self.columns)]
+        fields = [
+            *KAFKA_FIELDS,
+            *(pa.field(c.column, c.type) for c in self.columns),
+            *self.derived,
+        ]
         return pa.schema(fields, metadata={"callscore.contract": self.contract.__name__})
 
 
@@ -76,16 +84,34 @@ FEATURE_COLUMNS = contract_columns(
 )
 
 
+# The event's and the task's ids as schemas.join_key integers: labelled history joins on them.
+JOIN_KEYS: tuple[pa.Field, ...] = (
+    pa.field("event_key", pa.int64()),
+    pa.field("task_key", pa.int64()),
+)
+
+
+def _keys(record: PredictionRecord | CallOutcome) -> dict[str, int | None]:
+    return {"event_key": join_key(record.event_id), "task_key": join_key(record.task_id)}
+
+
 def _parse_prediction(raw: bytes | None) -> dict[str, Any]:
     """A prediction whose features also satisfy the prospect contract, as feature_<name>."""
     record, event = decode_prediction(raw, NO_SIZE_LIMIT)
-    return cells(record, PREDICTION_COLUMNS) | cells(event, FEATURE_COLUMNS)
+    return cells(record, PREDICTION_COLUMNS) | cells(event, FEATURE_COLUMNS) | _keys(record)
+
+
+def _parse_outcome(raw: bytes | None) -> dict[str, Any]:
+    outcome = decode_json(raw, CallOutcome, "call outcome", NO_SIZE_LIMIT)
+    return cells(outcome, OUTCOME_COLUMNS) | _keys(outcome)
+
+
+OUTCOME_COLUMNS = contract_columns(CallOutcome)
 
 
 def _build() -> tuple[Table, ...]:
     prospect_columns, parse_prospect = _plain(ProspectEvent, "prospect event")
     task_columns, parse_task = _plain(CallTask, "call task")
-    outcome_columns, parse_outcome = _plain(CallOutcome, "call outcome")
     letter_columns, parse_letter = _plain(DeadLetter, "dead letter")
     return (
         Table(
@@ -101,6 +127,7 @@ def _build() -> tuple[Table, ...]:
             lambda s: (s.topic_predictions,),
             PREDICTION_COLUMNS + FEATURE_COLUMNS,
             _parse_prediction,
+            JOIN_KEYS,
         ),
         Table(
             "call_tasks",
@@ -113,8 +140,9 @@ def _build() -> tuple[Table, ...]:
             "outcomes",
             CallOutcome,
             lambda s: (s.topic_outcomes,),
-            outcome_columns,
-            parse_outcome,
+            OUTCOME_COLUMNS,
+            _parse_outcome,
+            JOIN_KEYS,
         ),
         Table(
             "dead_letters",

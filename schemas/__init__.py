@@ -30,6 +30,7 @@ from schemas.tasks import (
     CallTask,
     Priority,
     Withdrawal,
+    join_key,
     task_id_for,
 )
 
@@ -70,5 +71,6 @@ __all__ = [
     "decode_outcome",
     "decode_prospect",
     "feature_contract_hash",
+    "join_key",
     "task_id_for",
 ]

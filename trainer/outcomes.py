@@ -25,7 +25,7 @@ from core.topic_reader import Span, offsets_at, partitions_of, read_spans
 from feedback.label_columns import OUTCOME_KEYS, PREDICTION_KEYS, LabelColumns, join_labels
 from feedback.labels import KEPT_ERRORS, LabelSet, records_of
 from lake.days import day_window
-from schemas import CATEGORIES, FEATURE_COLUMN_PREFIX, FEATURES
+from schemas import CATEGORIES, FEATURE_COLUMN_PREFIX, FEATURES, join_key
 from trainer.data import COLUMNS, cut_base
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,12 @@ READ_TIMEOUT_SECONDS = 120.0
 ROW_COLUMNS: tuple[str, ...] = (*COLUMNS, "year", "period")
 
 
-KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
-CHECK_COLUMNS = (*KAFKA_COLUMNS, "valid", "invalid_reason")
+# A record's identity within a table (each table holds one topic's records): the timestamp
+# too, since a topic deleted and created again starts its offsets at 0 once more.
+IDENTITY = ("kafka_partition", "kafka_offset", "kafka_timestamp")
+CHECK_COLUMNS = (*IDENTITY, "valid", "invalid_reason")
 TABLE_KEYS = {"predictions": PREDICTION_KEYS, "outcomes": OUTCOME_KEYS}
+IDS = {"event_key": "event_id", "task_key": "task_id"}
 
 
 def read_label_columns(
@@ -57,8 +60,9 @@ def read_label_columns(
     still on its topic counts once (the lake keeps each record's topic, partition, offset and
     timestamp), and what retention has deleted from the topics is still in the lake. Without an
     export yet, the topics alone. With `lake_url`, that lake alone (`--outcomes-from-lake`).
+    The ids are read as their join keys only (`schemas.join_key`): 4.5 million labelled calls
+    join in about 1 GiB (bench/tools/scale.py).
     """
-    import lake
 
     url = lake_url or settings.export_url
     wanted = {
@@ -74,14 +78,12 @@ def read_label_columns(
         ]
         for name, keys in TABLE_KEYS.items()
     }
-    frames = {
-        name: lake.read_columns(url, name, columns).select(columns)
-        for name, columns in wanted.items()
-    }
+    frames = {name: _lake_columns(url, name, columns) for name, columns in wanted.items()}
     if lake_url is None:
         exported = exported_days(url)
-        for name, tail in _tail(settings, exported, timeout).items():
-            frames[name] = _with_tail(frames[name], tail.select(wanted[name]))
+        cover = covered(exported, ZoneInfo(settings.export_timezone))
+        for name, tail in _tail(settings, cover, timeout).items():
+            frames[name] = _with_tail(frames[name], tail.select(wanted[name]), cover)
     valid = {name: _valid(frame) for name, frame in frames.items()}
     errors = [
         str(reason)
@@ -100,7 +102,24 @@ def read_label_columns(
 
 
 def _valid(frame: pa.Table) -> pd.DataFrame:
-    return frame.filter(frame["valid"]).to_pandas()
+    # Int64: the join keys are nullable 64-bit integers (a float would round them).
+    return frame.filter(frame["valid"]).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def _lake_columns(url: str, name: str, columns: list[str]) -> pa.Table:
+    """The table's columns from the lake; days exported before the join keys existed read them
+    as null, so those are derived from the ids again (once, while such days are kept)."""
+    import lake
+
+    table = lake.read_columns(url, name, columns).select(columns)
+    missing = pc.and_(table["valid"], pc.is_null(table["event_key"]))
+    if not pc.any(missing).as_py():
+        return table
+    ids = lake.read_columns(url, name, list(IDS.values()))
+    for key, column in IDS.items():
+        derived = pa.array([join_key(i) for i in ids[column].to_pylist()], pa.int64())
+        table = table.set_column(table.schema.get_field_index(key), key, derived)
+    return table
 
 
 def exported_days(url: str) -> list[date]:
@@ -144,7 +163,7 @@ def _or_end(offset: int | None, end: int) -> int:
     return end if offset is None else offset
 
 
-def _tail(settings: Settings, days: list[date], timeout: float) -> dict[str, pa.Table]:
+def _tail(settings: Settings, cover: tuple[int, int] | None, timeout: float) -> dict[str, pa.Table]:
     """The records of the prediction log and the outcomes outside the covered days, each as
     its lake table's rows (parsed by the export's own rules)."""
     from confluent_kafka import KafkaException
@@ -155,7 +174,6 @@ def _tail(settings: Settings, days: list[date], timeout: float) -> dict[str, pa.
     topics = {"predictions": settings.topic_predictions, "outcomes": settings.topic_outcomes}
     try:
         partitions = partitions_of(settings, topics.values())
-        cover = covered(days, ZoneInfo(settings.export_timezone))
         records = [
             record
             for spans in tail_spans(settings, partitions, cover)
@@ -173,19 +191,22 @@ def _tail(settings: Settings, days: list[date], timeout: float) -> dict[str, pa.
     }
 
 
-def _with_tail(exported: pa.Table, tail: pa.Table) -> pa.Table:
-    """The lake's rows, then the tail's rows that are not in the lake (same identity: topic,
-    partition, offset, timestamp; the timestamp too, since a topic deleted and created again
-    starts its offsets at 0 once more)."""
+def _with_tail(exported: pa.Table, tail: pa.Table, cover: tuple[int, int] | None) -> pa.Table:
+    """The tail's records from before the covered days, the lake's rows, then the tail's later
+    records, in read order; a tail record the lake already has (same IDENTITY) is dropped."""
     if tail.num_rows == 0:
         return exported
-    keys = list(KAFKA_COLUMNS)
+    keys = list(IDENTITY)
     in_lake = pa.array([True] * exported.num_rows, pa.bool_())
     seen = exported.select(keys).append_column("in_lake", in_lake)
     fresh = tail.join(seen, keys=keys, join_type="left outer")
     fresh = fresh.filter(pc.is_null(fresh["in_lake"])).drop_columns(["in_lake"])
-    fresh = fresh.sort_by([(k, "ascending") for k in keys[:3]])
-    return pa.concat_tables([exported, fresh.select(exported.column_names)])
+    fresh = fresh.sort_by([(k, "ascending") for k in keys[:2]]).select(exported.column_names)
+    if cover is None:
+        return pa.concat_tables([exported, fresh])
+    stamps = pc.cast(fresh["kafka_timestamp"], pa.int64())
+    early = pc.less(stamps, cover[0])
+    return pa.concat_tables([fresh.filter(early), exported, fresh.filter(pc.invert(early))])
 
 
 def read_labels(
@@ -206,7 +227,7 @@ def outcome_rows(labelled: pd.DataFrame) -> pd.DataFrame:
     """
     if labelled.empty:
         return pd.DataFrame(columns=list(ROW_COLUMNS))
-    ordered = labelled.sort_values(["occurred_at", "event_id"], kind="stable")
+    ordered = labelled.sort_values(["occurred_at", "event_key"], kind="stable")
     at = pd.to_datetime(ordered["occurred_at"], utc=True)
     frame = pd.DataFrame(
         {

@@ -60,7 +60,7 @@ from lake.files import encode
 from lake.rows import to_arrow
 from lake.store import write_day
 from lake.tables import TABLES_BY_NAME
-from schemas import FEATURE_COLUMN_PREFIX, FEATURES, task_id_for
+from schemas import FEATURE_COLUMN_PREFIX, FEATURES, join_key, task_id_for
 from testkit.factories import small_artifact
 from testkit.harness import MonitorWorker, isolated_settings, worker_settings
 from trainer.synthetic import synthetic_bank_frame
@@ -104,6 +104,8 @@ class History:
         self.percentile = np.round(100 * np.minimum(self.score / 0.5, 1.0), 3)
 
         self.tasks = [task_id_for(self.event(i)) for i in range(count)]
+        self.keys = [join_key(self.event(i)) for i in range(count)]
+        self.task_keys = [join_key(t) for t in self.tasks]
 
     def task(self, i: int) -> str:
         return self.tasks[i]
@@ -191,6 +193,8 @@ class History:
             "event_id": [self.event(i) for i in rows.tolist()],
             "task_id": [self.task(i) for i in rows.tolist()],
             "prospect_id": [f"p-{i}" for i in rows.tolist()],
+            "event_key": [self.keys[i] for i in rows.tolist()],
+            "task_key": [self.task_keys[i] for i in rows.tolist()],
         }
         if table == "predictions":
             columns["priority"] = self.priority[rows]
