@@ -92,12 +92,18 @@ def export_day(
     open_lake(url)  # a URL that cannot work fails now, not after reading every topic
     by_table = {table.name: table.topics(settings) for table in TABLES}
     topics = [topic for names in by_table.values() for topic in names]
-    records = read_day(settings, topics, day_window(day, ZoneInfo(settings.export_timezone)))
+    window = day_window(day, ZoneInfo(settings.export_timezone))
+    # Over once its last records may have been written: a day exported earlier (today's, by
+    # hand) is marked incomplete, and the labelled history reads its records from the topics.
+    lateness_ms = round(settings.export_max_lateness_seconds * 1000)
+    complete = time.time() * 1000 >= window[1] + lateness_ms
+    records = read_day(settings, topics, window)
     arrow = {
         table.name: to_arrow(table, (r for r in records if r.topic in by_table[table.name]))
         for table in TABLES
     }
-    written = write_day(url, day, {name: encode(t, fmt) for name, t in arrow.items()}, fmt)
+    files = {name: encode(t, fmt, complete) for name, t in arrow.items()}
+    written = write_day(url, day, files, fmt)
     return ExportResult(
         day=day,
         url=url,

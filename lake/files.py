@@ -8,11 +8,19 @@ import pyarrow.parquet as pq
 
 from lake.layout import Format
 
+# A Parquet day's file says whether its day was over (its end plus the export's lateness) when
+# it was read: only complete days let the labelled history skip the topics' records of the day.
+COMPLETE_KEY = b"callscore.complete"
 
-def encode(table: pa.Table, fmt: Format) -> bytes:
+
+def encode(table: pa.Table, fmt: Format, complete: bool = True) -> bytes:
     sink = pa.BufferOutputStream()
     if fmt == "parquet":
-        pq.write_table(table, sink)
+        metadata = {
+            **(table.schema.metadata or {}),
+            COMPLETE_KEY: b"true" if complete else b"false",
+        }
+        pq.write_table(table.replace_schema_metadata(metadata), sink)
     else:
         pa_csv.write_csv(table, sink)
     return bytes(sink.getvalue())

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from lake.files import conform
 from lake.layout import parse_day
-from lake.store import LakeError, days, part_files, read_part
+from lake.store import LakeError, days, part_files, part_is_complete, read_part
 from lake.tables import TABLES_BY_NAME
 
 DATE_COLUMN = "date"
@@ -67,3 +67,18 @@ def read_columns(
     if not parts:
         return selected.empty_table().append_column(DATE_COLUMN, pa.array([], pa.string()))
     return pa.concat_tables(parts, promote_options="default")
+
+
+def complete_days(url: str, tables: Sequence[str]) -> list[date]:
+    """Days every table was exported in Parquet after the day was over (`COMPLETE_KEY`), in
+    order: every record stamped within such a day is in the lake. A CSV day, a day exported
+    while it was still going on, and a day written before the marker existed are not."""
+    found = None
+    for table in tables:
+        complete = set()
+        for day, folder in days(url, table).items():
+            fmt, paths = part_files(url, folder)
+            if fmt == "parquet" and all(part_is_complete(url, p) for p in paths):
+                complete.add(day)
+        found = complete if found is None else found & complete
+    return sorted(found or ())

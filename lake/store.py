@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.errors import CallscoreError
-from lake.files import decode
+from lake.files import COMPLETE_KEY, decode
 from lake.layout import (
     FORMATS,
     PARTITION_PREFIX,
@@ -120,6 +120,14 @@ def read_part(
         present = parquet.schema_arrow.names
         keep = None if columns is None else [name for name in columns if name in present]
         return parquet.read(columns=keep)
+
+
+def part_is_complete(url: str, path: str) -> bool:
+    """A Parquet part written after its day was over (its footer's `COMPLETE_KEY`)."""
+    fs, _root = open_lake(url)
+    with fs.open(path, "rb") as handle:
+        metadata = pq.read_schema(handle).metadata or {}
+    return metadata.get(COMPLETE_KEY) == b"true"
 
 
 def is_exported(url: str, day: date, tables: Iterable[str]) -> bool:

@@ -64,6 +64,8 @@ def read_label_columns(
     join in about 1 GiB (bench/tools/scale.py).
     """
 
+    import lake
+
     url = lake_url or settings.export_url
     wanted = {
         name: [
@@ -80,7 +82,7 @@ def read_label_columns(
     }
     frames = {name: _lake_columns(url, name, columns) for name, columns in wanted.items()}
     if lake_url is None:
-        exported = exported_days(url)
+        exported = lake.complete_days(url, list(TABLE_KEYS))
         cover = covered(exported, ZoneInfo(settings.export_timezone))
         for name, tail in _tail(settings, cover, timeout).items():
             frames[name] = _with_tail(frames[name], tail.select(wanted[name]), cover)
@@ -122,17 +124,10 @@ def _lake_columns(url: str, name: str, columns: list[str]) -> pa.Table:
     return table
 
 
-def exported_days(url: str) -> list[date]:
-    """Days the prediction log and the outcomes were both exported, in order."""
-    import lake.store
-
-    both = set(lake.store.days(url, "predictions")) & set(lake.store.days(url, "outcomes"))
-    return sorted(both)
-
-
 def covered(days: list[date], tz: ZoneInfo) -> tuple[int, int] | None:
-    """[start, end) ms of the exported days' first unbroken run: every record stamped in it is
-    in the lake (the export cuts days by Kafka timestamp). None without an export."""
+    """[start, end) ms of the complete days' first unbroken run (`lake.complete_days`): every
+    record stamped in it is in the lake (the export cuts days by Kafka timestamp). None
+    without a complete day."""
     if not days:
         return None
     end = days[0]
@@ -141,21 +136,27 @@ def covered(days: list[date], tz: ZoneInfo) -> tuple[int, int] | None:
     return day_window(days[0], tz)[0], day_window(end, tz)[1]
 
 
+Offsets = dict[tuple[str, int], int | None]  # `offsets_at`: first offset stamped at/after
+
+
 def tail_spans(
-    settings: Settings, partitions: list[tuple[str, int]], cover: tuple[int, int] | None
+    partitions: list[tuple[str, int]], before: Offsets | None, after: Offsets | None
 ) -> list[dict[tuple[str, int], Span]]:
-    """What of each partition is not in the lake: the records stamped before the covered days
-    (before the export began) and those from its end on. Offsets come from the broker's time
-    index; where it has none (the local broker answers 0) a span starts earlier and the
-    identity check drops what the lake already has."""
+    """What of each partition is not in the lake: the records before the first one stamped in
+    the covered days (`before`: they predate the export) and those from the first one stamped
+    a lateness before the covered days' end (`after`: the days after, and late records of the
+    last day; the identity check drops what the lake has). Offsets come from the broker's
+    time index; where it has none (the local broker answers 0) the second span is the whole
+    partition. No cover (None): every partition whole."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-    if cover is None:
+    if before is None or after is None:
         return [{where: Span(OFFSET_BEGINNING) for where in partitions}]
-    start, end = (offsets_at(settings, partitions, at) for at in cover)
     return [
-        {w: Span(OFFSET_BEGINNING, start[w]) for w in partitions if start[w] != 0},
-        {w: Span(_or_end(end[w], OFFSET_END)) for w in partitions},
+        # None: nothing is stamped in or after the covered days, all of it predates them.
+        {w: Span(OFFSET_BEGINNING, before[w]) for w in partitions if before[w] != 0},
+        # None: nothing is stamped that late, nothing to read.
+        {w: Span(_or_end(after[w], OFFSET_END)) for w in partitions},
     ]
 
 
@@ -176,7 +177,7 @@ def _tail(settings: Settings, cover: tuple[int, int] | None, timeout: float) -> 
         partitions = partitions_of(settings, topics.values())
         records = [
             record
-            for spans in tail_spans(settings, partitions, cover)
+            for spans in tail_spans(partitions, *_cuts(settings, partitions, cover))
             for record in read_spans(settings, spans, timeout)
         ]
     except KafkaException as exc:
@@ -189,6 +190,16 @@ def _tail(settings: Settings, cover: tuple[int, int] | None, timeout: float) -> 
         )
         for name, topic in topics.items()
     }
+
+
+def _cuts(
+    settings: Settings, partitions: list[tuple[str, int]], cover: tuple[int, int] | None
+) -> tuple[Offsets | None, Offsets | None]:
+    if cover is None:
+        return None, None
+    lateness_ms = round(settings.export_max_lateness_seconds * 1000)
+    start, end = cover[0], cover[1] - lateness_ms
+    return offsets_at(settings, partitions, start), offsets_at(settings, partitions, end)
 
 
 def _with_tail(exported: pa.Table, tail: pa.Table, cover: tuple[int, int] | None) -> pa.Table:
