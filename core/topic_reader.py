@@ -200,11 +200,14 @@ def read_spans(
     settings: Settings,
     spans: Mapping[tuple[str, int], Span],
     timeout: float = 60.0,
+    reached: dict[tuple[str, int], int] | None = None,
     **consumer_overrides: Any,
 ) -> Iterator[Record]:
     """Every record of some partitions' spans, as they arrive, the partitions read side by side
     (end = partition EOF, never watermarks); a topic that does not exist reads as empty.
-    `consumer_overrides` go into the consumer's config (e.g. `log_level`)."""
+    `reached`, when given, is filled with each partition's next offset to read (after its last
+    record, or where its EOF was): a later read continues there. `consumer_overrides` go into
+    the consumer's config (e.g. `log_level`)."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     ends = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF)
@@ -230,6 +233,8 @@ def read_spans(
                 if error is not None:
                     if error.code() in ends:
                         reading.discard(where)
+                        if reached is not None and error.code() == KafkaError._PARTITION_EOF:
+                            reached[where] = message.offset() or 0
                     else:
                         raise BrokerUnavailableError(f"reading '{where[0]}': {error}")
                 else:
@@ -241,6 +246,8 @@ def read_spans(
                     if past:
                         reading.discard(where)
                     else:
+                        if reached is not None:
+                            reached[where] = record.offset + 1
                         yield record
                         if span.stop is not None and record.offset + 1 >= span.stop:
                             reading.discard(where)

@@ -75,10 +75,12 @@ def complete_days(url: str, tables: Sequence[str]) -> list[date]:
     while it was still going on, and a day written before the marker existed are not."""
     found = None
     for table in tables:
-        complete = set()
-        for day, folder in days(url, table).items():
-            fmt, paths = part_files(url, folder)
-            if fmt == "parquet" and all(part_is_complete(url, p) for p in paths):
-                complete.add(day)
+        complete = {day for day, folder in days(url, table).items() if is_complete(url, folder)}
         found = complete if found is None else found & complete
     return sorted(found or ())
+
+
+def is_complete(url: str, folder: str) -> bool:
+    """A day's partition folder holds Parquet parts written after the day was over."""
+    fmt, paths = part_files(url, folder)
+    return fmt == "parquet" and all(part_is_complete(url, p) for p in paths)

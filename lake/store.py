@@ -108,6 +108,21 @@ def part_files(url: str, folder: str) -> tuple[Format, list[str]]:
     raise LakeError(f"{folder} holds no part-*.parquet or part-*.csv file")
 
 
+def folder_version(url: str, folder: str) -> tuple[tuple[str, str], ...]:
+    """What identifies a partition folder's current files (name and modification time, else
+    size): a day re-exported since reads as changed."""
+    fs, _root = open_lake(url)
+    fs.invalidate_cache(folder)
+    entries = fs.ls(folder, detail=True)
+    stamp = ("mtime", "LastModified", "last_modified", "ETag", "size")
+    return tuple(
+        sorted(
+            (_name(e["name"]), str(next((e[k] for k in stamp if e.get(k) is not None), "")))
+            for e in entries
+        )
+    )
+
+
 def read_part(
     url: str, path: str, fmt: Format, schema: pa.Schema, columns: Sequence[str] | None = None
 ) -> pa.Table:

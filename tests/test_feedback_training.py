@@ -225,7 +225,7 @@ def test_labels_from_the_lake_equal_the_labels_from_kafka(kafka_settings, bank, 
     from datetime import UTC, datetime
 
     from lake.export import export_day
-    from trainer.outcomes import read_labels
+    from trainer.history import read_labels
 
     rows = bank.iloc[:120]
     predictions, outcomes = labelled_records(rows, 1, [0.2] * len(rows), "lake")
@@ -249,7 +249,7 @@ def test_the_labelled_history_is_the_lake_plus_the_topics_tail_each_record_once(
     from datetime import UTC, datetime
 
     from lake.export import export_day
-    from trainer.outcomes import read_labels
+    from trainer.history import read_labels
 
     rows = bank.iloc[:90]
     predictions, outcomes = labelled_records(rows, 1, [0.2] * len(rows), "history")

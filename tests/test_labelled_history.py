@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pandas as pd
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
@@ -24,7 +25,7 @@ from lake.reader import complete_days
 from schemas import CallOutcome, PredictionRecord
 from testkit.factories import small_artifact
 from tests.test_schedule import calls_at, publish
-from trainer.outcomes import read_labels, tail_spans
+from trainer.history import LabelHistory, read_labels, tail_spans
 from trainer.schedule import Scheduler, TrainAttempt, observe
 
 HOUR_MS = 3_600_000
@@ -153,3 +154,26 @@ def test_schedulers_decide_the_same_over_the_topics_the_lake_or_both(
     assert key == sorted(
         (i.prediction.event_id, i.subscribed) for i in read_labels(lake_only_settings).labelled
     )
+
+
+def test_a_history_kept_between_reads_equals_one_read_afresh(kafka_settings, day_before_yesterday):
+    """The scheduler's state between checks: each read adds what is new (new tail records, a
+    newly exported day) and ends where a restarted scheduler's first read would."""
+    ensure_topics(kafka_settings)
+    start, end = day_window(day_before_yesterday, UTC)
+    kept = LabelHistory(kafka_settings)
+
+    def same_as_afresh() -> int:
+        now, afresh = kept.read(), LabelHistory(kafka_settings).read()
+        columns = ["event_key", "called_at", "subscribed", "score"]
+        pd.testing.assert_frame_equal(now.labelled[columns], afresh.labelled[columns])
+        assert now.counts == afresh.counts
+        return len(now.labelled)
+
+    produce_stamped(kafka_settings, stamped(kafka_settings, "first", 10, start + HOUR_MS))
+    assert same_as_afresh() == 10
+    produce_stamped(kafka_settings, stamped(kafka_settings, "second", 5, start + 2 * HOUR_MS))
+    assert same_as_afresh() == 15
+    export_day(kafka_settings, day_before_yesterday)  # the lake now has those 15 too
+    produce_stamped(kafka_settings, stamped(kafka_settings, "third", 4, end + HOUR_MS))
+    assert same_as_afresh() == 19

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -47,6 +47,9 @@ from feedback.quality import roc_auc
 from registry.keys import trusted_keys
 from registry.model_topic import current_manifest, read_model_records
 from schemas import ModelManifest
+
+if TYPE_CHECKING:
+    from trainer.history import LabelHistory
 
 log = logging.getLogger("callscore.schedule")
 
@@ -245,15 +248,16 @@ def decide(
     return Decision(action="wait", reason=why, signals=s, at=now)
 
 
-def observe(settings: Settings) -> Observation:
-    """The served manifest (pinned version respected) and every labelled prediction, now."""
-    from trainer.outcomes import read_label_columns
+def observe(settings: Settings, history: LabelHistory | None = None) -> Observation:
+    """The served manifest (pinned version respected) and every labelled prediction, now;
+    `history` keeps what earlier checks read, so a check reads only what is new."""
+    from trainer.history import LabelHistory
 
     records = read_model_records(settings)
     served = current_manifest(
         records, settings.model_name, trusted_keys(settings), settings.pinned_model_version
     )
-    return Observation(served, read_label_columns(settings))
+    return Observation(served, (history or LabelHistory(settings)).read())
 
 
 @dataclass
@@ -297,7 +301,10 @@ class Scheduler:
 
             return recalibrate(settings, labels)
 
-        return cls(settings, lambda: observe(settings), train, recalibrate)
+        from trainer.history import LabelHistory
+
+        history = LabelHistory(settings)  # the state between checks, derived again at a restart
+        return cls(settings, lambda: observe(settings, history), train, recalibrate)
 
     def refused_until(self, served: ModelManifest | None) -> datetime | None:
         if served is None or self._refused is None or self._refused[0] != served.version:

@@ -33,6 +33,7 @@ from trainer.data import BANK_FULL_SHA256, labels
 from trainer.evaluation import SELECTION_METRIC, random_cv_auc, rolling_backtest, score_metrics
 from trainer.final import HOLDOUT_METRIC_PREFIX, FinalModel, fit_final
 from trainer.gate import GateDecision, GateSkipped, gate
+from trainer.history import read_label_columns
 from trainer.metadata import build_metadata, window_of
 from trainer.model_card import (
     ARTIFACT_FILE,
@@ -47,7 +48,7 @@ from trainer.model_card import (
     ScreenRow,
     SearchSummary,
 )
-from trainer.outcomes import TrainingData, read_label_columns, training_data
+from trainer.outcomes import TrainingData, training_data
 from trainer.selection import (
     CandidateEvaluation,
     Selection,

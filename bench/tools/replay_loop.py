@@ -47,7 +47,7 @@ from schemas import FEATURES, ModelManifest
 from testkit.harness import MonitorWorker, StreamWorker, isolated_settings
 from trainer.cadence import run_cadences
 from trainer.data import load_bank, resolve_data_path
-from trainer.outcomes import read_labels
+from trainer.history import read_labels
 
 console = Console(width=160)
 DAY = 86_400.0

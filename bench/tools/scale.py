@@ -319,7 +319,8 @@ def _measure_here(what: str) -> dict[str, Any]:
         found["again_seconds"] = time.monotonic() - again
         found["decision"] = decision.line()
     elif what == "load":
-        from trainer.outcomes import outcome_rows, read_label_columns
+        from trainer.history import read_label_columns
+        from trainer.outcomes import outcome_rows
 
         labels = read_label_columns(settings, features=True)
         found["rows"] = len(outcome_rows(labels.labelled))

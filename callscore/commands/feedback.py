@@ -42,7 +42,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from feedback.baselines import trusted_baselines
     from feedback.quality_report import ReportInputs, write_report
     from registry.keys import trusted_keys
-    from trainer.outcomes import read_labels
+    from trainer.history import read_labels
 
     settings = load_settings()
     keys = trusted_keys(settings)

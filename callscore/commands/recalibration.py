@@ -17,7 +17,7 @@ def _window(text: str) -> int:
 def _cmd_recalibrate(args: argparse.Namespace) -> int:
     from core.settings import load_settings
     from feedback.recalibrate import run_recalibration
-    from trainer.outcomes import read_label_columns
+    from trainer.history import read_label_columns
 
     settings = load_settings()
     if args.window is not None:

@@ -1,0 +1,303 @@
+"""Labelled history = the lake's exported days + the topics' tail, as columns, each record once.
+
+`LabelHistory.read()` is the one way to read labelled outcomes (`train`, `recalibrate`,
+`schedule`, `report`): every prediction joined with its outcome by the one columnar join
+(`feedback.label_columns.join_labels`), from wherever the records are.
+
+- The lake the nightly export writes (Settings.export_url): every exported day, read column by
+  column (the join's columns; the features, the raw `value` when asked). Ids are read as their
+  join keys (`schemas.join_key`, 8 bytes a row), so millions of calls fit in memory.
+- The tail: the records of the prediction log and the outcomes the lake does not have. The
+  lake's complete days (exported after they were over, `lake.reader.is_complete`) from the
+  first one on, unbroken, hold every record stamped in them, so the tail is what lies before
+  them on the topics and what comes from a lateness before their end (`tail_spans`), found by
+  the broker's time index. A tail record the lake also has (same partition, offset and
+  timestamp) counts once; what retention deleted from the topics is still in the lake.
+- Kept between reads (the scheduler's state between checks): a lake day is read again only
+  when its files change, and the tail continues where the last read ended, so a check reads
+  what is new. A new instance (a restart) derives the same state from the lake and the
+  topics: nothing is kept on disk.
+
+With `lake_url`, that lake alone (`callscore train --outcomes-from-lake`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core.errors import BrokerUnavailableError
+from core.settings import Settings
+from core.topic_reader import Record, Span, offsets_at, partitions_of, read_spans
+from feedback.label_columns import OUTCOME_KEYS, PREDICTION_KEYS, LabelColumns, join_labels
+from feedback.labels import KEPT_ERRORS, LabelSet, records_of
+from lake.days import day_window
+from schemas import FEATURE_COLUMN_PREFIX, FEATURES, join_key
+
+# Reading both topics' tail: ~20k records/s decoded on one core, so generous for a replay.
+READ_TIMEOUT_SECONDS = 120.0
+# A record's identity within a table (each table holds one topic's records): the timestamp
+# too, since a topic deleted and created again starts its offsets at 0 once more.
+IDENTITY = ("kafka_partition", "kafka_offset", "kafka_timestamp")
+CHECK_COLUMNS = (*IDENTITY, "valid", "invalid_reason")
+TABLE_KEYS = {"predictions": PREDICTION_KEYS, "outcomes": OUTCOME_KEYS}
+IDS = {"event_key": "event_id", "task_key": "task_id"}
+Where = tuple[str, int]  # topic, partition
+Offsets = dict[Where, int | None]  # `offsets_at`: first offset stamped at or after a time
+
+
+@dataclass(frozen=True)
+class LakeDay:
+    version: tuple[tuple[str, str], ...]  # lake.store.folder_version: changes when re-exported
+    complete: bool
+    rows: pa.Table
+
+
+class LabelHistory:
+    def __init__(
+        self,
+        settings: Settings,
+        lake_url: str | None = None,
+        features: bool = False,
+        values: bool = False,
+        timeout: float = READ_TIMEOUT_SECONDS,
+    ) -> None:
+        self._settings = settings
+        self._url = lake_url or settings.export_url
+        self._with_topics = lake_url is None
+        self._timeout = timeout
+        self._columns = {
+            name: [
+                *CHECK_COLUMNS,
+                *keys,
+                *(["value"] if values else []),
+                *(
+                    [FEATURE_COLUMN_PREFIX + f for f in FEATURES]
+                    if features and name == "predictions"
+                    else []
+                ),
+            ]
+            for name, keys in TABLE_KEYS.items()
+        }
+        self._days: dict[str, dict[date, LakeDay]] = {name: {} for name in TABLE_KEYS}
+        self._cover: tuple[int, int] | None = None
+        self._tail: dict[str, pa.Table] = {}  # tail rows not in the lake, by table
+        self._resume: dict[Where, Span] | None = None  # where the tail's next read starts
+
+    def read(self) -> LabelColumns:
+        frames = {name: self._refresh_lake(name) for name in TABLE_KEYS}
+        if self._with_topics:
+            complete = set.intersection(
+                *({d for d, day in self._days[n].items() if day.complete} for n in TABLE_KEYS)
+            )
+            cover = covered(sorted(complete), ZoneInfo(self._settings.export_timezone))
+            tail = self._refresh_tail(cover)
+            for name in TABLE_KEYS:
+                frames[name], self._tail[name] = _with_tail(frames[name], tail[name], cover)
+        valid = {name: _valid(frame) for name, frame in frames.items()}
+        errors = [
+            str(reason)
+            for frame in frames.values()
+            for reason in frame.filter(pc.invert(frame["valid"]))["invalid_reason"]
+            .slice(0, KEPT_ERRORS)
+            .to_pylist()
+        ]
+        return join_labels(
+            valid["predictions"].drop(columns=list(CHECK_COLUMNS)),
+            valid["outcomes"].drop(columns=list(CHECK_COLUMNS)),
+            invalid_predictions=frames["predictions"].num_rows - len(valid["predictions"]),
+            invalid_outcomes=frames["outcomes"].num_rows - len(valid["outcomes"]),
+            errors=errors,
+        )
+
+    def _refresh_lake(self, name: str) -> pa.Table:
+        """The table's rows from the lake, day by day; only new or re-exported days are read."""
+        import lake
+        from lake.reader import DATE_COLUMN, is_complete
+        from lake.store import days, folder_version
+
+        cached = self._days[name]
+        folders = days(self._url, name)
+        for gone in set(cached) - set(folders):
+            del cached[gone]
+        versions = {day: folder_version(self._url, folder) for day, folder in folders.items()}
+        changed = [
+            day for day, v in versions.items() if day not in cached or cached[day].version != v
+        ]
+        if changed:
+            columns = self._columns[name]
+            read = lake.read_columns(self._url, name, columns, dates=changed)
+            for day in changed:
+                rows = read.filter(pc.equal(read[DATE_COLUMN], day.isoformat())).select(columns)
+                complete = is_complete(self._url, folders[day])
+                cached[day] = LakeDay(
+                    versions[day], complete, _with_keys(self._url, name, day, rows)
+                )
+        tables = [cached[day].rows for day in sorted(cached)]
+        if not tables:
+            return _empty(name, self._columns[name])
+        return pa.concat_tables(tables)
+
+    def _refresh_tail(self, cover: tuple[int, int] | None) -> dict[str, pa.Table]:
+        """The tail's rows: all of it on the first read (or when the lake's first complete day
+        moved), else the previous rows plus the records written since."""
+        from confluent_kafka import OFFSET_BEGINNING, KafkaException
+
+        settings = self._settings
+        topics = {"predictions": settings.topic_predictions, "outcomes": settings.topic_outcomes}
+        try:
+            partitions = partitions_of(settings, topics.values())
+            if self._resume is None or _start(cover) != _start(self._cover):
+                spans = tail_spans(partitions, *_cuts(settings, partitions, cover))
+                self._tail = {}
+            else:
+                # A partition that appeared since is read from its beginning.
+                spans = [{w: self._resume.get(w, Span(OFFSET_BEGINNING)) for w in partitions}]
+            records: list[Record] = []
+            for i, part in enumerate(spans):
+                reached: dict[Where, int] = {}
+                records.extend(read_spans(settings, part, self._timeout, reached=reached))
+                if i == len(spans) - 1:  # the open-ended span: the next read goes on from it
+                    self._resume = {w: Span(reached.get(w, s.start)) for w, s in part.items()}
+        except KafkaException as exc:
+            raise BrokerUnavailableError(
+                f"reading {', '.join(topics.values())} at {settings.bootstrap_servers}: "
+                f"{exc.args[0]}"
+            ) from None
+        self._cover = cover
+        return {
+            name: _stack(self._tail.get(name), _parsed(name, records, topic, self._columns[name]))
+            for name, topic in topics.items()
+        }
+
+
+def _start(cover: tuple[int, int] | None) -> int | None:
+    return None if cover is None else cover[0]
+
+
+def _parsed(name: str, records: list[Record], topic: str, columns: list[str]) -> pa.Table:
+    import lake.rows
+    import lake.tables
+
+    table = lake.tables.TABLES_BY_NAME[name]
+    return lake.rows.to_arrow(table, (r for r in records if r.topic == topic)).select(columns)
+
+
+def _stack(before: pa.Table | None, new: pa.Table) -> pa.Table:
+    return new if before is None else pa.concat_tables([before, new])
+
+
+def _empty(name: str, columns: list[str]) -> pa.Table:
+    import lake.tables
+
+    schema = lake.tables.TABLES_BY_NAME[name].schema
+    return pa.schema([schema.field(c) for c in columns]).empty_table()
+
+
+def _valid(frame: pa.Table) -> pd.DataFrame:
+    # Int64: the join keys are nullable 64-bit integers (a float would round them).
+    return frame.filter(frame["valid"]).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def _with_keys(url: str, name: str, day: date, rows: pa.Table) -> pa.Table:
+    """A day exported before the join keys existed reads them as null: derived from the ids."""
+    import lake
+
+    if not pc.any(pc.and_(rows["valid"], pc.is_null(rows["event_key"]))).as_py():
+        return rows
+    ids = lake.read_columns(url, name, list(IDS.values()), dates=[day])
+    for key, column in IDS.items():
+        derived = pa.array([join_key(i) for i in ids[column].to_pylist()], pa.int64())
+        rows = rows.set_column(rows.schema.get_field_index(key), key, derived)
+    return rows
+
+
+def covered(days: list[date], tz: ZoneInfo) -> tuple[int, int] | None:
+    """[start, end) ms of the complete days' first unbroken run: every record stamped in it is
+    in the lake (the export cuts days by Kafka timestamp). None without a complete day."""
+    if not days:
+        return None
+    end = days[0]
+    while end + timedelta(days=1) in days:
+        end += timedelta(days=1)
+    return day_window(days[0], tz)[0], day_window(end, tz)[1]
+
+
+def tail_spans(
+    partitions: list[Where], before: Offsets | None, after: Offsets | None
+) -> list[dict[Where, Span]]:
+    """What of each partition is not in the lake: the records before the first one stamped in
+    the covered days (`before`: they predate the export) and those from the first one stamped
+    a lateness before the covered days' end (`after`: the days after, and late records of the
+    last day; the identity check drops what the lake has). Offsets come from the broker's
+    time index; where it has none (the local broker answers 0) the second span is the whole
+    partition. No cover (None): every partition whole."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+
+    if before is None or after is None:
+        return [{where: Span(OFFSET_BEGINNING) for where in partitions}]
+    return [
+        # None: nothing is stamped in or after the covered days, all of it predates them.
+        {w: Span(OFFSET_BEGINNING, before[w]) for w in partitions if before[w] != 0},
+        # None: nothing is stamped that late, nothing to read.
+        {w: Span(_or_end(after[w], OFFSET_END)) for w in partitions},
+    ]
+
+
+def _or_end(offset: int | None, end: int) -> int:
+    return end if offset is None else offset
+
+
+def _cuts(
+    settings: Settings, partitions: list[Where], cover: tuple[int, int] | None
+) -> tuple[Offsets | None, Offsets | None]:
+    if cover is None:
+        return None, None
+    lateness_ms = round(settings.export_max_lateness_seconds * 1000)
+    start, end = cover[0], cover[1] - lateness_ms
+    return offsets_at(settings, partitions, start), offsets_at(settings, partitions, end)
+
+
+def _with_tail(
+    exported: pa.Table, tail: pa.Table, cover: tuple[int, int] | None
+) -> tuple[pa.Table, pa.Table]:
+    """The tail's records from before the covered days, the lake's rows, then the tail's later
+    records, in read order; a tail record the lake already has (same IDENTITY) is dropped.
+    Also the tail's rows that are not in the lake (what stays in the tail)."""
+    if tail.num_rows == 0:
+        return exported, tail
+    keys = list(IDENTITY)
+    in_lake = pa.array([True] * exported.num_rows, pa.bool_())
+    seen = exported.select(keys).append_column("in_lake", in_lake)
+    fresh = tail.join(seen, keys=keys, join_type="left outer")
+    fresh = fresh.filter(pc.is_null(fresh["in_lake"])).drop_columns(["in_lake"])
+    fresh = fresh.sort_by([(k, "ascending") for k in keys[:2]]).select(exported.column_names)
+    if cover is None:
+        return pa.concat_tables([exported, fresh]), fresh
+    early = pc.less(pc.cast(fresh["kafka_timestamp"], pa.int64()), cover[0])
+    combined = pa.concat_tables([fresh.filter(early), exported, fresh.filter(pc.invert(early))])
+    return combined, fresh
+
+
+def read_label_columns(
+    settings: Settings,
+    lake_url: str | None = None,
+    features: bool = False,
+    values: bool = False,
+    timeout: float = READ_TIMEOUT_SECONDS,
+) -> LabelColumns:
+    """The labelled history once (a training, a recalibration): `LabelHistory.read`."""
+    return LabelHistory(settings, lake_url, features, values, timeout).read()
+
+
+def read_labels(
+    settings: Settings, lake_url: str | None = None, timeout: float = READ_TIMEOUT_SECONDS
+) -> LabelSet:
+    """Labelled history as records (the report): `read_label_columns` with the raw values,
+    each labelled row's prediction and outcome decoded again."""
+    return records_of(read_label_columns(settings, lake_url, values=True, timeout=timeout))
