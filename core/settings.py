@@ -268,6 +268,12 @@ class Settings(BaseSettings):
         description="Use only base-data rows of contact periods before this YYYY-MM (a replay "
         "of the same file from that month on supplies the rest as outcomes).",
     )
+    training_window_months: int | None = Field(
+        default=None,
+        ge=3,
+        description="A training learns from its last this many contact months only, base data "
+        "and outcomes alike (unset: every month; `callscore backtest --windows` compares).",
+    )
 
     # --- Feedback loop: retraining triggers (event time: the outcomes' own timestamps) ---
     retrain_interval_seconds: float = Field(

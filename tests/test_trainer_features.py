@@ -185,6 +185,33 @@ def test_cadence_table_counts_fits_per_cadence(frame):
     assert table["backtest_monthly_roc_auc"].between(0, 1).all()
 
 
+def test_a_trailing_window_trains_on_its_months_only_and_scores_the_same_months(frame):
+    from trainer.outcomes import trailing_periods
+    from trainer.windows import run_windows, window_table
+
+    results = run_windows(frame, ["expanding", "6"], Config("logistic"), n_jobs=1)
+    expanding, six = (r.backtest.per_period for r in results)
+    assert list(six["period"]) == list(expanding["period"])  # the same scored months
+    periods = list(dict.fromkeys(frame["period"]))
+    sizes = frame.groupby("period", sort=False).size()
+    for row in six.itertuples():
+        at = periods.index(row.period)
+        assert row.trained_rows == sizes[periods[max(0, at - 6) : at]].sum()
+    assert (six["trained_rows"] <= expanding["trained_rows"]).all()
+    assert (six["trained_rows"] < expanding["trained_rows"]).any()
+    table = window_table(results).set_index("window_months")
+    assert np.isnan(table.loc["expanding", "auc_vs_expanding"])
+    assert table.loc["6", "auc_vs_expanding"] == pytest.approx(
+        (six["roc_auc"] - expanding["roc_auc"]).mean()
+    )
+    assert table["calibration_gap"].between(0, 1).all()
+    # The training itself: the last 6 contact months, every row of them.
+    kept = trailing_periods(frame, 6)
+    assert list(dict.fromkeys(kept["period"])) == periods[-6:]
+    assert len(kept) == sizes[periods[-6:]].sum()
+    assert trailing_periods(frame, None) is frame
+
+
 # --- the vectorised transform against the per-column pandas one it replaced -------------------
 def _old_transform(features: BankFeatures, frame: pd.DataFrame) -> pd.DataFrame:
     """BankFeatures.transform as it was before it was vectorised (commit dd3f0e5), frozen."""

@@ -120,8 +120,10 @@ def rolling_backtest(
     retrain_every: int | None = 1,
     min_train_rows: int | None = None,
     n_jobs: int = 2,
+    window_periods: int | None = None,
 ) -> BacktestResult:
-    """Score each origin period with a model trained on everything before it.
+    """Score each origin period with a model trained on everything before it, or on its
+    `window_periods` periods before it (a trailing window; None: expanding).
 
     retrain_every=k refits at every k-th origin (None: fit once, at the first origin);
     `origins` restricts which periods are scored (screening) without changing the training data.
@@ -141,7 +143,8 @@ def rolling_backtest(
             continue
         due = not blocks or (retrain_every is not None and step % retrain_every == 0)
         if due:
-            blocks.append((position < order[period], []))
+            first = 0 if window_periods is None else order[period] - window_periods
+            blocks.append(((position < order[period]) & (position >= first), []))
         blocks[-1][1].append((period, period_values == period))
     jobs = (
         delayed(_fit_and_score)(frame, y_all, train, tests, make_model) for train, tests in blocks

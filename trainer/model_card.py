@@ -68,6 +68,8 @@ class DataSources(CardPart):
     unmatched_outcomes: int  # valid outcomes whose prediction was not on the log
     overlapping_periods: list[str]  # periods in both parts: see Settings.base_data_until
     invalid_examples: list[str]  # the first messages of invalid records
+    window_months: int | None = None  # Settings.training_window_months (None: every period)
+    rows_before_window: int = 0  # older rows the window left out
 
 
 class CandidateMetrics(CardPart):

@@ -74,6 +74,8 @@ class TrainingData:
     labels: LabelColumns | None  # None: base data only (--no-outcomes)
     outcome_periods: list[str]
     overlapping_periods: list[str]  # periods present in both parts (a row may count twice)
+    window_months: int | None = None  # trailing periods kept (None: all of them)
+    rows_before_window: int = 0  # older rows left out by the window
 
     @property
     def outcome_rows(self) -> int:
@@ -84,11 +86,23 @@ class TrainingData:
         return self.labels.labelled_until if self.labels is not None else None
 
 
+def trailing_periods(frame: pd.DataFrame, months: int | None) -> pd.DataFrame:
+    """The rows of the frame's last `months` contact periods (all of them when None)."""
+    if months is None:
+        return frame
+    kept = list(dict.fromkeys(frame["period"]))[-months:]
+    return frame.loc[frame["period"].isin(kept)].reset_index(drop=True)
+
+
 def training_data(
-    bank: pd.DataFrame, labels: LabelColumns | None, base_data_until: str | None
+    bank: pd.DataFrame,
+    labels: LabelColumns | None,
+    base_data_until: str | None,
+    window_months: int | None = None,
 ) -> TrainingData:
     """The base data cut at `base_data_until`, then the labelled outcomes (if any were read,
-    with their features: `read_label_columns(..., features=True)`)."""
+    with their features: `read_label_columns(..., features=True)`), then only the trailing
+    `window_months` periods (Settings.training_window_months)."""
     base = cut_base(bank, base_data_until)
     rows = outcome_rows(labels.labelled if labels is not None else pd.DataFrame())
     outcome_periods = sorted(set(rows["period"]))
@@ -99,12 +113,16 @@ def training_data(
             "those rows twice; set CALLSCORE_BASE_DATA_UNTIL to the replay's first month",
             ", ".join(overlap),
         )
+    combined = with_outcomes(base, rows)
+    frame = trailing_periods(combined, window_months)
     return TrainingData(
-        frame=with_outcomes(base, rows),
+        frame=frame,
         base_rows=len(base),
         base_data_until=base_data_until,
         base_periods=[str(p) for p in dict.fromkeys(base["period"])],
         labels=labels,
         outcome_periods=outcome_periods,
         overlapping_periods=overlap,
+        window_months=window_months,
+        rows_before_window=len(combined) - len(frame),
     )

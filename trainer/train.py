@@ -178,7 +178,12 @@ def _training_data(
             raise BrokerUnavailableError(
                 f"{exc}; pass --no-outcomes to train on the base data only"
             ) from None
-    return training_data(bank, labels if options.outcomes else None, settings.base_data_until)
+    return training_data(
+        bank,
+        labels if options.outcomes else None,
+        settings.base_data_until,
+        settings.training_window_months,
+    )
 
 
 def _select(frame: pd.DataFrame, options: TrainOptions, step: Step | None) -> Selection:
@@ -378,6 +383,8 @@ def _data_sources(data: TrainingData) -> DataSources:
         unmatched_outcomes=counts.unmatched,
         overlapping_periods=data.overlapping_periods,
         invalid_examples=labels.errors if labels is not None else [],
+        window_months=data.window_months,
+        rows_before_window=data.rows_before_window,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 # Both import without scikit-learn or pandas: the parser below needs them for every command.
 from trainer.cadence import CADENCES
 from trainer.candidates import CANDIDATES, REFERENCE_SELECTED
+from trainer.windows import WINDOWS
 
 
 def _console(stderr: bool = True) -> Any:
@@ -131,43 +132,61 @@ def _sources_line(sources: Any) -> str:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from core.settings import load_settings
     from trainer.cadence import cadence_table, run_cadences
     from trainer.candidates import REFERENCE_CONFIGS
+    from trainer.windows import run_windows, window_table
 
     settings = load_settings()
     frame, _sha, _path = _load(args, settings)
-    cadences = args.retrain_every or list(CADENCES)
+    config = REFERENCE_CONFIGS[args.candidate]
+    studying_windows = args.windows is not None
+    arms = (
+        (args.windows or list(WINDOWS))
+        if studying_windows
+        else (args.retrain_every or list(CADENCES))
+    )
     with _progress() as progress:
-        task = progress.add_task("backtest", total=len(cadences))
-        results = run_cadences(
-            frame,
-            cadences,
-            REFERENCE_CONFIGS[args.candidate],
-            step=lambda c: progress.update(task, advance=1, description=c),
-        )
-    table_frame = cadence_table(results)
-    table = Table(title="Rolling backtest by retraining cadence")
-    for column in table_frame.columns:
-        table.add_column(str(column), justify="right")
-    for row in table_frame.itertuples(index=False):
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
-    _console(stderr=False).print(table)
-    if args.plot:
+        task = progress.add_task("backtest", total=len(arms))
+
+        def step(what: str) -> None:
+            progress.update(task, advance=1, description=what)
+
+        if studying_windows:
+            windows = run_windows(frame, arms, config, step=step)
+            table_frame = window_table(windows)
+            title = "Rolling backtest (monthly refits) by training window"
+            per_month = {r.window: r.backtest.per_period for r in windows}
+        else:
+            cadences = run_cadences(frame, arms, config, step=step)
+            table_frame = cadence_table(cadences)
+            title = "Rolling backtest by retraining cadence"
+            per_month = {r.cadence: r.backtest.per_period for r in cadences}
+    _print_frame(table_frame, title)
+    if args.plot and not studying_windows:
         from trainer.card_report import plot_cadence
 
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         print(Path(args.plot) / plot_cadence(table_frame, Path(args.plot)))
     if args.json:
         payload = {
-            "config": results[0].config_label if results else None,
-            "cadences": table_frame.to_dict(orient="records"),
-            "per_month": {r.cadence: r.backtest.per_period.to_dict("records") for r in results},
+            "config": config.label,
+            "windows" if studying_windows else "cadences": table_frame.to_dict(orient="records"),
+            "per_month": {arm: table.to_dict("records") for arm, table in per_month.items()},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return 0
+
+
+def _print_frame(frame: Any, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    _console(stderr=False).print(table)
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
@@ -265,7 +284,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     train.set_defaults(handler=_cmd_train)
 
-    backtest = sub.add_parser("backtest", help="rolling backtest under retraining cadences")
+    backtest = sub.add_parser(
+        "backtest", help="rolling backtest under retraining cadences, or training windows"
+    )
     backtest.add_argument("--data", help="bank-full.csv(.gz)")
     backtest.add_argument(
         "--retrain-every",
@@ -279,8 +300,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=REFERENCE_SELECTED,
         help="which family's reference configuration to backtest",
     )
+    backtest.add_argument(
+        "--windows",
+        nargs="*",
+        choices=WINDOWS,
+        help="instead of cadences, compare the months a monthly retrain learns from "
+        f"(default with the flag alone: all of {', '.join(WINDOWS)})",
+    )
     backtest.add_argument("--json", help="write the results to this JSON file")
-    backtest.add_argument("--plot", help="write cadence.png into this folder")
+    backtest.add_argument("--plot", help="write cadence.png into this folder (cadences)")
     backtest.set_defaults(handler=_cmd_backtest)
 
     schedule = sub.add_parser(
