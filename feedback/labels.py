@@ -18,11 +18,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import pandas as pd
+import pyarrow as pa
 
 from feedback.join import Labelled
 from feedback.label_columns import (
-    KEY_DTYPE,
     OUTCOME_KEYS,
     OUTCOME_PREFIX,
     OUTCOME_ROW,
@@ -41,6 +40,10 @@ from schemas import (
     join_key,
 )
 from schemas.decode import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_prediction
+
+# What the labelled history reads of a prediction besides its keys (the trainer's columns too).
+PREDICTION_COLUMNS = (*PREDICTION_KEYS, "model_version", "score", "occurred_at")
+TIMESTAMP = pa.timestamp("us", tz="UTC")  # the lake's datetime columns
 
 # Messages kept per kind of invalid record (enough to diagnose, bounded on a poisoned topic).
 KEPT_ERRORS = 3
@@ -110,12 +113,14 @@ def label_set(
             invalid_outcomes += 1
             if invalid_outcomes <= KEPT_ERRORS:
                 errors.append(exc.message)
-    features = pd.DataFrame([r.features for r in records], columns=list(FEATURES)).add_prefix(
-        FEATURE_COLUMN_PREFIX
-    )
+    predicted = _table(records, PREDICTION_COLUMNS)
+    for name in FEATURES:
+        predicted = predicted.append_column(
+            FEATURE_COLUMN_PREFIX + name, pa.array([r.features[name] for r in records])
+        )
     columns = join_labels(
-        pd.concat([_frame(records, PREDICTION_KEYS), features], axis=1),
-        _frame(valid, OUTCOME_KEYS),
+        predicted,
+        _table(valid, (*OUTCOME_KEYS, "duration_seconds")),
         invalid_predictions,
         invalid_outcomes,
         errors,
@@ -132,25 +137,18 @@ def label_set(
     )
 
 
-def _frame(
-    models: Sequence[PredictionRecord | CallOutcome], names: tuple[str, ...]
-) -> pd.DataFrame:
+def _table(models: Sequence[PredictionRecord | CallOutcome], names: tuple[str, ...]) -> pa.Table:
     """The models' fields as the lake's columns (ids as join keys, datetimes as UTC times)."""
     ids = {"event_key": "event_id", "task_key": "task_id"}
-    frame = pd.DataFrame(
-        {
-            name: (
-                pd.array([join_key(getattr(m, ids[name])) for m in models], dtype=KEY_DTYPE)
-                if name in ids
-                else [getattr(m, name) for m in models]
-            )
-            for name in names
-        }
-    )
+    columns = {}
     for name in names:
-        if name.endswith("_at"):
-            frame[name] = pd.to_datetime(frame[name], utc=True)
-    return frame
+        if name in ids:
+            columns[name] = pa.array([join_key(getattr(m, ids[name])) for m in models], pa.int64())
+        elif name.endswith("_at"):
+            columns[name] = pa.array([getattr(m, name) for m in models], TIMESTAMP)
+        else:
+            columns[name] = pa.array([getattr(m, name) for m in models])
+    return pa.table(columns)
 
 
 def records_of(columns: LabelColumns) -> LabelSet:

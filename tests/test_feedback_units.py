@@ -164,3 +164,77 @@ def test_an_outcome_needs_a_reference():
     with pytest.raises(InvalidEvent) as excinfo:
         decode_outcome(raw)
     assert "event_id" in excinfo.value.message
+
+
+def _reference_join(
+    predictions: list[tuple[str, str]], outcomes: list[tuple[str | None, str | None, int, bool]]
+) -> list[tuple[str, int]]:
+    """The join's rules written plainly (as feedback.labels did before it was vectorised):
+    predictions (event, task) in read order; outcomes (event, task, called_at, reached)."""
+    by_event: dict[str, str] = {}
+    for event, task in predictions:
+        by_event.pop(event, None)  # re-inserted last: the last written wins
+        by_event[event] = task
+    event_of_task = {task: event for event, task in by_event.items()}
+    latest: dict[str, tuple[int, int]] = {}  # event -> (called_at, outcome row)
+    for row, (event, task, called, reached) in enumerate(outcomes):
+        if not reached:
+            continue
+        matched = event if event in by_event else event_of_task.get(task or "")
+        if matched is not None and (matched not in latest or called >= latest[matched][0]):
+            latest[matched] = (called, row)
+    from schemas import join_key
+
+    ordered = sorted(latest.items(), key=lambda kv: (kv[1][0], join_key(kv[0])))
+    return [(event, row) for event, (_called, row) in ordered]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_columnar_join_follows_the_rules_written_plainly(seed):
+    """Duplicated predictions, re-called events, ties in time, outcomes naming their event by
+    task id only, unknown events and unreached calls, against the plain rules."""
+    import pyarrow as pa
+
+    from feedback.label_columns import OUTCOME_ROW, join_labels
+    from schemas import join_key
+
+    rng = np.random.default_rng(seed)
+    events = [f"e{i}" for i in range(int(rng.integers(1, 30)))]
+    predictions = [(e, f"t-{e}") for e in rng.choice(events, size=int(rng.integers(0, 60)))]
+    outcomes = []
+    for _ in range(int(rng.integers(0, 80))):
+        event = str(rng.choice([*events, "unknown"]))
+        named = rng.random()
+        outcomes.append(
+            (
+                None if named < 0.2 else event,
+                f"t-{event}" if named < 0.5 else None,
+                int(rng.integers(0, 5)),  # few distinct times: ties
+                bool(rng.random() < 0.7),
+            )
+        )
+    outcomes = [o for o in outcomes if o[0] is not None or o[1] is not None]
+    keys = lambda values: pa.array([join_key(v) for v in values], pa.int64())  # noqa: E731
+    got = join_labels(
+        pa.table(
+            {
+                "event_key": keys([e for e, _ in predictions]),
+                "task_key": keys([t for _, t in predictions]),
+            }
+        ),
+        pa.table(
+            {
+                "event_key": keys([o[0] for o in outcomes]),
+                "task_key": keys([o[1] for o in outcomes]),
+                "called_at": pa.array([o[2] for o in outcomes], pa.int64()).cast(
+                    pa.timestamp("us", tz="UTC")
+                ),
+                "disposition": ["reached" if o[3] else "no_answer" for o in outcomes],
+                "subscribed": [o[3] for o in outcomes],
+            }
+        ),
+    )
+    expected = _reference_join(predictions, outcomes)
+    assert list(got.labelled["event_key"]) == [join_key(e) for e, _ in expected]
+    assert list(got.labelled[OUTCOME_ROW]) == [row for _e, row in expected]
+    assert got.counts.predictions == len(set(e for e, _ in predictions))

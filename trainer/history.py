@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -45,7 +44,11 @@ READ_TIMEOUT_SECONDS = 120.0
 # too, since a topic deleted and created again starts its offsets at 0 once more.
 IDENTITY = ("kafka_partition", "kafka_offset", "kafka_timestamp")
 CHECK_COLUMNS = (*IDENTITY, "valid", "invalid_reason")
-TABLE_KEYS = {"predictions": PREDICTION_KEYS, "outcomes": OUTCOME_KEYS}
+# What a check reads; a training adds the features, the event time and the call's duration.
+TABLE_KEYS = {
+    "predictions": (*PREDICTION_KEYS, "model_version", "score"),
+    "outcomes": OUTCOME_KEYS,
+}
 IDS = {"event_key": "event_id", "task_key": "task_id"}
 Where = tuple[str, int]  # topic, partition
 Offsets = dict[Where, int | None]  # `offsets_at`: first offset stamped at or after a time
@@ -71,16 +74,16 @@ class LabelHistory:
         self._url = lake_url or settings.export_url
         self._with_topics = lake_url is None
         self._timeout = timeout
+        training = {
+            "predictions": ["occurred_at", *(FEATURE_COLUMN_PREFIX + f for f in FEATURES)],
+            "outcomes": ["duration_seconds"],
+        }
         self._columns = {
             name: [
                 *CHECK_COLUMNS,
                 *keys,
+                *(training[name] if features else []),
                 *(["value"] if values else []),
-                *(
-                    [FEATURE_COLUMN_PREFIX + f for f in FEATURES]
-                    if features and name == "predictions"
-                    else []
-                ),
             ]
             for name, keys in TABLE_KEYS.items()
         }
@@ -99,7 +102,10 @@ class LabelHistory:
             tail = self._refresh_tail(cover)
             for name in TABLE_KEYS:
                 frames[name], self._tail[name] = _with_tail(frames[name], tail[name], cover)
-        valid = {name: _valid(frame) for name, frame in frames.items()}
+        valid = {
+            name: frame.filter(frame["valid"]).drop_columns(list(CHECK_COLUMNS))
+            for name, frame in frames.items()
+        }
         errors = [
             str(reason)
             for frame in frames.values()
@@ -108,10 +114,10 @@ class LabelHistory:
             .to_pylist()
         ]
         return join_labels(
-            valid["predictions"].drop(columns=list(CHECK_COLUMNS)),
-            valid["outcomes"].drop(columns=list(CHECK_COLUMNS)),
-            invalid_predictions=frames["predictions"].num_rows - len(valid["predictions"]),
-            invalid_outcomes=frames["outcomes"].num_rows - len(valid["outcomes"]),
+            valid["predictions"],
+            valid["outcomes"],
+            invalid_predictions=frames["predictions"].num_rows - valid["predictions"].num_rows,
+            invalid_outcomes=frames["outcomes"].num_rows - valid["outcomes"].num_rows,
             errors=errors,
         )
 
@@ -197,11 +203,6 @@ def _empty(name: str, columns: list[str]) -> pa.Table:
 
     schema = lake.tables.TABLES_BY_NAME[name].schema
     return pa.schema([schema.field(c) for c in columns]).empty_table()
-
-
-def _valid(frame: pa.Table) -> pd.DataFrame:
-    # Int64: the join keys are nullable 64-bit integers (a float would round them).
-    return frame.filter(frame["valid"]).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
 def _with_keys(url: str, name: str, day: date, rows: pa.Table) -> pa.Table:
