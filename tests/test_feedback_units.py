@@ -200,10 +200,13 @@ def test_the_columnar_join_follows_the_rules_written_plainly(seed):
 
     rng = np.random.default_rng(seed)
     events = [f"e{i}" for i in range(int(rng.integers(1, 30)))]
-    predictions = [(e, f"t-{e}") for e in rng.choice(events, size=int(rng.integers(0, 60)))]
+    predictions = [
+        (e, "t-shared" if rng.random() < 0.05 else f"t-{e}")  # a task id two events claim
+        for e in rng.choice(events, size=int(rng.integers(0, 60)))
+    ]
     outcomes = []
     for _ in range(int(rng.integers(0, 80))):
-        event = str(rng.choice([*events, "unknown"]))
+        event = str(rng.choice([*events, "unknown", "shared"]))
         named = rng.random()
         outcomes.append(
             (

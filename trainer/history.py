@@ -27,13 +27,20 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.errors import BrokerUnavailableError
 from core.settings import Settings
 from core.topic_reader import Record, Span, offsets_at, partitions_of, read_spans
-from feedback.label_columns import OUTCOME_KEYS, PREDICTION_KEYS, LabelColumns, join_labels
+from feedback.label_columns import (
+    OUTCOME_KEYS,
+    PREDICTION_KEYS,
+    LabelColumns,
+    column_array,
+    join_labels,
+)
 from feedback.labels import KEPT_ERRORS, LabelSet, records_of
 from lake.days import day_window
 from schemas import FEATURE_COLUMN_PREFIX, FEATURES, join_key
@@ -55,10 +62,46 @@ Offsets = dict[Where, int | None]  # `offsets_at`: first offset stamped at or af
 
 
 @dataclass(frozen=True)
+class Rows:
+    """Some records of one table, compact: the valid ones' columns (no Kafka coordinates), and
+    of every record its identity (`identity`), so the tail can be told from the lake."""
+
+    valid: pa.Table  # the join's and the carried columns
+    valid_ids: np.ndarray  # int64 identity of each valid row
+    invalid_ids: np.ndarray  # of each invalid record
+    errors: list[str]  # the first invalid records' messages
+
+    @classmethod
+    def of(cls, table: pa.Table) -> Rows:
+        ids, valid = identity(table), column_array(table["valid"], bool)
+        reasons = table.filter(pc.invert(table["valid"]))["invalid_reason"]
+        return cls(
+            table.filter(table["valid"]).drop_columns(list(CHECK_COLUMNS)),
+            ids[valid],
+            ids[~valid],
+            [str(r) for r in reasons.slice(0, KEPT_ERRORS).to_pylist()],
+        )
+
+
+@dataclass(frozen=True)
 class LakeDay:
     version: tuple[tuple[str, str], ...]  # lake.store.folder_version: changes when re-exported
     complete: bool
-    rows: pa.Table
+    rows: Rows
+
+
+def identity(table: pa.Table) -> np.ndarray:
+    """Each record's identity, its partition, offset and timestamp mixed into 64 bits
+    (splitmix64): one column where three cost 20 bytes a row; a collision is as unlikely as
+    a join key's."""
+    partition = column_array(table["kafka_partition"], np.uint64)
+    offset = column_array(table["kafka_offset"], np.uint64)
+    stamp = column_array(pc.cast(table["kafka_timestamp"], pa.int64()), np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = (partition << np.uint64(44)) ^ offset ^ (stamp * np.uint64(0x9E3779B97F4A7C15))
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (x ^ (x >> np.uint64(31))).view(np.int64)
 
 
 class LabelHistory:
@@ -89,11 +132,11 @@ class LabelHistory:
         }
         self._days: dict[str, dict[date, LakeDay]] = {name: {} for name in TABLE_KEYS}
         self._cover: tuple[int, int] | None = None
-        self._tail: dict[str, pa.Table] = {}  # tail rows not in the lake, by table
+        self._tail: dict[str, pa.Table] = {}  # tail records not in the lake, by table
         self._resume: dict[Where, Span] | None = None  # where the tail's next read starts
 
     def read(self) -> LabelColumns:
-        frames = {name: self._refresh_lake(name) for name in TABLE_KEYS}
+        parts = {name: self._refresh_lake(name) for name in TABLE_KEYS}
         if self._with_topics:
             complete = set.intersection(
                 *({d for d, day in self._days[n].items() if day.complete} for n in TABLE_KEYS)
@@ -101,27 +144,20 @@ class LabelHistory:
             cover = covered(sorted(complete), ZoneInfo(self._settings.export_timezone))
             tail = self._refresh_tail(cover)
             for name in TABLE_KEYS:
-                frames[name], self._tail[name] = _with_tail(frames[name], tail[name], cover)
+                parts[name], self._tail[name] = _with_tail(parts[name], tail[name], cover)
         valid = {
-            name: frame.filter(frame["valid"]).drop_columns(list(CHECK_COLUMNS))
-            for name, frame in frames.items()
+            name: _stack_valid(rows, name, self._columns[name]) for name, rows in parts.items()
         }
-        errors = [
-            str(reason)
-            for frame in frames.values()
-            for reason in frame.filter(pc.invert(frame["valid"]))["invalid_reason"]
-            .slice(0, KEPT_ERRORS)
-            .to_pylist()
-        ]
+        errors = [e for rows in parts.values() for part in rows for e in part.errors]
         return join_labels(
             valid["predictions"],
             valid["outcomes"],
-            invalid_predictions=frames["predictions"].num_rows - valid["predictions"].num_rows,
-            invalid_outcomes=frames["outcomes"].num_rows - valid["outcomes"].num_rows,
-            errors=errors,
+            invalid_predictions=sum(len(r.invalid_ids) for r in parts["predictions"]),
+            invalid_outcomes=sum(len(r.invalid_ids) for r in parts["outcomes"]),
+            errors=errors[:KEPT_ERRORS],
         )
 
-    def _refresh_lake(self, name: str) -> pa.Table:
+    def _refresh_lake(self, name: str) -> list[Rows]:
         """The table's rows from the lake, day by day; only new or re-exported days are read."""
         import lake
         from lake.reader import DATE_COLUMN, is_complete
@@ -141,13 +177,9 @@ class LabelHistory:
             for day in changed:
                 rows = read.filter(pc.equal(read[DATE_COLUMN], day.isoformat())).select(columns)
                 complete = is_complete(self._url, folders[day])
-                cached[day] = LakeDay(
-                    versions[day], complete, _with_keys(self._url, name, day, rows)
-                )
-        tables = [cached[day].rows for day in sorted(cached)]
-        if not tables:
-            return _empty(name, self._columns[name])
-        return pa.concat_tables(tables)
+                rows = Rows.of(_with_keys(self._url, name, day, rows))
+                cached[day] = LakeDay(versions[day], complete, rows)
+        return [cached[day].rows for day in sorted(cached)]
 
     def _refresh_tail(self, cover: tuple[int, int] | None) -> dict[str, pa.Table]:
         """The tail's rows: all of it on the first read (or when the lake's first complete day
@@ -265,24 +297,33 @@ def _cuts(
 
 
 def _with_tail(
-    exported: pa.Table, tail: pa.Table, cover: tuple[int, int] | None
-) -> tuple[pa.Table, pa.Table]:
+    exported: list[Rows], tail: pa.Table, cover: tuple[int, int] | None
+) -> tuple[list[Rows], pa.Table]:
     """The tail's records from before the covered days, the lake's rows, then the tail's later
-    records, in read order; a tail record the lake already has (same IDENTITY) is dropped.
-    Also the tail's rows that are not in the lake (what stays in the tail)."""
+    records, in read order; a tail record the lake already has (same identity) is dropped.
+    Also the tail's records that are not in the lake (what stays in the tail)."""
     if tail.num_rows == 0:
         return exported, tail
-    keys = list(IDENTITY)
-    in_lake = pa.array([True] * exported.num_rows, pa.bool_())
-    seen = exported.select(keys).append_column("in_lake", in_lake)
-    fresh = tail.join(seen, keys=keys, join_type="left outer")
-    fresh = fresh.filter(pc.is_null(fresh["in_lake"])).drop_columns(["in_lake"])
-    fresh = fresh.sort_by([(k, "ascending") for k in keys[:2]]).select(exported.column_names)
+    tail_ids = identity(tail)
+    # Which tail records the lake has: the (small) tail's identities looked up in the lake's.
+    in_lake = np.concatenate(
+        [ids[np.isin(ids, tail_ids)] for r in exported for ids in (r.valid_ids, r.invalid_ids)]
+        or [np.empty(0, np.int64)]
+    )
+    fresh = tail.filter(pa.array(~np.isin(tail_ids, in_lake)))
+    fresh = fresh.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
     if cover is None:
-        return pa.concat_tables([exported, fresh]), fresh
+        return [*exported, Rows.of(fresh)], fresh
     early = pc.less(pc.cast(fresh["kafka_timestamp"], pa.int64()), cover[0])
-    combined = pa.concat_tables([fresh.filter(early), exported, fresh.filter(pc.invert(early))])
-    return combined, fresh
+    before, after = fresh.filter(early), fresh.filter(pc.invert(early))
+    return [Rows.of(before), *exported, Rows.of(after)], fresh
+
+
+def _stack_valid(parts: list[Rows], name: str, columns: list[str]) -> pa.Table:
+    tables = [rows.valid for rows in parts]
+    if not tables:
+        return _empty(name, [c for c in columns if c not in CHECK_COLUMNS])
+    return pa.concat_tables(tables)
 
 
 def read_label_columns(

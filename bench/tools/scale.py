@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -432,6 +433,7 @@ def measure(count: int, days: int, before: bool) -> dict[str, Any]:
         return row
     finally:
         broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _log(count: int, found: dict[str, Any]) -> None:
