@@ -77,8 +77,10 @@ def contract_columns(
 
 def cells(model: BaseModel, columns: tuple[ContractColumn, ...]) -> dict[str, Any]:
     """The model's values for these columns, checked to fit their Arrow types."""
-    python = model.model_dump(include={c.field for c in columns})
-    as_json = model.model_dump(mode="json", include={c.field for c in columns if c.as_json})
+    # Scalar columns read the validated attributes (what model_dump would return for them, at
+    # a fraction of its cost: ~30 µs of a prediction's 50 µs parse went to two dumps).
+    nested = {c.field for c in columns if c.as_json}
+    as_json = model.model_dump(mode="json", include=nested) if nested else {}
     row: dict[str, Any] = {}
     for column in columns:
         if column.as_json:
@@ -89,7 +91,7 @@ def cells(model: BaseModel, columns: tuple[ContractColumn, ...]) -> dict[str, An
                 else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
             )
             continue
-        value = python[column.field]
+        value = getattr(model, column.field)
         if column.type == pa.int64() and value is not None and not INT64_MIN <= value <= INT64_MAX:
             raise InvalidEvent(
                 "invalid_fields",
