@@ -105,6 +105,8 @@ def identity(table: pa.Table) -> np.ndarray:
 
 
 class LabelHistory:
+    """The labelled history, read again by `read()` at the cost of what changed since."""
+
     def __init__(
         self,
         settings: Settings,
