@@ -29,7 +29,6 @@ import pyarrow.compute as pc
 # What the join needs; any other column is carried into the result.
 PREDICTION_KEYS = ("event_key", "task_key")
 OUTCOME_KEYS = ("event_key", "task_key", "called_at", "disposition", "subscribed")
-KEY_DTYPE = "Int64"  # nullable: an outcome may name its event by task id only
 PREDICTION_ROW = "prediction_row"  # position among the input predictions
 OUTCOME_ROW = "outcome_row"  # position among the input outcomes
 OUTCOME_PREFIX = "outcome_"  # an outcome's carried column in a labelled row (e.g. outcome_value)

@@ -65,21 +65,10 @@ class LabelSet:
 
     @property
     def labelled_until(self) -> datetime | None:
-        """The newest call among the labelled predictions (event time)."""
-        return self.labelled[-1].outcome.called_at if self.labelled else None
-
-    def of_version(self, version: int) -> list[Labelled]:
-        return [item for item in self.labelled if item.prediction.model_version == version]
-
-    def predictions_of(self, version: int) -> list[PredictionRecord]:
-        return [p for p in self.predictions if p.model_version == version]
+        return self.columns.labelled_until
 
     def summary(self) -> str:
         return self.columns.summary()
-
-    def called_after(self, when: datetime | None) -> list[Labelled]:
-        """Labelled predictions whose call is newer than `when` (all of them when None)."""
-        return [item for item in self.labelled if when is None or item.outcome.called_at > when]
 
 
 def label_set(

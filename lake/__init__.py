@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lake.reader import complete_days, read_columns, read_table
+    from lake.reader import read_columns, read_table
 
-__all__ = ["complete_days", "read_columns", "read_table"]
+__all__ = ["read_columns", "read_table"]
 
 
 def __getattr__(name: str) -> Any:
