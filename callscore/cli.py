@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -117,7 +119,16 @@ def error_line(exc: CallscoreError, kafka_logs: CommandKafkaLogs) -> str:
     return line
 
 
+def interrupt_on_ctrl_c() -> None:
+    """Ctrl-C (SIGINT) stops a command even when it was started with SIGINT ignored, as a
+    non-interactive shell starts its background jobs: Python keeps an inherited SIG_IGN."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    interrupt_on_ctrl_c()
     parser = build_parser()
     args = parser.parse_args(argv)
     # A service may put its own limit in place of this one (the scorer: streamer.app).

@@ -168,9 +168,12 @@ def test_demo_runs_reloads_recycles_claims_and_reconciles_on_a_configured_kafka(
 @pytest.mark.slow
 def test_ctrl_c_stops_every_process_including_the_embedded_broker(tmp_path):
     out = tmp_path / "demo"
+    # Started the way a non-interactive shell starts a background job, with SIGINT ignored
+    # (CI did): Ctrl-C must stop the demo all the same.
     demo = subprocess.Popen(
         [*DEMO, *SHORT, "--out", str(out)],
         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120

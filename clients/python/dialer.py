@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import urllib.error
@@ -548,6 +549,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C stops the dialer also when it was started with SIGINT ignored (a non-interactive
+    # shell's background job): Python keeps an inherited SIG_IGN.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     env = os.environ
     args = parse_args(sys.argv[1:] if argv is None else argv, env)
     try:
