@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -33,9 +33,14 @@ def _row(table: Table, record: Record) -> dict[str, Any]:
     return row | {"valid": True} | fields
 
 
-def to_arrow(table: Table, records: Iterable[Record]) -> pa.Table:
-    """Every record as a row (none dropped), ordered by topic, partition and offset."""
+def to_arrow(
+    table: Table, records: Iterable[Record], columns: Sequence[str] | None = None
+) -> pa.Table:
+    """Every record as a row (none dropped), ordered by topic, partition and offset; only
+    `columns` when given (a reader that needs a few builds only those)."""
     schema = table.schema
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
     columns: dict[str, list[Any]] = {name: [] for name in schema.names}
     for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
         row = _row(table, record)

@@ -16,6 +16,7 @@ import types
 import typing
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -37,6 +38,10 @@ class ContractColumn:
     field: str
     type: pa.DataType
     as_json: bool  # the value is written as its JSON text (bytes as base64, nested as JSON)
+
+    @cached_property
+    def is_int64(self) -> bool:  # its values are range-checked (compared once, not per cell)
+        return bool(self.type == pa.int64())
 
 
 def _without_none(annotation: Any) -> Any:
@@ -92,7 +97,7 @@ def cells(model: BaseModel, columns: tuple[ContractColumn, ...]) -> dict[str, An
             )
             continue
         value = getattr(model, column.field)
-        if column.type == pa.int64() and value is not None and not INT64_MIN <= value <= INT64_MAX:
+        if column.is_int64 and value is not None and not INT64_MIN <= value <= INT64_MAX:
             raise InvalidEvent(
                 "invalid_fields",
                 f"{column.field}: {value} does not fit a 64-bit integer column",

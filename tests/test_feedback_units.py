@@ -189,13 +189,11 @@ def _reference_join(
     return [(event, row) for event, (_called, row) in ordered]
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_the_columnar_join_follows_the_rules_written_plainly(seed):
+def _join_case(seed: int):
     """Duplicated predictions, re-called events, ties in time, outcomes naming their event by
-    task id only, unknown events and unreached calls, against the plain rules."""
+    task id only, unknown events and unreached calls: as plain tuples and as the join's tables."""
     import pyarrow as pa
 
-    from feedback.label_columns import OUTCOME_ROW, join_labels
     from schemas import join_key
 
     rng = np.random.default_rng(seed)
@@ -218,26 +216,64 @@ def test_the_columnar_join_follows_the_rules_written_plainly(seed):
         )
     outcomes = [o for o in outcomes if o[0] is not None or o[1] is not None]
     keys = lambda values: pa.array([join_key(v) for v in values], pa.int64())  # noqa: E731
-    got = join_labels(
-        pa.table(
-            {
-                "event_key": keys([e for e, _ in predictions]),
-                "task_key": keys([t for _, t in predictions]),
-            }
-        ),
-        pa.table(
-            {
-                "event_key": keys([o[0] for o in outcomes]),
-                "task_key": keys([o[1] for o in outcomes]),
-                "called_at": pa.array([o[2] for o in outcomes], pa.int64()).cast(
-                    pa.timestamp("us", tz="UTC")
-                ),
-                "disposition": ["reached" if o[3] else "no_answer" for o in outcomes],
-                "subscribed": [o[3] for o in outcomes],
-            }
-        ),
+    prediction_table = pa.table(
+        {
+            "event_key": keys([e for e, _ in predictions]),
+            "task_key": keys([t for _, t in predictions]),
+            "score": pa.array(rng.random(len(predictions))),
+        }
     )
+    outcome_table = pa.table(
+        {
+            "event_key": keys([o[0] for o in outcomes]),
+            "task_key": keys([o[1] for o in outcomes]),
+            "called_at": pa.array([o[2] for o in outcomes], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            "disposition": ["reached" if o[3] else "no_answer" for o in outcomes],
+            "subscribed": [o[3] for o in outcomes],
+        }
+    )
+    return predictions, outcomes, prediction_table, outcome_table
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_columnar_join_follows_the_rules_written_plainly(seed):
+    from feedback.label_columns import OUTCOME_ROW, join_labels
+    from schemas import join_key
+
+    predictions, outcomes, prediction_table, outcome_table = _join_case(seed)
+    got = join_labels(prediction_table, outcome_table)
     expected = _reference_join(predictions, outcomes)
     assert list(got.labelled["event_key"]) == [join_key(e) for e, _ in expected]
     assert list(got.labelled[OUTCOME_ROW]) == [row for _e, row in expected]
     assert got.counts.predictions == len(set(e for e, _ in predictions))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_join_kept_up_to_date_equals_the_join_of_everything_at_once(seed):
+    """Records added a few at a time (a check's new records: outcomes before their
+    predictions, re-predictions naming another task) join as all of them at once."""
+    import pandas as pd
+
+    from feedback.label_columns import LabelJoin, join_labels
+
+    _p, _o, prediction_table, outcome_table = _join_case(seed)
+    rng = np.random.default_rng(1000 + seed)
+    pieces = int(rng.integers(2, 6))
+    p_cuts = np.sort(rng.integers(0, prediction_table.num_rows + 1, pieces - 1))
+    o_cuts = np.sort(rng.integers(0, outcome_table.num_rows + 1, pieces - 1))
+    joined = LabelJoin()
+    for k in range(pieces):
+        p_from, p_to = ([0, *p_cuts][k], [*p_cuts, prediction_table.num_rows][k])
+        o_from, o_to = ([0, *o_cuts][k], [*o_cuts, outcome_table.num_rows][k])
+        joined.extend(
+            prediction_table.slice(p_from, p_to - p_from),
+            outcome_table.slice(o_from, o_to - o_from),
+        )
+        if rng.random() < 0.5:
+            joined.result()  # a check in between changes nothing
+    got, expected = joined.result(), join_labels(prediction_table, outcome_table)
+    pd.testing.assert_frame_equal(got.labelled, expected.labelled)
+    pd.testing.assert_frame_equal(got.predictions, expected.predictions)
+    assert got.counts == expected.counts

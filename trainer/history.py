@@ -14,15 +14,18 @@
   the broker's time index. A tail record the lake also has (same partition, offset and
   timestamp) counts once; what retention deleted from the topics is still in the lake.
 - Kept between reads (the scheduler's state between checks): a lake day is read again only
-  when its files change, and the tail continues where the last read ended, so a check reads
-  what is new. A new instance (a restart) derives the same state from the lake and the
-  topics: nothing is kept on disk.
+  when its files change, the tail continues where the last read ended, and the join is kept
+  up to date with the new records (`LabelJoin.extend`), so a check costs what is new plus one
+  pass over the joined arrays. When the lake changed (a night's export), the tail is looked
+  up in it again and the join built afresh. A new instance (a restart) derives the same
+  state from the lake and the topics: nothing is kept on disk.
 
 With `lake_url`, that lake alone (`callscore train --outcomes-from-lake`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
@@ -38,13 +41,14 @@ from feedback.label_columns import (
     OUTCOME_KEYS,
     PREDICTION_KEYS,
     LabelColumns,
+    LabelJoin,
     column_array,
-    join_labels,
 )
 from feedback.labels import KEPT_ERRORS, LabelSet, records_of
 from lake.days import day_window
 from schemas import FEATURE_COLUMN_PREFIX, FEATURES, join_key
 
+PARSE_BATCH = 20_000  # tail records decoded at a time
 # Reading both topics' tail: ~20k records/s decoded on one core, so generous for a replay.
 READ_TIMEOUT_SECONDS = 120.0
 # A record's identity within a table (each table holds one topic's records): the timestamp
@@ -64,23 +68,29 @@ Offsets = dict[Where, int | None]  # `offsets_at`: first offset stamped at or af
 @dataclass(frozen=True)
 class Rows:
     """Some records of one table, compact: the valid ones' columns (no Kafka coordinates), and
-    of every record its identity (`identity`), so the tail can be told from the lake."""
+    every record's identity (`identity`), sorted, so the tail can be told from the lake."""
 
     valid: pa.Table  # the join's and the carried columns
-    valid_ids: np.ndarray  # int64 identity of each valid row
-    invalid_ids: np.ndarray  # of each invalid record
+    ids: np.ndarray  # int64 identity of every record, sorted
+    invalid: int
     errors: list[str]  # the first invalid records' messages
 
     @classmethod
     def of(cls, table: pa.Table) -> Rows:
-        ids, valid = identity(table), column_array(table["valid"], bool)
-        reasons = table.filter(pc.invert(table["valid"]))["invalid_reason"]
+        invalid = table.filter(pc.invert(table["valid"]))
         return cls(
             table.filter(table["valid"]).drop_columns(list(CHECK_COLUMNS)),
-            ids[valid],
-            ids[~valid],
-            [str(r) for r in reasons.slice(0, KEPT_ERRORS).to_pylist()],
+            np.sort(identity(table)),
+            invalid.num_rows,
+            [str(r) for r in invalid["invalid_reason"].slice(0, KEPT_ERRORS).to_pylist()],
         )
+
+    def has(self, ids: np.ndarray) -> np.ndarray:
+        """Which of these identities are among the rows'."""
+        if not len(self.ids):
+            return np.zeros(len(ids), bool)
+        at = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        return self.ids[at] == ids
 
 
 @dataclass(frozen=True)
@@ -136,39 +146,69 @@ class LabelHistory:
         self._cover: tuple[int, int] | None = None
         self._tail: dict[str, pa.Table] = {}  # tail records not in the lake, by table
         self._resume: dict[Where, Span] | None = None  # where the tail's next read starts
+        self._join: LabelJoin | None = None  # everything read so far, joined
+        self._invalid: dict[str, int] = dict.fromkeys(TABLE_KEYS, 0)
+        self._errors: list[str] = []
 
     def read(self) -> LabelColumns:
-        parts = {name: self._refresh_lake(name) for name in TABLE_KEYS}
-        if self._with_topics:
+        lake_changed = [self._refresh_lake(name) for name in TABLE_KEYS]
+        if not self._with_topics:
+            if any(lake_changed) or self._join is None:
+                self._join_afresh({name: self._lake_rows(name) for name in TABLE_KEYS})
+        else:
             complete = set.intersection(
                 *({d for d, day in self._days[n].items() if day.complete} for n in TABLE_KEYS)
             )
             cover = covered(sorted(complete), ZoneInfo(self._settings.export_timezone))
-            tail = self._refresh_tail(cover)
-            for name in TABLE_KEYS:
-                parts[name], self._tail[name] = _with_tail(parts[name], tail[name], cover)
+            restarted, new = self._refresh_tail(cover)
+            if restarted or any(lake_changed) or self._join is None:
+                # Every tail record looked up in the lake, the join built again (a restart,
+                # or once an export wrote a day).
+                parts = {}
+                for name in TABLE_KEYS:
+                    tail = _stack(self._tail.get(name), new[name])
+                    parts[name], self._tail[name] = self._with_tail(name, tail, cover)
+                self._join_afresh(parts)
+            else:
+                # The lake is as at the last read: the new records are not in it.
+                new = {name: _in_read_order(table) for name, table in new.items()}
+                self._extend({name: [Rows.of(table)] for name, table in new.items()})
+                self._tail = {name: _stack(self._tail[name], new[name]) for name in TABLE_KEYS}
+        assert self._join is not None
+        return self._join.result(
+            self._invalid["predictions"], self._invalid["outcomes"], self._errors
+        )
+
+    def _join_afresh(self, parts: dict[str, list[Rows]]) -> None:
+        self._join, self._invalid, self._errors = LabelJoin(), dict.fromkeys(TABLE_KEYS, 0), []
+        self._extend(parts)
+
+    def _extend(self, parts: dict[str, list[Rows]]) -> None:
+        assert self._join is not None
         valid = {
             name: _stack_valid(rows, name, self._columns[name]) for name, rows in parts.items()
         }
+        self._join.extend(valid["predictions"], valid["outcomes"])
+        for name, rows in parts.items():
+            self._invalid[name] += sum(r.invalid for r in rows)
         errors = [e for rows in parts.values() for part in rows for e in part.errors]
-        return join_labels(
-            valid["predictions"],
-            valid["outcomes"],
-            invalid_predictions=sum(len(r.invalid_ids) for r in parts["predictions"]),
-            invalid_outcomes=sum(len(r.invalid_ids) for r in parts["outcomes"]),
-            errors=errors[:KEPT_ERRORS],
-        )
+        self._errors = [*self._errors, *errors][:KEPT_ERRORS]
 
-    def _refresh_lake(self, name: str) -> list[Rows]:
-        """The table's rows from the lake, day by day; only new or re-exported days are read."""
+    def _lake_rows(self, name: str) -> list[Rows]:
+        return [self._days[name][day].rows for day in sorted(self._days[name])]
+
+    def _refresh_lake(self, name: str) -> bool:
+        """The table's days from the lake; only new or re-exported days are read. Whether any
+        day changed."""
         import lake
         from lake.reader import DATE_COLUMN, is_complete
         from lake.store import days, folder_version
 
         cached = self._days[name]
         folders = days(self._url, name)
-        for gone in set(cached) - set(folders):
-            del cached[gone]
+        gone = set(cached) - set(folders)
+        for day in gone:
+            del cached[day]
         versions = {day: folder_version(self._url, folder) for day, folder in folders.items()}
         changed = [
             day for day, v in versions.items() if day not in cached or cached[day].version != v
@@ -181,27 +221,32 @@ class LabelHistory:
                 complete = is_complete(self._url, folders[day])
                 rows = Rows.of(_with_keys(self._url, name, day, rows))
                 cached[day] = LakeDay(versions[day], complete, rows)
-        return [cached[day].rows for day in sorted(cached)]
+        return bool(changed or gone)
 
-    def _refresh_tail(self, cover: tuple[int, int] | None) -> dict[str, pa.Table]:
-        """The tail's rows: all of it on the first read (or when the lake's first complete day
-        moved), else the previous rows plus the records written since."""
+    def _refresh_tail(self, cover: tuple[int, int] | None) -> tuple[bool, dict[str, pa.Table]]:
+        """The tail's new rows: all of it on the first read (or when the lake's first complete
+        day moved: then True), else the records written since the last read."""
         from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
         settings = self._settings
         topics = {"predictions": settings.topic_predictions, "outcomes": settings.topic_outcomes}
+        parsed: dict[str, list[pa.Table]] = {name: [] for name in topics}
         try:
             partitions = partitions_of(settings, topics.values())
-            if self._resume is None or _start(cover) != _start(self._cover):
+            restarted = self._resume is None or _start(cover) != _start(self._cover)
+            if restarted:
                 spans = tail_spans(partitions, *_cuts(settings, partitions, cover))
                 self._tail = {}
             else:
                 # A partition that appeared since is read from its beginning.
+                assert self._resume is not None
                 spans = [{w: self._resume.get(w, Span(OFFSET_BEGINNING)) for w in partitions}]
-            records: list[Record] = []
             for i, part in enumerate(spans):
                 reached: dict[Where, int] = {}
-                records.extend(read_spans(settings, part, self._timeout, reached=reached))
+                records = read_spans(settings, part, self._timeout, reached=reached)
+                for batch in _batches(records, PARSE_BATCH):
+                    for name, topic in topics.items():
+                        parsed[name].append(_parsed(name, batch, topic, self._columns[name]))
                 if i == len(spans) - 1:  # the open-ended span: the next read goes on from it
                     self._resume = {w: Span(reached.get(w, s.start)) for w, s in part.items()}
         except KafkaException as exc:
@@ -210,10 +255,53 @@ class LabelHistory:
                 f"{exc.args[0]}"
             ) from None
         self._cover = cover
-        return {
-            name: _stack(self._tail.get(name), _parsed(name, records, topic, self._columns[name]))
-            for name, topic in topics.items()
+        return restarted, {
+            name: pa.concat_tables(tables) if tables else _empty(name, self._columns[name])
+            for name, tables in parsed.items()
         }
+
+    def _with_tail(
+        self, name: str, tail: pa.Table, cover: tuple[int, int] | None
+    ) -> tuple[list[Rows], pa.Table]:
+        """The tail's records from before the covered days, the lake's rows, then the tail's
+        later records, in read order; a tail record the lake already has (same identity) is
+        dropped. Also the tail's records that are not in the lake (what stays in the tail)."""
+        exported = self._lake_rows(name)
+        if tail.num_rows == 0:
+            return exported, tail
+        # A lake day holds records stamped within it (the export cuts days by Kafka time): each
+        # tail record is looked up in its own day's identities, if that day is in the lake.
+        ids = identity(tail)
+        stamps = column_array(pc.cast(tail["kafka_timestamp"], pa.int64()), np.int64)
+        in_lake = np.zeros(len(ids), bool)
+        tz = ZoneInfo(self._settings.export_timezone)
+        for day, lake_day in self._days[name].items():
+            start, end = day_window(day, tz)
+            mine = np.flatnonzero((stamps >= start) & (stamps < end))
+            in_lake[mine] = lake_day.rows.has(ids[mine])
+        fresh = _in_read_order(tail.filter(pa.array(~in_lake)))
+        if cover is None:
+            return [*exported, Rows.of(fresh)], fresh
+        early = pc.less(pc.cast(fresh["kafka_timestamp"], pa.int64()), cover[0])
+        before, after = fresh.filter(early), fresh.filter(pc.invert(early))
+        return [Rows.of(before), *exported, Rows.of(after)], fresh
+
+
+def _in_read_order(table: pa.Table) -> pa.Table:
+    return table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
+
+
+def _batches(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    """The records a batch at a time: a tail of a day's calls is decoded without holding every
+    raw record at once."""
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _start(cover: tuple[int, int] | None) -> int | None:
@@ -225,7 +313,7 @@ def _parsed(name: str, records: list[Record], topic: str, columns: list[str]) ->
     import lake.tables
 
     table = lake.tables.TABLES_BY_NAME[name]
-    return lake.rows.to_arrow(table, (r for r in records if r.topic == topic)).select(columns)
+    return lake.rows.to_arrow(table, (r for r in records if r.topic == topic), columns)
 
 
 def _stack(before: pa.Table | None, new: pa.Table) -> pa.Table:
@@ -296,29 +384,6 @@ def _cuts(
     lateness_ms = round(settings.export_max_lateness_seconds * 1000)
     start, end = cover[0], cover[1] - lateness_ms
     return offsets_at(settings, partitions, start), offsets_at(settings, partitions, end)
-
-
-def _with_tail(
-    exported: list[Rows], tail: pa.Table, cover: tuple[int, int] | None
-) -> tuple[list[Rows], pa.Table]:
-    """The tail's records from before the covered days, the lake's rows, then the tail's later
-    records, in read order; a tail record the lake already has (same identity) is dropped.
-    Also the tail's records that are not in the lake (what stays in the tail)."""
-    if tail.num_rows == 0:
-        return exported, tail
-    tail_ids = identity(tail)
-    # Which tail records the lake has: the (small) tail's identities looked up in the lake's.
-    in_lake = np.concatenate(
-        [ids[np.isin(ids, tail_ids)] for r in exported for ids in (r.valid_ids, r.invalid_ids)]
-        or [np.empty(0, np.int64)]
-    )
-    fresh = tail.filter(pa.array(~np.isin(tail_ids, in_lake)))
-    fresh = fresh.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
-    if cover is None:
-        return [*exported, Rows.of(fresh)], fresh
-    early = pc.less(pc.cast(fresh["kafka_timestamp"], pa.int64()), cover[0])
-    before, after = fresh.filter(early), fresh.filter(pc.invert(early))
-    return [Rows.of(before), *exported, Rows.of(after)], fresh
 
 
 def _stack_valid(parts: list[Rows], name: str, columns: list[str]) -> pa.Table:
