@@ -41,9 +41,9 @@ def to_arrow(
     schema = table.schema
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
-    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+    values: dict[str, list[Any]] = {name: [] for name in schema.names}
     for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
         row = _row(table, record)
-        for name, values in columns.items():
-            values.append(row.get(name))
-    return pa.Table.from_pydict(columns, schema=schema)
+        for name, cells in values.items():
+            cells.append(row.get(name))
+    return pa.Table.from_pydict(values, schema=schema)
