@@ -14,7 +14,8 @@ peak RSS is its own):
 
 - check: `Scheduler.for_cli(...).check()`, what `callscore schedule` does once a minute: the
   served manifest and the labelled history's columns (the lake, the tail found by time);
-- check again: a second check in the same process;
+- check again: a second check in the same process; then an hour of new calls (a lake day's
+  share) is produced and a third check reads them (`new s`; `checks MiB`: the peak of all three);
 - data load: a retrain's labelled rows with their features (`read_label_columns(features=True)`
   and `outcome_rows`);
 - monitor restart: `callscore monitor` from its start until it reports caught up;
@@ -87,9 +88,10 @@ def _iso(ms: np.ndarray) -> list[str]:
 class History:
     """N synthetic labelled calls: row i is event ev-i of prospect p-i, stamped `stamps[i]`."""
 
-    def __init__(self, count: int, stamps: np.ndarray, seed: int = 5) -> None:
+    def __init__(self, count: int, stamps: np.ndarray, seed: int = 5, first: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.count = count
+        self.first = first  # row i is call first + i (calls added later have ids of their own)
         self.stamps = stamps  # Kafka timestamp ms = the event's time (a live system)
         self.features = synthetic_bank_frame(FEATURE_ROWS, seed=seed)
         self.feature_row = np.arange(count) % FEATURE_ROWS
@@ -112,7 +114,10 @@ class History:
         return self.tasks[i]
 
     def event(self, i: int) -> str:
-        return f"ev-{i:09d}"
+        return f"ev-{self.first + i:09d}"
+
+    def prospect(self, i: int) -> str:
+        return f"p-{self.first + i}"
 
     def prediction_values(self, rows: np.ndarray) -> list[str]:
         at = _iso(self.stamps[rows])
@@ -124,7 +129,7 @@ class History:
                     {
                         "event_id": self.event(i),
                         "task_id": self.task(i),
-                        "prospect_id": f"p-{i}",
+                        "prospect_id": self.prospect(i),
                         "occurred_at": at[k],
                         "features": self.feature_dicts[self.feature_row[i]],
                         "score": float(self.score[i]),
@@ -145,7 +150,7 @@ class History:
             body: dict[str, Any] = {
                 "event_id": self.event(i),
                 "task_id": self.task(i),
-                "prospect_id": f"p-{i}",
+                "prospect_id": self.prospect(i),
                 "called_at": called[k],
             }
             if self.reached[i]:
@@ -170,7 +175,7 @@ class History:
                 topic,
                 int(i % PARTITIONS),
                 int(i // PARTITIONS),
-                f"p-{i}".encode(),
+                self.prospect(i).encode(),
                 value.encode(),
                 {},
                 int(ms),
@@ -193,7 +198,7 @@ class History:
             "valid": [True] * len(records),
             "event_id": [self.event(i) for i in rows.tolist()],
             "task_id": [self.task(i) for i in rows.tolist()],
-            "prospect_id": [f"p-{i}" for i in rows.tolist()],
+            "prospect_id": [self.prospect(i) for i in rows.tolist()],
             "event_key": [self.keys[i] for i in rows.tolist()],
             "task_key": [self.task_keys[i] for i in rows.tolist()],
         }
@@ -275,13 +280,17 @@ def write_lake(settings: Settings, history: History, lake_days: list[date], per_
 
 
 def produce_tail(settings: Settings, history: History, first_row: int) -> float:
+    started = time.monotonic()
+    produce(settings, history, np.arange(first_row, history.count))
+    return round(time.monotonic() - started, 1)
+
+
+def produce(settings: Settings, history: History, rows: np.ndarray) -> None:
     from confluent_kafka import Producer
 
-    started = time.monotonic()
     producer = Producer(
         {"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 50, "batch.size": 1 << 20}
     )
-    rows = np.arange(first_row, history.count)
     for table in ("predictions", "outcomes"):
         for record in history.records(settings, rows, table):
             while True:
@@ -298,13 +307,12 @@ def produce_tail(settings: Settings, history: History, first_row: int) -> float:
                     producer.poll(0.1)
             producer.poll(0)
     producer.flush(120)
-    return round(time.monotonic() - started, 1)
 
 
 # --- measurements, each in a fresh process configured by the environment -------------------
 
 
-def _measure_here(what: str) -> dict[str, Any]:
+def _measure_here(what: str, new_calls: int = 0) -> dict[str, Any]:
     settings = Settings(_env_file=None)
     started = time.monotonic()
     found: dict[str, Any] = {}
@@ -318,6 +326,20 @@ def _measure_here(what: str) -> dict[str, Any]:
         again = time.monotonic()
         scheduler.check()
         found["again_seconds"] = time.monotonic() - again
+        # An hour of the call center's traffic, then the next check.
+        now_ms = int(time.time() * 1000)
+        new = History(
+            new_calls,
+            np.linspace(now_ms - 3_600_000, now_ms, new_calls).astype(np.int64),
+            seed=7,
+            first=10**8,
+        )
+        produce(settings, new, np.arange(new_calls))
+        after = time.monotonic()
+        scheduler.check()
+        found["new_calls"] = new_calls
+        found["new_seconds"] = time.monotonic() - after
+        found["peak_rss_mb_after_new"] = peak_rss_mb(os.getpid())
         found["decision"] = decision.line()
     elif what == "load":
         from trainer.history import read_label_columns
@@ -349,9 +371,9 @@ print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": int(hwm) / 10
 """
 
 
-def measure_in_process(settings: Settings, what: str) -> dict[str, Any]:
+def measure_in_process(settings: Settings, what: str, new_calls: int = 0) -> dict[str, Any]:
     env = settings_env(settings)
-    code = f"import bench.tools.scale as s; s._print_measure({what!r})"
+    code = f"import bench.tools.scale as s; s._print_measure({what!r}, {new_calls})"
     cwd = ROOT
     if what == "before":
         cwd = before_worktree()
@@ -365,8 +387,8 @@ def measure_in_process(settings: Settings, what: str) -> dict[str, Any]:
     return found
 
 
-def _print_measure(what: str) -> None:
-    print(json.dumps(_measure_here(what)))
+def _print_measure(what: str, new_calls: int) -> None:
+    print(json.dumps(_measure_here(what, new_calls)))
 
 
 def monitor_restart(settings: Settings, workdir: Path) -> dict[str, Any]:
@@ -420,7 +442,8 @@ def measure(count: int, days: int, before: bool) -> dict[str, Any]:
         row["tail_produce_seconds"] = produce_tail(settings, history, in_lake)
         _log(count, row)
         for what in ("check", "load", "export"):
-            found = measure_in_process(settings, what)
+            # The check's process adds an hour of calls (a day's share) before its third check.
+            found = measure_in_process(settings, what, max(in_lake // days // 24, 1))
             row.update({f"{what}_{k}": v for k, v in found.items()})
             _log(count, found)
         found = monitor_restart(settings, workdir)
@@ -446,6 +469,9 @@ SHOWN = (
     ("check_seconds", "check s"),
     ("check_peak_rss_mb", "check MiB"),
     ("check_again_seconds", "again s"),
+    ("check_new_calls", "new calls"),
+    ("check_new_seconds", "new s"),
+    ("check_peak_rss_mb_after_new", "checks MiB"),
     ("load_seconds", "load s"),
     ("load_peak_rss_mb", "load MiB"),
     ("monitor_seconds", "monitor s"),
