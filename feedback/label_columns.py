@@ -177,7 +177,7 @@ class LabelJoin:
         self._p_task = np.concatenate([self._p_task, task])
         keys, rows = _last_per_key(event)
         rows = rows + first
-        known, at = _lookup(self._events, keys, np.ones(len(keys), bool))
+        known, at = _lookup(self._events, keys)
         # A later prediction of a known event replaces its kept one.
         replaced = self._kept[at[known]]
         if np.any(self._p_task[replaced] != self._p_task[rows[known]]):
@@ -202,7 +202,7 @@ class LabelJoin:
         """The tasks of newly kept predictions (later than every kept one) now name them."""
         rows = np.sort(rows)
         tasks, last = _last_per_key(self._p_task[rows])
-        known, at = _lookup(self._tasks, tasks, np.ones(len(tasks), bool))
+        known, at = _lookup(self._tasks, tasks)
         self._task_row[at[known]] = rows[last[known]]
         where = np.searchsorted(self._tasks, tasks[~known])
         self._tasks = np.insert(self._tasks, where, tasks[~known])
@@ -250,7 +250,7 @@ class LabelJoin:
             named, at_task = _lookup(self._tasks, pending.task, pending.has_task)
             if named.any():
                 event = self._p_event[self._task_row[at_task[named]]]
-                at = _lookup(self._events, event, np.ones(len(event), bool))[1]
+                at = _lookup(self._events, event)[1]
                 latest, call, by_task = latest.copy(), call.copy(), int(named.sum())
                 _keep_latest(latest, call, at, pending.called[named], pending.rows[named])
         labelled_events = np.flatnonzero(call >= 0)
@@ -346,9 +346,11 @@ def _last_per_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _lookup(
-    sorted_keys: np.ndarray, keys: np.ndarray, wanted: np.ndarray
+    sorted_keys: np.ndarray, keys: np.ndarray, wanted: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each wanted key: whether it is among sorted_keys, and where."""
+    """For each wanted key (all when None): whether it is among sorted_keys, and where."""
+    if wanted is None:
+        wanted = np.ones(len(keys), bool)
     if len(sorted_keys) == 0:
         return np.zeros(len(keys), bool), np.zeros(len(keys), np.int64)
     # Searching the keys in their own order walks sorted_keys once (random order: a cache
