@@ -1,6 +1,7 @@
 """The one join of labelled history, on columns: predictions and outcomes as Arrow tables in,
-one labelled row per event out (pandas), vectorised so a check over millions of calls stays in
-seconds and about a hundred bytes a row.
+one labelled row per event out (`LabelColumns`: each column taken when it is asked for, pandas
+when all are), vectorised so a check over millions of calls stays in seconds and within a few
+tens of bytes a call (measured: `bench.tools.scale`).
 
 Inputs are the valid records in read order, with the lake's column names: the ids as
 `event_key` and `task_key` (`schemas.join_key`: 8 bytes a row where an id string costs ~40),
@@ -17,8 +18,9 @@ The rules, the same for the trainer, the scheduler and the report:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -47,30 +49,89 @@ class LabelCounts:
 
 @dataclass(frozen=True)
 class LabelColumns:
-    """Labelled history as columns: `predictions` one row per event (PREDICTION_KEYS, carried
-    columns, PREDICTION_ROW); `labelled` one row per labelled event, the prediction's columns
-    and the outcome's `called_at`, `subscribed`, `duration_seconds`, OUTCOME_ROW and carried
-    columns (as OUTCOME_PREFIX + name)."""
+    """Labelled history as columns, made when asked for: `labelled_column(name)` one column
+    of the labelled rows, `prediction_column(name)` one of the kept predictions (a check takes
+    the few it needs, a few bytes a row); `labelled` and `predictions` every column as pandas
+    (a training, the report).
 
-    predictions: pd.DataFrame
-    labelled: pd.DataFrame
+    `predictions`: one row per event, its kept prediction (carried columns, PREDICTION_ROW);
+    `labelled`: one row per labelled event by (called_at, event_key), the prediction's
+    `event_key` and carried columns, then the outcome's `called_at`, `subscribed` and carried
+    columns (as OUTCOME_PREFIX + name where a prediction has one of that name), PREDICTION_ROW
+    and OUTCOME_ROW."""
+
     counts: LabelCounts
-    errors: list[str] = field(default_factory=list)  # first messages of invalid records
+    errors: list[str]  # first messages of invalid records
+    # What the rows point into (the join's, never changed once made):
+    stored_predictions: pa.Table  # every valid prediction read: its carried columns
+    stored_outcomes: pa.Table  # every reached outcome: called_at, subscribed, carried columns
+    outcome_rows: np.ndarray  # each stored outcome's position among the input outcomes
+    kept: np.ndarray  # the kept predictions' rows, in read order
+    # The labelled rows:
+    event_keys: np.ndarray
+    prediction_rows: np.ndarray
+    stored_outcome_rows: np.ndarray  # into stored_outcomes
+
+    @property
+    def labelled_count(self) -> int:
+        return len(self.event_keys)
+
+    def labelled_column(self, name: str) -> np.ndarray:
+        if name == PREDICTION_ROW:
+            return self.prediction_rows
+        if name == OUTCOME_ROW:
+            return self.outcome_rows[self.stored_outcome_rows]
+        return _numpy(self._labelled_arrow(name))
+
+    def prediction_column(self, name: str) -> np.ndarray:
+        return _numpy(self.stored_predictions[name].take(self.kept))
 
     @property
     def labelled_until(self) -> datetime | None:
         """The newest call among the labelled predictions (event time)."""
-        if self.labelled.empty:
+        if not self.labelled_count:
             return None
-        return pd.Timestamp(self.labelled["called_at"].iloc[-1]).to_pydatetime()
+        newest = self.stored_outcomes["called_at"][int(self.stored_outcome_rows[-1])]
+        return pd.Timestamp(newest.as_py()).to_pydatetime()
 
-    def of_version(self, version: int) -> pd.DataFrame:
-        return self.labelled[self.labelled["model_version"] == version]
+    def of_version(self, version: int) -> LabelColumns:
+        """The labelled rows and kept predictions of one model version (counts: everything's)."""
+        labelled = self.labelled_column("model_version") == version
+        kept = self.prediction_column("model_version") == version
+        return replace(
+            self,
+            kept=self.kept[kept],
+            event_keys=self.event_keys[labelled],
+            prediction_rows=self.prediction_rows[labelled],
+            stored_outcome_rows=self.stored_outcome_rows[labelled],
+        )
 
     def scores_of(self, version: int) -> np.ndarray:
         """The scores of the version's predictions, one per event."""
-        mine = self.predictions["model_version"] == version
-        return self.predictions.loc[mine, "score"].to_numpy(dtype=float)
+        return self.of_version(version).prediction_column("score").astype(float)
+
+    def count_called_after(self, when: datetime | None) -> int:
+        """Labelled rows whose call is newer than `when` (all of them when None)."""
+        if when is None:
+            return self.labelled_count
+        called = self.labelled_column("called_at").astype("datetime64[us]")
+        moment = np.datetime64(pd.Timestamp(when).tz_convert("UTC").tz_localize(None), "us")
+        return int(np.count_nonzero(called > moment))
+
+    @cached_property
+    def labelled(self) -> pd.DataFrame:
+        columns = {name: self._labelled_arrow(name) for name in self._labelled_names()}
+        labelled = _frame(pa.table(columns))
+        labelled["subscribed"] = labelled["subscribed"].astype(bool)
+        labelled[PREDICTION_ROW] = self.prediction_rows
+        labelled[OUTCOME_ROW] = self.outcome_rows[self.stored_outcome_rows]
+        return labelled
+
+    @cached_property
+    def predictions(self) -> pd.DataFrame:
+        kept = _frame(self.stored_predictions.take(self.kept))
+        kept[PREDICTION_ROW] = self.kept
+        return kept
 
     def summary(self) -> str:
         """What was read, for a command's last line."""
@@ -82,11 +143,25 @@ class LabelColumns:
             f"{c.matched} matched, {c.unmatched} unmatched"
         )
 
-    def called_after(self, when: datetime | None) -> pd.DataFrame:
-        """Labelled rows whose call is newer than `when` (all of them when None)."""
-        if when is None:
-            return self.labelled
-        return self.labelled[self.labelled["called_at"] > pd.Timestamp(when)]
+    def _labelled_names(self) -> list[str]:
+        own = self.stored_predictions.column_names
+        outcome = [OUTCOME_PREFIX + c if c in own else c for c in self.stored_outcomes.column_names]
+        return ["event_key", *own, *outcome]
+
+    def _labelled_arrow(self, name: str) -> pa.Array | pa.ChunkedArray:
+        if name == "event_key":
+            return pa.array(self.event_keys, pa.int64())
+        outcomes = self.stored_outcomes.column_names
+        if name in self.stored_predictions.column_names:
+            return self.stored_predictions[name].take(self.prediction_rows)
+        own = name.removeprefix(OUTCOME_PREFIX) if name.startswith(OUTCOME_PREFIX) else name
+        if own in outcomes:
+            return self.stored_outcomes[own].take(self.stored_outcome_rows)
+        raise KeyError(f"no labelled column {name!r}")
+
+
+def _numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(column.to_numpy(zero_copy_only=False))
 
 
 def join_labels(
@@ -136,44 +211,49 @@ class LabelJoin:
 
     State, on numpy arrays of the keys (a few 8-byte arrays per event, no Python objects):
     the distinct events sorted, each one's kept (last) prediction row, and its latest call
-    matched by event key (called_at, outcome row); the task keys of the kept predictions
-    sorted, each one's last kept prediction; the reached calls whose event key names no
-    prediction yet, matched by task id when a result is made (usually none)."""
+    matched by event key (called_at, stored outcome); the task keys of the kept predictions
+    sorted, each one's last kept prediction's event (built once a call is to be matched by
+    task); the reached calls whose event key names no
+    prediction yet, matched by task id when a result is made (usually none). Stored: the
+    predictions' carried columns and the reached outcomes' (the keys live in the arrays, a
+    call that did not reach anyone is only counted)."""
 
     def __init__(self) -> None:
-        self._predictions: list[pa.Table] = []  # [first extension, the later ones combined]
+        self._predictions: list[pa.Table] = []  # chunks (`_append`)
         self._outcomes: list[pa.Table] = []
-        self._schemas: tuple[pa.Schema, pa.Schema] | None = None
-        self._p_event = np.zeros(0, np.int64)  # of every prediction row
-        self._p_task = np.zeros(0, np.int64)
+        self._schemas: dict[str, pa.Schema] = {}  # of what is stored, by table
+        self._p_task = np.zeros(0, np.int64)  # of every prediction row
         self._events = np.zeros(0, np.int64)
         self._kept = np.zeros(0, np.int64)
         self._latest = np.zeros(0, np.int64)  # NO_CALL: none
-        self._call = np.zeros(0, np.int64)  # -1: none
-        self._tasks = np.zeros(0, np.int64)
-        self._task_row = np.zeros(0, np.int64)
-        # A re-prediction naming another task: the task index is rebuilt before it is used.
-        self._tasks_stale = False
+        self._call = np.zeros(0, np.int64)  # stored outcome; -1: none
+        # The task index, built when calls are to be matched by task (None: not built, or
+        # stale after a re-prediction named another task): each task's event.
+        self._tasks: np.ndarray | None = None
+        self._task_event = np.zeros(0, np.int64)
         self._pending = _Calls.empty()
-        self._outcome_rows = 0
-        self._reached = 0
+        self._outcome_rows = 0  # input outcomes
+        self._stored_rows = np.zeros(0, np.int64)  # each stored outcome's input position
         self._by_event = 0  # reached calls matched by event key
 
-    def extend(self, predictions: pa.Table, outcomes: pa.Table) -> LabelJoin:
+    def extend(
+        self, predictions: pa.Table | None = None, outcomes: pa.Table | None = None
+    ) -> LabelJoin:
         """Add the next records (valid ones, in read order, after everything added so far)."""
-        if self._schemas is None:
-            self._schemas = (predictions.schema, outcomes.schema)
-        if predictions.num_rows:
+        if predictions is not None:
             self._add_predictions(predictions)
-        if outcomes.num_rows:
+        if outcomes is not None:
             self._add_outcomes(outcomes)
         return self
 
     def _add_predictions(self, table: pa.Table) -> None:
-        first = len(self._p_event)
-        _append(self._predictions, table)
+        stored = table.drop_columns(list(PREDICTION_KEYS))
+        self._schemas.setdefault("predictions", stored.schema)
+        if not table.num_rows:
+            return
+        first = len(self._p_task)
+        _append(self._predictions, stored)
         event, task = _keys(table["event_key"])[0], _keys(table["task_key"])[0]
-        self._p_event = np.concatenate([self._p_event, event])
         self._p_task = np.concatenate([self._p_task, task])
         keys, rows = _last_per_key(event)
         rows = rows + first
@@ -181,7 +261,7 @@ class LabelJoin:
         # A later prediction of a known event replaces its kept one.
         replaced = self._kept[at[known]]
         if np.any(self._p_task[replaced] != self._p_task[rows[known]]):
-            self._tasks_stale = True
+            self._tasks = None
         self._kept[at[known]] = rows[known]
         new_keys = keys[~known]
         where = np.searchsorted(self._events, new_keys)
@@ -189,8 +269,8 @@ class LabelJoin:
         self._kept = np.insert(self._kept, where, rows[~known])
         self._latest = np.insert(self._latest, where, NO_CALL)
         self._call = np.insert(self._call, where, -1)
-        if not self._tasks_stale:
-            self._name_tasks(rows)
+        if self._tasks is not None:
+            self._name_tasks(rows, keys)
         if len(new_keys) and len(self._pending.rows):
             # Calls read before their event's prediction: matched by event key from now on.
             now_known = _lookup(new_keys, self._pending.event, self._pending.has_event)[0]
@@ -198,32 +278,42 @@ class LabelJoin:
                 self._match(self._pending.take(now_known))
                 self._pending = self._pending.take(~now_known)
 
-    def _name_tasks(self, rows: np.ndarray) -> None:
-        """The tasks of newly kept predictions (later than every kept one) now name them."""
-        rows = np.sort(rows)
-        tasks, last = _last_per_key(self._p_task[rows])
+    def _name_tasks(self, rows: np.ndarray, events: np.ndarray) -> None:
+        """The tasks of newly kept predictions (`rows`, of `events`; later than every kept one)
+        now name their events."""
+        assert self._tasks is not None
+        order = np.argsort(rows)
+        tasks, last = _last_per_key(self._p_task[rows[order]])
+        named = events[order][last]
         known, at = _lookup(self._tasks, tasks)
-        self._task_row[at[known]] = rows[last[known]]
+        self._task_event[at[known]] = named[known]
         where = np.searchsorted(self._tasks, tasks[~known])
         self._tasks = np.insert(self._tasks, where, tasks[~known])
-        self._task_row = np.insert(self._task_row, where, rows[last[~known]])
+        self._task_event = np.insert(self._task_event, where, named[~known])
 
-    def _rebuild_tasks(self) -> None:
-        kept = np.sort(self._kept)  # in read order
-        self._tasks, last = _last_per_key(self._p_task[kept])
-        self._task_row = kept[last]
-        self._tasks_stale = False
+    def _task_index(self) -> np.ndarray:
+        if self._tasks is None:
+            order = np.argsort(self._kept)  # the kept predictions in read order
+            self._tasks, last = _last_per_key(self._p_task[self._kept[order]])
+            self._task_event = self._events[order][last]
+        return self._tasks
 
     def _add_outcomes(self, table: pa.Table) -> None:
-        first = self._outcome_rows
-        _append(self._outcomes, table)
-        self._outcome_rows += table.num_rows
+        carried = [c for c in table.column_names if c not in OUTCOME_KEYS]
+        stored = table.select(["called_at", "subscribed", *carried])
+        self._schemas.setdefault("outcomes", stored.schema)
+        if not table.num_rows:
+            return
         reached = np.flatnonzero(column_array(pc.equal(table["disposition"], "reached"), bool))
-        self._reached += len(reached)
+        first = len(self._stored_rows)
+        _append(self._outcomes, stored.take(reached))
+        self._stored_rows = np.concatenate([self._stored_rows, reached + self._outcome_rows])
+        self._outcome_rows += table.num_rows
         event, has_event = (a[reached] for a in _keys(table["event_key"]))
         task, has_task = (a[reached] for a in _keys(table["task_key"]))
         called = column_array(table["called_at"], "datetime64[us]").astype(np.int64)[reached]
-        calls = _Calls(reached + first, event, has_event, task, has_task, called)
+        stored_at = np.arange(first, first + len(reached))
+        calls = _Calls(stored_at, event, has_event, task, has_task, called)
         known = _lookup(self._events, event, has_event)[0]
         self._match(calls.take(known))
         self._pending = self._pending.plus(calls.take(~known))
@@ -241,54 +331,46 @@ class LabelJoin:
         errors: list[str] | None = None,
     ) -> LabelColumns:
         """The labelled history of everything extended (the module's rules)."""
-        assert self._schemas is not None, "extend first"
-        if self._tasks_stale:
-            self._rebuild_tasks()
+        assert len(self._schemas) == 2, "extend with both tables first"
         latest, call, by_task = self._latest, self._call, 0
         pending = self._pending
-        if len(pending.rows) and len(self._tasks):
-            named, at_task = _lookup(self._tasks, pending.task, pending.has_task)
+        if len(pending.rows) and len(self._kept):
+            named, at_task = _lookup(self._task_index(), pending.task, pending.has_task)
             if named.any():
-                event = self._p_event[self._task_row[at_task[named]]]
+                event = self._task_event[at_task[named]]
                 at = _lookup(self._events, event)[1]
                 latest, call, by_task = latest.copy(), call.copy(), int(named.sum())
                 _keep_latest(latest, call, at, pending.called[named], pending.rows[named])
-        labelled_events = np.flatnonzero(call >= 0)
-        by_time = np.lexsort((self._events[labelled_events], latest[labelled_events]))
-        labelled_events = labelled_events[by_time]  # by (called_at, event_key)
-        outcome_rows = call[labelled_events]
-        prediction_rows = self._kept[labelled_events]
-        last = np.sort(self._kept)  # the kept predictions, in read order
-        predictions = _stacked(self._predictions, self._schemas[0])
-        outcomes = _stacked(self._outcomes, self._schemas[1])
-
-        own = set(predictions.column_names)
-        extra = [c for c in outcomes.column_names if c not in OUTCOME_KEYS]
-        from_outcome = outcomes.select(["called_at", "subscribed", *extra]).take(outcome_rows)
-        renamed = [
-            "called_at",
-            "subscribed",
-            *(OUTCOME_PREFIX + c if c in own else c for c in extra),
-        ]
-        labelled = _frame(predictions.take(prediction_rows).drop_columns(["task_key"]))
-        for name, column in zip(renamed, from_outcome.columns, strict=True):
-            labelled[name] = _frame(pa.table({name: column}))[name]
-        labelled["subscribed"] = labelled["subscribed"].astype(bool)
-        labelled[PREDICTION_ROW] = prediction_rows
-        labelled[OUTCOME_ROW] = outcome_rows
-        kept = _frame(predictions.take(last).drop_columns(["event_key", "task_key"]))
-        kept[PREDICTION_ROW] = last
+        labelled = np.flatnonzero(call >= 0)
+        labelled = labelled[np.lexsort((self._events[labelled], latest[labelled]))]
         matched = self._by_event + by_task
+        reached = len(self._stored_rows)
         counts = LabelCounts(
-            predictions=len(last),
+            predictions=len(self._kept),
             invalid_predictions=invalid_predictions,
             outcomes=self._outcome_rows,
             invalid_outcomes=invalid_outcomes,
-            not_reached=self._outcome_rows - self._reached,
+            not_reached=self._outcome_rows - reached,
             matched=matched,
-            unmatched=self._reached - matched,
+            unmatched=reached - matched,
         )
-        return LabelColumns(kept, labelled, counts, list(errors or []))
+        return LabelColumns(
+            counts,
+            list(errors or []),
+            stored_predictions=_stacked(self._predictions, self._schemas["predictions"]),
+            stored_outcomes=_stacked(self._outcomes, self._schemas["outcomes"]),
+            outcome_rows=self._stored_rows,
+            kept=_positions(np.sort(self._kept), len(self._p_task)),  # in read order
+            event_keys=self._events[labelled],  # by (called_at, event_key)
+            prediction_rows=_positions(self._kept[labelled], len(self._p_task)),
+            stored_outcome_rows=_positions(call[labelled], len(self._stored_rows)),
+        )
+
+
+def _positions(rows: np.ndarray, bound: int) -> np.ndarray:
+    """Positions below `bound` in 4 bytes each where they fit: a result's index arrays are
+    half its size."""
+    return rows.astype(np.int32) if bound < np.iinfo(np.int32).max else rows
 
 
 NO_CALL = np.iinfo(np.int64).min
@@ -310,13 +392,12 @@ def _keep_latest(
 
 
 def _append(chunks: list[pa.Table], table: pa.Table) -> None:
-    """The first extension (a history's bulk) as it is; the later ones (a check's few records
-    each) combined into one, so months of checks do not leave thousands of chunks to take
-    from."""
-    if len(chunks) < 2:
-        chunks.append(table)
-    else:
-        chunks[1] = pa.concat_tables([chunks[1], table]).combine_chunks()
+    """Chunks merged like a binary counter: a chunk is merged into the one before while that
+    one is no larger, so a history's days and months of checks' few records each leave a
+    logarithmic number of chunks to take from, each row copied a logarithmic number of times."""
+    chunks.append(table)
+    while len(chunks) > 1 and chunks[-2].num_rows <= chunks[-1].num_rows:
+        chunks[-2:] = [pa.concat_tables(chunks[-2:]).combine_chunks()]
 
 
 def _stacked(chunks: list[pa.Table], schema: pa.Schema) -> pa.Table:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from pydantic import BaseModel
-from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from feedback.join import Labelled
 from feedback.psi import feature_psi, psi
@@ -52,10 +51,24 @@ def latest_per_event(labelled: Iterable[Labelled]) -> list[Labelled]:
 
 
 def roc_auc(y: np.ndarray, scores: np.ndarray) -> float | None:
-    """ROC-AUC of scores against outcomes; None unless both classes occur."""
-    if len(y) == 0 or not 0 < int(np.sum(y)) < len(y):
+    """ROC-AUC of scores against outcomes; None unless both classes occur.
+
+    The Mann-Whitney form (the positives' rank sum, tied scores sharing their average rank):
+    sklearn's `roc_auc_score` to rounding, in three arrays of the input's length where its
+    curve takes about eight (a scheduler's check over millions of calls: ~100 MB less)."""
+    y = np.asarray(y, dtype=bool)
+    positives = int(np.count_nonzero(y))
+    negatives = len(y) - positives
+    if not positives or not negatives:
         return None
-    return float(roc_auc_score(y, scores))
+    order = np.argsort(scores)
+    ranked = np.asarray(scores, dtype=float)[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # runs of equal scores
+    ends = np.r_[starts[1:], len(ranked)]
+    del ranked
+    positive_per_run = np.add.reduceat(y[order], starts, dtype=np.int64)
+    rank_sum = float(np.dot(positive_per_run, (starts + ends + 1) / 2))
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def quality(
@@ -73,7 +86,7 @@ def quality(
         outcomes=len(rows),
         positives=int(y.sum()),
         roc_auc=roc_auc(y, scores),
-        brier=float(brier_score_loss(y, scores)) if rows else None,
+        brier=float(np.mean((scores - y.astype(float)) ** 2)) if rows else None,
         mean_score=float(scores.mean()) if rows else None,
         observed_rate=float(y.mean()) if rows else None,
         conversion_by_tier=conversion_by_tier(rows),

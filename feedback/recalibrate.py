@@ -182,7 +182,7 @@ def run_recalibration(settings: Settings, labels: LabelColumns) -> Recalibration
         )
     served, artifact = champion
     # One row per event, by the time of its call: the latest recalibration_window of them.
-    window = labels.of_version(served.version).iloc[-settings.recalibration_window :]
+    window = labels.of_version(served.version).labelled.iloc[-settings.recalibration_window :]
     scores = window["score"].to_numpy(dtype=float)
     subscribed = window["subscribed"].to_numpy(dtype=bool)
     fallback: list[str] = []

@@ -10,9 +10,9 @@ import os
 import stat
 import time
 from datetime import UTC, datetime
+from importlib.metadata import version
 from urllib.parse import unquote, urlparse
 
-import sklearn
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -159,7 +159,12 @@ def _read_bounded(path: str, limit: int, timeout: float) -> tuple[bytes, str]:
         os.close(fd)
 
 
-def sklearn_compatible(trained_with: str, running: str = sklearn.__version__) -> bool:
+# The installed release, read without importing scikit-learn (reading the model topic, as a
+# scheduler's check does, needs no estimator: importing it costs ~85 MB).
+SKLEARN_VERSION = version("scikit-learn")
+
+
+def sklearn_compatible(trained_with: str, running: str = SKLEARN_VERSION) -> bool:
     """Pickles are only supported within one scikit-learn minor release."""
     return trained_with.split(".")[:2] == running.split(".")[:2]
 
@@ -182,7 +187,7 @@ def verify_and_load(
         raise ManifestRejected(
             "sklearn_version",
             f"trained with scikit-learn {manifest.sklearn_version}, "
-            f"this process runs {sklearn.__version__}",
+            f"this process runs {SKLEARN_VERSION}",
         )
     data = _artifact_bytes(manifest, settings)
     try:

@@ -10,7 +10,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from feedback.join import Labelled, OutcomeJoin
 from feedback.psi import build_baseline, categorical_distribution, numeric_distribution, psi
-from feedback.quality import quality, quality_by_period, quality_by_version
+from feedback.quality import quality, quality_by_period, quality_by_version, roc_auc
 from registry.calibration import apply_calibration
 from schemas import (
     FEATURES,
@@ -100,6 +100,19 @@ def test_online_quality_equals_offline_scikit_learn():
     assert result.conversion_by_tier["high"].calls == high.sum()
     assert result.conversion_by_tier["high"].rate == pytest.approx(labels[high].mean())
     assert result.conversion_by_tier["high"].rate > result.conversion_by_tier["low"].rate
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_online_auc_equals_scikit_learns_with_ties_and_rare_classes(seed):
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(2, 3000))
+    # Coarse scores make ties; a low rate makes a class rare.
+    scores = np.round(rng.uniform(0, 1, rows), int(rng.integers(1, 4)))
+    labels = rng.uniform(0, 1, rows) < scores * rng.uniform(0.05, 1)
+    if 0 < labels.sum() < rows:
+        assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    else:
+        assert roc_auc(labels, scores) is None
 
 
 def test_latest_outcome_per_event_wins_and_groups_split_by_version_and_month():

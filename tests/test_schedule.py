@@ -231,7 +231,9 @@ def test_recalibration_hook_when_no_retrain_is_due(settings):
     assert decision.published_version == 2
     # The served version's labelled outcomes, oldest first: the recalibration fits the latest
     # `recalibration_window` of them.
-    assert list(seen[0].of_version(1)["event_key"]) == [join_key(f"s3-{i}") for i in range(80)]
+    assert list(seen[0].of_version(1).labelled["event_key"]) == [
+        join_key(f"s3-{i}") for i in range(80)
+    ]
 
 
 def test_a_refused_retrain_waits_for_new_outcomes_and_pinned_scorers_stop_it(settings):

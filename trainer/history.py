@@ -13,19 +13,20 @@
   them on the topics and what comes from a lateness before their end (`tail_spans`), found by
   the broker's time index. A tail record the lake also has (same partition, offset and
   timestamp) counts once; what retention deleted from the topics is still in the lake.
-- Kept between reads (the scheduler's state between checks): a lake day is read again only
-  when its files change, the tail continues where the last read ended, and the join is kept
-  up to date with the new records (`LabelJoin.extend`), so a check costs what is new plus one
-  pass over the joined arrays. When the lake changed (a night's export), the tail is looked
-  up in it again and the join built afresh. A new instance (a restart) derives the same
-  state from the lake and the topics: nothing is kept on disk.
+- Kept between reads (the scheduler's state between checks): the join (`LabelJoin`), kept up
+  to date with the new records, and the tail, continued where the last read ended; so a
+  check costs what is new plus one pass over the joined arrays. The lake's rows are not kept
+  beside the join's: when the lake changed (a night's export) or at a restart, the join is
+  built afresh from the lake, read a day at a time, and the tail looked up in its own days.
+  A new instance (a restart) derives the same state from the lake and the topics: nothing is
+  kept on disk.
 
 With `lake_url`, that lake alone (`callscore train --outcomes-from-lake`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
@@ -49,6 +50,7 @@ from lake.days import day_window
 from schemas import FEATURE_COLUMN_PREFIX, FEATURES, join_key
 
 PARSE_BATCH = 20_000  # tail records decoded at a time
+EXTEND_ROWS = 1_000_000  # records added to the join at a time when it is built
 # Reading both topics' tail: ~20k records/s decoded on one core, so generous for a replay.
 READ_TIMEOUT_SECONDS = 120.0
 # A record's identity within a table (each table holds one topic's records): the timestamp
@@ -67,11 +69,10 @@ Offsets = dict[Where, int | None]  # `offsets_at`: first offset stamped at or af
 
 @dataclass(frozen=True)
 class Rows:
-    """Some records of one table, compact: the valid ones' columns (no Kafka coordinates), and
-    every record's identity (`identity`), sorted, so the tail can be told from the lake."""
+    """Some records of one table, compact: the valid ones' columns (no Kafka coordinates) and
+    how many were invalid."""
 
     valid: pa.Table  # the join's and the carried columns
-    ids: np.ndarray  # int64 identity of every record, sorted
     invalid: int
     errors: list[str]  # the first invalid records' messages
 
@@ -80,24 +81,15 @@ class Rows:
         invalid = table.filter(pc.invert(table["valid"]))
         return cls(
             table.filter(table["valid"]).drop_columns(list(CHECK_COLUMNS)),
-            np.sort(identity(table)),
             invalid.num_rows,
             [str(r) for r in invalid["invalid_reason"].slice(0, KEPT_ERRORS).to_pylist()],
         )
-
-    def has(self, ids: np.ndarray) -> np.ndarray:
-        """Which of these identities are among the rows'."""
-        if not len(self.ids):
-            return np.zeros(len(ids), bool)
-        at = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
-        return self.ids[at] == ids
 
 
 @dataclass(frozen=True)
 class LakeDay:
     version: tuple[tuple[str, str], ...]  # lake.store.folder_version: changes when re-exported
     complete: bool
-    rows: Rows
 
 
 def identity(table: pa.Table) -> np.ndarray:
@@ -162,12 +154,13 @@ class LabelHistory:
             cover = covered(sorted(complete), ZoneInfo(self._settings.export_timezone))
             restarted, new = self._refresh_tail(cover)
             if restarted or any(lake_changed) or self._join is None:
-                # Every tail record looked up in the lake, the join built again (a restart,
-                # or once an export wrote a day).
+                # Every tail record looked up in the lake, the join built again from the lake
+                # and the tail (a restart, or once an export wrote a day).
                 parts = {}
                 for name in TABLE_KEYS:
                     tail = _stack(self._tail.get(name), new[name])
-                    parts[name], self._tail[name] = self._with_tail(name, tail, cover)
+                    self._tail[name] = self._not_in_lake(name, tail)
+                    parts[name] = self._with_tail(name, self._tail[name], cover)
                 self._join_afresh(parts)
             else:
                 # The lake is as at the last read: the new records are not in it.
@@ -179,49 +172,56 @@ class LabelHistory:
             self._invalid["predictions"], self._invalid["outcomes"], self._errors
         )
 
-    def _join_afresh(self, parts: dict[str, list[Rows]]) -> None:
+    def _join_afresh(self, parts: Mapping[str, Iterable[Rows]]) -> None:
         self._join, self._invalid, self._errors = LabelJoin(), dict.fromkeys(TABLE_KEYS, 0), []
+        empty = {name: _empty(name, self._valid_columns(name)) for name in TABLE_KEYS}
+        self._join.extend(empty["predictions"], empty["outcomes"])  # what a table holds
         self._extend(parts)
 
-    def _extend(self, parts: dict[str, list[Rows]]) -> None:
+    def _extend(self, parts: Mapping[str, Iterable[Rows]]) -> None:
+        """The join extended by each table's parts in turn, in batches of about EXTEND_ROWS
+        (the parts come a lake day at a time: a few days' columns are read at once besides the
+        join's, and the join's arrays are rebuilt a few times, not once a day)."""
         assert self._join is not None
-        valid = {
-            name: _stack_valid(rows, name, self._columns[name]) for name, rows in parts.items()
-        }
-        self._join.extend(valid["predictions"], valid["outcomes"])
         for name, rows in parts.items():
-            self._invalid[name] += sum(r.invalid for r in rows)
-        errors = [e for rows in parts.values() for part in rows for e in part.errors]
-        self._errors = [*self._errors, *errors][:KEPT_ERRORS]
+            batch: list[pa.Table] = []
+            for part in rows:
+                batch.append(part.valid)
+                self._invalid[name] += part.invalid
+                self._errors = [*self._errors, *part.errors][:KEPT_ERRORS]
+                if sum(t.num_rows for t in batch) >= EXTEND_ROWS:
+                    self._join.extend(**{name: pa.concat_tables(batch)})
+                    batch = []
+            if batch:
+                self._join.extend(**{name: pa.concat_tables(batch)})
 
-    def _lake_rows(self, name: str) -> list[Rows]:
-        return [self._days[name][day].rows for day in sorted(self._days[name])]
+    def _valid_columns(self, name: str) -> list[str]:
+        return [c for c in self._columns[name] if c not in CHECK_COLUMNS]
+
+    def _lake_rows(self, name: str) -> Iterator[Rows]:
+        """The table's lake days in order, each read when it is reached."""
+        import lake
+
+        for day in sorted(self._days[name]):
+            read = lake.read_columns(self._url, name, self._columns[name], dates=[day])
+            yield Rows.of(_with_keys(self._url, name, day, read.select(self._columns[name])))
 
     def _refresh_lake(self, name: str) -> bool:
-        """The table's days from the lake; only new or re-exported days are read. Whether any
-        day changed."""
-        import lake
-        from lake.reader import DATE_COLUMN, is_complete
+        """The table's days in the lake and their versions: whether any day changed since the
+        last read (new, re-exported or gone)."""
+        from lake.reader import is_complete
         from lake.store import days, folder_version
 
-        cached = self._days[name]
         folders = days(self._url, name)
-        gone = set(cached) - set(folders)
-        for day in gone:
-            del cached[day]
         versions = {day: folder_version(self._url, folder) for day, folder in folders.items()}
-        changed = [
-            day for day, v in versions.items() if day not in cached or cached[day].version != v
-        ]
-        if changed:
-            columns = self._columns[name]
-            read = lake.read_columns(self._url, name, columns, dates=changed)
-            for day in changed:
-                rows = read.filter(pc.equal(read[DATE_COLUMN], day.isoformat())).select(columns)
-                complete = is_complete(self._url, folders[day])
-                rows = Rows.of(_with_keys(self._url, name, day, rows))
-                cached[day] = LakeDay(versions[day], complete, rows)
-        return bool(changed or gone)
+        before = {day: d.version for day, d in self._days[name].items()}
+        if versions == before:
+            return False
+        self._days[name] = {
+            day: LakeDay(version, is_complete(self._url, folders[day]))
+            for day, version in versions.items()
+        }
+        return True
 
     def _refresh_tail(self, cover: tuple[int, int] | None) -> tuple[bool, dict[str, pa.Table]]:
         """The tail's new rows: all of it on the first read (or when the lake's first complete
@@ -260,31 +260,45 @@ class LabelHistory:
             for name, tables in parsed.items()
         }
 
-    def _with_tail(
-        self, name: str, tail: pa.Table, cover: tuple[int, int] | None
-    ) -> tuple[list[Rows], pa.Table]:
-        """The tail's records from before the covered days, the lake's rows, then the tail's
-        later records, in read order; a tail record the lake already has (same identity) is
-        dropped. Also the tail's records that are not in the lake (what stays in the tail)."""
-        exported = self._lake_rows(name)
+    def _not_in_lake(self, name: str, tail: pa.Table) -> pa.Table:
+        """The tail's records the lake does not have (same identity), in read order. A lake day
+        holds the records stamped within it (the export cuts days by Kafka time): each tail
+        record is looked up in its own day's identities, if that day is in the lake."""
+        import lake
+
         if tail.num_rows == 0:
-            return exported, tail
-        # A lake day holds records stamped within it (the export cuts days by Kafka time): each
-        # tail record is looked up in its own day's identities, if that day is in the lake.
+            return tail
         ids = identity(tail)
         stamps = column_array(pc.cast(tail["kafka_timestamp"], pa.int64()), np.int64)
         in_lake = np.zeros(len(ids), bool)
         tz = ZoneInfo(self._settings.export_timezone)
-        for day, lake_day in self._days[name].items():
+        for day in self._days[name]:
             start, end = day_window(day, tz)
             mine = np.flatnonzero((stamps >= start) & (stamps < end))
-            in_lake[mine] = lake_day.rows.has(ids[mine])
-        fresh = _in_read_order(tail.filter(pa.array(~in_lake)))
-        if cover is None:
-            return [*exported, Rows.of(fresh)], fresh
-        early = pc.less(pc.cast(fresh["kafka_timestamp"], pa.int64()), cover[0])
-        before, after = fresh.filter(early), fresh.filter(pc.invert(early))
-        return [Rows.of(before), *exported, Rows.of(after)], fresh
+            if len(mine):
+                exported = np.sort(identity(lake.read_columns(self._url, name, IDENTITY, [day])))
+                in_lake[mine] = _among(exported, ids[mine])
+        return _in_read_order(tail.filter(pa.array(~in_lake)))
+
+    def _with_tail(
+        self, name: str, tail: pa.Table, cover: tuple[int, int] | None
+    ) -> Iterator[Rows]:
+        """The tail's records from before the covered days, the lake's days, then the tail's
+        later records: the history in read order (`tail`: none of them in the lake)."""
+        if cover is not None:
+            early = pc.less(pc.cast(tail["kafka_timestamp"], pa.int64()), cover[0])
+            yield Rows.of(tail.filter(early))
+            tail = tail.filter(pc.invert(early))
+        yield from self._lake_rows(name)
+        yield Rows.of(tail)
+
+
+def _among(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Which of these identities are among the sorted ones."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), bool)
+    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return sorted_ids[at] == ids
 
 
 def _in_read_order(table: pa.Table) -> pa.Table:
@@ -384,13 +398,6 @@ def _cuts(
     lateness_ms = round(settings.export_max_lateness_seconds * 1000)
     start, end = cover[0], cover[1] - lateness_ms
     return offsets_at(settings, partitions, start), offsets_at(settings, partitions, end)
-
-
-def _stack_valid(parts: list[Rows], name: str, columns: list[str]) -> pa.Table:
-    tables = [rows.valid for rows in parts]
-    if not tables:
-        return _empty(name, [c for c in columns if c not in CHECK_COLUMNS])
-    return pa.concat_tables(tables)
 
 
 def read_label_columns(

@@ -79,7 +79,7 @@ class TrainingData:
 
     @property
     def outcome_rows(self) -> int:
-        return len(self.labels.labelled) if self.labels is not None else 0
+        return self.labels.labelled_count if self.labels is not None else 0
 
     @property
     def labelled_until(self) -> datetime | None:

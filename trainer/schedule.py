@@ -36,7 +36,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from core.errors import CallscoreError
@@ -142,28 +141,31 @@ def signals(settings: Settings, observation: Observation) -> Signals:
     served = observation.served
     newest = labels.labelled_until
     if served is None:
-        return Signals(newest_outcome_at=newest, new_outcomes=len(labels.labelled))
+        return Signals(newest_outcome_at=newest, new_outcomes=labels.labelled_count)
     since = data_until(served)
-    scores = labels.scores_of(served.version)
     own = labels.of_version(served.version)
+    scores = own.prediction_column("score").astype(float)
     enough = settings.quality_min_outcomes
     score_psi = None
     if served.drift_baseline is not None and len(scores) >= enough:
         score_psi = psi(served.drift_baseline.score, scores)
     online_auc = None
-    if len(own) >= enough:
-        online_auc = roc_auc(own["subscribed"].to_numpy(bool), own["score"].to_numpy(float))
+    if own.labelled_count >= enough:
+        online_auc = roc_auc(
+            own.labelled_column("subscribed").astype(bool),
+            own.labelled_column("score").astype(float),
+        )
     return Signals(
         served_version=served.version,
         data_until=since,
         newest_outcome_at=newest,
         gap_days=(newest - since).total_seconds() / SECONDS_PER_DAY if newest else None,
-        new_outcomes=len(labels.called_after(since)),
+        new_outcomes=labels.count_called_after(since),
         predictions=len(scores),
         score_psi=score_psi,
-        labelled=len(own),
+        labelled=own.labelled_count,
         online_auc=online_auc,
-        fresh_labelled=int((own["called_at"] > pd.Timestamp(since)).sum()),
+        fresh_labelled=own.count_called_after(since),
     )
 
 
@@ -185,7 +187,7 @@ def retrain_triggers(
     gap_days: float | None
     if refused_until is not None:
         gap = (labels.labelled_until or refused_until) - refused_until
-        new = len(labels.called_after(refused_until))
+        new = labels.count_called_after(refused_until)
         gap_days = gap.total_seconds() / SECONDS_PER_DAY
         after = "since the refused retrain"
     else:

@@ -13,9 +13,11 @@ ago, as if yesterday's export had not run yet. Every measurement runs in a fresh
 peak RSS is its own):
 
 - check: `Scheduler.for_cli(...).check()`, what `callscore schedule` does once a minute: the
-  served manifest and the labelled history's columns (the lake, the tail found by time);
+  served manifest and the labelled history's columns (the lake, the tail found by time), in a
+  process that imports what `callscore schedule` does (`bench.tools.scale_check`);
 - check again: a second check in the same process; then an hour of new calls (a lake day's
-  share) is produced and a third check reads them (`new s`; `checks MiB`: the peak of all three);
+  share) is produced, by another process, and a third check reads them (`new s`; `checks MiB`:
+  the peak of all three);
 - data load: a retrain's labelled rows with their features (`read_label_columns(features=True)`
   and `outcome_rows`);
 - monitor restart: `callscore monitor` from its start until it reports caught up;
@@ -312,36 +314,11 @@ def produce(settings: Settings, history: History, rows: np.ndarray) -> None:
 # --- measurements, each in a fresh process configured by the environment -------------------
 
 
-def _measure_here(what: str, new_calls: int = 0) -> dict[str, Any]:
+def _measure_here(what: str) -> dict[str, Any]:
     settings = Settings(_env_file=None)
     started = time.monotonic()
     found: dict[str, Any] = {}
-    if what == "check":
-        from trainer.schedule import Scheduler
-
-        scheduler = Scheduler.for_cli(settings, None, Path(tempfile.mkdtemp()))
-        decision, _observation = scheduler.check()
-        found["seconds"] = time.monotonic() - started
-        found["peak_rss_mb"] = peak_rss_mb(os.getpid())
-        again = time.monotonic()
-        scheduler.check()
-        found["again_seconds"] = time.monotonic() - again
-        # An hour of the call center's traffic, then the next check.
-        now_ms = int(time.time() * 1000)
-        new = History(
-            new_calls,
-            np.linspace(now_ms - 3_600_000, now_ms, new_calls).astype(np.int64),
-            seed=7,
-            first=10**8,
-        )
-        produce(settings, new, np.arange(new_calls))
-        after = time.monotonic()
-        scheduler.check()
-        found["new_calls"] = new_calls
-        found["new_seconds"] = time.monotonic() - after
-        found["peak_rss_mb_after_new"] = peak_rss_mb(os.getpid())
-        found["decision"] = decision.line()
-    elif what == "load":
+    if what == "load":
         from trainer.history import read_label_columns
         from trainer.outcomes import outcome_rows
 
@@ -373,13 +350,14 @@ print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": int(hwm) / 10
 
 def measure_in_process(settings: Settings, what: str, new_calls: int = 0) -> dict[str, Any]:
     env = settings_env(settings)
-    code = f"import bench.tools.scale as s; s._print_measure({what!r}, {new_calls})"
+    argv = [sys.executable, "-c", f"import bench.tools.scale as s; s._print_measure({what!r})"]
     cwd = ROOT
+    if what == "check":
+        argv = [sys.executable, "-m", "bench.tools.scale_check", str(new_calls)]
     if what == "before":
         cwd = before_worktree()
         env["PYTHONPATH"] = str(cwd)
-        code = BEFORE_SCRIPT
-    argv = [sys.executable, "-c", code]
+        argv = [sys.executable, "-c", BEFORE_SCRIPT]
     done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
@@ -387,8 +365,17 @@ def measure_in_process(settings: Settings, what: str, new_calls: int = 0) -> dic
     return found
 
 
-def _print_measure(what: str, new_calls: int) -> None:
-    print(json.dumps(_measure_here(what, new_calls)))
+def _print_measure(what: str) -> None:
+    print(json.dumps(_measure_here(what)))
+
+
+def produce_new_calls(count: int) -> None:
+    """An hour of the call center's traffic, ending now, with ids of its own (the check's
+    process runs this in another process: `produce-new`)."""
+    settings = Settings(_env_file=None)
+    now_ms = int(time.time() * 1000)
+    stamps = np.linspace(now_ms - 3_600_000, now_ms, count).astype(np.int64)
+    produce(settings, History(count, stamps, seed=7, first=10**8), np.arange(count))
 
 
 def monitor_restart(settings: Settings, workdir: Path) -> dict[str, Any]:
@@ -491,6 +478,9 @@ def _cell(value: Any) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["produce-new"]:  # from bench.tools.scale_check
+        produce_new_calls(int(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(prog="python -m bench.tools.scale")
     parser.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES))
     parser.add_argument("--days", type=int, default=30, help="days of history in the lake")
