@@ -260,7 +260,21 @@ class Settings(BaseSettings):
     champion_tolerance: float = Field(
         default=0.005,
         ge=0,
-        description="A candidate is published unless its ROC-AUC is this far below the champion's.",
+        description="Without rows both models can be scored on (the champion's recorded holdout "
+        "AUC), a candidate is published unless its ROC-AUC is this far below it.",
+    )
+    gate_confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="On rows both models are scored on, a candidate is published unless this "
+        "interval of its ROC-AUC difference to the champion's lies wholly below zero.",
+    )
+    gate_bootstrap_resamples: int = Field(
+        default=1000,
+        ge=100,
+        le=100_000,
+        description="Paired bootstrap draws behind the gate's interval.",
     )
     base_data_until: str | None = Field(
         default=None,
@@ -306,6 +320,13 @@ class Settings(BaseSettings):
         ge=50,
         description="New labelled outcomes of the served version needed "
         "before the scheduler recalibrates it.",
+    )
+    recalibration_min_z: float = Field(
+        default=3.0,
+        ge=0,
+        description="The scheduler recalibrates only when the served scores' expected "
+        "conversions on the recalibration window differ from the observed ones by more than "
+        "this many standard errors (0: whenever enough outcomes are fresh).",
     )
 
     # --- Feedback loop: the monitor's join window (memory: see docs/feedback-loop.md) ---

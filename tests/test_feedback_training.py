@@ -9,6 +9,7 @@ read model quality from these numbers.
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pandas as pd
@@ -98,6 +99,12 @@ def test_training_appends_replayed_months_and_gates_on_them(kafka_settings, bank
     assert decision.window_periods == card.holdout.periods
     assert decision.window_rows == card.holdout.rows and decision.champion_version == 1
     assert "newest labelled rows" in decision.reason
+    # Decided on the paired bootstrap interval of the difference, recorded with the version.
+    difference = decision.difference
+    assert difference is not None and difference.rows == decision.window_rows
+    assert difference.low <= difference.value <= difference.high
+    assert "interval [" in decision.reason and "not worse beyond the interval" in decision.reason
+    assert v2.metrics["gate_roc_auc_difference"] == difference.value
 
     # No newer window (the champion saw every month): the champion's recorded holdout AUC.
     champion = verify_and_load(v2, settings)
@@ -155,6 +162,9 @@ def test_cli_trains_on_the_outcomes_and_lists_reasons(
     listing = capsys.readouterr().out
     assert "reason" in listing and "callscore train" in listing
     assert "interval: newest outcome" in listing  # v2's reason: the trigger that retrained it
+    # v2's gate: its AUC difference to v1 on the same rows, and the interval.
+    assert "gate AUC diff" in listing
+    assert re.search(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", listing), listing
 
 
 def test_scheduler_retrains_on_replayed_outcomes_and_publishes(kafka_settings, bank, tmp_path):

@@ -34,6 +34,7 @@ from schemas import (
 from testkit.factories import small_artifact
 from testkit.harness import produce
 from trainer.schedule import (
+    Decision,
     Observation,
     Scheduler,
     TrainAttempt,
@@ -236,6 +237,33 @@ def test_recalibration_hook_when_no_retrain_is_due(settings):
     ]
 
 
+def test_a_calibration_that_holds_is_not_refitted_and_one_that_is_off_is(settings):
+    settings = settings.model_copy(
+        update={"recalibration_min_outcomes": 100, "recalibration_window": 150}
+    )
+    model = served(settings, labelled_until=T0)
+    frame = synthetic_bank_frame(200, seed=5).assign(period="2010-01")
+    rate = float((frame["y"] == "yes").mean())
+    times = [T0 + timedelta(hours=1) + i * timedelta(minutes=5) for i in range(200)]
+
+    def decision_for(score: float) -> Decision:
+        p, o = labelled_records(frame, 1, [score] * 200, "cal", times, delay=timedelta(0))
+        return decide(settings, observation(model, p, o))
+
+    # Scores at the observed rate: expected and observed conversions agree, nothing to fit.
+    holds = decision_for(rate)
+    assert holds.action == "wait" and "calibration holds" in holds.reason, holds.line()
+    assert holds.signals is not None and holds.signals.calibration is not None
+    assert holds.signals.calibration.rows == 150 and abs(holds.signals.calibration.z) < 1
+    # The same outcomes under scores a third of the rate (a base rate that tripled).
+    off = decision_for(rate / 3)
+    assert off.action == "recalibrate" and "|z| > 3" in off.reason, off.line()
+    # With the test off (0), enough fresh outcomes recalibrate as before.
+    plain = settings.model_copy(update={"recalibration_min_z": 0.0})
+    p, o = labelled_records(frame, 1, [rate] * 200, "cal", times, delay=timedelta(0))
+    assert decide(plain, observation(model, p, o)).action == "recalibrate"
+
+
 def test_a_refused_retrain_waits_for_new_outcomes_and_pinned_scorers_stop_it(settings):
     settings = settings.model_copy(update={"retrain_min_new_outcomes": 30})
     model = served(settings, labelled_until=T0)
@@ -353,7 +381,11 @@ def test_a_restarted_scheduler_decides_the_same(kafka_settings):
 
 
 def test_the_hook_publishes_a_recalibrated_version(kafka_settings, tmp_path):
-    settings = kafka_settings.model_copy(update={"recalibration_min_outcomes": 60})
+    # The test of the calibration off (a calibrated model: nothing would be fitted); the hook
+    # itself is what is tested here.
+    settings = kafka_settings.model_copy(
+        update={"recalibration_min_outcomes": 60, "recalibration_min_z": 0.0}
+    )
     artifact = small_artifact(1)
     publish(settings, artifact, labelled_until=T0)
     frame = synthetic_bank_frame(80, seed=12).assign(period="2010-01")

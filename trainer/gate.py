@@ -1,8 +1,10 @@
 """The champion/challenger gate: publish a new model only if it is not worse on the holdout.
 
 Both models are scored on the same rows, the newest labelled ones the champion never trained on:
-the holdout periods after the champion's training window. Only when those rows are too few (or
-one class) does the gate fall back to the champion's recorded holdout AUC.
+the holdout periods after the champion's training window, and the candidate is refused only when
+it is worse beyond noise: the paired bootstrap interval of its AUC difference lies wholly below
+zero (`feedback.significance`). Only when those rows are too few (or one class) does the gate
+fall back to the champion's recorded holdout AUC, with a fixed tolerance.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import roc_auc_score
 
 from core.settings import Settings
+from feedback.significance import AucDifference, paired_auc_difference
 from registry.artifact import ModelArtifact
 from schemas import ModelManifest, TrainingWindow
 from trainer.evaluation import score_metrics
@@ -23,6 +26,7 @@ from trainer.final import HOLDOUT_METRIC_PREFIX, FinalModel
 # Fewer rows than this in the newest window give an AUC too noisy to decide on (its standard
 # error is about 0.03-0.05 at 200 rows with a 10-20% positive rate).
 NEWEST_WINDOW_MIN_ROWS = 200
+GATE_METRIC_PREFIX = "gate_roc_auc_"  # in a published version's metrics
 
 # Which comparison decided:
 # - no_champion: nothing published yet;
@@ -58,6 +62,19 @@ class GateDecision(BaseModel):
     rule: GateRule = "recorded_holdout"
     window_periods: list[str] = []  # the newest_window rule's periods
     window_rows: int = 0
+    # Candidate minus champion on the same rows (newest_window, live_holdout): the decision's.
+    difference: AucDifference | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """The difference the decision rests on, for the version's manifest (`models list`)."""
+        d = self.difference
+        if d is None:
+            return {}
+        return {
+            GATE_METRIC_PREFIX + "difference": d.value,
+            GATE_METRIC_PREFIX + "difference_low": d.low,
+            GATE_METRIC_PREFIX + "difference_high": d.high,
+        }
 
 
 class GateSkipped(BaseModel):
@@ -80,8 +97,11 @@ def decide(
     rule: GateRule | None = None,
     window_periods: list[str] | None = None,
     window_rows: int = 0,
+    difference: AucDifference | None = None,
 ) -> GateDecision:
-    """Publish unless the candidate is worse than the champion by more than `tolerance`.
+    """Publish unless the candidate is worse than the champion: beyond the interval of their
+    difference when both were scored on the same rows (`difference`), else by more than
+    `tolerance`.
 
     `rule` defaults to no_champion without a champion AUC, else recorded_holdout.
     """
@@ -108,10 +128,23 @@ def decide(
             rule=rule,
             window_periods=window_periods or [],
             window_rows=window_rows,
+            difference=difference,
         )
 
     if champion_auc is None:
         return decision(True, "no published model yet")
+    if difference is not None:
+        reason = (
+            f"candidate holdout AUC {candidate_auc:.4f} vs champion v{champion_version} "
+            f"{champion_auc:.4f}{where}: {difference.text()}"
+        )
+        if not difference.worse_beyond_interval:
+            return decision(True, f"{reason}: not worse beyond the interval")
+        if force:
+            return decision(
+                True, f"{reason}: worse beyond the interval; published anyway (--force)"
+            )
+        return decision(False, f"{reason}: worse beyond the interval")
     delta = candidate_auc - champion_auc
     if delta >= -tolerance:
         reason = f"candidate holdout AUC {candidate_auc:.4f} vs champion {champion_auc:.4f}"
@@ -183,6 +216,7 @@ def gate(
             rule="newest_window",
             window_periods=sorted(set(final.holdout["period"].to_numpy()[window])),
             window_rows=int(window.sum()),
+            difference=_difference(settings, y, candidate, live_scores[window]),
         )
     periods = final.frame["period"]
     same_data = manifest.training_window == TrainingWindow(
@@ -191,11 +225,21 @@ def gate(
     if saw_holdout and not same_data:
         return _too_few_new_rows(settings, manifest, candidate_auc, live, y, force)
     recorded = manifest.metrics.get(f"{HOLDOUT_METRIC_PREFIX}roc_auc")
-    use_recorded = saw_holdout and recorded is not None
+    if saw_holdout and recorded is not None:
+        return against(candidate_auc, recorded, rule="recorded_holdout")
     return against(
         candidate_auc,
-        recorded if use_recorded and recorded is not None else live,
-        rule="recorded_holdout" if use_recorded else "live_holdout",
+        live,
+        rule="live_holdout",
+        difference=_difference(settings, final.holdout_y, final.holdout_scores, live_scores),
+    )
+
+
+def _difference(
+    settings: Settings, y: np.ndarray, candidate: np.ndarray, champion: np.ndarray
+) -> AucDifference | None:
+    return paired_auc_difference(
+        y, candidate, champion, settings.gate_bootstrap_resamples, settings.gate_confidence
     )
 
 

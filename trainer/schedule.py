@@ -17,6 +17,11 @@ Retrain triggers, about the served version (see Settings.retrain_*):
 - quality: its online ROC-AUC is below `retrain_auc_floor` (over at least `quality_min_outcomes`
   of its labelled predictions).
 
+Recalibrate, when no retrain is due: at least `recalibration_min_outcomes` fresh outcomes of
+the served version, and its scores off beyond noise on the latest `recalibration_window` of
+them (expected against observed conversions, |z| > `recalibration_min_z`: refitting a
+calibration that holds chases the month's noise).
+
 The one thing kept in memory is a retrain the gate refused: until the outcomes that refusal saw
 are followed by an interval's or a batch's worth of new ones, the same triggers do not retrain
 again on the same data. A restart forgets it and repeats that retrain once, nothing more.
@@ -43,6 +48,7 @@ from core.settings import Settings
 from feedback.label_columns import LabelColumns
 from feedback.psi import psi
 from feedback.quality import roc_auc
+from feedback.significance import CalibrationGap, calibration_gap
 from registry.keys import trusted_keys
 from registry.model_topic import current_manifest, read_model_records
 from schemas import ModelManifest
@@ -88,6 +94,9 @@ class Signals(BaseModel):
     labelled: int = 0  # labelled predictions of the served version
     online_auc: float | None = None  # None below quality_min_outcomes labelled
     fresh_labelled: int = 0  # of those, called after data_until: the recalibration's count
+    # Its latest recalibration_window labelled outcomes against their served scores (None below
+    # recalibration_min_outcomes): a recalibration needs the gap to be more than noise.
+    calibration: CalibrationGap | None = None
 
     def line(self) -> str:
         def number(value: float | None, digits: int = 3) -> str:
@@ -99,7 +108,8 @@ class Signals(BaseModel):
             f"served=v{self.served_version or '-'} data_until={when} newest_outcome={newest} "
             f"gap_days={number(self.gap_days, 1)} new_outcomes={self.new_outcomes} "
             f"psi={number(self.score_psi)}/{self.predictions} "
-            f"auc={number(self.online_auc)}/{self.labelled} fresh={self.fresh_labelled}"
+            f"auc={number(self.online_auc)}/{self.labelled} fresh={self.fresh_labelled} "
+            f"calibration_z={number(self.calibration.z if self.calibration else None, 2)}"
         )
 
 
@@ -150,11 +160,14 @@ def signals(settings: Settings, observation: Observation) -> Signals:
     if served.drift_baseline is not None and len(scores) >= enough:
         score_psi = psi(served.drift_baseline.score, scores)
     online_auc = None
+    subscribed = own.labelled_column("subscribed").astype(bool)
+    served_scores = own.labelled_column("score").astype(float)
     if own.labelled_count >= enough:
-        online_auc = roc_auc(
-            own.labelled_column("subscribed").astype(bool),
-            own.labelled_column("score").astype(float),
-        )
+        online_auc = roc_auc(subscribed, served_scores)
+    calibration = None
+    if own.labelled_count >= settings.recalibration_min_outcomes:
+        latest = slice(-settings.recalibration_window, None)  # what a recalibration fits on
+        calibration = calibration_gap(served_scores[latest], subscribed[latest])
     return Signals(
         served_version=served.version,
         data_until=since,
@@ -166,6 +179,7 @@ def signals(settings: Settings, observation: Observation) -> Signals:
         labelled=own.labelled_count,
         online_auc=online_auc,
         fresh_labelled=own.count_called_after(since),
+        calibration=calibration,
     )
 
 
@@ -228,13 +242,22 @@ def decide(
         return Decision(
             action="retrain", reason="; ".join(triggers), triggers=triggers, signals=s, at=now
         )
-    if s.fresh_labelled >= settings.recalibration_min_outcomes:
-        reason = (
-            f"recalibrate: {s.fresh_labelled} fresh outcomes of v{s.served_version} "
-            f"(>= {settings.recalibration_min_outcomes})"
-        )
-        return Decision(action="recalibrate", reason=reason, triggers=[reason], signals=s, at=now)
     why = "no trigger"
+    z = settings.recalibration_min_z
+    if s.fresh_labelled >= settings.recalibration_min_outcomes and s.calibration is not None:
+        if s.calibration.significant(z):
+            reason = (
+                f"recalibrate: {s.fresh_labelled} fresh outcomes of v{s.served_version} "
+                f"(>= {settings.recalibration_min_outcomes}), its scores are off: "
+                f"{s.calibration.text()}, |z| > {z:g}"
+            )
+            return Decision(
+                action="recalibrate", reason=reason, triggers=[reason], signals=s, at=now
+            )
+        why = (
+            f"no trigger; v{s.served_version}'s calibration holds: {s.calibration.text()}, "
+            f"|z| <= {z:g}"
+        )
     if drifting(settings, s) and refused_until is None:
         # A retrain on the same labelled data would relearn the same model: drift alone waits
         # for outcomes of the drifted population.

@@ -149,12 +149,14 @@ def run_training(
         selection = _select(frame, options, step)
     with timings.step("final_fit"):
         final = _fit_final(frame, selection.best, options, step)
-    with timings.step("artifact"):
-        built = _build_artifact(settings, data, data_sha256, selection.best, final, topic, options)
     decision: GateDecision | GateSkipped = GateSkipped()
     if options.publish:
         with timings.step("gate"):
             decision = gate(settings, topic.champion, final, options.force)
+    with timings.step("artifact"):
+        built = _build_artifact(
+            settings, data, data_sha256, selection.best, final, topic, options, decision
+        )
     with timings.step("model_card"):
         importance = _write_artifact_and_charts(options, built, selection.best, final)
     manifest = None
@@ -238,9 +240,15 @@ def _build_artifact(
     final: FinalModel,
     topic: ModelTopicState,
     options: TrainOptions,
+    decision: GateDecision | GateSkipped,
 ) -> BuiltArtifact:
     frame = data.frame
     holdout = score_metrics(final.holdout_y, final.holdout_scores)
+    metrics = {
+        **best.metrics(),
+        **{HOLDOUT_METRIC_PREFIX + k: v for k, v in holdout.items()},
+        **(decision.metrics() if isinstance(decision, GateDecision) else {}),
+    }
     metadata = build_metadata(
         model_name=settings.model_name,
         version=topic.next_version,
@@ -248,7 +256,7 @@ def _build_artifact(
         data_rows=len(frame),
         data_sha256=data_sha256,
         window=window_of(frame),
-        metrics={**best.metrics(), **{HOLDOUT_METRIC_PREFIX + k: v for k, v in holdout.items()}},
+        metrics=metrics,
         # The holdout is the newest labelled population and the one the tiers were cut on.
         validation=final.holdout,
         validation_scores=final.holdout_scores,

@@ -127,7 +127,10 @@ def _monthly_rows(
     rows = []
     for month, items in sorted(by_month.items()):
         q = quality(items)
-        uncalibrated = [raw.get(i.prediction.event_id, i.prediction.score) for i in items]
+        uncalibrated = np.array(
+            [raw.get(i.prediction.event_id, i.prediction.score) for i in items], dtype=float
+        )
+        y = np.array([i.outcome.subscribed for i in items], dtype=float)
         versions = sorted({i.prediction.model_version for i in items})
         rows.append(
             {
@@ -138,6 +141,7 @@ def _monthly_rows(
                 "mean_score_without_recalibration": float(np.mean(uncalibrated)),
                 "roc_auc": q.roc_auc,
                 "brier": q.brier,
+                "brier_without_recalibration": float(np.mean((uncalibrated - y) ** 2)),
                 "conversion": {t: c.rate for t, c in q.conversion_by_tier.items()},
                 "calls": {t: c.calls for t, c in q.conversion_by_tier.items()},
                 "versions": versions,
@@ -233,10 +237,11 @@ def run(
             }
             for m in manifests.values()
         ]
+        # `callscore schedule` logs one line per decision: "<time> <LEVEL> schedule: ...".
         decisions = [
-            line.split(" INFO ", 1)[1]
+            "schedule: " + line.split(" schedule: ", 1)[1]
             for line in (workdir / "schedule.log").read_text(errors="replace").splitlines()
-            if " INFO " in line and "schedule decision" in line
+            if " schedule: " in line
         ]
         offline = _offline_backtest(frame, start)
     finally:
@@ -250,7 +255,7 @@ def run(
         "replay_seconds": round(replay_seconds, 1),
         "month_seconds": month_seconds,
         "outcome_delay": delay,
-        "settings": {k: getattr(settings, k) for k in LOOP_SETTINGS},
+        "settings": {k: getattr(settings, k) for k in {**LOOP_SETTINGS, **overrides}},
         "monthly": monthly,
         "versions": versions,
         "decisions": decisions,
@@ -287,6 +292,13 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
                 for m, o in zip(months, observed, strict=True)
             ]
         ),
+        "served_brier": weighted([m["brier"] for m in months]),
+        "without_recalibration_brier": weighted([m["brier_without_recalibration"] for m in months]),
+        "recalibrations": sum("recalibration of" in v["reason"] for v in result["versions"]),
+        "retrains_published": sum(
+            "-> published" in d and d.startswith("schedule: retrain") for d in result["decisions"]
+        ),
+        "retrains_refused": sum("-> not published" in d for d in result["decisions"]),
     }
 
 

@@ -213,7 +213,15 @@ def _cmd_models_list(_args: argparse.Namespace) -> int:
     settings = load_settings()
     rows = version_rows(read_model_records(settings), settings)
     table = Table(title=f"{settings.model_name} on '{settings.topic_models}'")
-    columns = ("version", "created", "last published", "window", "bt monthly AUC", "current")
+    columns = (
+        "version",
+        "created",
+        "last published",
+        "window",
+        "bt monthly AUC",
+        "gate AUC diff [interval]",
+        "current",
+    )
     for column in (*columns, "reason"):
         table.add_column(column)
     for row in rows:
@@ -224,11 +232,26 @@ def _cmd_models_list(_args: argparse.Namespace) -> int:
             row["last_published_at"].strftime("%Y-%m-%d %H:%M"),
             row["training_window"],
             "-" if auc is None else f"{auc:.3f}",
+            _gate_difference(row["metrics"]),
             "*" if row["current"] else "",
             row["reason"] or "-",
         )
     _console(stderr=False).print(table if rows else "no published versions")
     return 0
+
+
+def _gate_difference(metrics: dict[str, float]) -> str:
+    """Candidate minus champion ROC-AUC on the rows the gate scored both on, and its interval
+    ('-': no champion, or the recorded-holdout rule)."""
+    from trainer.gate import GATE_METRIC_PREFIX
+
+    value, low, high = (
+        metrics.get(GATE_METRIC_PREFIX + name)
+        for name in ("difference", "difference_low", "difference_high")
+    )
+    if value is None or low is None or high is None:
+        return "-"
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def _cmd_models_promote(args: argparse.Namespace) -> int:
