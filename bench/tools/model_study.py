@@ -1,0 +1,170 @@
+"""Model quality on the honest protocol: candidate pipelines side by side on bank-full's
+rolling monthly backtest (issue 19), against the reference selected configuration.
+
+    .venv/bin/python -m bench.tools.model_study [--data bank-full.csv.gz] [--only NAME ...]
+
+For each candidate: the row-weighted per-month ROC-AUC (the selection metric); its difference
+to the reference month by month, weighted as the metric is, ± its standard error (the months
+taken as independent: a difference smaller than its noise is not a result) and the months it
+was better in; the pooled AUC, top-decile lift, Brier, and 5-fold random CV (reported, never
+selected on). Prints a table, writes bench/results/model_study.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+
+from bench.results import write_results
+from core.settings import Settings
+from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED, Config
+from trainer.data import load_bank, resolve_data_path
+from trainer.evaluation import random_cv_auc, rolling_backtest
+
+console = Console(width=200)
+
+
+class MeanOf(ClassifierMixin, BaseEstimator):
+    """The mean predicted probability of several pipelines (a soft-voting ensemble)."""
+
+    def __init__(self, members: list[Any]) -> None:
+        self.members = members
+
+    def fit(self, frame: pd.DataFrame, y: np.ndarray) -> MeanOf:
+        self.fitted_ = [clone(m).fit(frame, y) for m in self.members]
+        self.classes_ = self.fitted_[0].classes_
+        return self
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.mean([m.predict_proba(frame) for m in self.fitted_], axis=0)
+
+
+def _hgb(**params: Any) -> Config:
+    base = REFERENCE_CONFIGS["hist_gradient_boosting"]
+    return Config(base.candidate, base.pdays, base.calendar, {**base.params, **params}, "index")
+
+
+def _forest(**params: Any) -> Config:
+    base = REFERENCE_CONFIGS["random_forest"]
+    return Config(base.candidate, base.pdays, base.calendar, {**base.params, **params}, "index")
+
+
+def candidates() -> dict[str, Callable[[], Any]]:
+    reference = REFERENCE_CONFIGS[REFERENCE_SELECTED]
+    forest_300 = _forest(n_estimators=300)
+    return {
+        "reference: " + reference.label: reference.build,
+        "random forest, 300 trees": forest_300.build,
+        "random forest, 300 trees, min leaf 50": _forest(
+            n_estimators=300, min_samples_leaf=50
+        ).build,
+        "random forest, 300 trees, day/month": Config(
+            "random_forest", "engineer", True, forest_300.params, "index"
+        ).build,
+        "HGB reference + period index": REFERENCE_CONFIGS["hist_gradient_boosting"].build,
+        "HGB lr 0.03, 400 iter, 15 leaves, min leaf 300, L2 10": _hgb(
+            learning_rate=0.03,
+            max_iter=400,
+            max_depth=None,
+            max_leaf_nodes=15,
+            min_samples_leaf=300,
+            l2_regularization=10.0,
+        ).build,
+        "mean of forest (300) + HGB + logistic": lambda: MeanOf(
+            [
+                forest_300.build(),
+                REFERENCE_CONFIGS["hist_gradient_boosting"].build(),
+                REFERENCE_CONFIGS["logistic"].build(),
+            ]
+        ),
+    }
+
+
+def study(frame: pd.DataFrame, only: list[str] | None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    reference_months: pd.DataFrame | None = None
+    for name, make in candidates().items():
+        if only and not any(o in name for o in only) and not name.startswith("reference"):
+            continue
+        started = time.monotonic()
+        backtest = rolling_backtest(frame, make)
+        months = backtest.per_period.set_index("period")
+        row: dict[str, Any] = {"candidate": name, **backtest.summary()}
+        if reference_months is None:
+            reference_months = months
+        row.update(paired_difference(months, reference_months))
+        row["random_cv_roc_auc"] = random_cv_auc(frame, make)
+        row["seconds"] = round(time.monotonic() - started, 1)
+        row["per_month"] = {str(k): float(v) for k, v in months["roc_auc"].items()}
+        console.print(f"{name}: {row['backtest_monthly_roc_auc']:.4f} ({row['seconds']} s)")
+        rows.append(row)
+    return rows
+
+
+def paired_difference(months: pd.DataFrame, reference: pd.DataFrame) -> dict[str, float]:
+    """Month by month against the reference, weighted by rows as the selection metric is: the
+    mean difference (the metrics' difference), its standard error (the months taken as
+    independent) and in how many months the candidate was better."""
+    both = months[["roc_auc", "rows"]].join(reference[["roc_auc"]], rsuffix="_ref").dropna()
+    d = (both["roc_auc"] - both["roc_auc_ref"]).to_numpy()
+    w = both["rows"].to_numpy(dtype=float)
+    mean = float(np.average(d, weights=w))
+    return {
+        "vs_reference_mean": mean,
+        "vs_reference_se": float(np.sqrt(np.sum(w**2 * (d - mean) ** 2)) / w.sum()),
+        "months_better": int((d > 0).sum()),
+        "months": len(d),
+    }
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="rolling monthly backtest on bank-full (selection: per-month AUC)")
+    for column in (
+        "candidate",
+        "per-month AUC",
+        "vs reference (± s.e.)",
+        "months better",
+        "pooled AUC",
+        "lift top 10%",
+        "Brier",
+        "random CV AUC",
+        "s",
+    ):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for row in rows:
+        table.add_row(
+            row["candidate"],
+            f"{row['backtest_monthly_roc_auc']:.4f}",
+            f"{row['vs_reference_mean']:+.4f} ± {row['vs_reference_se']:.4f}",
+            f"{row['months_better']} of {row['months']}",
+            f"{row['backtest_roc_auc']:.3f}",
+            f"{row['backtest_lift_top_decile']:.2f}",
+            f"{row['brier']:.3f}",
+            f"{row['random_cv_roc_auc']:.3f}",
+            f"{row['seconds']:.0f}",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.model_study")
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--only", nargs="*", help="candidates whose name contains one of these")
+    args = parser.parse_args()
+    settings = Settings(_env_file=None)
+    frame, _sha = load_bank(resolve_data_path(args.data, settings))
+    rows = study(frame, args.only)
+    print_table(rows)
+    print(write_results("model_study", rows))
+
+
+if __name__ == "__main__":
+    main()
