@@ -106,10 +106,6 @@ class LabelColumns:
             stored_outcome_rows=self.stored_outcome_rows[labelled],
         )
 
-    def scores_of(self, version: int) -> np.ndarray:
-        """The scores of the version's predictions, one per event."""
-        return self.of_version(version).prediction_column("score").astype(float)
-
     def count_called_after(self, when: datetime | None) -> int:
         """Labelled rows whose call is newer than `when` (all of them when None)."""
         if when is None:

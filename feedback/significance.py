@@ -99,7 +99,8 @@ class CalibrationGap(BaseModel):
         return (self.observed - self.expected) / self.rows if self.rows else 0.0
 
     def significant(self, z_threshold: float) -> bool:
-        return abs(self.z) > z_threshold
+        """Off by more than `z_threshold` standard errors (0: always, the test is off)."""
+        return z_threshold == 0 or abs(self.z) > z_threshold
 
     def text(self) -> str:
         return (
