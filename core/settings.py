@@ -322,7 +322,7 @@ class Settings(BaseSettings):
         "before the scheduler recalibrates it.",
     )
     recalibration_min_z: float = Field(
-        default=3.0,
+        default=2.0,
         ge=0,
         description="The scheduler recalibrates only when the served scores' expected "
         "conversions on the recalibration window differ from the observed ones by more than "

@@ -257,7 +257,8 @@ def test_a_calibration_that_holds_is_not_refitted_and_one_that_is_off_is(setting
     assert holds.signals.calibration.rows == 150 and abs(holds.signals.calibration.z) < 1
     # The same outcomes under scores a third of the rate (a base rate that tripled).
     off = decision_for(rate / 3)
-    assert off.action == "recalibrate" and "|z| > 3" in off.reason, off.line()
+    threshold = f"|z| > {settings.recalibration_min_z:g}"
+    assert off.action == "recalibrate" and threshold in off.reason, off.line()
     # With the test off (0), enough fresh outcomes recalibrate as before.
     plain = settings.model_copy(update={"recalibration_min_z": 0.0})
     p, o = labelled_records(frame, 1, [rate] * 200, "cal", times, delay=timedelta(0))
