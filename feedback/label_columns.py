@@ -253,7 +253,7 @@ class LabelJoin:
         self._p_task = np.concatenate([self._p_task, task])
         keys, rows = _last_per_key(event)
         rows = rows + first
-        known, at = _lookup(self._events, keys)
+        known, at = lookup(self._events, keys)
         # A later prediction of a known event replaces its kept one.
         replaced = self._kept[at[known]]
         if np.any(self._p_task[replaced] != self._p_task[rows[known]]):
@@ -269,7 +269,7 @@ class LabelJoin:
             self._name_tasks(rows, keys)
         if len(new_keys) and len(self._pending.rows):
             # Calls read before their event's prediction: matched by event key from now on.
-            now_known = _lookup(new_keys, self._pending.event, self._pending.has_event)[0]
+            now_known = lookup(new_keys, self._pending.event, self._pending.has_event)[0]
             if now_known.any():
                 self._match(self._pending.take(now_known))
                 self._pending = self._pending.take(~now_known)
@@ -281,7 +281,7 @@ class LabelJoin:
         order = np.argsort(rows)
         tasks, last = _last_per_key(self._p_task[rows[order]])
         named = events[order][last]
-        known, at = _lookup(self._tasks, tasks)
+        known, at = lookup(self._tasks, tasks)
         self._task_event[at[known]] = named[known]
         where = np.searchsorted(self._tasks, tasks[~known])
         self._tasks = np.insert(self._tasks, where, tasks[~known])
@@ -310,13 +310,13 @@ class LabelJoin:
         called = column_array(table["called_at"], "datetime64[us]").astype(np.int64)[reached]
         stored_at = np.arange(first, first + len(reached))
         calls = _Calls(stored_at, event, has_event, task, has_task, called)
-        known = _lookup(self._events, event, has_event)[0]
+        known = lookup(self._events, event, has_event)[0]
         self._match(calls.take(known))
         self._pending = self._pending.plus(calls.take(~known))
 
     def _match(self, calls: _Calls) -> None:
         """Calls whose event key names a prediction: each event keeps its latest."""
-        at = _lookup(self._events, calls.event, calls.has_event)[1]
+        at = lookup(self._events, calls.event, calls.has_event)[1]
         _keep_latest(self._latest, self._call, at, calls.called, calls.rows)
         self._by_event += len(calls.rows)
 
@@ -331,10 +331,10 @@ class LabelJoin:
         latest, call, by_task = self._latest, self._call, 0
         pending = self._pending
         if len(pending.rows) and len(self._kept):
-            named, at_task = _lookup(self._task_index(), pending.task, pending.has_task)
+            named, at_task = lookup(self._task_index(), pending.task, pending.has_task)
             if named.any():
                 event = self._task_event[at_task[named]]
-                at = _lookup(self._events, event)[1]
+                at = lookup(self._events, event)[1]
                 latest, call, by_task = latest.copy(), call.copy(), int(named.sum())
                 _keep_latest(latest, call, at, pending.called[named], pending.rows[named])
         labelled = np.flatnonzero(call >= 0)
@@ -422,7 +422,7 @@ def _last_per_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[starts], np.maximum.reduceat(order, starts)
 
 
-def _lookup(
+def lookup(
     sorted_keys: np.ndarray, keys: np.ndarray, wanted: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each wanted key (all when None): whether it is among sorted_keys, and where."""

@@ -44,6 +44,7 @@ from feedback.label_columns import (
     LabelColumns,
     LabelJoin,
     column_array,
+    lookup,
 )
 from feedback.labels import KEPT_ERRORS, LabelSet, records_of
 from lake.days import day_window
@@ -277,7 +278,7 @@ class LabelHistory:
             mine = np.flatnonzero((stamps >= start) & (stamps < end))
             if len(mine):
                 exported = np.sort(identity(lake.read_columns(self._url, name, IDENTITY, [day])))
-                in_lake[mine] = _among(exported, ids[mine])
+                in_lake[mine] = lookup(exported, ids[mine])[0]
         return _in_read_order(tail.filter(pa.array(~in_lake)))
 
     def _with_tail(
@@ -291,14 +292,6 @@ class LabelHistory:
             tail = tail.filter(pc.invert(early))
         yield from self._lake_rows(name)
         yield Rows.of(tail)
-
-
-def _among(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Which of these identities are among the sorted ones."""
-    if not len(sorted_ids):
-        return np.zeros(len(ids), bool)
-    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return sorted_ids[at] == ids
 
 
 def _in_read_order(table: pa.Table) -> pa.Table:
