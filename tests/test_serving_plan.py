@@ -93,6 +93,24 @@ def test_every_candidate_is_exact_or_served_by_its_pipeline(
     )
 
 
+@pytest.mark.parametrize("candidate", CANDIDATES)
+def test_interaction_features_serve_the_same_numbers_compiled(frame, served_rows, candidate):
+    """The CRM interaction features (one more categorical, three numeric) go through the plan."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import Pipeline
+
+    params = {"max_iter": 20} if "gradient" in candidate else {"n_estimators": 5}
+    params = params if candidate != "logistic" else {}
+    inner = build_pipeline(candidate, params=params, period="index", interactions=True)
+    pipeline = Pipeline([("calibrated", CalibratedClassifierCV(inner, cv=3, ensemble=False))])
+    pipeline.fit(frame, labels(frame))
+    artifact = ModelArtifact(pipeline, small_artifact().metadata).compiled()
+    assert (artifact.plan is None) == (candidate == "hist_gradient_boosting")
+    columns = {name: served_rows[name].tolist() for name in FEATURES}
+    expected = _pipeline_scores(pipeline, served_rows)
+    np.testing.assert_array_equal(artifact.predict_columns(columns), expected)
+
+
 def test_a_plan_that_differs_from_its_pipeline_is_not_used(frame, caplog):
     from sklearn.pipeline import Pipeline
 

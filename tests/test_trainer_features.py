@@ -32,12 +32,13 @@ def frame() -> pd.DataFrame:
     return add_periods(validate_frame(synthetic_bank_frame(1500, seed=3)))
 
 
+@pytest.mark.parametrize("interactions", [False, True])
 @pytest.mark.parametrize("period", ["none", "index", "onehot"])
 @pytest.mark.parametrize("candidate", CANDIDATES)
-def test_duration_and_y_never_reach_the_model(frame, candidate, period):
+def test_duration_and_y_never_reach_the_model(frame, candidate, period, interactions):
     y = labels(frame)
     params = {"max_iter": 20} if "gradient" in candidate else {}
-    pipeline = build_pipeline(candidate, params=params, period=period)
+    pipeline = build_pipeline(candidate, params=params, period=period, interactions=interactions)
     pipeline.fit(frame, y)
     leaky = frame.assign(duration=np.where(y == 1, 5000, 0), y="garbage", extra=1)
     inputs = pipeline[:-1].transform(frame)
@@ -45,7 +46,7 @@ def test_duration_and_y_never_reach_the_model(frame, candidate, period):
     np.testing.assert_array_equal(np.asarray(inputs), np.asarray(leaky_inputs))
     np.testing.assert_array_equal(pipeline.predict_proba(frame), pipeline.predict_proba(leaky))
     # Refitting on the leaky frame gives the same model: duration is not an input.
-    refit = build_pipeline(candidate, params=params, period=period)
+    refit = build_pipeline(candidate, params=params, period=period, interactions=interactions)
     refit.fit(leaky, y)
     np.testing.assert_allclose(refit.predict_proba(frame), pipeline.predict_proba(frame))
     # Served (FEATURES only), the leaky columns still change nothing.
@@ -116,6 +117,34 @@ def test_engineered_pdays_and_calendar_switch():
     dropped = BankFeatures(pdays="drop", calendar=True).fit(rows).transform(rows)
     assert "never_contacted" not in dropped and {"day", "month"} <= set(dropped.columns)
     assert not set(dropped.columns) & {"duration", "y"}
+
+
+def test_interaction_features_combine_contract_fields():
+    rows = synthetic_bank_frame(6, seed=1)
+    rows["pdays"] = [-1, 92, 93, 366, 367, 5]
+    rows["previous"] = [0, 3, 20, 1, 2, 4]
+    rows["poutcome"] = ["unknown", "success", "success", "failure", "other", "failure"]
+    rows["housing"] = ["yes", "no", "yes", "no", "yes", "no"]
+    rows["loan"] = ["yes", "no", "no", "yes", "no", "no"]
+    out = BankFeatures(calendar=False, interactions=True).fit(rows).transform(rows)
+    assert list(out["pdays_bucket"]) == [
+        "never",
+        "3 months",
+        "6 months",
+        "1 year",
+        "more",
+        "3 months",
+    ]
+    assert list(out["previous_success"]) == [0, 3, 10, 0, 0, 0]  # capped at PREVIOUS_CAP
+    assert list(out["previous_failure"]) == [0, 0, 0, 1, 0, 4]
+    assert list(out["loans"]) == [2, 0, 1, 1, 1, 0]
+    plain = BankFeatures(calendar=False).fit(rows).transform(rows)
+    assert set(out.columns) - set(plain.columns) == {
+        "pdays_bucket",
+        "previous_success",
+        "previous_failure",
+        "loans",
+    }
 
 
 def test_unknown_category_is_ignored_not_an_error(frame):

@@ -30,17 +30,25 @@ class Config:
     calendar: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     period: PeriodMode = "none"
+    interactions: bool = False
 
     @property
     def label(self) -> str:
         params = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         calendar = "day/month" if self.calendar else "no day/month"
         period = "" if self.period == "none" else f"; period={self.period}"
-        return f"{self.candidate}[pdays={self.pdays}; {calendar}{period}; {params}]"
+        interactions = "; interactions" if self.interactions else ""
+        return f"{self.candidate}[pdays={self.pdays}; {calendar}{period}{interactions}; {params}]"
 
     def build(self, n_jobs: int = 1) -> Pipeline:
         return build_pipeline(
-            self.candidate, self.pdays, self.calendar, self.params, n_jobs, self.period
+            self.candidate,
+            self.pdays,
+            self.calendar,
+            self.params,
+            n_jobs,
+            self.period,
+            self.interactions,
         )
 
 
@@ -86,6 +94,7 @@ def build_pipeline(
     params: dict[str, Any] | None = None,
     n_jobs: int = 1,
     period: PeriodMode = "none",
+    interactions: bool = False,
 ) -> Pipeline:
     """Features -> (one-hot, scaling) -> estimator; gradient boosting takes the categoricals
     natively (pandas category dtype), the others one-hot with unknown categories ignored."""
@@ -93,7 +102,9 @@ def build_pipeline(
 
     from trainer.feature_engineering import BankFeatures
 
-    steps: list[tuple[str, Any]] = [(FEATURES_STEP, BankFeatures(pdays, calendar, period))]
+    steps: list[tuple[str, Any]] = [
+        (FEATURES_STEP, BankFeatures(pdays, calendar, period, interactions))
+    ]
     if candidate != "hist_gradient_boosting":
         steps.append((ENCODE_STEP, _preprocessor(scale=candidate == "logistic")))
     steps.append((MODEL_STEP, _estimator(candidate, params or {}, n_jobs)))

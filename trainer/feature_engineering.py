@@ -25,6 +25,15 @@ CAMPAIGN_CAP = 10
 PREVIOUS_CAP = 10
 BALANCE_CLIP = (-5_000, 50_000)
 MONTH_NUMBERS: dict[str, float] = {m: float(i) for i, m in enumerate(MONTHS)}
+# Days since the previous campaign's contact, in the buckets a CRM would report (upper bounds).
+PDAYS_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("3 months", 92.0),
+    ("6 months", 183.0),
+    ("1 year", 366.0),
+    ("more", np.inf),
+)
+PDAYS_NEVER = "never"
+PDAYS_BUCKET_NAMES: list[str] = [PDAYS_NEVER, *(name for name, _ in PDAYS_BUCKETS)]
 
 
 @cache
@@ -52,6 +61,10 @@ class BankFeatures(TransformerMixin, BaseEstimator):
 
     pdays: "engineer" -> never-contacted flag + log days since contact; "drop"; "raw".
     calendar: keep the planned-contact `day`/`month` (with cyclic month features) or not.
+    interactions: add what a CRM knows before the call, combined: the days since the previous
+      contact in buckets (`pdays_bucket`, "never" for pdays = -1), the previous campaign's contacts
+      split by its outcome (`previous_success`, `previous_failure`: capped previous where the
+      outcome was that, else 0) and the number of loans (`loans`: housing + personal).
     period: contact-period fixed effects, so the other effects are within-period effects:
       "onehot" -> a categorical `period` (one coefficient per contact month),
       "index" -> a numeric months-since-start `period_index` (trees split it into eras),
@@ -63,11 +76,16 @@ class BankFeatures(TransformerMixin, BaseEstimator):
     """
 
     def __init__(
-        self, pdays: PdaysMode = "engineer", calendar: bool = True, period: PeriodMode = "none"
+        self,
+        pdays: PdaysMode = "engineer",
+        calendar: bool = True,
+        period: PeriodMode = "none",
+        interactions: bool = False,
     ) -> None:
         self.pdays = pdays
         self.calendar = calendar
         self.period = period
+        self.interactions = interactions
 
     def fit(self, frame: pd.DataFrame, y: object = None) -> BankFeatures:
         missing = [c for c in FEATURES if c not in frame.columns]
@@ -127,6 +145,8 @@ class BankFeatures(TransformerMixin, BaseEstimator):
             numeric["day"] = column("day")
             numeric["month_sin"] = np.sin(2 * np.pi * month_number / 12)
             numeric["month_cos"] = np.cos(2 * np.pi * month_number / 12)
+        if self.interactions:
+            self._add_interactions(frame, numeric, categorical)
         for name in CATEGORICAL_FEATURES:
             if name == "month" and not self.calendar:
                 continue
@@ -134,6 +154,24 @@ class BankFeatures(TransformerMixin, BaseEstimator):
             codes = _codes(frame[name], _category_positions(name))
             categorical[name] = (codes, list(CATEGORIES[name]))
         return FeatureArrays(numeric, categorical, rows)
+
+    @staticmethod
+    def _add_interactions(
+        frame: Mapping[str, Any],
+        numeric: dict[str, np.ndarray],
+        categorical: dict[str, tuple[np.ndarray, list[str]]],
+    ) -> None:
+        pdays = np.asarray(frame["pdays"], dtype=float)
+        bounds = np.array([bound for _, bound in PDAYS_BUCKETS])
+        # 0 = never contacted, then the first bucket whose upper bound holds the days.
+        bucket = np.where(pdays < 0, 0, 1 + np.searchsorted(bounds, pdays, side="left"))
+        categorical["pdays_bucket"] = (bucket.astype(np.int16), PDAYS_BUCKET_NAMES)
+        previous = np.minimum(np.asarray(frame["previous"], dtype=float), PREVIOUS_CAP)
+        outcome = np.asarray(frame["poutcome"], dtype=object)
+        numeric["previous_success"] = np.where(outcome == "success", previous, 0.0)
+        numeric["previous_failure"] = np.where(outcome == "failure", previous, 0.0)
+        loans = (np.asarray(frame["housing"], dtype=object) == "yes").astype(float)
+        numeric["loans"] = loans + (np.asarray(frame["loan"], dtype=object) == "yes")
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         features = self.arrays(frame)

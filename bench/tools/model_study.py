@@ -8,6 +8,13 @@ to the reference month by month, weighted as the metric is, ± its standard erro
 taken as independent: a difference smaller than its noise is not a result) and the months it
 was better in; the pooled AUC, top-decile lift, Brier, and 5-fold random CV (reported, never
 selected on). Prints a table, writes bench/results/model_study.json.
+
+    .venv/bin/python -m bench.tools.model_study --serving-cost
+
+What a forest's size costs where it runs, side by side: for the reference and the larger
+forests, the time to fit the shipped (calibrated) pipeline on every row and the compiled
+plan's predict time per scorer batch of 1, 50 and 500 events (registry/serving_plan.py, the
+fastest of many runs). Writes bench/results/model_serving_cost.json.
 """
 
 from __future__ import annotations
@@ -15,19 +22,26 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from bench.results import write_results
+from bench.tools.micro import best_seconds
 from core.settings import Settings
+from registry.serving_plan import compile_plan
+from schemas import FEATURES
 from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED, Config
-from trainer.data import load_bank, resolve_data_path
+from trainer.data import labels, load_bank, resolve_data_path
 from trainer.evaluation import random_cv_auc, rolling_backtest
+from trainer.final import calibrated
+from trainer.synthetic import synthetic_bank_frame
 
 console = Console(width=200)
 
@@ -47,14 +61,22 @@ class MeanOf(ClassifierMixin, BaseEstimator):
         return np.mean([m.predict_proba(frame) for m in self.fitted_], axis=0)
 
 
-def _hgb(**params: Any) -> Config:
-    base = REFERENCE_CONFIGS["hist_gradient_boosting"]
-    return Config(base.candidate, base.pdays, base.calendar, {**base.params, **params}, "index")
+def _variant(family: str, interactions: bool = False, **params: Any) -> Config:
+    """A family's reference configuration with some parameters changed."""
+    base = REFERENCE_CONFIGS[family]
+    merged = {**base.params, **params}
+    return Config(base.candidate, base.pdays, base.calendar, merged, base.period, interactions)
 
 
-def _forest(**params: Any) -> Config:
-    base = REFERENCE_CONFIGS["random_forest"]
-    return Config(base.candidate, base.pdays, base.calendar, {**base.params, **params}, "index")
+def _hgb(interactions: bool = False, **params: Any) -> Config:
+    return _variant("hist_gradient_boosting", interactions, **params)
+
+
+def _forest(interactions: bool = False, **params: Any) -> Config:
+    return _variant("random_forest", interactions, **params)
+
+
+FOREST_300_50: dict[str, Any] = {"n_estimators": 300, "min_samples_leaf": 50}
 
 
 def candidates() -> dict[str, Callable[[], Any]]:
@@ -78,6 +100,22 @@ def candidates() -> dict[str, Callable[[], Any]]:
             min_samples_leaf=300,
             l2_regularization=10.0,
         ).build,
+        "reference + interactions": _forest(interactions=True).build,
+        "random forest, 300 trees, min leaf 50 + interactions": _forest(
+            True, **FOREST_300_50
+        ).build,
+        # The forest's own noise: the same configurations with other seeds.
+        **{
+            f"{name}, seed {seed}": _forest(interactions, random_state=seed, **params).build
+            for name, interactions, params in (
+                ("reference", False, {}),
+                ("300 trees, min leaf 50 + interactions", True, FOREST_300_50),
+            )
+            for seed in (1, 2)
+        },
+        "HGB reference + interactions": _hgb(interactions=True).build,
+        "logistic reference": REFERENCE_CONFIGS["logistic"].build,
+        "logistic reference + interactions": _variant("logistic", interactions=True).build,
         "mean of forest (300) + HGB + logistic": lambda: MeanOf(
             [
                 forest_300.build(),
@@ -104,7 +142,7 @@ def study(frame: pd.DataFrame, only: list[str] | None) -> list[dict[str, Any]]:
         row["random_cv_roc_auc"] = random_cv_auc(frame, make)
         row["seconds"] = round(time.monotonic() - started, 1)
         row["per_month"] = {str(k): float(v) for k, v in months["roc_auc"].items()}
-        console.print(f"{name}: {row['backtest_monthly_roc_auc']:.4f} ({row['seconds']} s)")
+        console.print(f"{escape(name)}: {row['backtest_monthly_roc_auc']:.4f} ({row['seconds']} s)")
         rows.append(row)
     return rows
 
@@ -113,7 +151,8 @@ def paired_difference(months: pd.DataFrame, reference: pd.DataFrame) -> dict[str
     """Month by month against the reference, weighted by rows as the selection metric is: the
     mean difference (the metrics' difference), its standard error (the months taken as
     independent) and in how many months the candidate was better."""
-    both = months[["roc_auc", "rows"]].join(reference[["roc_auc"]], rsuffix="_ref").dropna()
+    reference_auc = reference[["roc_auc"]].rename(columns={"roc_auc": "roc_auc_ref"})
+    both = months[["roc_auc", "rows"]].join(reference_auc).dropna()
     d = (both["roc_auc"] - both["roc_auc_ref"]).to_numpy()
     w = both["rows"].to_numpy(dtype=float)
     mean = float(np.average(d, weights=w))
@@ -123,6 +162,47 @@ def paired_difference(months: pd.DataFrame, reference: pd.DataFrame) -> dict[str
         "months_better": int((d > 0).sum()),
         "months": len(d),
     }
+
+
+# Candidates whose cost of serving matters: the reference and the forests that beat it.
+SERVING_COST: dict[str, Config] = {
+    "reference (60 trees, min leaf 100)": REFERENCE_CONFIGS[REFERENCE_SELECTED],
+    "300 trees, min leaf 50": _forest(**FOREST_300_50),
+    "300 trees, min leaf 50 + interactions": _forest(True, **FOREST_300_50),
+    "reference + interactions": _forest(interactions=True),
+}
+SERVING_BATCHES = {1: 200, 50: 80, 500: 30}  # batch size -> repetitions
+
+
+def serving_cost(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    served = synthetic_bank_frame(max(SERVING_BATCHES), seed=5)
+    rows: list[dict[str, Any]] = []
+    for name, config in SERVING_COST.items():
+        started = time.monotonic()
+        pipeline = calibrated(config, n_jobs=2).fit(frame, labels(frame))
+        row: dict[str, Any] = {"candidate": name, "fit_s": round(time.monotonic() - started, 1)}
+        plan = compile_plan(pipeline)
+        if plan is None:
+            raise SystemExit(f"{name}: the pipeline did not compile to a serving plan")
+        for size, repeats in SERVING_BATCHES.items():
+            columns = {f: served[f].iloc[:size].tolist() for f in FEATURES}
+            predict = partial(plan.predict, columns)
+            row[f"predict_ms_{size}"] = 1000 * best_seconds(predict, repeats)
+        console.print(row)
+        rows.append(row)
+    return rows
+
+
+def print_serving_cost(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="fit on bank-full and compiled predict per batch (ms, fastest run)")
+    for column in ("candidate", "fit s", *(f"batch {size}" for size in SERVING_BATCHES)):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    base = rows[0]
+    for row in rows:
+        times = [(row[f"predict_ms_{n}"], base[f"predict_ms_{n}"]) for n in SERVING_BATCHES]
+        cells = [f"{ms:.2f} ({ms / reference:.1f}x)" for ms, reference in times]
+        table.add_row(escape(row["candidate"]), f"{row['fit_s']:.0f}", *cells)
+    console.print(table)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -141,7 +221,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(column, justify="left" if column == "candidate" else "right")
     for row in rows:
         table.add_row(
-            row["candidate"],
+            escape(row["candidate"]),
             f"{row['backtest_monthly_roc_auc']:.4f}",
             f"{row['vs_reference_mean']:+.4f} ± {row['vs_reference_se']:.4f}",
             f"{row['months_better']} of {row['months']}",
@@ -158,9 +238,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.tools.model_study")
     parser.add_argument("--data", default=None)
     parser.add_argument("--only", nargs="*", help="candidates whose name contains one of these")
+    parser.add_argument("--serving-cost", action="store_true", help="fit and predict times")
     args = parser.parse_args()
     settings = Settings(_env_file=None)
     frame, _sha = load_bank(resolve_data_path(args.data, settings))
+    if args.serving_cost:
+        cost = serving_cost(frame)
+        print_serving_cost(cost)
+        print(write_results("model_serving_cost", cost))
+        return
     rows = study(frame, args.only)
     print_table(rows)
     print(write_results("model_study", rows))
