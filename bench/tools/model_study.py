@@ -12,9 +12,10 @@ selected on). Prints a table, writes bench/results/model_study.json.
     .venv/bin/python -m bench.tools.model_study --serving-cost
 
 What a forest's size costs where it runs, side by side: for the reference and the larger
-forests, the time to fit the shipped (calibrated) pipeline on every row and the compiled
-plan's predict time per scorer batch of 1, 50 and 500 events (registry/serving_plan.py, the
-fastest of many runs). Writes bench/results/model_serving_cost.json.
+forests, the time to fit the shipped (calibrated) pipeline on every row, the size of its
+artifact (the model topic carries it inline up to CALLSCORE_INLINE_ARTIFACT_MAX_BYTES) and
+the compiled plan's predict time per scorer batch of 1, 50 and 500 events
+(registry/serving_plan.py, the fastest of many runs). Writes bench/results/model_serving_cost.json.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from bench.results import write_results
 from bench.tools.micro import best_seconds
 from core.settings import Settings
+from registry.artifact import ModelArtifact, dump_artifact
 from registry.serving_plan import compile_plan
 from schemas import FEATURES
+from testkit.factories import small_artifact
 from trainer.candidates import REFERENCE_CONFIGS, REFERENCE_SELECTED, Config
 from trainer.data import labels, load_bank, resolve_data_path
 from trainer.evaluation import random_cv_auc, rolling_backtest
@@ -181,6 +184,9 @@ def serving_cost(frame: pd.DataFrame) -> list[dict[str, Any]]:
         started = time.monotonic()
         pipeline = calibrated(config, n_jobs=2).fit(frame, labels(frame))
         row: dict[str, Any] = {"candidate": name, "fit_s": round(time.monotonic() - started, 1)}
+        # What the model channel carries (registry.artifact.dump_artifact, compressed).
+        artifact = ModelArtifact(pipeline, small_artifact().metadata)
+        row["artifact_mb"] = round(len(dump_artifact(artifact)) / 2**20, 2)
         plan = compile_plan(pipeline)
         if plan is None:
             raise SystemExit(f"{name}: the pipeline did not compile to a serving plan")
@@ -195,13 +201,16 @@ def serving_cost(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def print_serving_cost(rows: list[dict[str, Any]]) -> None:
     table = Table(title="fit on bank-full and compiled predict per batch (ms, fastest run)")
-    for column in ("candidate", "fit s", *(f"batch {size}" for size in SERVING_BATCHES)):
+    batches = (f"batch {size}" for size in SERVING_BATCHES)
+    for column in ("candidate", "fit s", "artifact MiB", *batches):
         table.add_column(column, justify="left" if column == "candidate" else "right")
     base = rows[0]
     for row in rows:
         times = [(row[f"predict_ms_{n}"], base[f"predict_ms_{n}"]) for n in SERVING_BATCHES]
         cells = [f"{ms:.2f} ({ms / reference:.1f}x)" for ms, reference in times]
-        table.add_row(escape(row["candidate"]), f"{row['fit_s']:.0f}", *cells)
+        table.add_row(
+            escape(row["candidate"]), f"{row['fit_s']:.0f}", f"{row['artifact_mb']:.2f}", *cells
+        )
     console.print(table)
 
 
