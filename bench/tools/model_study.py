@@ -80,6 +80,7 @@ def _forest(interactions: bool = False, **params: Any) -> Config:
 
 
 FOREST_300_50: dict[str, Any] = {"n_estimators": 300, "min_samples_leaf": 50}
+FOREST_120_50: dict[str, Any] = {"n_estimators": 120, "min_samples_leaf": 50}
 
 
 def candidates() -> dict[str, Callable[[], Any]]:
@@ -107,12 +108,20 @@ def candidates() -> dict[str, Callable[[], Any]]:
         "random forest, 300 trees, min leaf 50 + interactions": _forest(
             True, **FOREST_300_50
         ).build,
+        # Where the larger forest's gain comes from: its leaves or its number of trees.
+        **{
+            f"random forest, {trees} trees, min leaf 50 + interactions": _forest(
+                True, n_estimators=trees, min_samples_leaf=50
+            ).build
+            for trees in (60, 120)
+        },
         # The forest's own noise: the same configurations with other seeds.
         **{
             f"{name}, seed {seed}": _forest(interactions, random_state=seed, **params).build
             for name, interactions, params in (
                 ("reference", False, {}),
                 ("300 trees, min leaf 50 + interactions", True, FOREST_300_50),
+                ("120 trees, min leaf 50 + interactions", True, FOREST_120_50),
             )
             for seed in (1, 2)
         },
@@ -172,6 +181,8 @@ SERVING_COST: dict[str, Config] = {
     "reference (60 trees, min leaf 100)": REFERENCE_CONFIGS[REFERENCE_SELECTED],
     "300 trees, min leaf 50": _forest(**FOREST_300_50),
     "300 trees, min leaf 50 + interactions": _forest(True, **FOREST_300_50),
+    "120 trees, min leaf 50 + interactions": _forest(True, **FOREST_120_50),
+    "60 trees, min leaf 50 + interactions": _forest(True, min_samples_leaf=50),
     "reference + interactions": _forest(interactions=True),
 }
 SERVING_BATCHES = {1: 200, 50: 80, 500: 30}  # batch size -> repetitions
