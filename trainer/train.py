@@ -11,9 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
+from sklearn.metrics import roc_auc_score
 
 from core.errors import BrokerUnavailableError
 from core.settings import Settings
@@ -25,6 +28,7 @@ from registry.artifact import (
 )
 from registry.keys import load_signing_key, trusted_keys
 from registry.model_topic import load_champion, next_version, publish_manifest, read_model_records
+from registry.serving_plan import compile_plan
 from registry.signing import build_manifest
 from schemas import FEATURES, ModelManifest
 from trainer import card_report
@@ -295,13 +299,25 @@ def _write_artifact_and_charts(
 
 
 def _importance(final: FinalModel, rows: int) -> pd.DataFrame:
+    """Permutation importance (ROC-AUC) on the holdout, scored through the compiled serving
+    plan when the pipeline compiles: the same probabilities without the pipeline's per-call
+    cost, which the 46 scorings (15 features x 3 repeats + the baseline) paid for a forest."""
     sample = final.holdout.iloc[:rows]
     y = final.holdout_y[:rows]
+    plan = compile_plan(final.holdout_pipeline)
+
+    def roc_auc(pipeline: Any, frame: pd.DataFrame, truth: np.ndarray) -> float:
+        if plan is None:
+            scores = pipeline.predict_proba(frame)[:, 1]
+        else:
+            scores = plan.predict({name: frame[name].to_numpy() for name in FEATURES})
+        return float(roc_auc_score(truth, scores))
+
     result = permutation_importance(
         final.holdout_pipeline,
         sample[list(FEATURES)],
         y,
-        scoring="roc_auc",
+        scoring=roc_auc,
         n_repeats=3,
         random_state=0,
         n_jobs=1,
