@@ -127,9 +127,8 @@ _FOREST = {"min_samples_leaf": 30, "max_depth": 10, "max_features": "sqrt"}
 # effects, as the reference `callscore train` run selected them; logistic regression at its tuned
 # C. The full search tries them first among its hyperparameters; `callscore backtest` replays them.
 # The forest's size and the CRM interactions come from the model study of issue 19
-# (bench/tools/model_study.py): 120 trees with leaves of 50 gained +0.007 to +0.013 per-month
-# AUC over three seeds at 0.7 MiB; 300 trees gained little more at 1.8 MiB, too near the model
-# record's 2 MiB limit.
+# (bench/tools/model_study.py, its figures in docs/model-card.md): a larger forest gained a
+# little more but its artifact nears the model record's size limit.
 REFERENCE_CONFIGS: dict[str, Config] = {
     "logistic": Config("logistic", params=_LOGISTIC),
     "hist_gradient_boosting": Config(
