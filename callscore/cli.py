@@ -55,6 +55,34 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_broker(args: argparse.Namespace) -> int:
+    """Apache Kafka as local processes, in the foreground until Ctrl-C or SIGTERM."""
+    import time
+
+    from core.local_broker import start_kafka
+    from core.local_broker.kafka import fetch_jars, java_binary, kafka_version
+
+    java_binary()
+    jars = fetch_jars()
+    if args.fetch_only:
+        print(f"Apache Kafka {kafka_version()}'s jars are in {jars}")
+        return 0
+    cluster = start_kafka(nodes=args.nodes, folder=Path(args.dir) if args.dir else None)
+    try:
+        print(f"{cluster.origin} serves at {cluster.bootstrap_servers}; logs and data in "
+              f"{cluster.nodes[0].folder.parent}; Ctrl-C stops it", flush=True)  # fmt: skip
+        print(f"export CALLSCORE_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        while all(node.running for node in cluster.nodes):
+            time.sleep(1)
+        print("callscore: error: a Kafka node exited: see its server.log", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cluster.stop()
+
+
 def _cmd_schemas_export(args: argparse.Namespace) -> int:
     from schemas.export import export_schemas
 
@@ -89,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="create every topic the system uses (idempotent)")
     topics.set_defaults(handler=_cmd_topics)
+
+    broker = sub.add_parser(
+        "broker",
+        help="run Apache Kafka (KRaft) locally from Maven Central's jars, without Docker",
+        description="Start Apache Kafka as local processes (needs Java 17; Maven fetches the "
+        "jars once into ~/.cache/callqueue-scorer) and keep it running until Ctrl-C. Data is "
+        "thrown away unless --dir names a folder.",
+    )
+    broker.add_argument("--nodes", type=int, default=1, help="cluster size (default 1)")
+    broker.add_argument("--dir", help="data and log folder (default: a new temporary folder)")
+    broker.add_argument(
+        "--fetch-only", action="store_true", help="fetch the jars into the cache and exit"
+    )
+    broker.set_defaults(handler=_cmd_broker)
 
     schemas = sub.add_parser("schemas", help="message contracts")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")

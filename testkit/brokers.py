@@ -1,39 +1,29 @@
-"""The broker a test session talks to (never a mock): KAFKA_BOOTSTRAP_SERVERS, testcontainers'
-Kafka when a Docker engine answers, else the local Tansu broker."""
+"""The broker a test session talks to (never a mock): KAFKA_BOOTSTRAP_SERVERS if set, else
+Apache Kafka started from Maven Central's jars (core/local_broker/kafka.py); Tansu only when
+asked for with CALLQUEUE_TEST_BROKER=tansu (the fallback's own runs)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from core.local_broker import LocalBroker, start_tansu
+from core.local_broker import LocalBroker, start_local_broker
 
-
-def _docker_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+# Which local broker a test session starts: "kafka" (the default) or "tansu".
+TEST_BROKER_VARIABLE = "CALLQUEUE_TEST_BROKER"
 
 
 @contextmanager
 def kafka_for_tests() -> Iterator[LocalBroker]:
-    """KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers' Kafka if Docker answers; else Tansu."""
+    """KAFKA_BOOTSTRAP_SERVERS (an Apache Kafka) if set; else a fresh local broker."""
     if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield LocalBroker(servers, None, "KAFKA_BOOTSTRAP_SERVERS")
+        yield LocalBroker(servers, "kafka", "KAFKA_BOOTSTRAP_SERVERS")
         return
-    if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer() as container:
-            yield LocalBroker(container.get_bootstrap_server(), None, "testcontainers")
-        return
-    broker = start_tansu()
+    kind = os.environ.get(TEST_BROKER_VARIABLE, "kafka")
+    if kind not in ("kafka", "tansu"):
+        raise ValueError(f"{TEST_BROKER_VARIABLE} must be kafka or tansu, not {kind!r}")
+    broker = start_local_broker(kind)  # type: ignore[arg-type]
     try:
         yield broker
     finally:

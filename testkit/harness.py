@@ -17,7 +17,7 @@ from typing import Any
 
 from callscore.processes import CALLSCORE, Child, settings_env
 from core.kafka import client_config
-from core.local_broker import LOCAL_BROKER_TIMINGS, free_port
+from core.local_broker import BROKER_TIMINGS, free_port
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
 from core.topic_writer import Outgoing, publish
@@ -29,9 +29,9 @@ from testkit.factories import small_artifact
 
 
 def isolated_settings(name: str, workdir: Path, **updates: Any) -> Settings:
-    """Settings for one test or run: topics and a lake of its own, the local broker's timings, a
-    throwaway Ed25519 key pair under workdir/keys (trusted: its public key only); nothing read
-    from the environment or a .env file."""
+    """Settings for one test or run: topics and a lake of its own, Apache Kafka's client timings
+    (a broker's `client_settings()` in `updates` sets its own), a throwaway Ed25519 key pair under
+    workdir/keys (trusted: its public key only); nothing read from the environment or .env."""
     _kid, private, public = generate_keypair(workdir / "keys" / name)
     return Settings(
         _env_file=None,
@@ -50,7 +50,7 @@ def isolated_settings(name: str, workdir: Path, **updates: Any) -> Settings:
         model_trusted_keys=str(public),
         artifact_dir=workdir / "artifacts",
         export_url=str(workdir / "lake"),  # never a stray ./out/lake in the checkout
-        **{**LOCAL_BROKER_TIMINGS, **updates},
+        **{**BROKER_TIMINGS["kafka"], **updates},
     )
 
 

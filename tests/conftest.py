@@ -22,7 +22,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[LocalBroker]:
-    """KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers' Kafka if Docker answers; else Tansu."""
+    """KAFKA_BOOTSTRAP_SERVERS if set; else Apache Kafka from Maven Central's jars (Tansu when
+    CALLQUEUE_TEST_BROKER=tansu)."""
     with kafka_for_tests() as broker:
         print(f"\n[kafka] using {broker.origin} at {broker.bootstrap_servers}")
         yield broker
@@ -42,8 +43,8 @@ def settings(unique: str, tmp_path) -> Settings:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def kafka_settings(settings: Settings, kafka_broker: LocalBroker) -> Settings:
-    """Settings pointing at the session's real broker, with the fast group timings."""
-    return settings.model_copy(update={"bootstrap_servers": kafka_broker.bootstrap_servers})
+    """Settings pointing at the session's real broker, with its kind's client timings."""
+    return settings.model_copy(update=kafka_broker.client_settings())
 
 
 @pytest.fixture

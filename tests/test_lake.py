@@ -250,7 +250,7 @@ def lake(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) ->
         uuid.uuid4().hex[:10],
         workdir,
         partitions=2,
-        bootstrap_servers=kafka_broker.bootstrap_servers,
+        **kafka_broker.client_settings(),
         export_timezone="Europe/Berlin",
         export_read_timeout_seconds=30,
     )
@@ -445,7 +445,7 @@ def test_each_partition_is_read_up_to_the_first_record_past_the_day_and_its_late
         uuid.uuid4().hex[:10],
         tmp_path,
         partitions=1,
-        bootstrap_servers=kafka_broker.bootstrap_servers,
+        **kafka_broker.client_settings(),
         export_timezone="Europe/Berlin",
         export_read_timeout_seconds=30,
     )

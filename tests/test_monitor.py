@@ -459,7 +459,7 @@ def test_a_reader_from_a_time_reads_from_the_brokers_answer(kafka_settings, kafk
     assert read == [(0, o) for o in range(len(stamps)) if first is not None and o >= first]
     assert {(0, 2), (0, 3)} <= set(read)  # stamped at or after the start: always read
     assert [(r.topic, r.value) for r in records if r.topic == old_model] == [(old_model, b"m")]
-    if kafka_broker.origin == "tansu":
+    if kafka_broker.kind == "tansu":
         assert answer == {w: 0 for w in partitions}, answer
         assert read == [(0, o) for o in range(len(stamps))]
 

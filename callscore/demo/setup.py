@@ -16,7 +16,7 @@ from typing import Any
 
 from callscore.demo.options import DemoOptions
 from callscore.processes import CALLSCORE, Child, Children, settings_env
-from core.local_broker import LOCAL_BROKER_TIMINGS, free_port, start_tansu
+from core.local_broker import BROKER_TIMINGS, free_port, start_tansu
 from core.settings import Settings, load_settings
 from registry.keys import generate_keypair
 
@@ -79,7 +79,7 @@ def set_up(options: DemoOptions, out: Path, children: Children) -> Run:
     else:
         broker, bootstrap_servers = _embedded_broker(out, children)
         broker_label = f"embedded Tansu at {bootstrap_servers}"
-        updates = {"bootstrap_servers": bootstrap_servers, **LOCAL_BROKER_TIMINGS}
+        updates = {"bootstrap_servers": bootstrap_servers, **BROKER_TIMINGS["tansu"]}
     updates |= _own_state(out, run_id)
     return Run(options, out, base.model_copy(update=updates), children, broker, broker_label)
 
