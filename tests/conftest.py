@@ -20,13 +20,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.kafka)
 
 
+# What the session's broker line at the end of the run says (none when no test needed one).
+SESSION_BROKER: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[LocalBroker]:
     """KAFKA_BOOTSTRAP_SERVERS if set; else Apache Kafka from Maven Central's jars (Tansu when
     CALLQUEUE_TEST_BROKER=tansu)."""
     with kafka_for_tests() as broker:
-        print(f"\n[kafka] using {broker.origin} at {broker.bootstrap_servers}")
+        SESSION_BROKER.append(f"{broker.origin} at {broker.bootstrap_servers}")
         yield broker
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SESSION_BROKER:
+        terminalreporter.write_line(f"[kafka] the session's broker: {SESSION_BROKER[0]}")
 
 
 @pytest.fixture

@@ -1,16 +1,12 @@
-"""Broker outage: a TCP proxy between every client and the broker is cut for 20 s mid-stream.
-
-The broker advertises the proxy's address, so after bootstrapping every client (the worker's
-Faust consumer and producer, its model reader and broker check, this test's producer) still goes
-through the proxy; cutting it is a broker outage that keeps the broker's data, which restarting
-the in-memory broker would not. The worker must say it is not ready during the outage, log a
-bounded number of lines, and score every event afterwards without a restart.
+"""Broker outage: the (only) Apache Kafka node is SIGKILLed mid-stream and started again 20 s
+later on the same ports and log folder, so it comes back with its data, as a crashed broker does.
+Every client (the worker's Faust consumer and producer, its model reader and broker check, this
+test's producer) loses its connections at once. The worker must say it is not ready during the
+outage, log a bounded number of lines, and score every event afterwards without a restart.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.kafka import ensure_topics, producer_config
-from core.local_broker import LocalBroker, free_port, start_tansu
+from core.local_broker import KafkaCluster, start_kafka
 from testkit.factories import valid_event
 from testkit.harness import collect, event_bytes, isolated_settings, publish_model, worker_settings
 
@@ -32,85 +28,14 @@ EVENTS_PER_SECOND = 50
 MAX_LOG_LINES_DURING_OUTAGE = 100
 
 
-class TcpProxy:
-    """Forwards 127.0.0.1:port to 127.0.0.1:target. `cut()` closes the listener and every
-    connection (clients then get ECONNREFUSED, as from a dead broker); `restore()` listens
-    again on the same port."""
-
-    def __init__(self, port: int, target: int) -> None:
-        self.port, self.target = port, target
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._listener: socket.socket | None = None
-
-    def restore(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        with self._lock:
-            if self._listener is not None:
-                self._close(self._listener)
-                self._listener = None
-            for sock in self._sockets:
-                self._close(sock)
-            self._sockets.clear()
-
-    @staticmethod
-    def _close(sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:  # cut
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-            except OSError:
-                self._close(client)
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                if self._listener is not listener:  # cut while connecting
-                    self._close(client)
-                    self._close(upstream)
-                    return
-                self._sockets.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        with self._lock:
-            for sock in (source, sink):
-                if sock in self._sockets:
-                    self._sockets.discard(sock)
-                    self._close(sock)
-
-
 @pytest.fixture
-def proxied_broker() -> Iterator[tuple[TcpProxy, LocalBroker]]:
-    """A broker of its own (it must advertise the proxy), reachable only through the proxy."""
-    proxy = TcpProxy(free_port(), free_port())
-    proxy.restore()
-    broker = start_tansu(proxy.target, advertised_url=f"tcp://127.0.0.1:{proxy.port}")
+def own_kafka(tmp_path) -> Iterator[KafkaCluster]:
+    """An Apache Kafka node of this test's own, to kill and restart."""
+    cluster = start_kafka(folder=tmp_path / "kafka")
     try:
-        yield proxy, broker
+        yield cluster
     finally:
-        proxy.cut()
-        broker.stop()
+        cluster.stop()
 
 
 def line_count(path: Path) -> int:
@@ -118,14 +43,11 @@ def line_count(path: Path) -> int:
 
 
 def test_twenty_second_broker_outage_loses_nothing_and_needs_no_restart(
-    proxied_broker, unique, tmp_path, workers
+    own_kafka, unique, tmp_path, workers
 ):
     from confluent_kafka import Producer
 
-    proxy, _broker = proxied_broker
-    base = isolated_settings(
-        unique, tmp_path, partitions=2, bootstrap_servers=f"127.0.0.1:{proxy.port}"
-    )
+    base = isolated_settings(unique, tmp_path, partitions=2, **own_kafka.client_settings())
     settings = worker_settings(
         base, tmp_path, batch_max_size=20, broker_retry_seconds=60.0, broker_check_seconds=0.5
     )
@@ -168,7 +90,7 @@ def test_twenty_second_broker_outage_loses_nothing_and_needs_no_restart(
     timeline: dict[str, float] = {}
     t0 = time.monotonic()
     lines_before = line_count(worker.log_path)
-    proxy.cut()
+    own_kafka.kill(1)
     statuses: list[tuple[float, int]] = []
     while (elapsed := time.monotonic() - t0) < OUTAGE_SECONDS:
         status = worker.http("GET", "/readyz").status
@@ -179,7 +101,7 @@ def test_twenty_second_broker_outage_loses_nothing_and_needs_no_restart(
         time.sleep(0.25)
     lines_during = line_count(worker.log_path) - lines_before
     scored_at_restore = worker.metric("callscore_events_scored_total")
-    proxy.restore()
+    own_kafka.start_node(1)
     timeline["restored"] = time.monotonic() - t0
 
     worker.wait_until(

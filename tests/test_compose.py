@@ -226,6 +226,20 @@ def test_kafka_is_a_single_kraft_node_with_inside_and_host_listeners(services):
     assert kafka["ports"] == ["127.0.0.1:9092:9092"]
 
 
+def test_kafka_runs_what_the_tests_run(services):
+    """The compose file's Kafka is the launcher's: the same version, the same shared settings."""
+    from core.local_broker.kafka import kafka_version, shared_settings
+
+    kafka = services["kafka"]
+    assert kafka["image"] == f"apache/kafka:{kafka_version()}"
+    env = environment(kafka)
+    for name, value in shared_settings(nodes=1).items():
+        variable = "KAFKA_" + name.upper().replace(".", "_")
+        assert str(env.get(variable)) == value, (
+            f"{variable}: compose {env.get(variable)!r}, launcher {value!r}"
+        )
+
+
 def test_streamer_scales(services):
     streamer = services["streamer"]
     assert "container_name" not in streamer

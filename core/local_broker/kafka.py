@@ -195,6 +195,12 @@ class KafkaCluster(LocalBroker):
     java: str = "java"
     jars: Path = Path()
     heap_mb: int = 512
+    temporary_folder: Path | None = None  # removed by stop(): data nobody asked to keep
+
+    def stop(self) -> None:
+        super().stop()
+        if self.temporary_folder is not None:
+            shutil.rmtree(self.temporary_folder, ignore_errors=True)
 
     def start_node(self, node_id: int, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Start one node (again, after `kill`) and wait until it serves."""
@@ -282,10 +288,12 @@ def start_kafka(
     timeout: float = START_TIMEOUT_SECONDS,
 ) -> KafkaCluster:
     """A fresh cluster of `nodes` KRaft nodes (combined mode) in `folder` (default: a new
-    temporary folder), every node started and serving."""
+    temporary folder, removed by `stop()`), every node started and serving."""
     java = java_binary()
     jars = fetch_jars()
-    folder = Path(folder or tempfile.mkdtemp(prefix="kafka-"))
+    temporary = None if folder else Path(tempfile.mkdtemp(prefix="kafka-"))
+    folder = Path(folder) if folder else temporary
+    assert folder is not None
     members = [
         KafkaNode(i, free_port(), free_port(), folder / f"node-{i}") for i in range(1, nodes + 1)
     ]
@@ -300,6 +308,7 @@ def start_kafka(
         java=java,
         jars=jars,
         heap_mb=heap_mb,
+        temporary_folder=temporary,
     )
     for node in members:
         node.folder.mkdir(parents=True, exist_ok=True)
