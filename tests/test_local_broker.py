@@ -127,3 +127,12 @@ def test_callscore_broker_without_java_prints_one_line(tmp_path):
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "needs Java 17" in result.stderr
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """StorageTool would read it as an option: Kafka's own random-uuid draws again, so do we."""
+    import uuid
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(kafka_launcher.uuid, "uuid4", lambda: next(drawn))
+    assert kafka_launcher.new_cluster_id() == "AQEBAQEBAQEBAQEBAQEBAQ"

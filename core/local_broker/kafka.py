@@ -147,8 +147,13 @@ def fetch_jars() -> Path:
 
 
 def new_cluster_id() -> str:
-    """What `kafka-storage.sh random-uuid` prints: a UUID in URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """What `kafka-storage.sh random-uuid` prints: a UUID in URL-safe base64 without padding,
+    never starting with "-" (Kafka's Uuid.randomUuid draws again too: StorageTool's argument
+    parser reads such an id as an option, and the format fails, 1 start in 64)."""
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 @dataclass
