@@ -38,11 +38,14 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from core.kafka import ensure_topics, retention_shortfalls, topic_specs
+    from core.kafka import ensure_topics, topic_shortfalls, topic_specs
 
     settings = load_settings()
     status = ensure_topics(settings)
-    table = Table(title=f"Topics on {settings.bootstrap_servers}")
+    table = Table(
+        title=f"Topics on {settings.bootstrap_servers} (replication factor "
+        f"{settings.replication_factor}; why each setting: docs/operations.md#topic-settings)"
+    )
     for column in ("topic", "partitions", "config", "status"):
         table.add_column(column)
     for spec in topic_specs(settings):
@@ -50,7 +53,7 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
         table.add_row(spec.name, str(spec.partitions), config, status[spec.name])
     console = Console()
     console.print(table)
-    for line in retention_shortfalls(settings):
+    for line in topic_shortfalls(settings):
         console.print(f"warning: {line}", style="yellow", highlight=False)
     return 0
 
@@ -60,7 +63,8 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     import time
 
     from core.local_broker import start_kafka
-    from core.local_broker.kafka import fetch_jars, java_binary, kafka_version
+    from core.local_broker.kafka import fetch_jars, java_binary, kafka_version, topic_replication
+    from core.settings import env_vars
 
     java_binary()
     jars = fetch_jars()
@@ -71,7 +75,10 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     try:
         print(f"{cluster.origin} serves at {cluster.bootstrap_servers}; logs and data in "
               f"{cluster.nodes[0].folder.parent}; Ctrl-C stops it", flush=True)  # fmt: skip
-        print(f"export CALLSCORE_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}", flush=True)
+        exports = {"CALLSCORE_BOOTSTRAP_SERVERS": cluster.bootstrap_servers}
+        if args.nodes > 1:  # the topics `callscore topics` creates get the cluster's replication
+            exports |= env_vars(topic_replication(args.nodes))
+        print("export " + " ".join(f"{k}={v}" for k, v in exports.items()), flush=True)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         while all(node.running for node in cluster.nodes):
             time.sleep(1)

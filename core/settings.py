@@ -104,7 +104,22 @@ class Settings(BaseSettings):
     replication_factor: int = Field(
         default=1,
         ge=1,
-        description="Replicas of each topic `callscore topics` creates (3 on a cluster).",
+        description="Replicas of each topic `callscore topics` creates (3 on a cluster); it "
+        "refuses to create topics when fewer brokers answer.",
+    )
+    min_insync_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="The topics' min.insync.replicas: replicas that must hold a record before "
+        "an acks=all write succeeds (2 with a replication factor of 3: writes go on with one "
+        "broker down, and an acknowledged record survives its loss).",
+    )
+    tombstone_retention_days: float = Field(
+        default=7.0,
+        ge=1.0,
+        description="How long the compacted topics keep a tombstone (delete.retention.ms): "
+        "longer than a reader may take to catch up, e.g. a dialer mirroring the call queue that "
+        "is down over a long weekend, or it misses withdrawals.",
     )
 
     # --- Consumer-group timing (fast values for the local broker: 3 s / 0.5 s) ---
@@ -471,6 +486,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"export_timezone: unknown time zone {self.export_timezone!r}"
             ) from None
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas {self.min_insync_replicas} is above replication_factor "
+                f"{self.replication_factor}: every acks=all write would be refused"
+            )
         if self.tier_high_fraction + self.tier_medium_fraction >= 1:
             raise ValueError("tier_high_fraction + tier_medium_fraction must be below 1")
         if self.security_protocol.startswith("SASL") and not (

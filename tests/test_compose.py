@@ -30,6 +30,7 @@ from streamer.metrics import StreamMetrics
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"
+CLUSTER_FILE = DEPLOY / "compose-kafka-3.yml"  # the three-broker layout, over COMPOSE_FILE
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "callscore.json"
 PRODUCT_IMAGE = "callqueue-scorer:"
 # The README scales the scorers to three replicas: the topics need at least that many partitions.
@@ -46,6 +47,40 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """An override file merged as compose merges it, for what compose-kafka-3.yml overrides:
+    mappings key by key (services, environment, depends_on, volumes), anything else replaced
+    (`test_the_merge_is_composes` compares with docker-compose's own)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture(scope="module")
+def cluster_compose(compose: dict[str, Any]) -> dict[str, Any]:
+    return merge(compose, yaml.safe_load(CLUSTER_FILE.read_text()))
+
+
+def kafka_nodes(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        n: s for n, s in services.items() if str(s.get("image", "")).startswith("apache/kafka:")
+    }
+
+
+def settings_of(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings a service's container gets: its variables only (raises on a bad value)."""
+    with monkeypatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+            patch.delenv(key)
+        for key, value in environment(service).items():
+            patch.setenv(key, value)
+        return Settings(_env_file=None)
 
 
 def product_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -97,14 +132,11 @@ def test_every_callscore_variable_is_a_settings_field(services):
 
 def test_every_product_service_configures_valid_settings(services, monkeypatch):
     for name, service in product_services(services).items():
-        with monkeypatch.context() as patch:
-            for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
-                patch.delenv(key)
-            for key, value in environment(service).items():
-                patch.setenv(key, value)
-            settings = Settings(_env_file=None)  # raises on any invalid value
+        settings = settings_of(service, monkeypatch)  # raises on any invalid value
         assert settings.partitions >= README_REPLICAS, name
         assert settings.bootstrap_servers == "kafka:19092", name
+        # runnable as is: `callscore topics` refuses more replicas than brokers
+        assert settings.replication_factor <= len(kafka_nodes(services)), name
 
 
 def test_secrets_are_files_never_values_in_the_yaml(compose, services):
@@ -238,6 +270,66 @@ def test_kafka_runs_what_the_tests_run(services):
         assert str(env.get(variable)) == value, (
             f"{variable}: compose {env.get(variable)!r}, launcher {value!r}"
         )
+
+
+def test_the_three_broker_layout_runs_what_the_launchers_three_nodes_run(services, cluster_compose):
+    """deploy/compose-kafka-3.yml: three KRaft nodes of one cluster and quorum, each with the
+    launcher's settings for a cluster of three (shared, and the topics' replication defaults)."""
+    from core.local_broker.kafka import kafka_version, launcher_settings, shared_settings
+
+    nodes = kafka_nodes(cluster_compose["services"])
+    assert len(nodes) == 3
+    cluster = launcher_settings(nodes=3)
+    expected = shared_settings(nodes=3) | {
+        name: cluster[name] for name in ("default.replication.factor", "min.insync.replicas")
+    }
+    voters = {f"{i}@{node['hostname']}:9093" for i, node in enumerate(nodes.values(), 1)}
+    host_ports = set()
+    for i, (name, node) in enumerate(nodes.items(), 1):
+        assert node["image"] == f"apache/kafka:{kafka_version()}", name
+        env = environment(node)
+        for setting, value in expected.items():
+            variable = "KAFKA_" + setting.upper().replace(".", "_")
+            assert str(env.get(variable)) == value, (
+                f"{name} {variable}: compose {env.get(variable)!r}, launcher {value!r}"
+            )
+        assert str(env["KAFKA_NODE_ID"]) == str(i), name
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters, name
+        assert env["CLUSTER_ID"] == environment(services["kafka"])["CLUSTER_ID"], name
+        assert f"INSIDE://{node['hostname']}:19092" in env["KAFKA_ADVERTISED_LISTENERS"], name
+        assert f"--bootstrap-server {node['hostname']}:19092" in node["healthcheck"]["test"][1]
+        assert node["restart"] == "unless-stopped", name
+        (port,) = node["ports"]
+        host_port = str(port).split(":")[1]
+        assert f"HOST://localhost:{host_port}" in env["KAFKA_ADVERTISED_LISTENERS"], name
+        host_ports.add(host_port)
+    assert len(host_ports) == 3
+
+
+def test_the_three_broker_layout_gives_every_client_the_cluster(cluster_compose, monkeypatch):
+    """Every product service talks to all three brokers and creates topics with the launcher's
+    replication for three nodes, the same as the brokers' defaults."""
+    from core.local_broker.kafka import topic_replication
+
+    services = cluster_compose["services"]
+    nodes = kafka_nodes(services)
+    inside = sorted(f"{node['hostname']}:19092" for node in nodes.values())
+    replication = topic_replication(3)
+    assert replication == {"replication_factor": 3, "min_insync_replicas": 2}
+    for name, service in product_services(services).items():
+        settings = settings_of(service, monkeypatch)
+        assert sorted(settings.bootstrap_servers.split(",")) == inside, name
+        assert settings.replication_factor == replication["replication_factor"], name
+        assert settings.min_insync_replicas == replication["min_insync_replicas"], name
+        for node in nodes.values():
+            env = environment(node)
+            assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == settings.replication_factor
+            assert int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == settings.min_insync_replicas
+    waits = services["topics"]["depends_on"]
+    assert {n: waits[n]["condition"] for n in waits} == dict.fromkeys(nodes, "service_healthy")
+    assert set(cluster_compose["volumes"]) >= {
+        str(v).split(":")[0] for node in nodes.values() for v in node["volumes"]
+    }
 
 
 def test_streamer_scales(services):
@@ -414,17 +506,46 @@ def test_constraints_pin_the_pyproject_versions():
 # --- the real validator ---------------------------------------------------------------------------
 
 
-def test_docker_compose_config_accepts_the_file():
+def docker_compose() -> str:
     binary = shutil.which("docker-compose")
     if binary is None:
         if os.environ.get("CI") == "true":
             pytest.fail("docker-compose is not installed; .ci/run installs it")
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
-    for profile in ([], ["--profile", "simulator"]):
-        done = subprocess.run(
-            [binary, "-f", str(COMPOSE_FILE), *profile, "config", "-q"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+    return binary
+
+
+def test_docker_compose_config_accepts_the_file():
+    binary = docker_compose()
+    files = ["-f", str(COMPOSE_FILE)]
+    for layout in (files, [*files, "-f", str(CLUSTER_FILE)]):
+        for profile in ([], ["--profile", "simulator"]):
+            done = subprocess.run(
+                [binary, *layout, *profile, "config", "-q"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+
+
+def test_the_merge_is_composes(cluster_compose):
+    """The tests' merge of the three-broker layout is what docker-compose itself makes of it."""
+    layout = ["-f", str(COMPOSE_FILE), "-f", str(CLUSTER_FILE), "--profile", "simulator"]
+    done = subprocess.run(
+        [docker_compose(), *layout, "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    composed = yaml.safe_load(done.stdout)["services"]
+    ours = cluster_compose["services"]
+    assert set(composed) == set(ours)
+    for name, service in ours.items():
+        theirs = composed[name]
+        assert {k: str(v) for k, v in (theirs.get("environment") or {}).items()} == environment(
+            service
+        ), name
+        assert set(theirs.get("depends_on", {})) == set(service.get("depends_on", {})), name
+        assert theirs.get("image") == service.get("image"), name

@@ -61,6 +61,9 @@ def test_production_defaults_stay_sane():
         {"tier_high_fraction": 0.6, "tier_medium_fraction": 0.5},
         {"security_protocol": "SASL_SSL"},
         {"partitions": 0},
+        {"min_insync_replicas": 2},  # above the replication factor: every write refused
+        {"replication_factor": 3, "min_insync_replicas": 0},
+        {"tombstone_retention_days": 0.5},
     ],
 )
 def test_inconsistent_settings_are_refused(overrides):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from core.kafka import DAY_MS, client_config, ensure_topics, retention_shortfalls
+from core.kafka import DAY_MS, client_config, ensure_topics, topic_shortfalls
 
 
 def retention_ms(settings, topic: str) -> str | None:  # type: ignore[no-untyped-def]
@@ -22,7 +22,7 @@ def test_created_topics_keep_what_the_loop_needs(kafka_settings):
     assert retention_ms(kafka_settings, kafka_settings.topic_outcomes) == history
     dead = str(int(kafka_settings.dead_letter_retention_days * DAY_MS))
     assert retention_ms(kafka_settings, kafka_settings.topic_dead_letters) == dead
-    assert retention_shortfalls(kafka_settings) == []
+    assert topic_shortfalls(kafka_settings) == []
 
 
 def test_an_existing_topic_keeping_too_little_is_named(kafka_settings):
@@ -34,6 +34,6 @@ def test_an_existing_topic_keeping_too_little_is_named(kafka_settings):
     for future in created.values():
         future.result(10)
     ensure_topics(kafka_settings)  # leaves the existing topic as it is
-    (line,) = retention_shortfalls(kafka_settings)
+    (line,) = topic_shortfalls(kafka_settings)
     assert f"'{kafka_settings.topic_outcomes}' keeps records 7 days" in line
     assert f"retention.ms={int(kafka_settings.history_retention_days * DAY_MS)}" in line

@@ -45,13 +45,24 @@ def shared_settings(nodes: int) -> dict[str, str]:
     }
 
 
+# What the topics of a cluster of `nodes` get: three replicas at most, all but one of them in
+# sync for an acks=all write (3 and 2: one broker may be down). As Settings updates
+# (replication_factor, min_insync_replicas) for the clients that create topics on the cluster;
+# the compose file's three-broker layout sets the same (tests/test_compose.py compares).
+def topic_replication(nodes: int) -> dict[str, int]:
+    replicas = min(nodes, 3)
+    return {"replication_factor": replicas, "min_insync_replicas": max(1, replicas - 1)}
+
+
 # Only for the local process: a small heap must hold the log cleaner's dedupe buffer (128 MiB
-# by default), and topics of a multi-node cluster default to its full replication.
+# by default), and topics of a multi-node cluster default to its replication (topic_replication:
+# what a topic made without them gets, Faust's own among them).
 def launcher_settings(nodes: int) -> dict[str, str]:
     settings = {"log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024)}
     if nodes > 1:
-        settings["default.replication.factor"] = str(min(nodes, 3))
-        settings["min.insync.replicas"] = str(min(nodes - 1, 2))
+        replication = topic_replication(nodes)
+        settings["default.replication.factor"] = str(replication["replication_factor"])
+        settings["min.insync.replicas"] = str(replication["min_insync_replicas"])
     return settings
 
 
