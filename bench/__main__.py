@@ -1,12 +1,15 @@
-"""The side-by-side benchmark suite (issue 10): one command, one broker it starts itself, every
-figure that matters a ratio of two scenarios measured in the same run.
+"""The side-by-side benchmark suite (issue 10): one command, one broker it starts itself (Apache
+Kafka; `--broker tansu` for the record), every figure that matters a ratio of two scenarios
+measured in the same run.
 
-    .venv/bin/python -m bench [--only NAME ...] [--quick] [--set FIELD=VALUE ...] [--name NAME]
+    .venv/bin/python -m bench [--only NAME ...] [--quick | --tiny] [--broker kafka|tansu]
+                              [--set FIELD=VALUE ...] [--name NAME]
     .venv/bin/python -m bench compare BEFORE.json AFTER.json
 
 Scenarios, in order (--only picks some; see bench/README.md):
   confluent_loop      ceiling: confluent-kafka consume -> json decode -> produce, no framework
   native_loop         the same loop with BatchScorer and the production model: scoring, no Faust
+                      (without the call queue, as scorer_no_queue: a task and a log line per event)
   faust_passthrough   ceiling: a Faust agent built like the scorer, decode + send, no scoring
   scorer_production   `callscore stream`, the production model (trained by the bench), 1 worker,
                       with the call queue (Settings.queue_enabled, the default)
@@ -29,11 +32,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import compare
+from bench.broker import add_broker_option
 from bench.context import Options
 from bench.overrides import add_set_option, overrides_from
 from bench.results import write_results
 from bench.suite import DEFAULT, SCENARIOS, run
 from bench.tables import render
+from testkit.factories import small_artifact
 
 COMPARE = "compare"
 
@@ -48,7 +53,15 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", nargs="+", choices=list(SCENARIOS), metavar="NAME", help="run only these"
     )
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run, < 4 min)")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="smaller sizes, one round (< 5 min)")
+    sizes.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the CI smoke's sizes and the small test model: every code path once, bounded "
+        "drains (about 2 min); the figures mean nothing",
+    )
+    add_broker_option(parser)
     add_set_option(parser)
     parser.add_argument("--backlog", type=int, help="events per throughput scenario")
     parser.add_argument(
@@ -68,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> Options:
-    options = Options().quick() if args.quick else Options()
+    options = Options().quick() if args.quick else Options().tiny() if args.tiny else Options()
     changes = {
         "backlog": args.backlog,
         "rounds": args.rounds,
@@ -86,7 +99,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     args = parser().parse_args(argv)
     only = [name for name in SCENARIOS if name in args.only] if args.only else DEFAULT
-    result = run(only, options_from(args), overrides_from(args), args.data)
+    production = small_artifact(1) if args.tiny else None
+    result = run(
+        only,
+        options_from(args),
+        overrides_from(args),
+        args.data,
+        production=production,
+        broker_kind=args.broker,
+    )
     render(result)
     print(write_results(args.name, result))
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.results import HttpLoad, PhaseLatency, SuiteResult, read_suite
-from bench.tables import THROUGHPUT_SCENARIOS, targets
+from bench.tables import THROUGHPUT_SCENARIOS, broker_label, targets
 
 Row = tuple[str, float | None, float | None]
 Figure = Callable[[SuiteResult], float | None]
@@ -101,7 +101,8 @@ def render(
         console.print(
             f"{name}: product {machine.product_commit} ({machine.product_dir}), "
             f"started {result.started_at}, load average "
-            f"{result.load_average.start} → {result.load_average.end}; data {result.data_source}"
+            f"{result.load_average.start} → {result.load_average.end}; broker "
+            f"{broker_label(result)}; data {result.data_source}"
         )
     table = Table(title=f"{names[0]} vs {names[1]}")
     for column in ("figure", names[0], names[1], f"{names[1]}/{names[0]}"):

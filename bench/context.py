@@ -1,6 +1,7 @@
 """What every scenario shares: the one broker, the options, the payloads, the models, a fresh
-set of topics (and consumer group) per scenario with the same Settings, and an observer of the
-measured consumers (a profiler, bench/tools/profile_scorer.py stream)."""
+set of topics (and consumer group) per scenario with the same Settings (the broker's own client
+timings, `LocalBroker.client_settings()`, under `--set`), and an observer of the measured
+consumers (a profiler, bench/tools/profile_scorer.py stream)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from bench.payloads import Payloads
 from bench.production_model import as_version
+from bench.resources import CpuWindow
 from core.kafka import ensure_topics
 from core.local_broker import LocalBroker
 from core.settings import Settings
@@ -35,7 +37,9 @@ def no_observer(_scenario: str, _pids: dict[str, int]) -> AbstractContextManager
 
 @dataclass(frozen=True)
 class Options:
-    """Sizes and durations; `quick()` is the smoke-run variant."""
+    """Sizes, durations and how long to wait for a drain; `quick()` is the short run, `tiny()`
+    the CI smoke's (tests/test_bench_smoke.py: every scenario once, bounded; figures mean
+    nothing at those sizes)."""
 
     backlog: int = 20_000  # events per throughput scenario
     rounds: int = 3  # of every throughput scenario, interleaved; the best is reported
@@ -45,8 +49,12 @@ class Options:
     latency_seconds: float = 20.0
     http_seconds: float = 8.0  # /score alone, per request size
     loaded_seconds: float = 12.0  # the stream at `rate` under /score load, per request size
+    load_rounds: int = 2  # rounds of the latency's quiet and loaded phases (scenarios/latency.py)
     reload_rate: float = 300.0
     reload_seconds: float = 10.0
+    # The longest wait for a backlog's outputs (the per-event peer on a busy machine is the
+    # slowest); the latency and reload phases wait at most their own bound or this, the lower.
+    drain_timeout_seconds: float = 600.0
 
     def quick(self) -> Options:
         return replace(
@@ -59,6 +67,26 @@ class Options:
             http_seconds=3.0,
             loaded_seconds=5.0,
             reload_seconds=6.0,
+        )
+
+    def tiny(self) -> Options:
+        """Every code path once, at sizes where only the code is measured (a few hundred
+        events, one round, the latency's phases a second or two): a scenario that hangs fails
+        after `drain_timeout_seconds` instead of stalling the run."""
+        return replace(
+            self,
+            backlog=300,
+            rounds=1,
+            per_event_backlog=40,
+            rate=100.0,
+            warmup_seconds=1.0,
+            latency_seconds=2.0,
+            http_seconds=1.0,
+            loaded_seconds=1.5,
+            load_rounds=1,
+            reload_rate=100.0,
+            reload_seconds=4.0,
+            drain_timeout_seconds=60.0,
         )
 
     def as_dict(self) -> dict[str, float | int]:
@@ -83,10 +111,7 @@ class Context:
         """Fresh topics (created) and keys for one scenario; --set, then `extra`, on top."""
         name = f"{scenario}-{self.run_id}-{next(self._names)}"
         settings = isolated_settings(
-            name,
-            self.workdir,
-            bootstrap_servers=self.broker.bootstrap_servers,
-            **{**self.overrides, **extra},
+            name, self.workdir, **{**self.broker.client_settings(), **self.overrides, **extra}
         )
         ensure_topics(settings)
         return settings
@@ -104,9 +129,17 @@ class Context:
         return self.workdir / f"{name}.log"
 
     @property
-    def broker_pid(self) -> int:
-        assert self.broker.process is not None, "the bench starts its own broker"
-        return self.broker.process.pid
+    def broker_pids(self) -> list[int]:
+        """The broker's processes (a cluster's nodes), whose CPU the throughput scenarios
+        measure; none for a broker the bench did not start (then no broker CPU is reported)."""
+        return [process.pid for process in self.broker.processes]
+
+    def cpu_window(self, consumers: dict[str, int]) -> CpuWindow:
+        """The CPU of `consumers` (each with its children) and of the broker's processes."""
+        pids: dict[str, int | list[int]] = dict(consumers)
+        if self.broker_pids:
+            pids["broker"] = self.broker_pids
+        return CpuWindow(pids)
 
 
 def instance_name(settings: Settings, role: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,21 +67,26 @@ def tree_peak_rss_mb(pid: int) -> float | None:
 
 @dataclass
 class CpuWindow:
-    """CPU seconds that processes spent between start() and stop()."""
+    """CPU seconds that processes spent between start() and stop(), by name: one process and
+    its descendants, or several summed (a Kafka cluster's nodes, each a JVM)."""
 
-    pids: dict[str, int]
+    pids: Mapping[str, int | Sequence[int]]
     started: dict[str, float] | None = None
     spent: dict[str, float] | None = None
 
+    def _now(self) -> dict[str, float]:
+        return {
+            name: sum(tree_cpu_seconds(pid) for pid in ([ids] if isinstance(ids, int) else ids))
+            for name, ids in self.pids.items()
+        }
+
     def start(self) -> None:
-        self.started = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.started = self._now()
 
     def stop(self) -> dict[str, float]:
         assert self.started is not None, "CpuWindow.stop() before start()"
-        self.spent = {
-            name: round(tree_cpu_seconds(pid) - self.started[name], 3)
-            for name, pid in self.pids.items()
-        }
+        started = self.started
+        self.spent = {name: round(s - started[name], 3) for name, s in self._now().items()}
         return self.spent
 
 

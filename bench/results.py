@@ -170,6 +170,14 @@ class Machine(Figures):
     product_dir: str  # where the product was imported from (a before/after run: an older copy)
 
 
+class BrokerUsed(Figures):
+    """The broker every scenario ran on: its kind ("kafka", "tansu") and what it is, e.g.
+    "Apache Kafka 3.9.1 (1 node)" (core.local_broker's LocalBroker.origin)."""
+
+    kind: str
+    origin: str
+
+
 class LoadAverage(Figures):
     start: list[float]
     end: list[float] | None = None
@@ -186,6 +194,8 @@ class SuiteResult(Figures):
     started_at: str
     machine: Machine
     load_average: LoadAverage
+    # None in results from before the bench named it: those ran on Tansu.
+    broker: BrokerUsed | None = None
     options: dict[str, float | int]  # context.Options
     overrides: dict[str, str]  # --set FIELD=VALUE
     data_source: str

@@ -1,5 +1,6 @@
-"""The side-by-side suite: every scenario on one broker the suite starts, each on fresh topics,
-with the same payloads and Settings; one result document with the machine and the load."""
+"""The side-by-side suite: every scenario on one broker the suite starts (Apache Kafka by
+default, Tansu with `broker_kind="tansu"`, or one it is given), each on fresh topics, with the
+same payloads and Settings; one result document with the machine, the broker and the load."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from bench.context import Context, Observer, Options, no_observer
 from bench.machine import load_average, machine_info
 from bench.payloads import Payloads
 from bench.production_model import bank_data, production_artifact
-from bench.results import Backlog, Failed, LoadAverage, Outcome, Round, SuiteResult
+from bench.results import Backlog, BrokerUsed, Failed, LoadAverage, Outcome, Round, SuiteResult
 from bench.scenarios import latency, reload, throughput
 from bench.tables import summarised
-from core.local_broker import start_tansu
+from core.local_broker import BrokerKind, LocalBroker, start_local_broker
 from registry.artifact import ModelArtifact
 from testkit.factories import small_artifact
 
@@ -61,6 +62,7 @@ SETTINGS_SHOWN = (
     "producer_linger_ms",
     "commit_interval_seconds",
     "session_timeout_seconds",
+    "heartbeat_interval_seconds",
     "http_score_processes",
     "http_score_queue",
 )
@@ -77,9 +79,13 @@ def run(
     data_path: Path | None = None,
     production: ModelArtifact | None = None,
     observe: Observer = no_observer,
+    broker_kind: BrokerKind = "kafka",
+    broker: LocalBroker | None = None,
 ) -> SuiteResult:
-    """The scenarios `only`, in the suite's order, on one broker; `production` instead of the
-    model the bench trains, `observe` beside every throughput scenario's consumers."""
+    """The scenarios `only`, in the suite's order, on one broker: a fresh one of `broker_kind`
+    (stopped at the end), or `broker` (left running: e.g. a test session's); `production`
+    instead of the model the bench trains, `observe` beside every throughput scenario's
+    consumers."""
     started = time.monotonic()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     machine = machine_info()
@@ -94,8 +100,12 @@ def run(
         f"holdout ROC AUC {production.metadata.metrics.get('holdout_roc_auc', 0):.3f}"
         f"{', cached' if cached else ', trained now'}"
     )
-    broker = start_tansu()
     workdir = Path(tempfile.mkdtemp(prefix="callscore-bench-"))
+    owned = broker is None
+    if broker is None:
+        (workdir / "broker").mkdir()
+        broker = start_local_broker(broker_kind, log_dir=str(workdir / "broker"))
+    log(f"broker: {broker.origin} ({broker.kind}) at {broker.bootstrap_servers}")
     ctx = Context(
         broker=broker,
         workdir=workdir,
@@ -123,11 +133,13 @@ def run(
             if name not in THROUGHPUT:
                 scenarios[RESULT_KEY.get(name, name)] = _run_one(ctx, name)
     finally:
-        broker.stop()
+        if owned:
+            broker.stop()
     result = SuiteResult(
         started_at=started_at,
         machine=machine,
         load_average=LoadAverage(start=load_at_start, end=load_average()),
+        broker=BrokerUsed(kind=broker.kind, origin=broker.origin),
         options=options.as_dict(),
         overrides=overrides,
         data_source=data.source,

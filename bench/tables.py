@@ -13,7 +13,7 @@ from bench.results import Latency, Reload, SuiteResult, Target
 
 THROUGHPUT_SCENARIOS: dict[str, str] = {
     "confluent_loop": "ceiling: confluent-kafka loop",
-    "native_loop": "batch-native: confluent-kafka + BatchScorer",
+    "native_loop": "batch-native: confluent-kafka + BatchScorer, no call queue",
     "faust_passthrough": "ceiling: Faust pass-through",
     "scorer_production": "scorer, production model",
     "scorer_no_queue": "scorer, production, no call queue",
@@ -49,8 +49,11 @@ def ratios(result: SuiteResult) -> dict[str, float | None]:
         "faust_passthrough_vs_confluent_loop": _ratio(
             _rate(result, BASELINE), _rate(result, "confluent_loop")
         ),
-        # What the same scoring reaches without Faust.
-        "native_loop_vs_production": _ratio(_rate(result, "native_loop"), production),
+        # What the same scoring and the same outputs reach without Faust (both without the
+        # call queue: a task and a prediction-log line per event).
+        "native_loop_vs_no_queue": _ratio(
+            _rate(result, "native_loop"), _rate(result, "scorer_no_queue")
+        ),
         "small_vs_production": _ratio(_rate(result, "scorer_small"), production),
         "two_workers_vs_one": _ratio(_rate(result, "scorer_two_workers"), production),
         "batching_vs_per_event": _ratio(production, _rate(result, "per_event")),
@@ -182,6 +185,13 @@ def _score_load_value(latency: Latency | None, api: bool = False) -> str:
     return "p99 " + ", ".join(parts)
 
 
+def broker_label(result: SuiteResult) -> str:
+    """What the run's broker was: results from before the bench named it ran on Tansu."""
+    if result.broker is None:
+        return "tansu (not recorded: a result from before the bench ran on Apache Kafka)"
+    return f"{result.broker.origin} ({result.broker.kind})"
+
+
 def summarised(result: SuiteResult) -> SuiteResult:
     """The result with its ratios and targets, as the results file keeps them."""
     return result.model_copy(update={"ratios": ratios(result), "targets": targets(result)})
@@ -203,6 +213,7 @@ def render(result: SuiteResult, console: Console | None = None) -> None:
         f"Python {machine.python}, product {machine.product_commit}; load average "
         f"{result.load_average.start} at start, {result.load_average.end} at end"
     )
+    console.print(f"broker: {broker_label(result)}")
     console.print(f"data: {result.data_source}; model: {result.production_model}")
     console.print(f"settings (every scenario): {result.settings}")
     for name, scenario in result.scenarios.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from typing import Any
 
 import pytest
@@ -14,7 +15,9 @@ from rich.console import Console
 from bench.__main__ import options_from, parser
 from bench.compare import figures
 from bench.compare import render as render_comparison
+from bench.context import Options
 from bench.overrides import settings_overrides
+from bench.resources import CpuWindow
 from bench.results import SuiteResult
 from bench.scenarios.backlog import backlog_result, queue_entry_event
 from bench.scenarios.reload import largest_gap
@@ -206,6 +209,37 @@ def test_cli_options_and_settings_overrides() -> None:
     with pytest.raises(SystemExit):
         settings_overrides(["no_such_field=1"])
     assert set(DEFAULT) <= set(SCENARIOS) and "latency_only" not in DEFAULT
+
+
+def test_the_broker_is_named_or_an_old_result_said_to_be_tansu() -> None:
+    result = document()
+    result["broker"] = {"kind": "kafka", "origin": "Apache Kafka 3.9.1 (1 node)"}
+    out = io.StringIO()
+    render(parsed(result), Console(file=out, width=200))
+    assert "broker: Apache Kafka 3.9.1 (1 node) (kafka)" in out.getvalue()
+    older = document()  # written before the bench recorded its broker: Tansu then
+    out = io.StringIO()
+    render_comparison(parsed(older), parsed(result), ("old", "new"), Console(file=out, width=200))
+    assert "broker tansu (not recorded" in out.getvalue() and "Apache Kafka 3.9.1" in out.getvalue()
+
+
+def test_broker_and_tiny_options() -> None:
+    args = parser().parse_args(["--tiny", "--broker", "tansu"])
+    tiny = options_from(args)
+    assert args.broker == "tansu" and parser().parse_args([]).broker == "kafka"
+    assert tiny.rounds == 1 and tiny.load_rounds == 1 and tiny.drain_timeout_seconds <= 60
+    assert tiny.backlog < Options().quick().backlog
+    with pytest.raises(SystemExit):  # one size at a time
+        parser().parse_args(["--tiny", "--quick"])
+
+
+def test_cpu_window_sums_a_clusters_processes() -> None:
+    me = os.getpid()
+    window = CpuWindow({"consumer": me, "broker": [me, me]})
+    window.start()
+    sum(i * i for i in range(200_000))  # some CPU of this process
+    spent = window.stop()
+    assert spent["broker"] > 0 and spent["broker"] == pytest.approx(2 * spent["consumer"], 0.2)
 
 
 def test_score_errors_make_the_load_target_unmeasured() -> None:

@@ -4,7 +4,9 @@ With `passthrough` it is ceiling 2 (the `confluent_loop` scenario): each event J
 sent twice, the same work per event as the Faust pass-through (scenarios/passthrough.py). With
 `score` it is the batch-native scorer (the `native_loop` scenario): `streamer.batch.BatchScorer`
 on each batch with the model published on the model topic (verified as the scorer does), i.e. the
-scorer's work without Faust.
+scorer's work without Faust. It writes what BatchScorer writes under its Settings: the suite runs
+it with queue_enabled=False (a call task and a prediction-log line per event; with the queue it
+would be one queue input per event, and no call task without the queue's process).
 
 Either way, the scorer's guarantees: a batch of up to batch_max_size events (waiting at most
 batch_max_wait_seconds), its outputs flushed (acks=all, the project's producer_config) before the

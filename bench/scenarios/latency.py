@@ -7,10 +7,10 @@ production model and (with `http`) one `callscore api` beside it:
 1. steady: `rate` events/s; the first `warmup_seconds` are reported apart (first fetches);
 2. /score alone on the API, with 1 and with 100 events per request (scenarios.http_load, its own
    process);
-3. LOAD_ROUNDS rounds of three phases at `rate`, each `loaded_seconds` long: quiet (no /score
-   load), and the API's /score under each request size's load; the order is reversed every other
-   round, so that a drift of the machine over the run (another process, the broker's log
-   growing) weighs on both sides alike.
+3. `load_rounds` rounds (Options: 2) of three phases at `rate`, each `loaded_seconds` long:
+   quiet (no /score load), and the API's /score under each request size's load; the order is
+   reversed every other round, so that a drift of the machine over the run (another process,
+   the broker's log growing) weighs on both sides alike.
 The ratio of 3's pooled loaded p99 to its pooled quiet p99 is what /score load on the API costs
 the stream, measured side by side.
 """
@@ -36,7 +36,6 @@ from core.topic_reader import Record
 from testkit.harness import ApiWorker, StreamWorker, collect
 
 REQUEST_SIZES = (1, 100)  # results.Latency has a loaded phase for each
-LOAD_ROUNDS = 2
 QUIET = "quiet"
 # Between phases: the previous phase's events are all through the scorer (and its call queue)
 # before the next one starts, then this pause; else a backlog one phase leaves behind (a loaded
@@ -97,7 +96,7 @@ def latencies_by_id(produced: Mapping[str, int], tasks: list[Record]) -> dict[st
 
 
 def wait_for_tasks(
-    settings: Settings, count: int, timeout: float = 120, settle: float = 0.0
+    settings: Settings, count: int, timeout: float = 120.0, settle: float = 0.0
 ) -> list[Record]:
     tasks = collect(
         settings,
@@ -118,16 +117,19 @@ def _body_file(ctx: Context, events: Events) -> Path:
     return path
 
 
-def wait_drained(worker: StreamWorker, events: int) -> None:
+def wait_drained(worker: StreamWorker, events: int, timeout: float) -> None:
     """Until the scorer has taken `events` events all the way: through its call queue when it
-    has one (each event is one queue input), else into call tasks."""
+    has one (each event is one queue input), else into call tasks; at most `timeout` (or
+    DRAIN_TIMEOUT_SECONDS, the lower)."""
     name = (
         "callscore_queue_inputs_total"
         if worker.settings.queue_enabled
         else "callscore_tasks_produced_total"
     )
     worker.wait_until(
-        lambda: worker.metric(name) >= events, DRAIN_TIMEOUT_SECONDS, f"{events} events through"
+        lambda: worker.metric(name) >= events,
+        min(timeout, DRAIN_TIMEOUT_SECONDS),
+        f"{events} events through",
     )
     time.sleep(PHASE_PAUSE_SECONDS)
 
@@ -143,7 +145,7 @@ def _round_phase(
     """The stream at the rate for `loaded_seconds`, while the API's /score is under the load of
     `size` events per request (none: quiet): (events, the producer's worst lag, the load)."""
     options, settings = ctx.options, api.settings
-    wait_drained(scorer, len(stamps))
+    wait_drained(scorer, len(stamps), options.drain_timeout_seconds)
     events = ctx.payloads.events(name, int(options.rate * options.loaded_seconds))
     if size is None:
         return events, produce_paced(settings, events, options.rate, stamps), None
@@ -167,13 +169,13 @@ def round_order(round_number: int) -> list[int | None]:
 def _rounds(
     ctx: Context, scorer: StreamWorker, api: ApiWorker, stamps: dict[str, int]
 ) -> tuple[dict[str, list[Events]], dict[str, float], dict[str, HttpLoad]]:
-    """LOAD_ROUNDS rounds: the events of each kind of phase (QUIET, "api-loaded-<size>"), each
+    """`load_rounds` rounds: the events of each kind of phase (QUIET, "api-loaded-<size>"), each
     phase's with its round ("quiet-r1", ...), the producer's worst lag per kind, and the /score
     loads by "<size>" (round 1), "<size> r2"..."""
     events: dict[str, list[Events]] = {}
     lags: dict[str, float] = {}
     loads: dict[str, HttpLoad] = {}
-    for number in range(LOAD_ROUNDS):
+    for number in range(ctx.options.load_rounds):
         for size in round_order(number):
             kind = QUIET if size is None else f"api-loaded-{size}"
             phase, lag, load = _round_phase(ctx, scorer, api, f"{kind}-r{number + 1}", size, stamps)
@@ -206,7 +208,7 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
         if isinstance(api, ApiWorker):
             api.wait_ready(90)
             for size in REQUEST_SIZES:
-                wait_drained(worker, len(stamps))
+                wait_drained(worker, len(stamps), options.drain_timeout_seconds)
                 load = _load(ctx, api, size, options.http_seconds)
                 http_alone[str(size)] = load.result(options.http_seconds + 180)
             rounds, round_lags, http_api = _rounds(ctx, worker, api, stamps)
@@ -214,7 +216,8 @@ def latency_and_http(ctx: Context, http: bool = True) -> Latency:
             lags |= round_lags
         total = len(stamps)  # every event produced
         # reading the tier topics back goes at some thousands of records a second here
-        tasks = wait_for_tasks(settings, total, timeout=max(120.0, total / 200))
+        timeout = min(max(120.0, total / 200), options.drain_timeout_seconds)
+        tasks = wait_for_tasks(settings, total, timeout=timeout)
         # the scorer and its children (the call queue's process); the API and its /score ones
         rss = [peak_rss_mb(pid) for pid in [worker.process.pid, *children(worker.process.pid)]]
         api_pids = [] if api is None else [api.process.pid, *children(api.process.pid)]

@@ -52,7 +52,8 @@ def reload_under_load(ctx: Context) -> Reload:
         produce_paced(settings, events, options.reload_rate, stamps)
         publisher.join()
         # Read until every event has a task, then a little longer to catch one scored twice.
-        tasks = wait_for_tasks(settings, len(events), settle=1.0)
+        timeout = min(120.0, options.drain_timeout_seconds)
+        tasks = wait_for_tasks(settings, len(events), timeout=timeout, settle=1.0)
         reloads = worker.metric("callscore_model_reloads_total", 'result="loaded"')
         serving = worker.metric("callscore_model_version")
         rss = peak_rss_mb(worker.process.pid)

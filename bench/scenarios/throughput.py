@@ -5,9 +5,16 @@ same payloads and Settings, and is measured by scenarios.backlog.drain while `Co
 watches its consumers.
 
 A scorer with the call queue (Settings.queue_enabled, the default) publishes its outputs from
-the queue's thread, the changelog last, once the batch's other records are acknowledged: the
+the queue's process, the changelog last, once the batch's other records are acknowledged: the
 bench drains that changelog (one record per event, the bench's prospects being distinct), so
-the rate includes the queue stage. Without the queue it drains the tier topics as before."""
+the rate includes the queue stage. Without the queue it drains the tier topics as before.
+
+The batch-native loop (`native_loop`) runs BatchScorer without the queue (queue_enabled=False):
+with it, BatchScorer writes one queue input per event and no call task (the queue's process
+writes those, and the loop has none), so it would produce half the ceilings' records per event
+and measure neither the ceilings' work nor the scorer's. Without it, it writes what
+`scorer_no_queue` writes, a call task and a prediction-log line per event, two records as the
+ceilings do, and is drained on the tier topics like that scorer."""
 
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.context import Context, instance_name, publish
-from bench.resources import CpuWindow, peak_rss_mb, tree_peak_rss_mb
+from bench.resources import peak_rss_mb, tree_peak_rss_mb
 from bench.results import Backlog
 from bench.scenarios.backlog import EventIdOf, drain, event_id_field, queue_entry_event
 from bench.scenarios.gate import Gate
@@ -28,8 +35,6 @@ from core.settings import Settings
 from registry.artifact import ModelArtifact
 from testkit.harness import StreamWorker, produce, worker_settings
 
-# Generous: the per-event peer on a busy machine is the slowest.
-DRAIN_TIMEOUT_SECONDS = 600.0
 ASSIGNMENT_TIMEOUT_SECONDS = 90.0
 # After every worker reports its partitions, a moment for a late rebalance to show.
 ASSIGNMENT_SETTLE_SECONDS = 1.0
@@ -46,11 +51,12 @@ def gated(
     mode: list[str],
     model: ModelArtifact | None = None,
     counts_batches: bool = False,
+    **extra: Any,
 ) -> Backlog:
     """A gated process (scenarios/gate.py: faust_passthrough, kafka_loop) on the backlog;
     `model` published before it starts, for one that scores; one that `counts_batches` is given
-    a file to write them to when it stops."""
-    settings = ctx.settings(name)
+    a file to write them to when it stops; `extra` Settings on top of the suite's."""
+    settings = ctx.settings(name, **extra)
     events = ctx.payloads.events(name, ctx.options.backlog)
     produce(settings, events.records())
     if model is not None:
@@ -67,14 +73,13 @@ def gated(
         gate.wait_ready(ASSIGNMENT_TIMEOUT_SECONDS, process.check_alive)
         time.sleep(ASSIGNMENT_SETTLE_SECONDS)
         consumers = {"consumer": process.process.pid}
-        cpu = CpuWindow({**consumers, "broker": ctx.broker_pid})
+        cpu = ctx.cpu_window(consumers)
         with ctx.observe(name, consumers):
             cpu.start()
             gate.go.touch()
             topic = settings.task_topics.values() if model else [output_topics(settings)[0]]
-            result = drain(
-                settings, list(topic), events.ids, cpu, process.check_alive, DRAIN_TIMEOUT_SECONDS
-            )
+            timeout = ctx.options.drain_timeout_seconds
+            result = drain(settings, list(topic), events.ids, cpu, process.check_alive, timeout)
         result.peak_rss_mb = [peak_rss_mb(process.process.pid)]
     finally:
         process.stop()
@@ -83,6 +88,7 @@ def gated(
         result.mean_batch_size = round(counted["consumed"] / max(counted["batches"], 1), 1)
     if model is not None:
         result.model = _model_name(model)
+        result.queue_enabled = settings.queue_enabled
     result.batch_max_size = settings.batch_max_size
     return result
 
@@ -98,9 +104,19 @@ def confluent_loop(ctx: Context) -> Backlog:
 
 
 def native_loop(ctx: Context) -> Backlog:
-    """The scorer's batch path without Faust: BatchScorer.score in the confluent-kafka loop."""
+    """The scorer's batch path without Faust: BatchScorer.score in the confluent-kafka loop,
+    without the call queue (a task and a prediction-log line per event, as `scorer_no_queue`
+    and the ceilings write two records per event; see the module's docstring)."""
     loop = "bench.scenarios.kafka_loop"
-    return gated(ctx, "native-loop", loop, ["score"], ctx.production, counts_batches=True)
+    return gated(
+        ctx,
+        "native-loop",
+        loop,
+        ["score"],
+        ctx.production,
+        counts_batches=True,
+        queue_enabled=False,
+    )
 
 
 def scorer(
@@ -133,7 +149,7 @@ def scorer(
             )
         time.sleep(ASSIGNMENT_SETTLE_SECONDS)
         pids = {f"worker-{i}": w.process.pid for i, w in enumerate(started)}
-        cpu = CpuWindow({**pids, "broker": ctx.broker_pid})
+        cpu = ctx.cpu_window(pids)
 
         def check_alive() -> None:
             for worker in started:
@@ -143,9 +159,8 @@ def scorer(
         with ctx.observe(name, pids):
             cpu.start()  # model loading included: a one-off cost, small beside a backlog
             publish(settings, artifact)
-            result = drain(
-                settings, topics, events.ids, cpu, check_alive, DRAIN_TIMEOUT_SECONDS, event_id_of
-            )
+            timeout = ctx.options.drain_timeout_seconds
+            result = drain(settings, topics, events.ids, cpu, check_alive, timeout, event_id_of)
         result.model = _model_name(artifact)
         result.workers = workers
         result.queue_enabled = settings.queue_enabled
