@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from typing import Any
 
 import pytest
 from rich.console import Console
 
+from bench import resources
 from bench.__main__ import options_from, parser
 from bench.compare import figures
 from bench.compare import render as render_comparison
 from bench.context import Options
 from bench.overrides import settings_overrides
-from bench.resources import CpuWindow
 from bench.results import SuiteResult
 from bench.scenarios.backlog import backlog_result, queue_entry_event
 from bench.scenarios.reload import largest_gap
@@ -233,13 +232,13 @@ def test_broker_and_tiny_options() -> None:
         parser().parse_args(["--tiny", "--quick"])
 
 
-def test_cpu_window_sums_a_clusters_processes() -> None:
-    me = os.getpid()
-    window = CpuWindow({"consumer": me, "broker": [me, me]})
+def test_cpu_window_sums_a_clusters_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    spent = {1: 10.0, 2: 100.0, 3: 200.0}  # CPU seconds so far, by pid
+    monkeypatch.setattr(resources, "tree_cpu_seconds", lambda pid: spent[pid])
+    window = resources.CpuWindow({"consumer": 1, "broker": [2, 3]})  # a cluster of two nodes
     window.start()
-    sum(i * i for i in range(200_000))  # some CPU of this process
-    spent = window.stop()
-    assert spent["broker"] > 0 and spent["broker"] == pytest.approx(2 * spent["consumer"], 0.2)
+    spent.update({1: 11.5, 2: 102.0, 3: 203.0})
+    assert window.stop() == {"consumer": 1.5, "broker": 5.0}
 
 
 def test_score_errors_make_the_load_target_unmeasured() -> None:
