@@ -844,7 +844,11 @@ class InProcessQueue(DecisionLog):
 
 
 def _replay_through(
-    plan: list[ScheduledRecord], settings: Settings, hold: bool, low: set[str] = frozenset()
+    plan: list[ScheduledRecord],
+    settings: Settings,
+    hold: bool,
+    low: set[str] = frozenset(),
+    skew: timedelta = timedelta(0),
 ) -> tuple[InProcessQueue, ReplaySummary, list[ScheduledRecord]]:
     clock = FakeClock()
     queue = InProcessQueue(settings, clock, lag=0.5, low=set(low))
@@ -857,7 +861,10 @@ def _replay_through(
     holder = CallHold(queue, clock=clock) if hold else None
     # Two months in about 2 s: a retry's call comes milliseconds after it is due.
     speedup = (plan[-1].at - plan[0].at).total_seconds() / 2.0
-    summary = pace(plan, speedup, send, queue.poll, holder=holder, clock=clock)
+    summary = pace(
+        plan, speedup, send, queue.poll, holder=holder, clock=clock,
+        hold_skew=skew.total_seconds() / speedup,
+    )  # fmt: skip
     queue.poll(60.0)  # what is still on its way
     return queue, summary, sent
 
@@ -885,8 +892,37 @@ def test_held_calls_come_after_their_task_and_none_is_stale(frame, settings):
     # Many retries' calls waited (the others' retries were decided while an earlier one waited).
     assert stats.held > (calls - len(rows)) / 4 and {2, 3} <= set(stats.held_by_attempt)
     assert 0.5 <= stats.max_seconds < 1.5
-    # The clock stopped while a call was held: the replay took its two seconds plus the holds.
-    assert summary.wall_seconds == pytest.approx(2.0 + stats.total_seconds, abs=0.2)
+    # The clock stopped while a call was held: the replay took its two seconds plus the stops,
+    # about the holds (a hold overlaps the wait for the next record's time).
+    assert summary.wall_seconds == pytest.approx(2.0 + summary.stopped_seconds, abs=0.2)
+    assert stats.total_seconds - 1.0 < summary.stopped_seconds <= stats.total_seconds
+
+
+def test_with_a_skew_other_prospects_go_on_while_a_call_is_held(frame, settings):
+    policy = QueuePolicy.of(settings)
+    plan = plan_replay(frame, ReplayOptions(**ROWS_ONLY, months=2, attempts=policy))
+    rows = {r.row for r in good(plan, "event")}
+    _queue, in_order, _sent = _replay_through(plan, settings, hold=True)
+    queue, summary, sent = _replay_through(plan, settings, hold=True, skew=timedelta(days=3))
+    # Each prospect's records in the plan's order, every call after its event was decided...
+    assert sorted(sent, key=plan.index) == plan and sent != plan
+    for key in {r.key for r in plan}:
+        assert [r for r in sent if r.key == key] == [r for r in plan if r.key == key]
+    assert queue.counts.stale == 0 and queue.counts.closed == len(rows)
+    for record in good(plan, "outcome"):
+        ref = record.call
+        assert ref is not None and queue.decided[ref.event_id] <= queue.sent_at[ref.task_id]
+    # ...and the holds overlap: the replay is much shorter.
+    assert summary.wall_seconds < in_order.wall_seconds / 3
+    assert summary.stopped_seconds < in_order.stopped_seconds / 2
+
+    # The default plan (repeated prospects, late events, objections, slow calls): the queue
+    # decides as in the replay held in order (a skew far below a task's lifetime expires
+    # nothing more).
+    plan = plan_replay(frame, ReplayOptions(months=2, attempts=policy, seed=3))
+    in_order_queue, _summary, _sent = _replay_through(plan, settings, hold=True)
+    queue, _summary, _sent = _replay_through(plan, settings, hold=True, skew=timedelta(days=3))
+    assert queue.counts == in_order_queue.counts
 
 
 def test_the_hold_never_waits_for_a_retry_that_will_not_come(frame, settings):

@@ -54,7 +54,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             f"{counts.lifted:,}  ({wall:.1f} s)"
         )
 
-    summary = run_replay(settings, plan, speedup, on_month=month_done, hold=not args.no_hold)
+    summary = run_replay(
+        settings,
+        plan,
+        speedup,
+        on_month=month_done,
+        hold=not args.no_hold,
+        hold_skew=parse_delay(args.hold_skew, "--hold-skew"),
+    )
     _print_summary(summary)
     return 0
 
@@ -103,13 +110,15 @@ def _print_summary(summary: ReplaySummary) -> None:
     if hold is not None:
         out.print(
             f"held {hold.held:,} calls until the call queue had decided their event (at most "
-            f"{hold.max_seconds:.2f} s, {hold.total_seconds:.1f} s in all); {hold.too_long:,} "
-            f"held too long (published undecided), {hold.skipped:,} with no event to wait for",
+            f"{hold.max_seconds:.2f} s, {hold.total_seconds:.1f} s in all; the replay stopped "
+            f"{summary.stopped_seconds:.1f} s for them); {hold.too_long:,} held too long "
+            f"(published undecided), {hold.skipped:,} with no event to wait for",
             highlight=False,
         )
         held = (
             f"held={hold.held} held_max_seconds={hold.max_seconds:.2f} "
-            f"held_too_long={hold.too_long} hold_skipped={hold.skipped}"
+            f"held_too_long={hold.too_long} hold_skipped={hold.skipped} "
+            f"stopped_seconds={summary.stopped_seconds:.1f}"
         )
     else:
         held = "hold=off"
@@ -186,7 +195,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"down rather than outrunning the queue. A call waits at most {timeout:g} s (then it "
         "is published anyway, 'held too long'), and not at all when its event will not come "
         "(a retry the queue did not send, a prospect who objects); the last line counts the "
-        "held calls and the longest hold.",
+        "held calls and the longest hold. With --hold-skew only the held prospect's records "
+        "wait, the others' for that much event time at most.",
     )
     simulate.add_argument("--data", help="bank-full.csv(.gz) (default: as `callscore train`)")
     simulate.add_argument(
@@ -233,6 +243,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="publish every call at its event time, even before the call queue has decided "
         "the event it calls; for measuring that race only (at a replay's speed most retries' "
         "calls then come before their task and are stale)",
+    )
+    simulate.add_argument(
+        "--hold-skew",
+        default="0",
+        help="while a call is held, the other prospects' records go on for this much event "
+        "time before they wait too (2d, 12h...; default 0: every record waits, the replay in "
+        "the plan's order). Keep it well under CALLSCORE_TASK_TTL_DAYS minus the outcome "
+        "delay: the queue's stream time runs that far ahead of a held call",
     )
     _queue_arguments(simulate)
     simulate.set_defaults(handler=_cmd_simulate)

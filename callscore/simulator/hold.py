@@ -189,6 +189,7 @@ class CallHold:
         self._objecting: set[bytes] = set()
         self._undecided: set[str] = set()  # tasks whose call was published before a decision
         self._silent_at: int | None = None  # the log's lines when a hold last ran out
+        self._held: dict[str, float] = {}  # task id of a held call -> when its hold began
 
     def note(self, record: ScheduledRecord) -> None:
         if record.kind != "do_not_call" or record.malformed is not None:
@@ -224,28 +225,50 @@ class CallHold:
     def wait(self, record: ScheduledRecord, poll: Callable[[float], None]) -> float:
         """Wait (calling `poll(seconds)`, which serves the producer meanwhile) until the outcome
         may be published; the seconds it waited."""
+        began = self._clock()
+        if not self.begin(record):
+            while not self.ready(record):
+                poll(HOLD_POLL_SECONDS)
+        return self._clock() - began
+
+    def begin(self, record: ScheduledRecord) -> bool:
+        """The call's outcome comes up: True if it may be published now; else it is held until
+        `ready(record)` says so (the replay asks again, `wait` or `pace` with other records)."""
         call = record.call
         assert call is not None
-        began = self._clock()
         verdict = self.verdict(call, record.key)
-        held = verdict is None
-        while verdict is None:
-            if self._clock() - began >= self._timeout:
-                verdict = Verdict.TOO_LONG
-                if self.stats.too_long == 0:
-                    log.warning(
-                        "a call waited %.0f s for the call queue to decide its event %s: "
-                        "published anyway (is the scorer running?)",
-                        self._timeout,
-                        call.event_id,
-                    )
-                self._silent_at = self.decisions.lines
-                break
-            poll(HOLD_POLL_SECONDS)
-            verdict = self.verdict(call, record.key)
-        waited = self._clock() - began
+        if verdict is None:
+            self._held[call.task_id] = self._clock()
+            return False
+        self._end(call, verdict, None)
+        return True
+
+    def ready(self, record: ScheduledRecord) -> bool:
+        """A held outcome may be published now (its verdict, or the timeout)."""
+        call = record.call
+        assert call is not None
+        began = self._held[call.task_id]
+        verdict = self.verdict(call, record.key)
+        if verdict is None and self._clock() - began >= self._timeout:
+            verdict = Verdict.TOO_LONG
+            if self.stats.too_long == 0:
+                log.warning(
+                    "a call waited %.0f s for the call queue to decide its event %s: "
+                    "published anyway (is the scorer running?)",
+                    self._timeout,
+                    call.event_id,
+                )
+            self._silent_at = self.decisions.lines
+        if verdict is None:
+            return False
+        del self._held[call.task_id]
+        self._end(call, verdict, self._clock() - began)
+        return True
+
+    def _end(self, call: CallRef, verdict: Verdict, waited: float | None) -> None:
+        """Count a call whose outcome goes now; `waited`: how long it was held (None: not)."""
         stats = self.stats
-        if held:
+        if waited is not None:
             stats.held += 1
             stats.held_by_attempt[call.attempt] += 1
             stats.held_seconds.append(waited)
@@ -255,4 +278,3 @@ class CallHold:
             stats.skipped += 1
         if verdict is not Verdict.DECIDED:
             self._undecided.add(call.task_id)
-        return waited
