@@ -4,7 +4,9 @@
 Every reader has a fresh group id, assigns partitions itself (no group membership, no commits)
 and starts at the earliest offset unless told a time, so each reader sees every record: the
 model watcher of every replica, the monitor, the demo, the tests and the bench. A topic that
-does not exist yet reads as empty and is assigned once it appears.
+does not exist yet reads as empty and is assigned once it appears. A reader given a `group_id`
+(the monitor) commits how far it has read there with `commit_positions`, only so that the group's
+lag can be seen (core/consumer_lag.py): it still starts where it is told, never at a commit.
 
 `at_end` uses partition EOF events. Do not compute "the end" from watermarks instead: the local
 broker reports them wrong (docs/local-broker.md).
@@ -12,6 +14,7 @@ broker reports them wrong (docs/local-broker.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -59,17 +62,26 @@ class TopicReader:
         group_prefix: str = "callscore-reader",
         *,
         start_at_ms: Mapping[str, int] | None = None,
+        group_id: str | None = None,
         **consumer_overrides: Any,
     ) -> None:
         from confluent_kafka import Consumer
 
         self._topics = list(topics)
         self._start_at_ms = dict(start_at_ms or {})
+        # Per partition, the offset after the last record returned (or where its EOF was), and
+        # the last one the broker confirmed as committed (`commit_positions`).
+        self._positions: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
         self._consumer = Consumer(
             consumer_config(
                 settings,
-                group_id=f"{group_prefix}-{uuid.uuid4()}",
-                **{"enable.partition.eof": True, **consumer_overrides},
+                group_id=group_id or f"{group_prefix}-{uuid.uuid4()}",
+                **{
+                    "enable.partition.eof": True,
+                    "on_commit": self._on_commit,
+                    **consumer_overrides,
+                },
             )
         )
         self._servers = settings.bootstrap_servers
@@ -132,13 +144,41 @@ class TopicReader:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._unfinished.discard(where)
+                    self._positions[where] = message.offset() or 0
                     continue
                 if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     continue
                 raise BrokerUnavailableError(f"reading '{where[0]}': {error}")
             self._unfinished.add(where)
-            records.append(_record(message))
+            record = _record(message)
+            self._positions[where] = record.offset + 1
+            records.append(record)
         return records
+
+    def commit_positions(self) -> None:
+        """Commit, asynchronously, each partition's position (after the last record `poll`
+        returned, or its end) that the broker has not confirmed yet. For a reader given a
+        `group_id`, once the records returned are handled: the group's lag is then what is
+        left to handle. A commit that fails (the broker away) is sent again by the next call."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        moved = {w: o for w, o in self._positions.items() if self._committed.get(w) != o}
+        if not moved:
+            return
+        # A refusal here (e.g. no coordinator yet) is left to the next call, which sends again.
+        with contextlib.suppress(KafkaException):
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(moved.items())],
+                asynchronous=True,
+            )
+
+    def _on_commit(self, error: Any, partitions: list[Any]) -> None:
+        """librdkafka's answer to a commit (served by `poll`): what it confirms is done."""
+        if error is not None:
+            return
+        for tp in partitions:
+            if tp.error is None and tp.offset >= 0:
+                self._committed[(tp.topic, tp.partition)] = tp.offset
 
     def read_to_end(self, timeout: float = 15.0) -> list[Record]:
         """Every record up to the current end of the topics (missing topics read as empty)."""

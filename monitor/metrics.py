@@ -3,6 +3,9 @@
 Counters follow the accounting of `monitor.online.MonitorResult`; gauges are the online quality
 per model version, refreshed from `Monitor.quality()`. A quality number that cannot be computed
 yet (one class only, too few rows for PSI, no drift baseline) reads NaN, not a stale value.
+
+The consumer lag of the deployment's three consumer groups (core/consumer_lag.py) is here too:
+the monitor is the one process per deployment, so it reads the lag of all of them.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from schemas import PRIORITIES
 
 if TYPE_CHECKING:
+    from core.consumer_lag import PartitionLag
     from feedback.quality import Quality
     from monitor.online import MonitorResult
 
 NAN = math.nan
+LAG_LABELS = ("consumer", "group", "topic", "partition")
 
 
 def _value(number: float | None) -> float:
@@ -147,6 +152,23 @@ class MonitorMetrics:
             registry=r,
         )
         self._shown: dict[str, set[str]] = {}  # model_version -> features with a PSI series
+        self.consumer_lag = Gauge(
+            "callscore_consumer_lag",
+            "Records of a partition its consumer group has still to read: the high watermark "
+            "minus the group's committed offset (nothing committed: minus the low watermark).",
+            LAG_LABELS,
+            registry=r,
+        )
+        self.lag_checks = Counter(
+            "callscore_consumer_lag_checks",
+            "Reads of the consumer groups' lag from the brokers, by result (ok, failed: the "
+            "lag gauges keep their last values).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("ok", "failed"):
+            self.lag_checks.labels(result)  # both series from the start, at 0
+        self._lag_series: set[tuple[str, ...]] = set()
 
     def record(self, result: MonitorResult) -> None:
         """One handled batch whose dead letters the broker has acknowledged."""
@@ -204,6 +226,17 @@ class MonitorMetrics:
             self.tier_calls.remove(version, tier)
         for feature in self._shown.pop(version):
             self.feature_psi.remove(version, feature)
+
+    def record_lag(self, lags: list[PartitionLag]) -> None:
+        """Replace the lag gauges with one check's answer; a partition no longer in it (a
+        deleted topic) loses its series."""
+        now = {(x.consumer, x.group_id, x.topic, str(x.partition)): x.lag for x in lags}
+        for gone in self._lag_series - now.keys():
+            self.consumer_lag.remove(*gone)
+        for labels, lag in now.items():
+            self.consumer_lag.labels(*labels).set(lag)
+        self._lag_series = set(now)
+        self.lag_checks.labels("ok").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

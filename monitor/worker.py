@@ -24,6 +24,15 @@ nightly lake export keeps every record, an invalid one with `valid=false` and it
 (`published_dead_letters`), so one is never sent twice. A broker without a time index (the
 local broker, Tansu, answers every time lookup with 0) is still read from the beginning:
 correct, just unbounded.
+
+Consumer lag: being the one process per deployment, the monitor also reads the lag of the
+deployment's three consumer groups (the scorers', the call queue's and its own:
+core/consumer_lag.py) every LAG_INTERVAL_SECONDS in a thread of its own, so a slow broker answer
+never holds up the loop, and serves it as `callscore_consumer_lag`. The monitor is no group
+member, but it commits how far it has handled its topics to its group
+(`TopicReader.commit_positions`, every COMMIT_INTERVAL_SECONDS, after the batch's dead letters
+are acknowledged): its lag is what it has still to handle. Those commits are never read back: a
+start still reads from the lookback.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
+from core.consumer_lag import LagReader, deployment_groups, monitor_group_id, monitor_topics
 from core.errors import CallscoreError
 from core.settings import Settings
 from core.topic_reader import TopicReader, read_topics
@@ -53,6 +63,9 @@ MAX_RECORDS_PER_POLL = 2000
 DELIVERY_TIMEOUT_SECONDS = 30.0
 # Reading the outcome dead-letter topic at start (what a previous run already published).
 STARTUP_READ_TIMEOUT_SECONDS = 120.0
+# How often the consumer groups' lag is read, and the monitor's own progress committed.
+LAG_INTERVAL_SECONDS = 5.0
+COMMIT_INTERVAL_SECONDS = 1.0
 
 
 def published_dead_letters(settings: Settings, timeout: float) -> set[SourceKey]:
@@ -93,17 +106,49 @@ def run_monitor(settings: Settings, stop: threading.Event) -> None:
             f"{settings.monitor_http_port} (CALLSCORE_MONITOR_HTTP_PORT): {exc.strerror}"
         ) from None
     log.info("monitor metrics on http://%s:%d/metrics", settings.http_host, server.server_port)
+    lag_stop = threading.Event()
+    lag_thread = threading.Thread(
+        target=watch_lag, args=(settings, metrics, lag_stop), name="consumer-lag", daemon=True
+    )
+    lag_thread.start()
     try:
         known = published_dead_letters(settings, STARTUP_READ_TIMEOUT_SECONDS)
         monitor = Monitor(settings, keys, known)
         writer = TopicWriter(settings, "outcome dead letters")
-        topics = [settings.topic_models, settings.topic_predictions, settings.topic_outcomes]
         start_at = restart_window_start(settings, datetime.now(UTC))
-        with TopicReader(settings, topics, "callscore-monitor", start_at_ms=start_at) as reader:
+        with TopicReader(
+            settings,
+            monitor_topics(settings),
+            start_at_ms=start_at,
+            group_id=monitor_group_id(settings),
+        ) as reader:
             _follow(reader, monitor, writer, metrics, stop)
     finally:
+        lag_stop.set()
         server.shutdown()
         server.server_close()
+
+
+def watch_lag(settings: Settings, metrics: MonitorMetrics, stop: threading.Event) -> None:
+    """Read the deployment's consumer lag every LAG_INTERVAL_SECONDS until `stop` is set. A
+    check the broker does not answer is counted (`result="failed"`) and logged once per spell;
+    the gauges keep their last values."""
+    groups = deployment_groups(settings)
+    reader: LagReader | None = None
+    trouble: str | None = None
+    while not stop.is_set():
+        try:
+            reader = reader or LagReader(settings)
+            metrics.record_lag(reader.read(groups))
+            if trouble is not None:
+                log.info("consumer lag: read again")
+                trouble = None
+        except CallscoreError as exc:
+            metrics.lag_checks.labels("failed").inc()
+            if str(exc) != trouble:
+                log.warning("consumer lag: %s", exc)
+            trouble = str(exc)
+        stop.wait(LAG_INTERVAL_SECONDS)
 
 
 def _follow(
@@ -115,11 +160,15 @@ def _follow(
 ) -> None:
     caught_up = False
     next_quality = 0.0
+    next_commit = 0.0
     while not stop.is_set():
         result = monitor.handle(reader.poll(POLL_SECONDS, MAX_RECORDS_PER_POLL), datetime.now(UTC))
         writer.send_all(result.outgoing, DELIVERY_TIMEOUT_SECONDS)
         metrics.record(result)  # only now: the dead letters are acknowledged
         _log(result)
+        if time.monotonic() >= next_commit:
+            reader.commit_positions()  # what is handled: the monitor's lag (never read back)
+            next_commit = time.monotonic() + COMMIT_INTERVAL_SECONDS
         if not caught_up and not reader.missing_topics and reader.at_end:
             caught_up = True
             metrics.caught_up.set(1)

@@ -46,6 +46,7 @@ from pydantic import ValidationError
 from callqueue.inputs import KIND_HEADER, InvalidInput, QueueInput, decode_input
 from callqueue.rules import PartitionQueue, QueueCounts, QueuePolicy, QueueResult, QueueTopics
 from callqueue.state import ProspectEntry, entry_from_json
+from core.consumer_lag import queue_group_id
 from core.dead_letters import dead_letter_for, dead_letter_record
 from core.errors import BrokerUnavailableError
 from core.kafka import consumer_config
@@ -121,7 +122,7 @@ class QueueWorker:
         consumer = Consumer(
             consumer_config(
                 settings,
-                group_id=f"{settings.streamer_app_id}-queue",
+                group_id=queue_group_id(settings),
                 **{"client.id": f"call-queue-{uuid.uuid4().hex[:8]}"},
             )
         )
