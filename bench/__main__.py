@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import compare
-from bench.broker import add_broker_option
+from bench.broker import add_broker_option, exit_on_sigterm
 from bench.context import Options
 from bench.overrides import add_set_option, overrides_from
 from bench.results import write_results
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         compare.main(argv[1:])
         return
     args = parser().parse_args(argv)
+    exit_on_sigterm()
     only = [name for name in SCENARIOS if name in args.only] if args.only else DEFAULT
     production = small_artifact(1) if args.tiny else None
     result = run(

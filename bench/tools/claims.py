@@ -1,13 +1,15 @@
 """Claims per second with 20 agents: `POST /queue/claim` on one `callscore api`, one scorer.
 
     .venv/bin/python -m bench.tools.claims [--prospects 2000] [--agents 20] [--n 5]
+                                           [--broker kafka|tansu]
 Prints a table and writes bench/results/claims.json.
 
-On a Tansu broker of its own: a scorer and an API (the production model is not needed: a small
-signed model), N prospects' events scored into the call queue, then each agent claims `n` tasks
-at a time, as fast as it gets answers, until a claim comes back empty. Reported: tasks claimed
-per second (all agents), the latency of a claim request (p50, p99), proposals refused (taken
-by another agent first) and undecided, and that no prospect was held by two agents.
+On a broker of its own (Apache Kafka; `--broker tansu` for the fallback): a scorer and an API
+(the production model is not needed: a small signed model), N prospects' events scored into the
+call queue, then each agent claims `n` tasks at a time, as fast as it gets answers, until a
+claim comes back empty. Reported: tasks claimed per second (all agents), the latency of a claim
+request (p50, p99), proposals refused (taken by another agent first) and undecided, and that no
+prospect was held by two agents.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.broker import add_broker_option, start_broker
 from bench.results import write_results
 from core.kafka import ensure_topics
-from core.local_broker import start_tansu
+from core.local_broker import BrokerKind
 from testkit.factories import valid_event
 from testkit.harness import (
     ApiWorker,
@@ -41,11 +44,11 @@ from testkit.harness import (
 READY_SECONDS = 120.0
 
 
-def measure(prospects: int, agents: int, n: int) -> dict[str, Any]:
-    broker = start_tansu()
+def measure(prospects: int, agents: int, n: int, kind: BrokerKind = "kafka") -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="callscore-claims-"))
+    broker = start_broker(kind, log_dir=str(workdir))
     try:
-        settings = isolated_settings("claims", workdir, bootstrap_servers=broker.bootstrap_servers)
+        settings = isolated_settings("claims", workdir, **broker.client_settings())
         settings = worker_settings(settings, workdir, "claims")
         ensure_topics(settings)
         publish_model(settings, version=1)
@@ -88,6 +91,7 @@ def measure(prospects: int, agents: int, n: int) -> dict[str, Any]:
         broker.stop()
     ms = np.array(latencies) * 1000
     return {
+        "broker": broker.origin,
         "prospects": prospects,
         "agents": agents,
         "tasks_per_request": n,
@@ -107,8 +111,9 @@ def main() -> None:
     parser.add_argument("--prospects", type=int, default=2000)
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--n", type=int, default=5, help="tasks per claim request")
+    add_broker_option(parser)
     args = parser.parse_args()
-    row = measure(args.prospects, args.agents, args.n)
+    row = measure(args.prospects, args.agents, args.n, args.broker)
     table = Table(title="POST /queue/claim: one API, one scorer, agents claiming at once")
     for key in row:
         table.add_column(key.replace("_", " "), justify="right")

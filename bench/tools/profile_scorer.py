@@ -27,6 +27,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from bench.broker import add_broker_option
 from bench.context import Options, no_observer
 from bench.overrides import add_set_option, overrides_from
 from bench.results import write_results
@@ -55,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=10.0, help="steady latency phase")
     s.add_argument("--py-spy", dest="py_spy", type=Path, help="raw py-spy output of the backlog")
     add_set_option(s)
+    add_broker_option(s)
     summary = sub.add_parser("py-spy-summary", help="group a raw py-spy file")
     summary.add_argument("file")
     return parser
@@ -67,7 +69,14 @@ def stream(args: argparse.Namespace) -> None:
     production = load_model(args.model) if args.model else None
     observe = recorder(args.py_spy) if args.py_spy else no_observer
     only = [args.scenario, "latency_only"]
-    result = run(only, options, overrides_from(args), production=production, observe=observe)
+    result = run(
+        only,
+        options,
+        overrides_from(args),
+        production=production,
+        observe=observe,
+        broker_kind=args.broker,
+    )
     render(result)
     print(write_results(f"profile_stream_{args.label}", result))
     if args.py_spy and args.py_spy.is_file():  # several workers: one file each, see py_spy.py

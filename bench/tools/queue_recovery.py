@@ -1,22 +1,25 @@
-"""Recovery of the call queue after a restart with N open tasks, on a Tansu broker of its own.
+"""Recovery of the call queue after a restart with N open tasks, on a broker of its own.
 
     .venv/bin/python -m bench.tools.queue_recovery [--sizes 0 100000 1000000] [--no-queue-topic]
+                                                   [--broker kafka|tansu]
 Prints a table and writes bench/results/queue_recovery.json.
 
-For each N (a fresh broker each, so its memory is that N's): the changelog of N open tasks is
+For each N (a fresh broker each, Apache Kafka unless `--broker tansu`, so its memory is that
+N's): the changelog of N open tasks is
 written straight to a fresh `call-queue.state` topic (callqueue.state.ProspectEntry JSON with an
 open CallTask, keyed by prospect id, at `partition_for(prospect_id)`, as the queue worker writes
-it), and, unless --no-queue-topic, the same tasks to the `call-queue` topic, which every scorer
-mirrors for GET /queue (streamer/queue_mirror.py): a restarted deployment finds both. Then
+it), and, unless --no-queue-topic, the same tasks to the `call-queue` topic, which `callscore
+api` mirrors for GET /queue (streamer/queue_mirror.py): a restarted deployment finds both. Then
 
 1. in process: the queue worker's own recovery of every partition (`QueueWorker._recover`:
    read_partitions to partition EOF, the newest entry per key, a PartitionQueue each) in a fresh
    process, without Faust or the mirror beside it: seconds and its peak RSS;
 2. a scorer (`callscore stream`, testkit.harness.StreamWorker, the model published before it
-   starts): from its start until /readyz is ready (which waits for the queue's partitions),
+   starts) and a `callscore api` (GET /queue's server since 7499acb) started together: from
+   their start until the scorer's /readyz is ready (which waits for the queue's partitions),
    every partition's recovery as its log reports it (the entries must add up to N), the
-   recovery gauge, the open-tasks gauge, until GET /queue answers (the mirror read to the end),
-   and the worker's and the broker's peak RSS.
+   recovery gauge, the open-tasks gauge, until the API's GET /queue answers (its mirror read to
+   the end), and the scorer's, the API's and the broker's peak RSS.
 
 N = 0 is the baseline: what a scorer's start costs with nothing to recover.
 """
@@ -40,6 +43,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.broker import add_broker_option, start_broker
 from bench.context import publish
 from bench.resources import peak_rss_mb, tree_peak_rss_mb
 from bench.results import write_results
@@ -47,13 +51,13 @@ from callqueue.inputs import partition_for
 from callqueue.state import ProspectEntry, entry_json
 from callscore.processes import settings_env
 from core.kafka import ensure_topics
-from core.local_broker import LocalBroker, start_tansu
+from core.local_broker import BrokerKind
 from core.settings import Settings
 from core.topic_writer import Outgoing, TopicWriter
 from schemas import PRIORITIES, CallTask, task_id_for
 from streamer.queue_worker import QueueWorker, ignore_progress
 from testkit.factories import small_artifact
-from testkit.harness import StreamWorker, isolated_settings, worker_settings
+from testkit.harness import ApiWorker, StreamWorker, isolated_settings, worker_settings
 
 DEFAULT_SIZES = (0, 100_000, 1_000_000)
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -114,7 +118,8 @@ def write_open_tasks(settings: Settings, count: int, queue_topic: bool) -> float
     one burst, so they land in large record batches; the seconds the produce took.
 
     Large batches on purpose: Tansu's fetch slows down past a few thousand record batches in a
-    partition (bench/README.md, "Call queue"), which would measure the broker, not recovery."""
+    partition (bench/README.md, "Call queue"), which would measure the broker, not recovery. Apache
+    Kafka takes them as they are (a batch stays under its default 1 MiB message.max.bytes)."""
     records = open_task_records(settings, count, queue_topic)
     started = time.monotonic()
     with TopicWriter(settings, "the bench's call-queue changelog", **LARGE_BATCHES) as writer:
@@ -152,25 +157,27 @@ def recover_in_fresh_process(settings: Settings) -> dict[str, Any]:
 
 
 def restart(settings: Settings, workdir: Path, count: int) -> dict[str, Any]:
-    """A scorer started on the written topics: until ready, the recovery its log reports, until
-    GET /queue answers; its peak RSS."""
+    """A scorer and a `callscore api` (which serves GET /queue from its mirror of the call-queue
+    topic since 7499acb) started together on the written topics: until the scorer is ready, the
+    recovery its log reports, until the API's GET /queue answers; their peak RSS."""
     configured = worker_settings(settings, workdir, f"recovery-{count}")
     started = time.monotonic()
     worker = StreamWorker(configured, workdir / f"recovery-{count}.log")
+    api = ApiWorker(configured, workdir / f"recovery-{count}-api.log")
     try:
         worker.wait_ready(READY_TIMEOUT_SECONDS)
         ready = time.monotonic() - started
         log_text = worker.log_path.read_text()
         recovered = [m.groups() for m in RECOVERED.finditer(log_text)]
         rebuilt = [float(m.group(1)) for m in REBUILT.finditer(log_text)]
-        answered = worker.http("GET", "/queue?limit=1")
-        worker.wait_until(
-            lambda: worker.http("GET", "/queue?limit=1").status == 200,
+        answered = api.http("GET", "/queue?limit=1", token=api.token)
+        api.wait_until(
+            lambda: api.http("GET", "/queue?limit=1", token=api.token).status == 200,
             READY_TIMEOUT_SECONDS,
             "GET /queue answered",
         )
         queue_answers = time.monotonic() - started
-        body = worker.http("GET", "/queue?limit=1").body or {}
+        body = api.http("GET", "/queue?limit=1", token=api.token).body or {}
         return {
             "ready_seconds": round(ready, 1),
             "queue_answers_seconds": round(queue_answers, 1),
@@ -183,18 +190,20 @@ def restart(settings: Settings, workdir: Path, count: int) -> dict[str, Any]:
             "open_tasks_gauge": int(worker.metric("callscore_queue_open_tasks")),
             "mirror_open_total": body.get("open_total"),
             "worker_peak_rss_mb": tree_peak_rss_mb(worker.process.pid),
+            "api_peak_rss_mb": tree_peak_rss_mb(api.process.pid),
         }
     finally:
+        api.stop()
         worker.stop()
 
 
-def measure(count: int, queue_topic: bool) -> dict[str, Any]:
+def measure(count: int, queue_topic: bool, kind: BrokerKind = "kafka") -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="callscore-queue-recovery-"))
-    broker: LocalBroker = start_tansu()
+    broker = start_broker(kind, log_dir=str(workdir))
     try:
         assert broker.process is not None
         name = f"recovery-{count}-{uuid.uuid4().hex[:6]}"
-        settings = isolated_settings(name, workdir, bootstrap_servers=broker.bootstrap_servers)
+        settings = isolated_settings(name, workdir, **broker.client_settings())
         ensure_topics(settings)
         publish(settings, small_artifact(1))  # /readyz waits for a model too
         written = write_open_tasks(settings, count, queue_topic)
@@ -208,6 +217,7 @@ def measure(count: int, queue_topic: bool) -> dict[str, Any]:
         if alone["entries"] != count:
             raise RuntimeError(f"{count} open tasks written, {alone['entries']} recovered")
         return {
+            "broker": broker.origin,
             "open_tasks": count,
             "partitions": settings.partitions,
             "queue_topic_written": queue_topic,
@@ -242,6 +252,7 @@ def main() -> None:
     parser.add_argument(
         "--no-queue-topic", action="store_true", help="write the changelog only, not call-queue"
     )
+    add_broker_option(parser)
     parser.add_argument("--recover-here", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recover_here:  # the in-process measurement, in a fresh process, for the parent
@@ -249,7 +260,7 @@ def main() -> None:
         return
     rows = []
     for count in args.sizes:
-        rows.append(measure(count, not args.no_queue_topic))
+        rows.append(measure(count, not args.no_queue_topic, args.broker))
         print(rows[-1], file=sys.stderr, flush=True)
     table = Table(title="call queue recovery after a restart (one scorer, every partition)")
     for column in SHOWN:

@@ -3,8 +3,10 @@ beside the data's own rate by `campaign`.
 
     .venv/bin/python -m bench.tools.replay_attempts [--month 2009-05] [--month-seconds 60]
         [--agents 4] [--outcome-delay 2d] [--ungated] [--set FIELD=VALUE ...]
+        [--broker kafka|tansu]
 
-On a fresh local broker (as bench/tools/replay_loop.py) it trains v1 on the rows before --month
+On a fresh local broker (Apache Kafka unless `--broker tansu`, as bench/tools/replay_loop.py)
+it trains v1 on the rows before --month
 (`callscore train --search reference --no-outcomes`), starts `callscore stream` (the call queue
 on, as by default) and `callscore api`, and replays that month with `callscore simulate`'s API in
 its default mode, with attempts (callscore/simulator/attempts.py): a row with `campaign` = c is
@@ -57,6 +59,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from bench.broker import add_broker_option, start_broker
 from bench.overrides import add_set_option, overrides_from
 from bench.results import write_results
 from bench.tools.replay_loop import DAY, _train_base
@@ -68,7 +71,7 @@ from callscore.simulator.plan import plan_replay
 from callscore.simulator.publish import run_replay
 from callscore.simulator.records import ScheduledRecord
 from core.kafka import ensure_topics
-from core.local_broker import free_port, start_tansu
+from core.local_broker import BrokerKind, LocalBroker, free_port
 from core.settings import Settings
 from core.topic_reader import Record, read_topics
 from schemas import MONTHS, WITHDRAWAL_HEADER
@@ -89,18 +92,19 @@ def _bucket(campaign: int) -> str:
     return str(campaign) if campaign <= 5 else "6+"
 
 
-def _settings(workdir: Path, bootstrap: str, month: str, overrides: dict[str, str]) -> Settings:
+def _settings(
+    workdir: Path, broker: LocalBroker, month: str, overrides: dict[str, str]
+) -> Settings:
     return isolated_settings(
         "attempts",
         workdir,
-        bootstrap_servers=bootstrap,
         base_data_until=month,
         http_host="127.0.0.1",
         http_port=free_port(),
         api_port=free_port(),
         streamer_app_id="attempts-scorer",
         streamer_data_dir=workdir / "faust",
-        **{**ATTEMPT_SETTINGS, **overrides},
+        **{**broker.client_settings(), **ATTEMPT_SETTINGS, **overrides},
     )
 
 
@@ -552,15 +556,16 @@ def run(
     delay: str,
     ungated: bool,
     overrides: dict[str, str],
+    kind: BrokerKind = "kafka",
 ) -> dict[str, Any]:
     from callscore.simulator.options import ReplayOptions
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="replay-attempts-"))
-    broker = start_tansu(log_path=str(workdir / "broker.log"))
+    broker = start_broker(kind, log_dir=str(workdir))
     processes: list[StreamWorker] = []
     try:
-        settings = _settings(workdir, broker.bootstrap_servers, month, overrides)
+        settings = _settings(workdir, broker, month, overrides)
         policy = QueuePolicy.of(settings)
         data = resolve_data_path(None, settings)
         frame, _sha = load_bank(data)
@@ -646,6 +651,7 @@ def run(
         "replay_seconds": round(replay_seconds, 1),
         "drained_after_seconds": round(drained_seconds, 1),
         "wall_seconds": round(time.monotonic() - started, 1),
+        "broker": broker.origin,
         **result,
         "metrics": metrics,
         "claims": claims,
@@ -872,6 +878,7 @@ def main() -> None:
         "replay_attempts_ungated.json)",
     )
     add_set_option(parser)
+    add_broker_option(parser)
     args = parser.parse_args()
     result = run(
         args.month,
@@ -880,6 +887,7 @@ def main() -> None:
         args.outcome_delay,
         args.ungated,
         overrides_from(args),
+        args.broker,
     )
     print_tables(result)
     print(write_results("replay_attempts_ungated" if args.ungated else "replay_attempts", result))

@@ -2,15 +2,16 @@
 scheduled retraining and recalibration, then report per month what happened.
 
     .venv/bin/python -m bench.tools.replay_loop [--from 2009-06] [--months 18] [--month-seconds 30]
-        [--outcome-delay 7d] [--set FIELD=VALUE ...]
+        [--outcome-delay 7d] [--set FIELD=VALUE ...] [--broker kafka|tansu]
 
-On a fresh local broker it trains v1 on the base data before --from (`callscore train --search
-reference --no-outcomes`), starts `callscore stream`, `callscore monitor` and `callscore schedule`
-as an operator would, replays the months with `callscore simulate`'s API (one month of event time
-per --month-seconds of wall time, outcomes --outcome-delay later in event time), waits for the
-last outcomes, and then reads the topics back. Per month: online ROC-AUC, conversion by tier,
-mean served score vs observed rate and the same events' mean score without the online
-recalibration, the versions that served and why each was published. Beside it, the offline
+On a fresh local broker (Apache Kafka; `--broker tansu` for the fallback, which cannot carry a
+replay's minutes of live traffic: docs/local-broker.md) it trains v1 on the base data before --from
+(`callscore train --search reference --no-outcomes`), starts `callscore stream`, `callscore monitor`
+and `callscore schedule` as an operator would, replays the months with `callscore simulate`'s API
+(one month of event time per --month-seconds of wall time, outcomes --outcome-delay later in event
+time), waits for the last outcomes, and then reads the topics back. Per month: online ROC-AUC,
+conversion by tier, mean served score vs observed rate and the same events' mean score without the
+online recalibration, the versions that served and why each was published. Beside it, the offline
 rolling backtest with monthly retraining of the same pipeline on the same months. Prints tables,
 writes bench/results/replay_loop.json.
 """
@@ -31,6 +32,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from bench.broker import add_broker_option, start_broker
 from bench.overrides import add_set_option, overrides_from
 from bench.results import write_results
 from callscore.commands.arguments import parse_delay
@@ -38,7 +40,7 @@ from callscore.processes import CALLSCORE
 from callscore.simulator.plan import ReplayOptions, plan_replay
 from callscore.simulator.publish import run_replay
 from core.kafka import ensure_topics
-from core.local_broker import free_port, start_tansu
+from core.local_broker import BrokerKind, free_port
 from core.settings import Settings
 from feedback.quality import period_of, quality
 from registry.model_topic import read_model_records
@@ -165,23 +167,27 @@ def _offline_backtest(frame: pd.DataFrame, start: str) -> dict[str, dict[str, fl
 
 
 def run(
-    start: str, months: int | None, month_seconds: float, delay: str, overrides: dict[str, str]
+    start: str,
+    months: int | None,
+    month_seconds: float,
+    delay: str,
+    overrides: dict[str, str],
+    kind: BrokerKind = "kafka",
 ) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="replay-loop-"))
-    broker = start_tansu(log_path=str(workdir / "broker.log"))
+    broker = start_broker(kind, log_dir=str(workdir))
     processes: list[Any] = []
     try:
         settings = isolated_settings(
             "replay",
             workdir,
-            bootstrap_servers=broker.bootstrap_servers,
             base_data_until=start,
             http_port=free_port(),
             http_host="127.0.0.1",
             monitor_http_port=free_port(),
             streamer_app_id="replay-scorer",
             streamer_data_dir=workdir / "faust",
-            **{**LOOP_SETTINGS, **overrides},
+            **{**broker.client_settings(), **LOOP_SETTINGS, **overrides},
         )
         data = resolve_data_path(None, settings)
         frame, _sha = load_bank(data)
@@ -249,6 +255,7 @@ def run(
             process.stop()
         broker.stop()
     return {
+        "broker": broker.origin,
         "from": start,
         "months": len(monthly),
         "events": events,
@@ -368,9 +375,12 @@ def main() -> None:
     parser.add_argument("--month-seconds", type=float, default=30.0)
     parser.add_argument("--outcome-delay", default="7d")
     add_set_option(parser)
+    add_broker_option(parser)
     args = parser.parse_args()
     overrides = overrides_from(args)
-    result = run(args.start, args.months, args.month_seconds, args.outcome_delay, overrides)
+    result = run(
+        args.start, args.months, args.month_seconds, args.outcome_delay, overrides, args.broker
+    )
     result["summary"] = summary(result)
     print_tables(result)
     print(write_results("replay_loop", result))

@@ -2,15 +2,15 @@
 and one export day cost at 45,000, 450,000 and 4,500,000 labelled calls (issue 18).
 
     .venv/bin/python -m bench.tools.scale [--sizes 45000 450000 4500000] [--days 30]
-                                          [--before 45000 450000]
+                                          [--before 45000 450000] [--broker kafka|tansu]
 Prints a table and writes bench/results/scale.json.
 
-For each N, on a Tansu broker of its own: a synthetic labelled history of N calls (one
-prediction and one outcome each, 80% of the calls reached, two model versions, v2 served), of
-which `days` days sit in the lake (Parquet, written with the export's own schema and
-`write_day`) and the rest, the tail, on the topics, stamped from yesterday's start to an hour
-ago, as if yesterday's export had not run yet. Every measurement runs in a fresh process (its
-peak RSS is its own):
+For each N, on a broker of its own (Apache Kafka; `--broker tansu` for the fallback): a synthetic
+labelled history of N calls (one prediction and one outcome each, 80% of the calls reached, two
+model versions, v2 served), of which `days` days sit in the lake (Parquet, written with the export's
+own schema and `write_day`) and the rest, the tail, on the topics, stamped from yesterday's start to
+an hour ago, as if yesterday's export had not run yet. Every measurement runs in a fresh process
+(its peak RSS is its own):
 
 - check: `Scheduler.for_cli(...).check()`, what `callscore schedule` does once a minute: the
   served manifest and the labelled history's columns (the lake, the tail found by time), in a
@@ -51,12 +51,13 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from bench.broker import add_broker_option, start_broker
 from bench.context import publish
 from bench.resources import peak_rss_mb, tree_peak_rss_mb
 from bench.results import write_results
 from callscore.processes import settings_env
 from core.kafka import ensure_topics
-from core.local_broker import start_tansu
+from core.local_broker import BrokerKind
 from core.settings import Settings
 from core.topic_reader import Record
 from lake.days import day_window
@@ -408,14 +409,14 @@ def before_worktree() -> Path:
     return path
 
 
-def measure(count: int, days: int, before: bool) -> dict[str, Any]:
+def measure(count: int, days: int, before: bool, kind: BrokerKind = "kafka") -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="callscore-scale-"))
-    broker = start_tansu()
+    broker = start_broker(kind, log_dir=str(workdir))
     try:
         assert broker.process is not None
         name = f"scale-{count}-{uuid.uuid4().hex[:6]}"
         settings = isolated_settings(
-            name, workdir, bootstrap_servers=broker.bootstrap_servers, partitions=PARTITIONS
+            name, workdir, **broker.client_settings(), partitions=PARTITIONS
         )
         ensure_topics(settings)
         publish(settings, small_artifact(1), version=1)
@@ -424,7 +425,12 @@ def measure(count: int, days: int, before: bool) -> dict[str, Any]:
         stamps, lake_days, in_lake = stamps_for(count, days, tz, datetime.now(tz).date())
         history = History(count, stamps)
         history.check_sample(settings)
-        row: dict[str, Any] = {"labelled_calls": count, "in_lake": in_lake, "tail": count - in_lake}
+        row: dict[str, Any] = {
+            "broker": broker.origin,
+            "labelled_calls": count,
+            "in_lake": in_lake,
+            "tail": count - in_lake,
+        }
         row["lake_write_seconds"] = write_lake(settings, history, lake_days, in_lake // days)
         row["tail_produce_seconds"] = produce_tail(settings, history, in_lake)
         _log(count, row)
@@ -487,8 +493,9 @@ def main() -> None:
     parser.add_argument(
         "--before", nargs="*", type=int, default=[45_000, 450_000], help="sizes to measure 0824f64"
     )
+    add_broker_option(parser)
     args = parser.parse_args()
-    rows = [measure(count, args.days, count in args.before) for count in args.sizes]
+    rows = [measure(n, args.days, n in args.before, args.broker) for n in args.sizes]
     table = Table(title="the learning loop at scale (seconds, peak RSS in MiB; fresh processes)")
     for _key, title in SHOWN:
         table.add_column(title, justify="right")
