@@ -1,10 +1,12 @@
 """The README's first command, `callscore demo`, end to end and interrupted, in a subprocess;
-its parts (data fallback, live state, reconciliation, the served-version probe, the dialer
-agent's claims) without a broker.
+its parts (data fallback, broker fallback, live state, reconciliation, the served-version probe,
+the dialer agent's claims) without a broker.
 
 Synthetic data and no download (tests never use the network; the download is tried against a
-local server). The end-to-end run uses the session's broker as a "configured Kafka" (topics of
-its own); the interrupted one starts its embedded broker, so Ctrl-C must take the broker down too.
+local server), except for the README's own command, `./scripts/demo` with its default options on
+the UCI data of ../shared/data. The short end-to-end run uses the session's broker as a
+"configured Kafka" (topics of its own); the interrupted one and the README's start their own
+Apache Kafka, so Ctrl-C and the end must take the broker down too.
 """
 
 from __future__ import annotations
@@ -24,23 +26,31 @@ import pytest
 from callqueue.rules import retry_event_id
 from callscore.demo.agent import ClaimStats, DemoAgent
 from callscore.demo.data import download_bank_full, resolve_demo_data
+from callscore.demo.options import DemoOptions
 from callscore.demo.probes import served_version
 from callscore.demo.reconcile import count
+from callscore.demo.setup import TANSU_PROSPECTS, set_up
 from callscore.demo.state import DemoState
 from callscore.demo.view import plain_status, render
 from callscore.demo.window import replay_start
 from callscore.processes import Children
+from core.local_broker import BROKER_TIMINGS, LocalBroker, LocalBrokerError
+from core.local_broker.kafka import kafka_version
 from core.topic_reader import Record
 from schemas import FEATURES, CallTask, DeadLetter, task_id_for
 from schemas.api import ClaimAnswer
-from trainer.data import DataError, add_periods
+from trainer.data import SHARED_COPY, DataError, add_periods, load_bank
 from trainer.synthetic import synthetic_bank_frame
 
+ROOT = Path(__file__).resolve().parents[1]
 DEMO = [sys.executable, "-m", "callscore.cli", "demo", "--synthetic", "--no-download"]
 # A short replay: enough outcomes for the recalibration halfway, a few malformed events.
 SHORT = ["--prospects", "500", "--replay-seconds", "16", "--bad-rate", "0.03"]
 # Lines only Faust, the scorer or the monitor write (they belong in the log files).
 WORKER_LOG_MARKS = ("[^Worker]", "[INFO]", "[WARNING]", "faust", "aiokafka")
+# The README's run (UCI data, default options) takes 2-3 minutes on 2 cores; this bounds it
+# (a first ./scripts/demo also installs the project into .venv).
+README_DEMO_TIMEOUT_SECONDS = 600
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -94,8 +104,9 @@ def test_demo_runs_reloads_recycles_claims_and_reconciles_on_a_configured_kafka(
 ):
     out = tmp_path / "demo"
     env = _env(CALLSCORE_BOOTSTRAP_SERVERS=kafka_broker.bootstrap_servers)
-    # The local broker's group timings (a configured Kafka keeps the user's own).
-    env |= {"CALLSCORE_SESSION_TIMEOUT_SECONDS": "3", "CALLSCORE_HEARTBEAT_INTERVAL_SECONDS": "0.5"}
+    # The session broker's client timings (a configured Kafka keeps the user's own; Kafka
+    # refuses Tansu's 3 s session).
+    env |= {f"CALLSCORE_{k.upper()}": str(v) for k, v in kafka_broker.client_settings().items()}
     result = subprocess.run(
         [*DEMO, *SHORT, "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path,
@@ -199,6 +210,52 @@ def test_ctrl_c_stops_every_process_including_the_embedded_broker(tmp_path):
     assert [name for name, pid in pids.items() if _alive(pid)] == []
     assert _group_members_after_a_moment(set(pids.values())) == []
     assert "Traceback" not in output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(README_DEMO_TIMEOUT_SECONDS + 180)
+def test_the_readmes_demo_runs_on_the_uci_data_on_apache_kafka_and_reconciles(tmp_path):
+    """`./scripts/demo` as the README says (default options; only its output folder is the
+    test's): the UCI data from ../shared/data, Apache Kafka started by the demo."""
+    if not SHARED_COPY.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI copies ../shared beside the clone, but {SHARED_COPY} is missing")
+        pytest.skip(f"no UCI data at {SHARED_COPY}")
+    out = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [str(ROOT / "scripts" / "demo"), "--out", str(out)],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        terminal = demo.communicate(timeout=README_DEMO_TIMEOUT_SECONDS)[0]
+    except subprocess.TimeoutExpired:
+        demo.send_signal(signal.SIGINT)  # the demo stops every process it started
+        terminal = demo.communicate(timeout=120)[0]
+        pytest.fail(f"the demo ran over {README_DEMO_TIMEOUT_SECONDS} s:\n{terminal[-4000:]}")
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, terminal[-4000:]
+
+    summary = json.loads((out / "summary.json").read_text())
+    counts = summary["reconciliation"]
+    assert counts["reconciles"] is True and "reconciles ✓" in terminal
+    assert counts["produced"] == counts["scored"] + counts["dead_lettered"] + counts["duplicates"]
+    assert summary["broker"].startswith(f"Apache Kafka {kafka_version()} at 127.0.0.1:")
+    assert summary["broker"].endswith("(started by the demo)")
+    assert not summary["synthetic"] and "bank-full" in summary["data"]
+    frame, _sha = load_bank(SHARED_COPY)
+    assert summary["replay"]["from"] == replay_start(frame, DemoOptions().prospects)
+    assert counts["replayed"] > DemoOptions().prospects and counts["retries"] > 0
+    assert summary["hot_reloads"] and summary["hot_reloads"][0].startswith("v1 -> v2")
+    print(f"README demo: {summary['elapsed_seconds']} s, phases {summary['phase_seconds']}")
+
+    # Every process it started is gone, Apache Kafka's too.
+    pids = _pids(out)
+    assert {"broker", "stream", "monitor", "api", "train", "simulate", "report"} <= set(pids)
+    assert [name for name, pid in pids.items() if _alive(pid)] == []
+    assert _group_members_after_a_moment(set(pids.values())) == []
 
 
 # --- without a broker ----------------------------------------------------------------------------
@@ -716,3 +773,80 @@ def test_children_are_listed_logged_and_stopped_with_their_process_groups(tmp_pa
     children.stop([spawner, stubborn], grace=1.0)
     assert not spawner.running and not stubborn.running
     assert _group_members_after_a_moment(set(pids.values())) == []
+
+
+def _fake_brokers(started: list[str], java: bool):
+    """start_local_broker's stand-in: Apache Kafka (or LocalBrokerError without `java`) and
+    Tansu, each a `sleep` process in a session of its own."""
+
+    def start(kind: str, log_dir: str | None = None, nodes: int = 1) -> LocalBroker:
+        started.append(kind)
+        if kind == "kafka" and not java:
+            raise LocalBrokerError("Apache Kafka needs Java 17 and `java` is not on PATH: ...")
+        process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        origin = "Apache Kafka 3.9.1 (1 node)" if kind == "kafka" else "tansu"
+        return LocalBroker("127.0.0.1:1", kind, origin, [process])  # type: ignore[arg-type]
+
+    return start
+
+
+@pytest.mark.parametrize("java", [True, False])
+def test_the_demo_starts_apache_kafka_and_without_java_tansu_with_a_shorter_replay(
+    tmp_path, monkeypatch, java
+):
+    import callscore.demo.setup as demo_setup
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name in [n for n in os.environ if n.startswith("CALLSCORE_")]:
+        monkeypatch.delenv(name)
+    started: list[str] = []
+    monkeypatch.setattr(demo_setup, "start_local_broker", _fake_brokers(started, java))
+    children = Children(tmp_path / "logs", tmp_path / "pids")
+    try:
+        run = set_up(DemoOptions(), tmp_path, children)
+        # The broker is the run's child "broker", stopped with the others.
+        assert [c.name for c in children.all] == ["broker"] == list(_pids(tmp_path))
+    finally:
+        children.stop_all(last=children.all)
+    kind = "kafka" if java else "tansu"
+    assert started == (["kafka"] if java else ["kafka", "tansu"])
+    timings = {name: getattr(run.settings, name) for name in BROKER_TIMINGS[kind]}
+    assert timings == BROKER_TIMINGS[kind]  # never Tansu's on Kafka
+    assert run.settings.bootstrap_servers == "127.0.0.1:1"
+    if java:
+        assert run.broker_label == "Apache Kafka 3.9.1 at 127.0.0.1:1 (started by the demo)"
+        assert run.broker_warning is None and run.options == DemoOptions()
+        return
+    # One line: what is missing, that the demo runs on Tansu, and the shorter replay.
+    assert run.broker_label == "Tansu at 127.0.0.1:1 (started by the demo)"
+    warning = run.broker_warning
+    assert warning is not None and "\n" not in warning
+    assert warning.startswith("Apache Kafka needs Java 17 and `java` is not on PATH")
+    assert "runs on Tansu" in warning and f"shortened to {TANSU_PROSPECTS:,} prospects" in warning
+    assert run.options.prospects == TANSU_PROSPECTS < DemoOptions().prospects
+
+
+def test_on_tansu_by_choice_the_replay_is_shortened_unless_its_months_are_given(
+    tmp_path, monkeypatch
+):
+    import callscore.demo.setup as demo_setup
+
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("CALLSCORE_")]:
+        monkeypatch.delenv(name)
+    started: list[str] = []
+    monkeypatch.setattr(demo_setup, "start_local_broker", _fake_brokers(started, java=True))
+    for options, prospects, warned in (
+        (DemoOptions(broker="tansu"), TANSU_PROSPECTS, True),
+        (DemoOptions(broker="tansu", prospects=800), 800, False),
+        (DemoOptions(broker="tansu", start="2009-06"), DemoOptions().prospects, False),
+    ):
+        children = Children(tmp_path / "logs", tmp_path / "pids")
+        try:
+            run = set_up(options, tmp_path, children)
+        finally:
+            children.stop_all(last=children.all)
+        assert run.options.prospects == prospects
+        assert (run.broker_warning is not None) == warned
+        assert run.broker_warning is None or run.broker_warning.startswith("--broker tansu: ")
+    assert started == ["tansu"] * 3  # no attempt at Apache Kafka

@@ -27,6 +27,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             bad_rate=args.bad_rate,
             outcome_delay=parse_delay(args.outcome_delay),
             search=args.search,
+            broker=args.broker,
         )
     )
 
@@ -42,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo",
         help="the whole flow live on one machine: broker, train, stream, replay, hot reload",
-        description="Start a local broker (unless CALLSCORE_BOOTSTRAP_SERVERS is set: then the "
-        "demo uses that Kafka with topics of its own), train and publish v1, start a scorer, "
+        description="Start Apache Kafka locally (needs Java; without it, Tansu with a shortened "
+        "replay), unless CALLSCORE_BOOTSTRAP_SERVERS is set: then the demo uses that Kafka "
+        "with topics of its own; train and publish v1, start a scorer, "
         "the monitor and the API, replay a window of the UCI data with a few malformed events "
         "and the calls with their dispositions (a row's earlier contacts without a decision, "
         "so the queue recycles them rescored, callbacks among them; repeated prospects, late "
@@ -103,5 +105,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("reference", "fast", "full"),
         default="reference",
         help="search of `callscore train` (default reference: one configuration, no search)",
+    )
+    demo.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default="kafka",
+        help="the broker the demo starts when none is configured: Apache Kafka (default; needs "
+        "Java, Tansu is the fallback) or the embedded Tansu (the replay is then shortened)",
     )
     demo.set_defaults(handler=_cmd_demo)

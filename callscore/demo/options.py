@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from core.local_broker.common import BrokerKind
+
 
 @dataclass(frozen=True)
 class DemoOptions:
@@ -19,3 +21,5 @@ class DemoOptions:
     bad_rate: float = 0.02
     outcome_delay: timedelta = timedelta(days=2)
     search: str = "reference"
+    # The broker the demo starts when none is configured; Tansu shortens the replay (setup).
+    broker: BrokerKind = "kafka"

@@ -20,6 +20,7 @@ from callscore.demo.state import DemoState
 from callscore.demo.window import ReplayWindow
 from callscore.processes import Child
 from core.errors import CallscoreError
+from core.settings import Settings
 
 TRAIN_TIMEOUT_SECONDS = 300.0
 READY_TIMEOUT_SECONDS = 90.0
@@ -164,6 +165,7 @@ class Conductor:
             "--do-not-call-rate", str(replay.do_not_call_rate),
             "--lift-rate", str(replay.lift_rate), "--slow-call-rate", str(replay.slow_call_rate),
             "--slow-call-delay", delay_argument(replay.slow_call_delay),
+            "--hold-skew", delay_argument(hold_skew(self.run.settings, options.outcome_delay)),
             # With attempts (no --one-call-per-row), as the window counted it: a row is up to
             # CALLSCORE_MAX_ATTEMPTS calls, and the call queue itself sends each retry.
         )  # fmt: skip
@@ -232,6 +234,17 @@ class Conductor:
             f"{self.state.calls['reached']:,} calls reached their prospect so far: "
             f"recalibrating v{self.state.serving} on them (callscore recalibrate)"
         )
+
+
+def hold_skew(settings: Settings, outcome_delay: timedelta) -> timedelta:
+    """How far the replay's other prospects go on while a call is held (`callscore simulate
+    --hold-skew`): half of what a task lives after its call is due. At the demo's speed a
+    retry's call is due milliseconds of wall time after the call before it, far sooner than the
+    queue sends and rescores the retry (0.1-0.2 s): held one after the other, the thousand
+    held calls of the default replay took minutes; overlapping, they fit in its time. The
+    queue's stream time then runs ahead of a held call by less than the task's lifetime (its
+    TTL less the outcome delay), so no task expires that would not have."""
+    return max(timedelta(days=settings.task_ttl_days) - outcome_delay, timedelta(0)) / 2
 
 
 def delay_argument(delay: timedelta) -> str:

@@ -69,7 +69,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
             raise
         finally:
             with ignored():  # a second Ctrl-C must not cut the cleanup short
-                broker = [c for c in children.all if c.name == "broker"]
+                broker = [c for c in children.all if c.name.split("-")[0] == "broker"]
                 children.stop_all(last=broker)
 
 
@@ -85,10 +85,11 @@ def _main(run: Run, console: Console, started: float) -> int:
     state.expected_outcomes = window.outcomes
     if data.warning:
         state.event(data.warning, "bold yellow")
+    warning = _warning(run, data)
     workers = _start(run, state, data, window)
     conductor = Conductor(run, state, window, workers.trainer)
     try:
-        with screen(console, state, _header(run, data, window), data.warning) as refresh:
+        with screen(console, state, _header(run, data, window), warning) as refresh:
             _watch(run, conductor, workers, refresh)
             _poll_http(run, conductor, workers)  # the scorer's last counts, before it stops
             conductor.agent.stop()
@@ -115,6 +116,12 @@ def _data(run: Run, console: Console) -> DemoData:
         options.download_timeout,
         say=lambda message: console.print(message, style="yellow", highlight=False),
     )
+
+
+def _warning(run: Run, data: DemoData) -> str | None:
+    """What stays on the screen and under the summary: the broker's and the data's fallbacks,
+    one line each."""
+    return "\n".join(line for line in (run.broker_warning, data.warning) if line) or None
 
 
 def _header(run: Run, data: DemoData, window: ReplayWindow) -> str:
@@ -190,8 +197,11 @@ def _require_running(run: Run, children: tuple[Child, ...]) -> None:
                 f"`callscore {child.name}` exited ({child.process.returncode}): "
                 f"see {child.log_path}"
             )
-    if run.broker is not None and not run.broker.running:
-        raise CallscoreError(f"the embedded broker exited: see {run.broker.log_path}")
+    for broker in run.brokers:
+        if not broker.running:
+            raise CallscoreError(
+                f"the broker the demo started ({run.broker_label}) exited: see {broker.log_path}"
+            )
 
 
 def _wait(child: Child, timeout: float) -> None:
@@ -214,5 +224,5 @@ def _finish(
     reconciliation = reconcile(run.settings, KAFKA_LOG)
     summary = summary_of(run, data, window, state, progress, reconciliation, started)
     (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    console.print(render_summary(summary, reconciliation, data.warning))
+    console.print(render_summary(summary, reconciliation, _warning(run, data)))
     return 0 if reconciliation.reconciles else 1

@@ -18,7 +18,7 @@ from callscore.demo.progress import Progress
 from callscore.demo.reconcile import Reconciliation
 from callscore.demo.setup import Run
 from callscore.demo.state import DemoState
-from callscore.demo.view import by_attempt_text, calls_text
+from callscore.demo.view import by_attempt_text, calls_text, warning_text
 from callscore.demo.window import ReplayWindow
 from schemas import DISPOSITIONS
 
@@ -127,7 +127,7 @@ def render_summary(
         table.add_row(name, value)
     parts: list[RenderableType] = [table]
     if warning:
-        parts.append(Text(f"⚠ {warning}", style="bold yellow"))
+        parts.append(warning_text(warning))
     return Group(*parts)
 
 

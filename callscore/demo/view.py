@@ -196,10 +196,15 @@ def render(state: DemoState, header: str, warning: str | None) -> RenderableType
         log.append(("\n" if n else "") + f"{item.elapsed:6.1f} s  {item.text}", style=item.style)
     parts: list[RenderableType] = [title]
     if warning:
-        parts.append(Text(f"⚠ {warning}", style="bold yellow"))
+        parts.append(warning_text(warning))
     claims = Panel(_claims_view(state), title="claims: an agent of an in-house dialer")
     parts += [body, claims, Panel(log, title="events")]
     return Group(*parts)
+
+
+def warning_text(warning: str) -> Text:
+    """The run's warnings (the broker's and the data's fallbacks), one line each."""
+    return Text("\n".join(f"⚠ {line}" for line in warning.splitlines()), style="bold yellow")
 
 
 def plain_status(state: DemoState) -> str:
@@ -259,8 +264,8 @@ def _plain(
     console: Console, state: DemoState, header: str, warning: str | None
 ) -> Iterator[Callable[[], None]]:
     console.print(f"callscore demo · {header}", highlight=False, soft_wrap=True)
-    if warning:
-        console.print(f"WARNING: {warning}", highlight=False, soft_wrap=True)
+    for line in (warning or "").splitlines():
+        console.print(f"WARNING: {line}", highlight=False, soft_wrap=True)
     last: dict[str, Any] = {"at": 0.0, "status": None}
 
     def refresh(final: bool = False) -> None:
