@@ -15,7 +15,8 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from callscore.commands import (
@@ -32,6 +33,7 @@ from callscore.commands import (
 from core.errors import BrokerUnavailableError, CallscoreError
 from core.kafka_logs import CommandKafkaLogs, limit_kafka_logs
 from core.settings import load_settings
+from trainer.workers import stop_workers
 
 
 def _cmd_topics(_args: argparse.Namespace) -> int:
@@ -176,6 +178,29 @@ def interrupt_on_ctrl_c() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """SIGTERM, how an orchestrator stops a process, ends a command as Ctrl-C does: it raises
+    SystemExit(143) in the main thread, the command unwinds (finally blocks run, joblib aborts
+    its parallel call) and main ends the training's worker processes. Python's default kills the
+    process on the spot and orphans them. A second SIGTERM kills at once; an inherited SIG_IGN
+    stays, and a command may install its own handler (monitor, broker, demo, Faust's worker)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not main_thread or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def exit_now(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     interrupt_on_ctrl_c()
     parser = build_parser()
@@ -184,13 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     kafka_logs = CommandKafkaLogs()
     attached = limit_kafka_logs(kafka_logs)
     try:
-        return int(args.handler(args) or 0)
+        with sigterm_exits():
+            return int(args.handler(args) or 0)
     except CallscoreError as exc:
         print(error_line(exc, kafka_logs), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     finally:
+        stop_workers()  # loky's workers outlive a call (trainer.workers)
         for name in attached:  # main() may run inside a test's process
             logging.getLogger(name).removeFilter(kafka_logs)
 

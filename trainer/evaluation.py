@@ -18,6 +18,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from schemas import FEATURES
 from trainer.data import labels
+from trainer.workers import watch_parent
 
 MIN_TRAIN_ROWS = 12_000
 SMALL_DATA_FRACTION = 0.3  # data sets below 40,000 rows (synthetic tests) start earlier
@@ -154,6 +155,7 @@ def rolling_backtest(
             _fit_and_score(frame, y_all, train, tests, make_model) for train, tests in blocks
         ]
     else:
+        watch_parent()
         outputs = Parallel(n_jobs=n_jobs)(jobs)
     rows, ys, scores, periods = [], [], [], []
     for block_index, output in enumerate(outputs):
@@ -190,6 +192,7 @@ def random_cv_auc(
 
     y = labels(frame)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    watch_parent()
     outputs = Parallel(n_jobs=n_jobs)(
         delayed(_fit_and_score)(frame, y, train, [("fold", test)], make_model)
         for train, test in splitter.split(frame, y)

@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from trainer.candidates import Config
 from trainer.data import DataError, labels
 from trainer.evaluation import serving_view
+from trainer.workers import watch_parent
 
 HOLDOUT_MIN_ROWS = 1000
 HOLDOUT_FRACTION = 0.05
@@ -34,6 +35,7 @@ def calibrated(config: Config, n_jobs: int = 1) -> Pipeline:
     (with period effects the calibrator then learned an inverted map: holdout AUC 0.30).
     """
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+    watch_parent()  # its n_jobs fits run in loky workers
     model = CalibratedClassifierCV(
         config.build(), method="sigmoid", cv=folds, ensemble=False, n_jobs=n_jobs
     )
