@@ -8,6 +8,11 @@ highest `sequence` among those a trusted key signed; a promotion or rollback is 
 sequence, signed anew). Single writer: one publisher at a time (the trainer, recalibrate or
 `callscore models promote`) reads the topic and uses max + 1; two concurrent publishers could pick
 the same sequence, and readers then keep the first and refuse the second as a replay.
+
+A version's newest record may be a replay of an older one (produced again with the same key),
+and once the cleaner ran, its only record: the versions (`version_rows`, `promote`,
+`next_version`) are therefore read from every signed record, replays included
+(registry.trust.signed_manifests); the current model only from the trusted ones.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from core.topic_writer import Outgoing, publish
 from registry.artifact import ModelArtifact
 from registry.keys import PublicKeys, load_signing_key, trusted_keys
 from registry.signing import ManifestRejected, sign_manifest, verify_and_load
-from registry.trust import ManifestRecord, parse_record, trusted_manifests
+from registry.trust import ManifestRecord, parse_record, signed_manifests, trusted_manifests
 from schemas import ModelManifest
 
 
@@ -97,8 +102,9 @@ def current_manifest(
 
 
 def next_version(records: list[ManifestRecord], model_name: str, keys: PublicKeys) -> int:
-    """Max + 1 over the trusted records: an unsigned one claiming v999 changes nothing."""
-    return max((m.version for m in trusted_manifests(records, model_name, keys)), default=0) + 1
+    """Max + 1 over the signed records, replays included (a version whose only record left is a
+    replay still exists): an unsigned one claiming v999 changes nothing."""
+    return max((m.version for m in signed_manifests(records, model_name, keys)), default=0) + 1
 
 
 def next_sequence(records: list[ManifestRecord], model_name: str, keys: PublicKeys) -> int:
@@ -133,7 +139,7 @@ def promote(settings: Settings, version: int, timeout: float = 15.0) -> ModelMan
     with the next sequence, signed anew (needs the private key)."""
     load_signing_key(settings)  # fail before anything else: only the publisher signs
     keys = trusted_keys(settings)
-    manifests = trusted_manifests(read_model_records(settings, timeout), settings.model_name, keys)
+    manifests = signed_manifests(read_model_records(settings, timeout), settings.model_name, keys)
     matches = [m for m in manifests if m.version == version]
     if not matches:
         known = sorted({m.version for m in manifests})
@@ -141,7 +147,7 @@ def promote(settings: Settings, version: int, timeout: float = 15.0) -> ModelMan
             f"no version {version} of '{settings.model_name}' signed by a trusted key on "
             f"'{settings.topic_models}' (known: {', '.join(map(str, known)) or 'none'})"
         )
-    original = matches[-1]
+    original = max(matches, key=lambda m: m.sequence)
     try:
         verify_and_load(original, settings, keys)
     except ManifestRejected as exc:
@@ -150,14 +156,18 @@ def promote(settings: Settings, version: int, timeout: float = 15.0) -> ModelMan
 
 
 def version_rows(records: list[ManifestRecord], settings: Settings) -> list[dict[str, Any]]:
-    """One row per signed version (its first publication), newest first, marking the current."""
+    """One row per signed version (its first publication), newest first, marking the current;
+    a version whose only record left is a replay is listed too (signed_manifests)."""
     keys = trusted_keys(settings)
     current = current_manifest(records, settings.model_name, keys, settings.pinned_model_version)
     first: dict[int, ModelManifest] = {}
     last_published: dict[int, datetime] = {}
-    for m in trusted_manifests(records, settings.model_name, keys):
-        first.setdefault(m.version, m)
-        last_published[m.version] = m.published_at
+    for m in signed_manifests(records, settings.model_name, keys):
+        if m.version not in first or m.sequence < first[m.version].sequence:
+            first[m.version] = m
+        last_published[m.version] = max(
+            m.published_at, last_published.get(m.version, m.published_at)
+        )
     return [
         {
             "version": v,

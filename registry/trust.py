@@ -14,6 +14,13 @@ count. A record counts (`trusted`) when, in topic order:
 An unsigned or forged record therefore counts for nothing: it is never served, never a baseline,
 and cannot push the next version or sequence up. Full verification of a candidate's artifact
 (contract, scikit-learn version, sha256) happens later, only before it is unpickled.
+
+A replay is refused as a candidate, yet what it says is what a trusted key signed: its version
+exists (`signed_manifests`). That matters on the compacted topic: a record produced again with
+its original's key (model name and version) replaces the original once the log cleaner runs,
+so the replay may be all that is left of its version; read from `trusted_manifests` alone, the
+version would vanish from `callscore models list`, could not be promoted back, and its number
+could be given to the next trained model (tests/test_compaction.py).
 """
 
 from __future__ import annotations
@@ -99,6 +106,21 @@ class ModelTrust:
 def trusted_manifests(
     records: Iterable[ManifestRecord], model_name: str, keys: PublicKeys
 ) -> list[ModelManifest]:
-    """The model's trusted records, in topic order."""
+    """The model's trusted records, in topic order: the candidates to serve."""
     trust = ModelTrust(keys, model_name)
     return [v.manifest for v in map(trust.check, records) if v.trusted and v.manifest is not None]
+
+
+def signed_manifests(
+    records: Iterable[ManifestRecord], model_name: str, keys: PublicKeys
+) -> list[ModelManifest]:
+    """The model's records a trusted key signed, replays included, in topic order: the versions
+    that exist (to list, to promote back, to number the next one past). Never a candidate to
+    serve: a replay's sequence is not above one read before it, so the highest sequence here is
+    always a trusted record's."""
+    trust = ModelTrust(keys, model_name)
+    return [
+        v.manifest
+        for v in map(trust.check, records)
+        if v.manifest is not None and (v.trusted or v.reason == "replay")
+    ]
