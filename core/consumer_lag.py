@@ -18,8 +18,13 @@ high watermark - committed offset. A partition where the group has committed not
 its low watermark (every record still kept is unread): that is where these consumers start
 (`auto.offset.reset=earliest`). A committed offset below the low watermark (retention deleted
 records the group never read) also counts from the low watermark, since those records are gone.
-The arithmetic is the pure `partition_lag`/`group_lag`; `LagReader` is the only Kafka call
-(AdminClient: `list_consumer_group_offsets`, then `list_offsets` earliest and latest).
+The arithmetic is the pure `partition_lag`/`group_lag`; `LagReader` is the only Kafka call:
+each group's committed offsets through a consumer of that group that never joins it
+(`Consumer.committed`, an OffsetFetch), then AdminClient `list_offsets` earliest and latest.
+Not AdminClient's `list_consumer_group_offsets`: librdkafka (2.16) aborts the whole process in
+it when the group coordinator's connection drops mid-request ("rd_kafka_enq_once_del_source_return:
+Assertion `eonce->refcnt > 0' failed", confluentinc/librdkafka#4605, fix pending in #5397), which
+tests/test_cluster_faults.py hit in the monitor when it killed a broker.
 
 Watermarks are right on Apache Kafka; the local fallback broker, Tansu, reports the latest offset
 wrong (docs/local-broker.md), so lag read from it is wrong too.
@@ -31,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.kafka import broker_unavailable, client_config
+from core.kafka import broker_unavailable, client_config, consumer_config
 from core.settings import Settings
 
 # The `consumer` label: which kind of process a group is made of.
@@ -131,14 +136,22 @@ def group_lag(
 
 
 class LagReader:
-    """Reads the lag of consumer groups with one AdminClient, kept for the reader's life."""
+    """Reads the lag of consumer groups with one AdminClient and one idle consumer per group,
+    kept for the reader's life (`close` ends them)."""
 
     def __init__(self, settings: Settings, timeout: float = LAG_TIMEOUT_SECONDS) -> None:
         from confluent_kafka.admin import AdminClient
 
+        self._settings = settings
         self._admin = AdminClient(client_config(settings))
         self._servers = settings.bootstrap_servers
         self._timeout = timeout
+        self._group_readers: dict[str, Any] = {}
+
+    def close(self) -> None:
+        for consumer in self._group_readers.values():
+            consumer.close()
+        self._group_readers.clear()
 
     def read(self, groups: Sequence[ConsumerGroup]) -> list[PartitionLag]:
         """Every partition of the groups' existing topics, group by group. The committed offsets
@@ -172,16 +185,11 @@ class LagReader:
         return found
 
     def _committed(self, group_id: str, partitions: Sequence[Where]) -> dict[Where, int]:
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
         if not partitions:
             return {}
-        request = ConsumerGroupTopicPartitions(
-            group_id, [TopicPartition(t, p) for t, p in partitions]
-        )
-        futures = self._admin.list_consumer_group_offsets([request], request_timeout=self._timeout)
-        answer = futures[group_id].result(timeout=self._timeout * 2)
-        return committed_offsets(answer.topic_partitions)
+        if group_id not in self._group_readers:
+            self._group_readers[group_id] = group_reader(self._settings, group_id)
+        return read_committed(self._group_readers[group_id], partitions, self._timeout)
 
     def _watermarks(self, partitions: Sequence[Where]) -> dict[Where, Watermarks]:
         from confluent_kafka.admin import OffsetSpec
@@ -204,10 +212,26 @@ class LagReader:
         }
 
 
+def group_reader(settings: Settings, group_id: str) -> Any:
+    """A consumer of `group_id` that only asks for its committed offsets: it never subscribes,
+    so it never joins the group nor moves a partition of its members."""
+    from confluent_kafka import Consumer
+
+    return Consumer(consumer_config(settings, group_id, **{"enable.auto.offset.store": False}))
+
+
+def read_committed(consumer: Any, partitions: Sequence[Where], timeout: float) -> dict[Where, int]:
+    """The group's committed offset per partition (none committed: left out)."""
+    from confluent_kafka import TopicPartition
+
+    answer = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=timeout)
+    return committed_offsets(answer)
+
+
 def committed_offsets(answer: Iterable[Any]) -> dict[Where, int]:
-    """A `list_consumer_group_offsets` answer's partitions (TopicPartitions) as each partition's
-    committed offset; a partition without one (offset below 0, OFFSET_INVALID) is left out. A
-    partition answered with an error raises KafkaException."""
+    """Committed offsets as TopicPartitions, as each partition's committed offset; a partition
+    without one (offset below 0, OFFSET_INVALID) is left out. A partition answered with an
+    error raises KafkaException."""
     from confluent_kafka import KafkaException
 
     found = {}

@@ -136,19 +136,23 @@ def watch_lag(settings: Settings, metrics: MonitorMetrics, stop: threading.Event
     groups = deployment_groups(settings)
     reader: LagReader | None = None
     trouble: str | None = None
-    while not stop.is_set():
-        try:
-            reader = reader or LagReader(settings)
-            metrics.record_lag(reader.read(groups))
-            if trouble is not None:
-                log.info("consumer lag: read again")
-                trouble = None
-        except CallscoreError as exc:
-            metrics.lag_checks.labels("failed").inc()
-            if str(exc) != trouble:
-                log.warning("consumer lag: %s", exc)
-            trouble = str(exc)
-        stop.wait(LAG_INTERVAL_SECONDS)
+    try:
+        while not stop.is_set():
+            try:
+                reader = reader or LagReader(settings)
+                metrics.record_lag(reader.read(groups))
+                if trouble is not None:
+                    log.info("consumer lag: read again")
+                    trouble = None
+            except CallscoreError as exc:
+                metrics.lag_checks.labels("failed").inc()
+                if str(exc) != trouble:
+                    log.warning("consumer lag: %s", exc)
+                trouble = str(exc)
+            stop.wait(LAG_INTERVAL_SECONDS)
+    finally:
+        if reader is not None:
+            reader.close()
 
 
 def _follow(

@@ -158,6 +158,9 @@ def test_a_check_the_broker_does_not_answer_is_counted_and_the_gauges_kept(setti
             stop.set()
             raise BrokerUnavailableError("Kafka at nowhere did not answer")
 
+        def close(self) -> None:
+            pass
+
     monkeypatch.setattr(monitor_worker, "LagReader", Unanswered)
     monitor_worker.watch_lag(settings, metrics, stop)
     assert _samples(metrics, "callscore_consumer_lag_checks_total") == {("ok",): 1, ("failed",): 1}
