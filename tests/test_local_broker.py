@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.local_broker import LocalBrokerError, start_kafka, start_tansu, wait_for_port
 from core.local_broker import kafka as kafka_launcher
@@ -49,28 +48,6 @@ def test_the_session_broker_is_apache_kafka(kafka_broker):
     assert kafka_broker.kind == "kafka"
     assert kafka_broker.origin.startswith(f"Apache Kafka {kafka_launcher.kafka_version()}")
     assert kafka_broker.client_settings()["session_timeout_seconds"] >= 6.0  # Kafka's minimum
-
-
-@pytest.mark.slow
-def test_a_three_node_cluster_keeps_serving_with_a_node_killed(tmp_path):
-    cluster = start_kafka(nodes=3, folder=tmp_path / "cluster", heap_mb=256)
-    try:
-        admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers})
-        admin.create_topics([NewTopic("replicated", 2, 3)])["replicated"].result(30)
-        described = admin.list_topics("replicated", timeout=10).topics["replicated"]
-        assert all(len(p.replicas) == 3 for p in described.partitions.values())
-        assert len(admin.list_topics(timeout=10).brokers) == 3
-
-        cluster.kill(2)
-        assert cluster.node(2).process.poll() is not None
-        assert len(AdminClient({"bootstrap.servers": cluster.bootstrap_servers})
-                   .list_topics(timeout=10).brokers) >= 2  # fmt: skip
-        cluster.start_node(2)
-        assert cluster.node(2).running
-    finally:
-        cluster.stop()
-    assert all(not node.running for node in cluster.nodes)
-    assert "Kafka Server started" in cluster.node(2).log_path.read_text()
 
 
 def _without(tool: str, monkeypatch, tmp_path) -> None:

@@ -222,6 +222,27 @@ class KafkaCluster(LocalBroker):
         """Start one node (again, after `kill`) and wait until it serves."""
         node = self.node(node_id)
         self._wait_ready(node, self._spawn(node), timeout)
+        self.wait_registered([node_id], timeout)
+
+    def wait_registered(self, node_ids: list[int], timeout: float) -> None:
+        """Until the cluster's metadata lists these nodes as brokers: a node that says it
+        started may not be registered with the controller yet, and a client creating topics
+        with three replicas in that moment sees two brokers."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if set(node_ids) <= set(admin.list_topics(timeout=5).brokers):
+                    return
+            except Exception:  # a broker in between: ask again
+                pass
+            if time.monotonic() > deadline:
+                raise LocalBrokerError(
+                    f"Apache Kafka nodes {node_ids} did not register within {timeout:.0f} s"
+                )
+            time.sleep(0.1)
 
     def _spawn(self, node: KafkaNode) -> int:
         """Start the node's process; the offset of its log where this start's lines begin."""
@@ -356,6 +377,7 @@ def start_kafka(
         offsets = [cluster._spawn(node) for node in members]
         for node, offset in zip(members, offsets, strict=True):
             cluster._wait_ready(node, offset, timeout)
+        cluster.wait_registered([node.node_id for node in members], timeout)
     except BaseException:
         cluster.stop()
         raise
