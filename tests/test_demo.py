@@ -229,13 +229,11 @@ def test_the_readmes_demo_runs_on_the_uci_data_on_apache_kafka_and_reconciles(tm
     try:
         terminal = demo.communicate(timeout=README_DEMO_TIMEOUT_SECONDS)[0]
     except subprocess.TimeoutExpired:
-        demo.send_signal(signal.SIGINT)  # the demo stops every process it started
-        terminal = demo.communicate(timeout=120)[0]
+        terminal = _interrupt(demo)
         pytest.fail(f"the demo ran over {README_DEMO_TIMEOUT_SECONDS} s:\n{terminal[-4000:]}")
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        if demo.poll() is None:  # the test itself was interrupted
+            _interrupt(demo)
     assert demo.returncode == 0, terminal[-4000:]
 
     summary = json.loads((out / "summary.json").read_text())
@@ -256,6 +254,17 @@ def test_the_readmes_demo_runs_on_the_uci_data_on_apache_kafka_and_reconciles(tm
     assert {"broker", "stream", "monitor", "api", "train", "simulate", "report"} <= set(pids)
     assert [name for name, pid in pids.items() if _alive(pid)] == []
     assert _group_members_after_a_moment(set(pids.values())) == []
+
+
+def _interrupt(demo: subprocess.Popen[str]) -> str:
+    """Ctrl-C, so that the demo stops every process it started (a SIGKILL would leave them
+    running); SIGKILL only if it does not end within two minutes. Its output."""
+    demo.send_signal(signal.SIGINT)
+    try:
+        return demo.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        demo.kill()
+        return demo.communicate()[0]
 
 
 # --- without a broker ----------------------------------------------------------------------------

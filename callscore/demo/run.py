@@ -19,7 +19,7 @@ from callscore.demo.options import DemoOptions
 from callscore.demo.phases import Phase
 from callscore.demo.probes import monitor_metrics, scorer_metrics, served_version
 from callscore.demo.progress import Conductor, Progress
-from callscore.demo.reconcile import reconcile
+from callscore.demo.reconcile import Reconciliation, reconcile
 from callscore.demo.setup import Run, clean, log_to_file, set_up
 from callscore.demo.signals import ignored, stop_signals_as_interrupt
 from callscore.demo.state import DemoState
@@ -97,13 +97,15 @@ def _main(run: Run, console: Console, started: float) -> int:
             state.phase = Phase.FINISHING
             refresh()
             run.children.stop(list(workers.services))
+            # The topics are final: counted while `callscore report` still reads them.
+            reconciliation = reconcile(run.settings, KAFKA_LOG)
             assert conductor.progress.report is not None
             _wait(conductor.progress.report, REPORT_TIMEOUT_SECONDS)
             state.phase = Phase.DONE
             refresh()
     finally:
         conductor.agent.stop(wait=0.0)
-    return _finish(run, console, data, window, state, conductor.progress, started)
+    return _finish(run, console, data, window, state, conductor.progress, reconciliation, started)
 
 
 def _data(run: Run, console: Console) -> DemoData:
@@ -218,10 +220,10 @@ def _finish(
     window: ReplayWindow,
     state: DemoState,
     progress: Progress,
+    reconciliation: Reconciliation,
     started: float,
 ) -> int:
-    """Count the topics, write summary.json, print the summary; 0 when they reconcile."""
-    reconciliation = reconcile(run.settings, KAFKA_LOG)
+    """Write summary.json, print the summary; 0 when the topics reconcile."""
     summary = summary_of(run, data, window, state, progress, reconciliation, started)
     (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(render_summary(summary, reconciliation, _warning(run, data)))
