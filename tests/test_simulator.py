@@ -27,7 +27,7 @@ from callqueue.rules import (
 from callscore.cli import main
 from callscore.commands.arguments import parse_delay, parse_speedup
 from callscore.simulator.do_not_call import LIFT_AFTER, LIFT_WITHIN, OBJECTION_WITHIN
-from callscore.simulator.hold import CallHold
+from callscore.simulator.hold import CallHold, Verdict
 from callscore.simulator.late_events import LATE_BY
 from callscore.simulator.malformed import BAD_EVENT_KINDS, BAD_OUTCOME_KINDS
 from callscore.simulator.plan import ReplayOptions, occurred_times, plan_replay, wall_offsets
@@ -772,6 +772,23 @@ def test_a_call_whose_event_will_not_come_is_not_held():
     hold.note(replace(objection, value=None))
     decisions.later.append((clock.now + 0.1, d1.event_id))
     assert hold.verdict(d1, b"Q") is None
+    # An objection right after the event reached the queue first (routed, not scored): the
+    # event was suppressed, without a line. Lifted before the call: once the objection is
+    # older than the grace, the call is not waited for; one older than the event does not count.
+    (e1,) = _calls("uci-5", 1)
+    event = ScheduledRecord(
+        datetime(2009, 5, 1, tzinfo=UTC), (0, 6), "event", b"R", b"{}", e1.event_id, 0
+    )
+    hold.note(event)
+    clock.now += 0.05
+    hold.note(replace(objection, key=b"R", record_id="R"))
+    hold.note(replace(objection, key=b"R", record_id="R", value=None))
+    assert hold.verdict(e1, b"R") is None  # the event may still come
+    clock.now += 1.0
+    assert hold.verdict(e1, b"R") is Verdict.SKIPPED
+    (f1,) = _calls("uci-6", 1)
+    hold.note(replace(event, record_id=f1.event_id))
+    assert hold.verdict(f1, b"R") is None
 
 
 class InProcessQueue(DecisionLog):
