@@ -35,8 +35,10 @@ from registry.keys import generate_keypair
 OWNED = ("logs", "keys", "faust", "artifacts", "data", "model-card", "quality")
 OWNED_FILES = ("pids", "summary.json")
 # On Tansu the replay holds at most this many prospects: the fetch cost of its partitions grows
-# with their record batches (docs/local-broker.md), and the default 5,000 (about 5,800 events and
-# their outcomes and retries) stalled it; 1,000 ends within its first minute of live traffic.
+# with their record batches, and past a couple of minutes of live traffic it slows everything
+# down (docs/local-broker.md). Measured 2026-12-07 (2 cores shared with other jobs): 2,500
+# (7,800 records, 1,760 retries) replay in about a minute (60-62 s) and reconcile; the default
+# 5,000 did once too, in 87 s, at the edge of what Tansu carries.
 TANSU_PROSPECTS = 2500
 
 
