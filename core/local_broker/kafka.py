@@ -222,25 +222,32 @@ class KafkaCluster(LocalBroker):
         """Start one node (again, after `kill`) and wait until it serves."""
         node = self.node(node_id)
         self._wait_ready(node, self._spawn(node), timeout)
-        self.wait_registered([node_id], timeout)
+        self.wait_registered(timeout)
 
-    def wait_registered(self, node_ids: list[int], timeout: float) -> None:
-        """Until the cluster's metadata lists these nodes as brokers: a node that says it
-        started may not be registered with the controller yet, and a client creating topics
-        with three replicas in that moment sees two brokers."""
+    def wait_registered(self, timeout: float) -> None:
+        """Until every running node's metadata lists every running node as a broker: a node
+        that logged "started" may not be registered with the controller yet, and each broker
+        learns of the others a moment apart, so a client creating a 3-replica topic in that
+        moment, asking whichever node it picks, saw two brokers."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        running = [n for n in self.nodes if n.running]
+        wanted = {n.node_id for n in running}
+        admins = [
+            AdminClient({"bootstrap.servers": f"127.0.0.1:{n.port}", "log_level": 0})
+            for n in running
+        ]
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if set(node_ids) <= set(admin.list_topics(timeout=5).brokers):
+                if all(wanted <= set(a.list_topics(timeout=5).brokers) for a in admins):
                     return
-            except Exception:  # a broker in between: ask again
+            except Exception:  # a node in between: ask again
                 pass
             if time.monotonic() > deadline:
                 raise LocalBrokerError(
-                    f"Apache Kafka nodes {node_ids} did not register within {timeout:.0f} s"
+                    f"Apache Kafka nodes {sorted(wanted)} did not all see each other within "
+                    f"{timeout:.0f} s"
                 )
             time.sleep(0.1)
 
@@ -377,7 +384,7 @@ def start_kafka(
         offsets = [cluster._spawn(node) for node in members]
         for node, offset in zip(members, offsets, strict=True):
             cluster._wait_ready(node, offset, timeout)
-        cluster.wait_registered([node.node_id for node in members], timeout)
+        cluster.wait_registered(timeout)
     except BaseException:
         cluster.stop()
         raise
