@@ -789,6 +789,16 @@ def test_a_call_whose_event_will_not_come_is_not_held():
     (f1,) = _calls("uci-6", 1)
     hold.note(replace(event, record_id=f1.event_id))
     assert hold.verdict(f1, b"R") is None
+    # An event published while its prospect objected was suppressed: lifted before the call,
+    # the call waits the grace at most.
+    (g1,) = _calls("uci-7", 1)
+    hold.note(replace(objection, key=b"S", record_id="S"))
+    clock.now += 2.0
+    hold.note(replace(event, key=b"S", record_id=g1.event_id))
+    hold.note(replace(objection, key=b"S", record_id="S", value=None))
+    assert hold.verdict(g1, b"S") is None
+    clock.now += 1.0
+    assert hold.verdict(g1, b"S") is Verdict.SKIPPED
 
 
 class InProcessQueue(DecisionLog):

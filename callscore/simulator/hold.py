@@ -29,10 +29,10 @@ when its event will not come:
   event of the prospect, or the previous call was itself published without its event decided;
 - a prospect who objects (a do-not-call entry the replay published, not lifted since): the
   queue suppresses its events without a line;
-- a prospect who objected after the event was published, lifted since, whose event still has no
-  line `grace` after the objection: the entry (routed, not scored) reached the queue before the
-  event, which the queue then suppressed. At the demo's speed an objection a day after the event
-  is 50 ms of wall time later, less than scoring takes.
+- a prospect who objected when the event was published, or after (the entry, routed, not
+  scored, may reach the queue before the event: at the demo's speed an objection a day after
+  the event is 50 ms of wall time later, less than scoring takes), lifted since: the queue
+  suppressed the event without a line, so its call waits only `grace` for one.
 
 Those count as `skipped`. Anything else waits at most HOLD_TIMEOUT_SECONDS, then is published
 anyway (`too_long`); after such a timeout, while the prediction log stays silent (no scorer, or
@@ -193,9 +193,10 @@ class CallHold:
         self._objecting: set[bytes] = set()
         self._objected_at: dict[bytes, float] = {}  # a prospect's latest objection (published)
         # When the event a call names was published (the row's event), or could first exist (a
-        # retry: the queue sends it once it applied the previous call, by its task id).
-        self._event_sent: dict[str, float] = {}
-        self._call_sent: dict[str, float] = {}
+        # retry: the queue sends it once it applied the previous call, by its task id), and
+        # whether its prospect objected then.
+        self._event_sent: dict[str, tuple[float, bool]] = {}
+        self._call_sent: dict[str, tuple[float, bool]] = {}
         self._undecided: set[str] = set()  # tasks whose call was published before a decision
         self._silent_at: int | None = None  # the log's lines when a hold last ran out
         self._held: dict[str, float] = {}  # task id of a held call -> when its hold began
@@ -206,9 +207,9 @@ class CallHold:
             return
         now = self._clock()
         if record.kind == "event":
-            self._event_sent.setdefault(record.record_id, now)
+            self._event_sent.setdefault(record.record_id, (now, record.key in self._objecting))
         elif record.call is not None:
-            self._call_sent.setdefault(record.call.task_id, now)
+            self._call_sent.setdefault(record.call.task_id, (now, record.key in self._objecting))
         elif record.kind == "do_not_call" and record.value is None:
             self._objecting.discard(record.key)
         elif record.kind == "do_not_call":
@@ -239,16 +240,21 @@ class CallHold:
         return None
 
     def _suppressed(self, call: CallRef, key: bytes) -> bool:
-        """The prospect objected after the call's event was published (or could exist), at
-        least `grace` ago: the queue may have suppressed the event, and then no line comes."""
-        objected = self._objected_at.get(key)
-        if objected is None or self._clock() - objected < self._grace:
-            return False
+        """The prospect objected when the call's event was published (or could first exist), or
+        after, and no line came within `grace` of both: the queue suppressed the event."""
         if call.retry_of is None:
-            since = self._event_sent.get(call.event_id)
+            sent = self._event_sent.get(call.event_id)
         else:
-            since = self._call_sent.get(call.retry_of)
-        return since is not None and objected >= since
+            sent = self._call_sent.get(call.retry_of)
+        if sent is None:
+            return False
+        since, objecting = sent
+        objected = self._objected_at.get(key)
+        if objected is not None and objected >= since:
+            since = objected
+        elif not objecting:
+            return False
+        return self._clock() - since >= self._grace
 
     def wait(self, record: ScheduledRecord, poll: Callable[[float], None]) -> float:
         """Wait (calling `poll(seconds)`, which serves the producer meanwhile) until the outcome
