@@ -54,7 +54,8 @@ _LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 _COMMAND = re.compile(r"(?<![\w/.$-])callscore(?=[ \t]+[\w-])(?P<rest>[^\n#&;|`]*)")
 _VARIABLE = re.compile(rf"{ENV_PREFIX}[A-Z0-9_]*")
 _FIGURE = re.compile(
-    r"<!-- figure: (?P<source>[^#\s]+)#(?P<path>\S+) -->\s*(?P<shown>[-+]?\d(?:[\d,]*\d)?(?:\.\d+)?)"
+    r"<!-- figure: (?P<source>[^#\s]+)#(?P<path>\S+) -->\s*"
+    r"(?P<shown>[-+]?\d(?:[\d,]*\d)?(?:\.\d+)?)"  # 1,165 / 0.611 / 863 (not a trailing comma)
 )
 
 
@@ -114,7 +115,7 @@ def paths_named(text: str) -> Iterator[str]:
         span = code.split("::")[0].rstrip(".,:;").removeprefix("./")
         if not re.fullmatch(r"[\w.+-][\w./+-]*", span) or "://" in span:
             continue  # words, commands, routes (/score), home (~/...), URLs, placeholders (<name>)
-        if "/" in span and not span.startswith("application/") or span.endswith(SOURCE_SUFFIXES):
+        if ("/" in span and not span.startswith("application/")) or span.endswith(SOURCE_SUFFIXES):
             yield span
     for match in _LINK.finditer(text):
         target = match["target"].split("#")[0]
@@ -281,7 +282,9 @@ callscore export --date 2026-12-01 \\
   --format csv
 ```
 
-The scorer with the call queue drained <!-- figure: bench/results/quick-kafka.json#scenarios.scorer_production.events_per_s -->863 events/s.
+The scorer with the call queue drained
+<!-- figure: bench/results/quick-kafka.json#scenarios.scorer_production.events_per_s -->863
+events/s.
 """
 
 

@@ -56,17 +56,18 @@ def register(subparsers: Any) -> None:
         help="score prospects from Kafka into prioritized call-task topics (Faust worker)",
         description="Consume the prospects topic, score batches with the newest verified model "
         "from the model topic, keep the live call queue (one open task per prospect: "
-        "call-queue; every new task on its tier topic), publish dead letters, and serve the HTTP "
-        "API (POST /score, GET /model, GET /queue, /healthz, /readyz, /metrics) on "
-        "CALLSCORE_HTTP_PORT.",
+        "call-queue; every new task on its tier topic), publish dead letters, and serve /healthz, "
+        "/readyz and /metrics on CALLSCORE_HTTP_PORT. The dialers' HTTP API (POST /score, "
+        "GET /model, GET /queue, POST /queue/claim) is `callscore api`'s.",
     )
     _loglevel_argument(stream)
     stream.set_defaults(handler=_cmd_stream)
 
     api = subparsers.add_parser(
         "api",
-        help="the dialer-facing HTTP API in its own process (POST /score, GET /model, /queue)",
-        description="Serve POST /score, GET /model and GET /queue (and /healthz, /readyz, "
+        help="the dialer-facing HTTP API in its own process (/score, /model, /queue, claims)",
+        description="Serve POST /score, GET /model, GET /queue and POST /queue/claim (and "
+        "/healthz, /readyz, "
         "/metrics) on CALLSCORE_API_PORT, apart from the stream: it reads the model topic with "
         "the scorer's signature checks and mirrors the call queue; run as many as you need.",
     )
