@@ -7,7 +7,8 @@ of the partition's scored events, and a task expires as soon as the stream time 
 
 The rules, input by input, are the table "The call queue" in docs/architecture.md: a scored
 event is `suppressed` (do-not-call: nothing published), a `duplicate` (the same records again),
-`late` (not newer than the newest queued event: only its prediction-log line), `cooling_down`
+`late` (not newer than the newest queued event, or older than the stream time minus
+`forget_after`: only its prediction-log line), `cooling_down`
 (within `recontact_after` of a call that reached the prospect: only its prediction-log line) or
 `queued` (its prediction-log line, the task on its tier topic and on the queue, superseding the
 open task); an outcome naming the open task closes it (`closed`), any other is `stale`; a
@@ -15,7 +16,14 @@ do-not-call entry withdraws the open task (`suppressed`), its tombstone lifts it
 `expires_at` the stream time reaches is withdrawn (`expired`).
 
 Every changed entry is also published on the state changelog (last change per batch), so the
-partition's next owner resumes it. Accounting, checked whenever a `QueueResult` is built:
+partition's next owner resumes it. An entry that can no longer change a decision is forgotten
+(`forget_after`): no open task, no objection, and the stream time more than `forget_after` past
+both its newest event and the end of its cooling-down; its changelog tombstone makes the next
+owner forget it too. It changes no decision: an event older than the stream time minus
+`forget_after` is `late` whether its prospect's entry is kept or not, and any newer one is newer
+than everything the forgotten entry remembered (docs/architecture.md, "The call queue").
+
+Accounting, checked whenever a `QueueResult` is built:
 scored = queued + late + cooling_down + suppressed + duplicate; outcomes = closed + stale;
 do-not-call records = do_not_call + lifted.
 
@@ -31,7 +39,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from callqueue.inputs import QueueInput
@@ -83,6 +91,9 @@ class QueuePolicy:
     retry_min_score: float = 0.0
     # The delay before a retry, per disposition without a decision (a callback: its callback_at).
     retry_after: Mapping[Recycled, timedelta] = field(default_factory=dict)
+    # How far behind its stream time the partition still takes events, and so how long a closed
+    # prospect's entry is kept; None: every entry is kept and no event is too old.
+    forget_after: timedelta | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> QueuePolicy:
@@ -96,6 +107,7 @@ class QueuePolicy:
                 "busy": timedelta(hours=settings.retry_after_busy_hours),
                 "voicemail": timedelta(hours=settings.retry_after_voicemail_hours),
             },
+            timedelta(days=settings.queue_forget_after_days),
         )
 
 
@@ -121,6 +133,7 @@ class QueueCounts:
     claims_granted: int = 0  # a redelivered granted claim counts again, and publishes again
     claims_refused: int = 0
     withdrawn: Counter[Withdrawal] = field(default_factory=Counter)
+    forgotten: int = 0  # entries dropped (not inputs: outside the accounting)
 
     def __add__(self, other: QueueCounts) -> QueueCounts:
         return QueueCounts(
@@ -174,6 +187,7 @@ class QueueResult:
     outgoing: list[Outgoing]
     counts: QueueCounts
     stream_time: datetime | None
+    forgotten: list[str] = field(default_factory=list)  # prospects whose entries it dropped
 
     def __post_init__(self) -> None:
         self.counts.check(self.consumed)
@@ -184,6 +198,7 @@ class _Batch:
     """What one `apply` call collects."""
 
     changed: dict[str, ProspectEntry] = field(default_factory=dict)
+    forgotten: list[str] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
     counts: QueueCounts = field(default_factory=QueueCounts)
 
@@ -209,8 +224,12 @@ class PartitionQueue:
         self.stream_time: datetime | None = max(seen, default=None)
         # (expires_at, prospect_id, task_id) of open tasks; stale items are skipped when popped.
         self._expiries: list[tuple[datetime, str, str]] = []
+        # (when the stream time passing it forgets the entry, prospect_id) of entries without an
+        # open task or an objection; stale items are skipped when popped.
+        self._forgettable: list[tuple[datetime, str]] = []
         for entry in self.entries.values():
             self._remember_expiry(entry.open_task)
+            self._remember_forgettable(entry)
 
     def open_tasks(self) -> list[CallTask]:
         return [e.open_task for e in self.entries.values() if e.open_task is not None]
@@ -230,10 +249,18 @@ class PartitionQueue:
                 self._claim(batch, entry, item.claim)
             else:
                 self._do_not_call(batch, entry, item.entry)
+        self._forget_passed(batch)
         for entry in batch.changed.values():
             batch.outgoing.append(self._state_record(entry))
+        for prospect_id in batch.forgotten:
+            batch.outgoing.append(self._state_tombstone(prospect_id))
         return QueueResult(
-            len(inputs), batch.changed, batch.outgoing, batch.counts, self.stream_time
+            len(inputs),
+            batch.changed,
+            batch.outgoing,
+            batch.counts,
+            self.stream_time,
+            batch.forgotten,
         )
 
     def _current(self, batch: _Batch, prospect_id: str) -> ProspectEntry:
@@ -268,6 +295,9 @@ class PartitionQueue:
         if entry.do_not_call:  # before the duplicate rule: an objection silences redeliveries too
             counts.suppressed += 1
             self._change(batch, entry)
+        elif self._too_old(at):  # before the rules that read the entry: it may be forgotten
+            counts.late += 1
+            batch.outgoing.append(self._prediction_record(prediction, value))
         elif entry.newest_event_id == prediction.event_id:
             counts.duplicate += 1
             batch.outgoing.append(self._prediction_record(prediction, value))
@@ -454,6 +484,41 @@ class PartitionQueue:
                 continue  # closed, replaced or withdrawn since
             self._withdraw(batch, entry, "expired")
 
+    # --- forgetting ------------------------------------------------------------------------
+    def _too_old(self, at: datetime) -> bool:
+        horizon, now = self._policy.forget_after, self.stream_time
+        return horizon is not None and now is not None and at < now - horizon
+
+    def _forget_at(self, entry: ProspectEntry) -> datetime | None:
+        """When the stream time passing it makes the entry forgettable; None: never (an open task
+        or an objection, or no `forget_after`)."""
+        horizon = self._policy.forget_after
+        if horizon is None or entry.open_task is not None or entry.do_not_call:
+            return None
+        remembered = [entry.newest_seen_at]
+        if entry.reached_at is not None:
+            remembered.append(entry.reached_at + self._policy.recontact_after)
+        newest = max((t for t in remembered if t is not None), default=None)
+        return _LONG_AGO if newest is None else newest + horizon
+
+    def _remember_forgettable(self, entry: ProspectEntry) -> None:
+        at = self._forget_at(entry)
+        if at is not None:
+            heapq.heappush(self._forgettable, (at, entry.prospect_id))
+
+    def _forget_passed(self, batch: _Batch) -> None:
+        """Drop the entries the stream time has passed the forget time of."""
+        now = self.stream_time
+        while now is not None and self._forgettable and self._forgettable[0][0] < now:
+            at, prospect_id = heapq.heappop(self._forgettable)
+            entry = self.entries.get(prospect_id)
+            if entry is None or self._forget_at(entry) != at:
+                continue  # changed since: its newer item (if any) is in the heap
+            del self.entries[prospect_id]
+            batch.changed.pop(prospect_id, None)
+            batch.forgotten.append(prospect_id)
+            batch.counts.forgotten += 1
+
     # --- changes and records ---------------------------------------------------------------
     def _change(self, batch: _Batch, entry: ProspectEntry) -> None:
         old = self.entries.get(entry.prospect_id)
@@ -463,6 +528,8 @@ class PartitionQueue:
             self.open_by_tier[entry.open_task.priority] += 1
         self.entries[entry.prospect_id] = entry
         batch.changed[entry.prospect_id] = entry
+        if old is None or self._forget_at(old) != self._forget_at(entry):
+            self._remember_forgettable(entry)
 
     def _withdraw(self, batch: _Batch, entry: ProspectEntry, reason: Withdrawal) -> None:
         task = entry.open_task
@@ -542,8 +609,12 @@ class PartitionQueue:
             partition=self.partition,
         )
 
+    def _state_tombstone(self, prospect_id: str) -> Outgoing:
+        return Outgoing(self._topics.state, prospect_id.encode(), None, partition=self.partition)
+
 
 _TASK_JSON = CallTask.__pydantic_serializer__
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)  # an entry that remembers no time: forget it now
 # Fixed: a retry's event id must be the same in every process and after every restart.
 _RETRY_NAMESPACE = uuid.UUID("a3d6f0e2-3b0c-4f7e-9a51-6c2f1d8e4b70")
 

@@ -165,6 +165,16 @@ class Settings(BaseSettings):
         description="After a call that reached a prospect, newer events queue nothing for this "
         "long (event time).",
     )
+    # Bounds the queue's memory: without it every prospect ever seen keeps an entry (about
+    # 1.9 KB each, bench/README.md "Soak"). Not below task_ttl_days, so an event it makes late
+    # would have got a task that had expired already.
+    queue_forget_after_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="The call queue forgets a prospect without an open task or an objection this "
+        "long after its newest event and its cooling-down (event time); events older than the "
+        "stream time minus this are late. At least task_ttl_days.",
+    )
     # A call without a decision (no answer, busy, voicemail, a callback) brings the prospect back
     # as a new event with campaign + 1, rescored by the serving model (docs/architecture.md).
     max_attempts: int = Field(
@@ -490,6 +500,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"min_insync_replicas {self.min_insync_replicas} is above replication_factor "
                 f"{self.replication_factor}: every acks=all write would be refused"
+            )
+        if self.queue_forget_after_days < self.task_ttl_days:
+            raise ValueError(
+                f"queue_forget_after_days {self.queue_forget_after_days:g} is below task_ttl_days "
+                f"{self.task_ttl_days:g}: events young enough to be called would count as late"
             )
         if self.tier_high_fraction + self.tier_medium_fraction >= 1:
             raise ValueError("tier_high_fraction + tier_medium_fraction must be below 1")

@@ -133,6 +133,18 @@ class StreamMetrics:
             ["priority"],
             registry=r,
         )
+        self.queue_entries = Gauge(
+            "callscore_queue_entries",
+            "Prospects the call queue keeps an entry for in this replica's partitions (memory: "
+            "about 1-2 KB each); closed ones go after CALLSCORE_QUEUE_FORGET_AFTER_DAYS.",
+            registry=r,
+        )
+        self.queue_forgotten = Counter(
+            "callscore_queue_forgotten",
+            "Entries of closed prospects the call queue forgot (CALLSCORE_QUEUE_FORGET_AFTER_DAYS "
+            "past their newest event and cooling-down).",
+            registry=r,
+        )
         self.queue_partitions = Gauge(
             "callscore_queue_partitions",
             "Partitions of the call queue this replica owns.",
@@ -183,6 +195,7 @@ class StreamMetrics:
         """What the call queue reported after a batch (every record acknowledged) or a
         rebalance (streamer/queue_worker.py)."""
         self.queue_partitions.set(progress.partitions)
+        self.queue_entries.set(progress.entries)
         for tier, count in progress.open_by_tier.items():
             self.queue_open_tasks.labels(tier).set(count)
         if progress.recovery_seconds is not None:
@@ -202,6 +215,8 @@ class StreamMetrics:
             self.queue_superseded.inc(counts.superseded)
         if counts.exhausted:
             self.queue_exhausted.inc(counts.exhausted)
+        if counts.forgotten:
+            self.queue_forgotten.inc(counts.forgotten)
         for reason, value in counts.withdrawn.items():
             self.queue_withdrawals.labels(reason).inc(value)
 

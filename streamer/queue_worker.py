@@ -71,6 +71,7 @@ class QueueProgress:
 
     partitions: int  # owned now
     open_by_tier: dict[str, int]  # open tasks of the owned partitions, every tier
+    entries: int  # prospects the owned partitions keep an entry for
     assigned: bool  # the worker owns its partitions (possibly none)
     counts: QueueCounts | None = None  # of a published batch, its partitions summed
     invalid: int = 0  # inputs of that batch that were not call-queue inputs (dead letters)
@@ -224,6 +225,7 @@ class QueueWorker:
         return QueueProgress(
             partitions=len(queues),
             open_by_tier={t: sum(q.open_by_tier[t] for q in queues) for t in self._topics.tasks},
+            entries=sum(len(q.entries) for q in queues),
             assigned=self.assigned.is_set(),
             **batch,
         )

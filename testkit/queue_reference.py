@@ -86,8 +86,10 @@ def reference_queue(
     recontact_after: timedelta,
     max_attempts: int = 5,
     retry_min_score: float = 0.0,
+    forget_after: timedelta | None = None,
 ) -> ReferenceResult:
-    """The queue after the inputs of one partition, applied one by one in order."""
+    """The queue after the inputs of one partition, applied one by one in order. It forgets
+    nothing: an event older than the stream time minus `forget_after` is late."""
     final: dict[str, ReferenceState] = {}
     attempts: dict[str, int] = {}  # task id -> its event's `campaign`
     retried: list[str] = []
@@ -123,6 +125,8 @@ def reference_queue(
             newest = newest_queued.get(pid)
             if pid in do_not_call:
                 counts["suppressed"] += 1
+            elif forget_after is not None and at < stream_time - forget_after:
+                counts["late"] += 1
             elif newest is not None and newest.event_id == item.event_id:
                 counts["duplicate"] += 1
             elif newest is not None and at <= newest.occurred_at:
@@ -193,6 +197,7 @@ def reference_deployment(
     ttl: timedelta,
     recontact_after: timedelta,
     partitions: int,
+    forget_after: timedelta | None = None,
 ) -> ReferenceResult:
     """The queue of a deployment: each prospect's inputs on its partition, each partition with
     its own stream time; `inputs` in the order each partition received them."""
@@ -203,7 +208,7 @@ def reference_deployment(
     counts: Counter[str] = Counter()
     times: list[datetime] = []
     for items in by_partition.values():
-        result = reference_queue(items, ttl, recontact_after)
+        result = reference_queue(items, ttl, recontact_after, forget_after=forget_after)
         final.update(result.final)
         counts.update(result.counts)
         if result.stream_time is not None:

@@ -874,6 +874,107 @@ def test_any_mixed_stream_in_any_batches_ends_as_the_reference_model(data: st.Da
     }
 
 
+FORGET = timedelta(days=15)  # just past the TTL: forgetting happens often in a random stream
+FORGETTING = QueuePolicy(TTL, RECONTACT, MAX_ATTEMPTS, FLOOR, RETRY_AFTER, FORGET)
+
+
+@hypothesis_settings(max_examples=150, deadline=None, database=None)
+@given(data=st.data())
+def test_a_queue_that_forgets_closed_prospects_decides_as_the_reference_model(
+    data: st.DataObject,
+) -> None:
+    """Forgetting changes no decision: the same records and counts as the reference model, which
+    forgets nothing, whatever the batches and takeovers (the changelog's tombstones forget the
+    entries for the next owner too)."""
+    items = data.draw(mixed_streams, label="inputs")
+    inputs = as_inputs(items)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(inputs)), max_size=5), label="cuts")))
+    bounds = [0, *cuts, len(inputs)]
+    restarts = data.draw(st.lists(st.booleans(), min_size=len(bounds) - 1, max_size=len(bounds)))
+
+    queue = PartitionQueue(PARTITION, TOPICS, FORGETTING)
+    published: list[Outgoing] = []
+    counts: Counter[str] = Counter()
+    for (start, end), restart in zip(pairwise(bounds), restarts, strict=False):
+        result = queue.apply(inputs[start:end])
+        published += result.outgoing
+        counts += counts_of(result.counts)
+        if restart:
+            queue = PartitionQueue(PARTITION, TOPICS, FORGETTING, changelog_of(published))
+
+    expected = reference_queue(items, TTL, RECONTACT, MAX_ATTEMPTS, FLOOR, FORGET)
+    assert queue_view(published) == expected.final
+    assert counts == expected.counts
+    retried = [dict(r.headers)["retry_of"].decode() for r in published if r.topic == "prospects"]
+    assert retried == expected.retried
+    assert queue.stream_time == expected.stream_time
+    kept = {e.prospect_id for e in changelog_of(published)}
+    assert set(queue.entries) == kept  # what a takeover rebuilds is what this owner keeps
+
+
+def forgetting_queue() -> PartitionQueue:
+    return PartitionQueue(PARTITION, TOPICS, FORGETTING)
+
+
+def state_on(result: QueueResult) -> dict[str, bytes | None]:
+    return {r.key.decode(): r.value for r in on(result, TOPICS.state) if r.key is not None}
+
+
+def test_a_closed_prospect_is_forgotten_once_the_stream_time_passes_its_horizon() -> None:
+    queue = forgetting_queue()
+    apply(queue, event("e1", "p1"), outcome("p1", task_of="e1", disposition="wrong_number"))
+    assert "p1" in queue.entries
+
+    kept = apply(queue, event("e2", "p2", at=FORGET))  # not past it yet
+    assert "p1" in queue.entries and kept.counts.forgotten == 0
+
+    passed = apply(queue, event("e3", "p2", at=FORGET + timedelta(seconds=1)))
+    assert "p1" not in queue.entries
+    assert passed.forgotten == ["p1"] and passed.counts.forgotten == 1
+    assert state_on(passed)["p1"] is None  # the changelog's tombstone: a takeover forgets it too
+    assert counts_of(passed.counts) == Counter(queued=1, superseded=1)  # no input counted
+
+
+def test_open_tasks_and_objections_are_never_forgotten() -> None:
+    queue = forgetting_queue()
+    apply(queue, event("e1", "p1", not_before=BASE + 10 * FORGET), objection("p2"))
+    apply(queue, event("e2", "p3", at=5 * FORGET))
+    assert {"p1", "p2"} <= set(queue.entries)
+    assert queue.entries["p1"].open_task is not None and queue.entries["p2"].do_not_call
+
+
+def test_a_reached_prospect_is_kept_through_its_cooling_down_and_the_horizon() -> None:
+    queue = forgetting_queue()
+    apply(queue, event("e1", "p1"), outcome("p1", task_of="e1"))  # reached at BASE
+    apply(queue, event("e2", "p2", at=RECONTACT + FORGET))
+    assert "p1" in queue.entries  # an event after the horizon but in cooling-down: it decides
+    apply(queue, event("e3", "p2", at=RECONTACT + FORGET + timedelta(seconds=1)))
+    assert "p1" not in queue.entries
+
+
+def test_an_event_older_than_the_stream_time_minus_the_horizon_is_late() -> None:
+    queue = forgetting_queue()
+    apply(queue, event("e1", "p1", at=2 * FORGET))
+    result = apply(queue, event("e0", "p2", at=FORGET - timedelta(seconds=1)))
+
+    assert counts_of(result.counts) == Counter(late=1)
+    assert [r.topic for r in result.outgoing] == ["predictions"]  # its line, no task, no state
+    assert "p2" not in queue.entries
+    edge = apply(queue, event("e00", "p2", at=FORGET))  # exactly the horizon: still taken,
+    assert counts_of(edge.counts) == Counter({"queued": 1, "withdrawn.expired": 1})  # dead
+
+
+def test_a_forgotten_prospect_comes_back_as_a_new_one() -> None:
+    queue = forgetting_queue()
+    apply(queue, event("e1", "p1"), outcome("p1", task_of="e1", disposition="wrong_number"))
+    apply(queue, event("e2", "p2", at=2 * FORGET))
+    assert "p1" not in queue.entries
+    back = apply(queue, event("e3", "p1", at=2 * FORGET))
+
+    (task,) = tasks_on(back, TOPICS.queue)
+    assert task.task_id == task_id_for("e3") and task.supersedes is None
+
+
 def test_the_reference_model_reads_the_issues_two_prospect_sequence() -> None:
     """Issue 16's sequence: P1 rescored, its newest task called, then a late event for P1."""
     stream: list[ReferenceInput] = [

@@ -12,10 +12,13 @@ from bench.tools.soak import (
     Sample,
     Traffic,
     account,
+    lifetimes,
     minute_resources,
     per_minute,
     plan_traffic,
+    targets,
 )
+from core.settings import Settings
 
 
 def test_the_plan_paces_events_repeats_prospects_and_follows_with_outcomes() -> None:
@@ -119,3 +122,33 @@ def test_account_explains_an_event_without_a_task_only_by_an_earlier_reached_out
     assert accounted["no_task_unexplained"] == 2  # events 2 and 5
     assert accounted["task_not_on_queue"] == 1  # event 3
     assert accounted["tombstones_by_reason"] == {"closed": 1}
+
+
+def test_targets_compare_the_last_five_minutes_with_the_first_and_rss_after_minute_five() -> None:
+    start = 0
+    produced = Produced(start_ms=start)
+    first: dict[int, tuple[int, int]] = {}
+    for minute in range(10):  # 100 events a minute; the last five minutes twice as slow
+        for n in range(100):
+            index = minute * 100 + n
+            produced.event_ms[index] = minute * 60_000 + n * 600
+            first[index] = (produced.event_ms[index] + (100 if minute < 5 else 200), 0)
+    samples = [sample(at, 0, 0, 100 if at <= 300 else 115) for at in range(0, 601, 60)]
+    found = {
+        t["target"].split(" (")[0].split(":")[0]: t
+        for t in targets(first, produced, samples, 10, True)
+    }
+
+    assert found["p99 last 5 min / first 5 min"]["value"] == 2.0
+    assert not found["p99 last 5 min / first 5 min"]["ok"]
+    assert found["RSS queue_worker"]["value"] == 0.15 and not found["RSS queue_worker"]["ok"]
+    assert found["RSS broker"]["value"] == 0.15
+    assert found["nothing lost or scored twice"]["ok"]
+    assert targets(first, produced, samples, 9, True) == []  # too short to compare
+
+
+def test_state_seconds_scale_the_queues_lifetimes_and_keep_the_settings_valid() -> None:
+    scaled = Settings(_env_file=None, **lifetimes(60))
+    assert scaled.task_ttl_days * 86_400 == pytest.approx(60)
+    assert scaled.queue_forget_after_days == scaled.task_ttl_days
+    assert lifetimes(None) == {}

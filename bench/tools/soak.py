@@ -79,6 +79,10 @@ SETTLE_SECONDS = 5.0  # outputs unchanged this long (and every input applied): d
 ALIVE_CHECK_SECONDS = 1.0
 FEATURE_ROWS = 2_000
 MINUTE_MS = 60_000
+# Issue 30's targets for a long run: the first and the last minutes of production compared.
+TARGET_WINDOW_MINUTES = 5
+P99_GROWTH_LIMIT = 1.25
+RSS_GROWTH_LIMIT = 0.10
 QUEUE_RESULTS = (
     "queued", "late", "cooling_down", "suppressed", "duplicate", "below_floor",
     "closed", "recycled", "stale", "do_not_call", "lifted", "invalid",
@@ -320,6 +324,7 @@ class Sample:
     load1: float
     scorer_rss_by_process: dict[str, float] = field(default_factory=dict)  # by process_role
     open_tasks: int | None = None  # the scorer's callscore_queue_open_tasks gauge
+    queue_entries: int | None = None  # its callscore_queue_entries gauge (prospects kept)
 
 
 def rss_mb(pid: int) -> float:
@@ -361,8 +366,12 @@ def rss_by_role(pids: Sequence[int], root: int) -> dict[str, float]:
 
 
 def take_sample(
-    at: float, scorer_pid: int, broker_pids: Sequence[int], open_tasks: int | None = None
+    at: float,
+    scorer_pid: int,
+    broker_pids: Sequence[int],
+    queue: tuple[int | None, int | None] = (None, None),
 ) -> Sample:
+    """`queue`: the scorer's open tasks and queue entries, when it answered."""
     scorer, broker = tree([scorer_pid]), tree(broker_pids)
     return Sample(
         at=round(at, 2),
@@ -374,16 +383,22 @@ def take_sample(
         soak_cpu_seconds=round(cpu_seconds(os.getpid()), 2),
         load1=round(os.getloadavg()[0], 2),
         scorer_rss_by_process=rss_by_role(scorer, scorer_pid),
-        open_tasks=open_tasks,
+        open_tasks=queue[0],
+        queue_entries=queue[1],
     )
 
 
-def open_tasks_of(worker: StreamWorker) -> Callable[[], int | None]:
-    def read() -> int | None:
+def queue_size_of(worker: StreamWorker) -> Callable[[], tuple[int | None, int | None]]:
+    """The scorer's open tasks and queue entries (None when it does not answer)."""
+
+    def read() -> tuple[int | None, int | None]:
         try:
-            return int(worker.metric("callscore_queue_open_tasks"))
+            return (
+                int(worker.metric("callscore_queue_open_tasks")),
+                int(worker.metric("callscore_queue_entries")),
+            )
         except (OSError, ValueError):
-            return None
+            return None, None
 
     return read
 
@@ -396,10 +411,10 @@ class Sampler:
         scorer_pid: int,
         broker_pids: Sequence[int],
         every: float,
-        open_tasks: Callable[[], int | None] = lambda: None,
+        queue: Callable[[], tuple[int | None, int | None]] = lambda: (None, None),
     ) -> None:
         self.samples: list[Sample] = []
-        self._take = lambda at: take_sample(at, scorer_pid, broker_pids, open_tasks())
+        self._take = lambda at: take_sample(at, scorer_pid, broker_pids, queue())
         self._every = every
         self._stop = threading.Event()
         self._start = time.monotonic()
@@ -533,6 +548,7 @@ def minute_resources(samples: Sequence[Sample], minute: int) -> dict[str, Any]:
             **dict.fromkeys(names),
             "scorer_rss_by_process": {},
             "open_tasks": None,
+            "queue_entries": None,
             "load1": inside[-1].load1 if inside else None,
         }
     first, last = inside[0], inside[-1]
@@ -549,6 +565,7 @@ def minute_resources(samples: Sequence[Sample], minute: int) -> dict[str, Any]:
         "broker_rss_mb": last.broker_rss_mb,
         "scorer_rss_by_process": last.scorer_rss_by_process,
         "open_tasks": last.open_tasks,
+        "queue_entries": last.queue_entries,
         "load1": last.load1,
     }
 
@@ -704,6 +721,62 @@ def outcome_to_closed(
     return stats(values)
 
 
+def window_p99(
+    first: Mapping[int, tuple[int, int]], produced: Produced, minutes: range
+) -> float | None:
+    """p99 of event -> first output over the events produced in `minutes` (0-based)."""
+    start = produced.start_ms
+    chosen = [i for i, ms in produced.event_ms.items() if (ms - start) // MINUTE_MS in minutes]
+    return stats(latencies(first, produced.event_ms, chosen))["p99"]
+
+
+def rss_roles(sample: Sample) -> dict[str, float]:
+    return {**sample.scorer_rss_by_process, "broker": sample.broker_rss_mb}
+
+
+def targets(
+    first_queue: Mapping[int, tuple[int, int]],
+    produced: Produced,
+    samples: Sequence[Sample],
+    production_minutes: int,
+    accounting_ok: bool,
+) -> list[dict[str, Any]]:
+    """Issue 30's targets: nothing lost; p99 event -> call-queue over the last
+    `TARGET_WINDOW_MINUTES` of production at most `P99_GROWTH_LIMIT` x the first's; the RSS of
+    every process (the scorer, its queue worker, the broker) after the first window at most
+    `RSS_GROWTH_LIMIT` above its value at the window's end. [] when the run is too short."""
+    window = TARGET_WINDOW_MINUTES
+    if production_minutes < 2 * window:
+        return []
+    found = [
+        {"target": "nothing lost or scored twice (the checks)", "value": accounting_ok,
+         "limit": True, "ok": accounting_ok},
+    ]  # fmt: skip
+    first = window_p99(first_queue, produced, range(window))
+    last = window_p99(first_queue, produced, range(production_minutes - window, production_minutes))
+    ratio = None if not first or last is None else round(last / first, 2)
+    found.append(
+        {"target": f"p99 last {window} min / first {window} min ({last} / {first} ms)",
+         "value": ratio, "limit": P99_GROWTH_LIMIT,
+         "ok": ratio is not None and ratio <= P99_GROWTH_LIMIT}
+    )  # fmt: skip
+    end = production_minutes * 60
+    base = [s for s in samples if s.at <= window * 60]
+    later = [s for s in samples if window * 60 < s.at <= end]
+    if base and later:
+        at_window = rss_roles(base[-1])
+        for role, mb in sorted(at_window.items()):
+            if role == "resource_tracker" or mb <= 0:
+                continue
+            peak = max(rss_roles(s).get(role, 0.0) for s in later)
+            growth = round(peak / mb - 1, 3)
+            found.append(
+                {"target": f"RSS {role}: {mb:,.0f} MB at minute {window}, peak {peak:,.0f} MB",
+                 "value": growth, "limit": RSS_GROWTH_LIMIT, "ok": growth <= RSS_GROWTH_LIMIT}
+            )  # fmt: skip
+    return found
+
+
 def analyse(
     produced: Produced,
     ids: Ids,
@@ -725,6 +798,8 @@ def analyse(
     )
     decided = {i: stamp for i, (stamp, _seen) in firsts["prediction"].items()}
     accounted = account(produced, counts, decided, follower_outputs["tombstone"], metrics)
+    checked = checks(accounted, metrics)
+    ok = all(c["ok"] for c in checked)
     return {
         "minutes": minutes,
         "totals": {
@@ -736,7 +811,8 @@ def analyse(
             "outputs": {k: len(v) for k, v in follower_outputs.items()},
         },
         "accounting": accounted,
-        "checks": checks(accounted, metrics),
+        "checks": checked,
+        "targets": targets(firsts["queue"], produced, samples, production_minutes, ok),
     }
 
 
@@ -749,6 +825,18 @@ class Options:
     drain_seconds: float
     sample_seconds: float
     out: Path
+    state_seconds: float | None = None  # lifetimes in the queue, scaled (`lifetimes`)
+
+
+def lifetimes(state_seconds: float | None) -> dict[str, float]:
+    """Settings that scale the queue's lifetimes from days to `state_seconds`: a task expires,
+    a reached prospect cools down and a closed one is forgotten that long after its event, so
+    the queue's state reaches the size it keeps within the run (at the defaults, 14, 30 and 30
+    days, it grows for weeks before it does). {} for the defaults."""
+    if not state_seconds:
+        return {}
+    days = state_seconds / 86_400
+    return {"task_ttl_days": days, "recontact_after_days": days, "queue_forget_after_days": days}
 
 
 def feature_rows(count: int) -> tuple[list[dict[str, Any]], str]:
@@ -830,7 +918,7 @@ def run_traffic(
 ) -> Observed:
     """Produce the plan with the resources sampled, then drain."""
     brokers = [p.pid for p in broker.processes]
-    sampler = Sampler(worker.process.pid, brokers, options.sample_seconds, open_tasks_of(worker))
+    sampler = Sampler(worker.process.pid, brokers, options.sample_seconds, queue_size_of(worker))
     events = sum(1 for p in plan if p.kind == "event")
     console.print(
         f"producing {events:,} events and {len(plan) - events:,} outcomes and do-not-call "
@@ -861,7 +949,12 @@ def measure(options: Options) -> dict[str, Any]:
     follower: OutputFollower | None = None
     try:
         console.print(f"[bold]soak[/] on {broker.origin} at {broker.bootstrap_servers}; {workdir}")
-        base = isolated_settings(f"soak-{ids.run}", workdir, **broker.client_settings())
+        base = isolated_settings(
+            f"soak-{ids.run}",
+            workdir,
+            **broker.client_settings(),
+            **lifetimes(options.state_seconds),
+        )
         settings = worker_settings(base, workdir, "soak")
         worker = start_scorer(settings, artifact, workdir)
         follower = OutputFollower(settings)
@@ -889,7 +982,15 @@ def measure(options: Options) -> dict[str, Any]:
         "traffic": asdict(traffic),
         "settings": {
             k: getattr(settings, k)
-            for k in ("partitions", "batch_max_size", "batch_max_wait_seconds", "queue_enabled")
+            for k in (
+                "partitions",
+                "batch_max_size",
+                "batch_max_wait_seconds",
+                "queue_enabled",
+                "task_ttl_days",
+                "recontact_after_days",
+                "queue_forget_after_days",
+            )
         },
         "latency": (
             "event: its record's Kafka timestamp (this producer, at hand-over); task / queue: "
@@ -945,7 +1046,7 @@ def minute_table(result: Mapping[str, Any]) -> Table:
     table = Table(title=title)
     columns = (
         "min", "phase", "in", "tasks out", "queue out", "withdrawn", "task p50", "task p99",
-        "queue p50", "queue p99", "queue max", "seen p99", "no pred.", "open tasks",
+        "queue p50", "queue p99", "queue max", "seen p99", "no pred.", "open tasks", "entries",
         "scorer CPU%", "scorer RSS", "queue wkr RSS", "broker CPU%", "broker RSS", "soak CPU%",
         "load1",
     )  # fmt: skip
@@ -962,6 +1063,7 @@ def minute_table(result: Mapping[str, Any]) -> Table:
             _n(row["queue_tasks_out"]), _n(row["queue_tombstones_out"]), _ms(task["p50"]),
             _ms(task["p99"]), _ms(queue["p50"]), _ms(queue["p99"]), _ms(queue["max"]),
             _ms(seen["p99"]), _n(row["without_prediction"]), _n(row["open_tasks"]),
+            _n(row["queue_entries"]),
             _n(row["scorer_cpu_pct"]), _ms(row["scorer_rss_mb"]),
             _ms(row["scorer_rss_by_process"].get("queue_worker")), _n(row["broker_cpu_pct"]),
             _ms(row["broker_rss_mb"]), _n(row["soak_cpu_pct"]), _n(row["load1"]),
@@ -979,9 +1081,21 @@ def checks_table(result: Mapping[str, Any]) -> Table:
     return table
 
 
+def targets_table(result: Mapping[str, Any]) -> Table:
+    table = Table(title="Targets (issue 30)")
+    for column in ("target", "value", "limit", "met"):
+        table.add_column(column)
+    for t in result["targets"]:
+        mark = "[green]met[/]" if t["ok"] else "[red]not met[/]"
+        table.add_row(t["target"], str(t["value"]), str(t["limit"]), mark)
+    return table
+
+
 def print_report(result: Mapping[str, Any]) -> None:
     console.print(minute_table(result))
     console.print(checks_table(result))
+    if result["targets"]:
+        console.print(targets_table(result))
     totals, drained = result["totals"], result["drain"]
     console.print(
         f"event -> call-queue over the run: {totals['event_to_queue_ms']}; outcome -> closed: "
@@ -1014,6 +1128,12 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--seed", type=int, default=Traffic.seed)
     parser.add_argument("--drain-seconds", type=float, default=180.0)
     parser.add_argument("--sample-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--state-seconds",
+        type=float,
+        help="a task's lifetime, the cooling-down and the queue's forget horizon, in seconds "
+        "instead of the default days, so the queue's state reaches its steady size in the run",
+    )
     parser.add_argument("--out", type=Path, help="default: bench/results/soak-<broker>.json")
     args = parser.parse_args(argv)
     traffic = Traffic(
@@ -1027,7 +1147,15 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         seed=args.seed,
     )
     out = args.out or RESULTS / f"soak-{args.broker}.json"
-    return Options(traffic, args.broker, args.model, args.drain_seconds, args.sample_seconds, out)
+    return Options(
+        traffic,
+        args.broker,
+        args.model,
+        args.drain_seconds,
+        args.sample_seconds,
+        out,
+        args.state_seconds,
+    )
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
