@@ -289,7 +289,11 @@ def check_against_reference(settings, produced: int, every_rule: bool = True) ->
         time.sleep(1)
     policy = QueuePolicy.of(settings)
     expected = reference_deployment(
-        reference_inputs(settings), policy.task_ttl, policy.recontact_after, settings.partitions
+        reference_inputs(settings),
+        policy.task_ttl,
+        policy.recontact_after,
+        settings.partitions,
+        policy.forget_after,
     )
     queue = read_topics(settings, [settings.topic_queue], timeout=30)
     got = queue_state_of(
