@@ -122,14 +122,17 @@ class Settings(BaseSettings):
         "is down over a long weekend, or it misses withdrawals.",
     )
 
-    # --- Consumer-group timing (fast values for the local broker: 3 s / 0.5 s) ---
+    # --- Consumer-group timing (the local brokers' fast values: core/local_broker/common.py) ---
     session_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="Consumer-group session timeout (3 for the local broker).",
+        description="Consumer-group session timeout (the tests and the demo: 6 on Apache Kafka, "
+        "which refuses less, 3 on Tansu).",
     )
     heartbeat_interval_seconds: float = Field(
-        default=3.0, gt=0, description="Consumer-group heartbeat (0.5 for the local broker)."
+        default=3.0,
+        gt=0,
+        description="Consumer-group heartbeat (the tests and the demo: 0.5).",
     )
     fetch_max_wait_ms: int = Field(
         default=100,
