@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,31 @@ pytestmark = pytest.mark.slow
 
 PROSPECTS = 150
 EVENTS_PER_SECOND = 40
-DOWN_SECONDS = 30.0
+DOWN_SECONDS = 30.0  # phase 1: the killed leader is started again after this
+MID_STREAM_SECONDS = 5.0  # the feed runs this long before a kill (about 200 events)
+TWO_DOWN_SECONDS = 15.0  # phase 2: at least this long with two of three down
+
+
+def outage(
+    cluster: KafkaCluster,
+    feed: Feed,
+    nodes: Callable[[], list[int]],
+    before: float,
+    until: Callable[[], None],
+) -> list[int]:
+    """The feed runs `before` s; then `nodes()` are SIGKILLed and started again once `until()`
+    returns; the feed stops (every record acknowledged) 5 s after they are back. The nodes."""
+    feed.start()
+    time.sleep(before)
+    killed = nodes()
+    for node_id in killed:
+        cluster.kill(node_id)
+    until()
+    for node_id in killed:
+        cluster.start_node(node_id)
+    time.sleep(5)
+    feed.stop()
+    return killed
 
 
 @pytest.fixture(scope="module")
@@ -321,18 +345,21 @@ def test_a_three_broker_cluster_loses_one_broker_then_two(cluster, tmp_path, wor
     # monitor_window_max_age_days (60); the feed moves about 15 minutes of event time a record.
     feed = Feed(settings, seed=7, prefix="e", start=datetime.now(UTC) - timedelta(days=50))
 
+    def check_the_phase() -> None:
+        check_every_event_has_one_task_id(settings, feed)
+        check_queue(settings, feed, tmp_path / "queue-records.jsonl")
+        check_monitor_joined_every_outcome(settings, monitor, feed)
+
     # --- 1. the leader of most partitions dies mid-stream and comes back 30 s later ----------
-    feed.start()
-    time.sleep(10)
-    victim = leading_node(settings, watched)
-    cluster.kill(victim)
-    time.sleep(DOWN_SECONDS)
-    cluster.start_node(victim)
-    time.sleep(10)
-    feed.stop()
-    check_every_event_has_one_task_id(settings, feed)
-    check_queue(settings, feed, tmp_path / "queue-records.jsonl")
-    check_monitor_joined_every_outcome(settings, monitor, feed)
+    killed = outage(
+        cluster,
+        feed,
+        lambda: [leading_node(settings, watched)],
+        before=MID_STREAM_SECONDS,
+        until=lambda: time.sleep(DOWN_SECONDS),
+    )
+    victim = killed[0]
+    check_the_phase()
     api.wait_open_tasks(int(scorer.metric("callscore_queue_open_tasks")), 60)
 
     # --- 2. two of three down: writes stop, nothing is lost, nothing crashes ------------------
@@ -345,30 +372,32 @@ def test_a_three_broker_cluster_loses_one_broker_then_two(cluster, tmp_path, wor
     failed_checks = 'callscore_consumer_lag_checks_total{result="failed"}'
     checks_before = monitor.metric(failed_checks)
     scored_before = scorer.metric("callscore_events_scored_total")
-    feed.start()
-    time.sleep(5)
-    for node_id in down:
-        cluster.kill(node_id)
-    time.sleep(DOWN_SECONDS)
+
     # aiokafka retries the scorer's sends itself (NotEnoughReplicas, then timeouts); what an
     # operator sees is the monitor's lag checks failing (with one log line) and, after that,
-    # the lag it reads growing (docs/operations.md, "A consumer group falls behind").
-    failed_during = monitor.metric(failed_checks) - checks_before
-    scored_during = scorer.metric("callscore_events_scored_total") - scored_before
-    for node_id in down:
-        cluster.start_node(node_id)
-    time.sleep(5)
-    feed.stop()
-    check_every_event_has_one_task_id(settings, feed)
-    check_queue(settings, feed, tmp_path / "queue-records.jsonl")
-    check_monitor_joined_every_outcome(settings, monitor, feed)
+    # the lag it reads growing (docs/operations.md, "A consumer group falls behind"). The two
+    # stay down TWO_DOWN_SECONDS and then until the monitor has counted a failed lag check (one
+    # check every 5 s, a failure once its 10 s timeout passes: about 15 s).
+    during: dict[str, float] = {}
+
+    def until_a_lag_check_failed() -> None:
+        time.sleep(TWO_DOWN_SECONDS)
+        monitor.wait_until(
+            lambda: monitor.metric(failed_checks) > checks_before,
+            60,
+            "a failed lag check while two of three brokers were down",
+        )
+        during["failed"] = monitor.metric(failed_checks) - checks_before
+        during["scored"] = scorer.metric("callscore_events_scored_total") - scored_before
+
+    outage(cluster, feed, lambda: down, before=5, until=until_a_lag_check_failed)
+    check_the_phase()
 
     for name, process in (("s", scorer), ("m", monitor), ("a", api)):
         assert process.process.poll() is None, process.log()
         assert process.process.pid == pids[name]
-    assert failed_during > 0, "no failed lag check while two of three brokers were down"
     print(f"\n[cluster] killed node {victim}, then {down}; {feed.produced} records produced; "
-          f"while two were down: {failed_during:.0f} failed lag checks, {scored_during:.0f} "
+          f"while two were down: {during['failed']:.0f} failed lag checks, {during['scored']:.0f} "
           "events scored")  # fmt: skip
 
 
