@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -14,10 +16,30 @@ from testkit.harness import isolated_settings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The `kafka` mark follows the fixtures: a test needs a broker iff it uses kafka_broker."""
+    """The `kafka` mark follows the fixtures: a test needs a broker iff it uses kafka_broker.
+
+    In a pytest-xdist worker, the longest files come first (FIRST, then every other file with a
+    `slow` test, then the rest; each file's tests in their order): scripts/test hands out whole
+    files in this order, so the long ones start early and short ones fill both workers' ends."""
     for item in items:
         if "kafka_broker" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kafka)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        slow = {item.path for item in items if item.get_closest_marker("slow")}
+
+        def rank(item: pytest.Item) -> int:
+            if item.path.name in FIRST:
+                return FIRST.index(item.path.name)
+            return len(FIRST) + (item.path not in slow)
+
+        items.sort(key=rank)  # stable: the files' own order otherwise
+
+
+# The longest files, in the order xdist hands them out: the first to one worker, the second to
+# the other, the third to the first, the fourth to the second. The bench and the demos (their
+# processes busy on the CPU) thus run one after the other, beside the three-broker cluster
+# (mostly waiting for its brokers) and then the broker outage.
+FIRST = ["test_bench_smoke.py", "test_cluster_faults.py", "test_demo.py", "test_broker_outage.py"]
 
 
 # What the session's broker line at the end of the run says (none when no test needed one).
@@ -33,9 +55,24 @@ def kafka_broker() -> Iterator[LocalBroker]:
         yield broker
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist (scripts/test runs two workers) each worker has a session broker of
+    its own: a worker hands its line to the controller, which prints them all."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None and SESSION_BROKER:
+        output["session_broker"] = SESSION_BROKER[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    line = getattr(node, "workeroutput", {}).get("session_broker")
+    if line:
+        SESSION_BROKER.append(f"{line} (worker {node.gateway.id})")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if SESSION_BROKER:
-        terminalreporter.write_line(f"[kafka] the session's broker: {SESSION_BROKER[0]}")
+    for line in sorted(SESSION_BROKER):
+        terminalreporter.write_line(f"[kafka] the session's broker: {line}")
 
 
 @pytest.fixture
