@@ -16,7 +16,10 @@ do-not-call entry withdraws the open task (`suppressed`), its tombstone lifts it
 `expires_at` the stream time reaches is withdrawn (`expired`).
 
 Every changed entry is also published on the state changelog (last change per batch), so the
-partition's next owner resumes it. An entry that can no longer change a decision is forgotten
+partition's next owner resumes it. An entry remembers the offset of the input that changed it
+last, so an input up to that offset, applied again after a failed commit, is `redelivered` and
+changes and publishes nothing: the first time's records were acknowledged before the changelog.
+An entry that can no longer change a decision is forgotten
 (`forget_after`): no open task, no objection, and the stream time more than `forget_after` past
 both its newest event and the end of its cooling-down; its changelog tombstone makes the next
 owner forget it too. It changes no decision: an event older than the stream time minus
@@ -25,7 +28,8 @@ than everything the forgotten entry remembered (docs/architecture.md, "The call 
 
 Accounting, checked whenever a `QueueResult` is built:
 scored = queued + late + cooling_down + suppressed + duplicate; outcomes = closed + stale;
-do-not-call records = do_not_call + lifted.
+do-not-call records = do_not_call + lifted; consumed = scored + outcomes + do-not-call records +
+claims + redelivered.
 
 A `PartitionQueue` changes its entries as it applies a batch: when publishing the result fails
 for good, drop the object and rebuild the partition from the changelog.
@@ -132,6 +136,7 @@ class QueueCounts:
     claims: int = 0
     claims_granted: int = 0  # a redelivered granted claim counts again, and publishes again
     claims_refused: int = 0
+    redelivered: int = 0  # inputs the entry had applied already: nothing changed or published
     withdrawn: Counter[Withdrawal] = field(default_factory=Counter)
     forgotten: int = 0  # entries dropped (not inputs: outside the accounting)
 
@@ -171,10 +176,12 @@ class QueueCounts:
                 f"claims {self.claims} != granted {self.claims_granted} + refused "
                 f"{self.claims_refused}"
             )
-        if consumed != self.scored + self.outcomes + self.do_not_call_records + self.claims:
+        applied = self.scored + self.outcomes + self.do_not_call_records + self.claims
+        if consumed != applied + self.redelivered:
             problems.append(
                 f"consumed {consumed} != scored {self.scored} + outcomes {self.outcomes} + "
-                f"do-not-call records {self.do_not_call_records} + claims {self.claims}"
+                f"do-not-call records {self.do_not_call_records} + claims {self.claims} + "
+                f"redelivered {self.redelivered}"
             )
         if problems:
             raise QueueAccountingError("; ".join(problems))
@@ -222,6 +229,7 @@ class PartitionQueue:
         )
         seen = [e.newest_seen_at for e in self.entries.values() if e.newest_seen_at is not None]
         self.stream_time: datetime | None = max(seen, default=None)
+        self._offset: int | None = None  # of the input being applied
         # (expires_at, prospect_id, task_id) of open tasks; stale items are skipped when popped.
         self._expiries: list[tuple[datetime, str, str]] = []
         # (when the stream time passing it forgets the entry, prospect_id) of entries without an
@@ -237,6 +245,10 @@ class PartitionQueue:
     def apply(self, inputs: Sequence[QueueInput]) -> QueueResult:
         batch = _Batch()
         for item in inputs:
+            if self._applied_already(item):
+                batch.counts.redelivered += 1
+                continue
+            self._offset = item.offset
             entry = self._current(batch, item.prospect_id)
             if item.kind == "scored":
                 assert item.prediction is not None
@@ -262,6 +274,11 @@ class PartitionQueue:
             self.stream_time,
             batch.forgotten,
         )
+
+    def _applied_already(self, item: QueueInput) -> bool:
+        entry = self.entries.get(item.prospect_id)
+        last = None if entry is None else entry.applied_offset
+        return last is not None and item.offset <= last
 
     def _current(self, batch: _Batch, prospect_id: str) -> ProspectEntry:
         """The prospect's entry, its open task expired first if the stream time already reached
@@ -526,6 +543,7 @@ class PartitionQueue:
             self.open_by_tier[old.open_task.priority] -= 1
         if entry.open_task is not None:
             self.open_by_tier[entry.open_task.priority] += 1
+        entry = replace(entry, applied_offset=self._offset)
         self.entries[entry.prospect_id] = entry
         batch.changed[entry.prospect_id] = entry
         if old is None or self._forget_at(old) != self._forget_at(entry):

@@ -38,6 +38,12 @@ class ProspectEntry:
     reached_at: AwareDatetime | None = None
     # An objection stands: queue nothing.
     do_not_call: bool = False
+    # The input topic's offset of the input this entry changed at last: every input of the
+    # partition up to it is applied to the entry, so one up to it again is a redelivery (a batch
+    # applied again after its commit failed) and must change nothing. An outcome that came
+    # before its event was stale the first time; applied again after the event, it would close
+    # the event's task.
+    applied_offset: int | None = None
 
 
 _ENTRY = TypeAdapter(ProspectEntry)

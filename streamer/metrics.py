@@ -37,6 +37,7 @@ QUEUE_RESULTS = (
     "lifted",
     "claims_granted",
     "claims_refused",
+    "redelivered",
     "invalid",
 )
 

@@ -14,8 +14,9 @@ prospect, has exactly one writer at a time. For the partitions it owns it:
 3. publishes what they return (prediction log, tier topics, the queue, then, once those are
    acknowledged, the changelog) with one `TopicWriter`, retrying with backoff while the broker
    is away, within Settings.broker_retry_seconds;
-4. only then commits the batch's input offsets (at-least-once: a redelivered input is a
-   `duplicate` and publishes the same records again, with the same keys and task ids).
+4. only then commits the batch's input offsets (at-least-once: an input applied again after a
+   failed commit is `redelivered`: its prospect's entry, rebuilt from the changelog, already
+   has it applied, so it changes and publishes nothing).
 
 Not a Faust agent: Faust's table recovery trusts watermarks, which the local broker reports
 wrong, and a Faust hop costs more per event than the scoring itself (docs/streamer.md,
@@ -182,7 +183,7 @@ class QueueWorker:
             consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
         except KafkaException as exc:
             # E.g. a rebalance in between: the next owner applies the batch again, and every
-            # input it already published is a duplicate that publishes the same records.
+            # input its prospect's entry already has applied is `redelivered` (nothing again).
             log.warning("call queue: commit failed (%s): the batch will be applied again", exc)
 
     # --- partitions --------------------------------------------------------------------------

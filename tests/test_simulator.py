@@ -538,13 +538,14 @@ def _through_the_queue(plan: list[ScheduledRecord], settings: Settings) -> Queue
     queues: dict[int, PartitionQueue] = {}
     total = QueueCounts()
     due: dict[str, datetime] = {}  # a retry's task id -> its not_before
+    offsets = itertools.count()  # the input topic's, increasing: none is a redelivery
 
     def apply(kind: str, key: bytes, value: bytes) -> None:
         nonlocal total
         prospect_id = key.decode()
         partition = partition_for(prospect_id, settings.partitions)
         queue = queues.setdefault(partition, PartitionQueue(partition, topics, policy))
-        where = (prospect_id, partition, 0, value)
+        where = (prospect_id, partition, next(offsets), value)
         if kind == "event":
             item = QueueInput("scored", *where, prediction=_scored_value(value))
         else:
@@ -815,6 +816,7 @@ class InProcessQueue(DecisionLog):
         self.queues: dict[int, PartitionQueue] = {}
         self.pending: list[tuple[float, int, str, bytes, bytes | None]] = []
         self.sequence = 0
+        self.offsets = itertools.count()  # the queue's input offsets: none is a redelivery
         self.counts = QueueCounts()
         self.sent_at: dict[str, float] = {}  # an outcome's task id -> when the replay sent it
 
@@ -840,7 +842,7 @@ class InProcessQueue(DecisionLog):
         queue = self.queues.setdefault(
             partition, PartitionQueue(partition, self.topics, self.policy)
         )
-        where = (prospect_id, partition, 0, value)
+        where = (prospect_id, partition, next(self.offsets), value)
         if kind == "event":
             assert value is not None
             prediction = _scored_value(value)

@@ -85,7 +85,7 @@ P99_GROWTH_LIMIT = 1.25
 RSS_GROWTH_LIMIT = 0.10
 QUEUE_RESULTS = (
     "queued", "late", "cooling_down", "suppressed", "duplicate", "below_floor",
-    "closed", "recycled", "stale", "do_not_call", "lifted", "invalid",
+    "closed", "recycled", "stale", "do_not_call", "lifted", "redelivered", "invalid",
 )  # fmt: skip
 SCORED_RESULTS = ("queued", "late", "cooling_down", "suppressed", "duplicate", "below_floor")
 OUTPUT_KINDS = ("prediction", "task", "queue", "tombstone")
@@ -701,8 +701,8 @@ def checks(accounted: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dic
               accounted["outcomes"]),
         check("do-not-call entries applied", inputs.get("do_not_call"),
               accounted["do_not_call"]),
-        check("nothing late, duplicate or invalid",
-              sum(inputs.get(r, 0) for r in ("late", "duplicate", "invalid")), 0),
+        check("nothing late, duplicate, redelivered or invalid",
+              sum(inputs.get(r, 0) for r in ("late", "duplicate", "redelivered", "invalid")), 0),
         check("closed tombstones seen = closed (scorer)",
               accounted["tombstones_by_reason"].get("closed", 0),
               metrics.get("withdrawals", {}).get("closed")),
