@@ -944,6 +944,7 @@ def measure(options: Options) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"callscore-soak-{options.broker}-"))
     ids = Ids(uuid.uuid4().hex[:8])
     load_start = proc_loadavg()
+    machine = machine_info()  # at the start: the commit the processes run, not the one at the end
     broker = start_local_broker(options.broker, log_dir=str(workdir))  # type: ignore[arg-type]
     worker: StreamWorker | None = None
     follower: OutputFollower | None = None
@@ -965,7 +966,6 @@ def measure(options: Options) -> dict[str, Any]:
             follower.stop()
         _stop_children(worker, broker, workdir)
     produced = seen.produced
-    machine = machine_info()
     minutes = int(-(-traffic.minutes // 1))
     result = analyse(produced, ids, follower.outputs, seen.samples, seen.metrics, minutes)
     return {
