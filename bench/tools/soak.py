@@ -83,6 +83,8 @@ MINUTE_MS = 60_000
 TARGET_WINDOW_MINUTES = 5
 P99_GROWTH_LIMIT = 1.25
 RSS_GROWTH_LIMIT = 0.10
+CHECK_COLUMNS = ("check", "value", "expected", "ok")
+TARGET_COLUMNS = ("target", "value", "limit", "ok")
 QUEUE_RESULTS = (
     "queued", "late", "cooling_down", "suppressed", "duplicate", "below_floor",
     "closed", "recycled", "stale", "do_not_call", "lifted", "redelivered", "invalid",
@@ -1038,6 +1040,11 @@ def _n(value: float | int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def _cell(value: Any) -> str:
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return _n(value) if numeric else str(value)
+
+
 def minute_table(result: Mapping[str, Any]) -> Table:
     title = (
         f"Soak: {result['traffic']['rate']:g} events/s for {result['traffic']['minutes']:g} min "
@@ -1071,31 +1078,23 @@ def minute_table(result: Mapping[str, Any]) -> Table:
     return table
 
 
-def checks_table(result: Mapping[str, Any]) -> Table:
-    table = Table(title="Accounting (after the drain)")
-    for column in ("check", "value", "expected", "ok"):
+def verdict_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Table:
+    """The checks or the targets: name, value, what it must be, and whether it is."""
+    table = Table(title=title)
+    for column in columns:
         table.add_column(column)
-    for c in result["checks"]:
-        mark = "[green]ok[/]" if c["ok"] else "[red]NO[/]"
-        table.add_row(c["check"], _n(c["value"]), _n(c["expected"]), mark)
-    return table
-
-
-def targets_table(result: Mapping[str, Any]) -> Table:
-    table = Table(title="Targets (issue 30)")
-    for column in ("target", "value", "limit", "met"):
-        table.add_column(column)
-    for t in result["targets"]:
-        mark = "[green]met[/]" if t["ok"] else "[red]not met[/]"
-        table.add_row(t["target"], str(t["value"]), str(t["limit"]), mark)
+    for row in rows:
+        mark = "[green]ok[/]" if row["ok"] else "[red]NO[/]"
+        name, value, bound = (row[c] for c in columns[:3])
+        table.add_row(str(name), _cell(value), _cell(bound), mark)
     return table
 
 
 def print_report(result: Mapping[str, Any]) -> None:
     console.print(minute_table(result))
-    console.print(checks_table(result))
+    console.print(verdict_table("Accounting (after the drain)", result["checks"], CHECK_COLUMNS))
     if result["targets"]:
-        console.print(targets_table(result))
+        console.print(verdict_table("Targets (issue 30)", result["targets"], TARGET_COLUMNS))
     totals, drained = result["totals"], result["drain"]
     console.print(
         f"event -> call-queue over the run: {totals['event_to_queue_ms']}; outcome -> closed: "
