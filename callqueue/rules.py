@@ -512,10 +512,10 @@ class PartitionQueue:
         horizon = self._policy.forget_after
         if horizon is None or entry.open_task is not None or entry.do_not_call:
             return None
-        remembered = [entry.newest_seen_at]
+        newest = entry.newest_seen_at
         if entry.reached_at is not None:
-            remembered.append(entry.reached_at + self._policy.recontact_after)
-        newest = max((t for t in remembered if t is not None), default=None)
+            cooled = entry.reached_at + self._policy.recontact_after
+            newest = cooled if newest is None else max(newest, cooled)
         return _LONG_AGO if newest is None else newest + horizon
 
     def _remember_forgettable(self, entry: ProspectEntry) -> None:
@@ -546,8 +546,9 @@ class PartitionQueue:
         entry = replace(entry, applied_offset=self._offset)
         self.entries[entry.prospect_id] = entry
         batch.changed[entry.prospect_id] = entry
-        if old is None or self._forget_at(old) != self._forget_at(entry):
-            self._remember_forgettable(entry)
+        at = self._forget_at(entry)
+        if at is not None and (old is None or self._forget_at(old) != at):
+            heapq.heappush(self._forgettable, (at, entry.prospect_id))
 
     def _withdraw(self, batch: _Batch, entry: ProspectEntry, reason: Withdrawal) -> None:
         task = entry.open_task
